@@ -1,0 +1,83 @@
+# evlua - build, test, benchmark, install.
+#   make            build ./evlua (installs missing Debian packages first)
+#   make test       C unit tests + Lua tests inside the runtime
+#   make asan-test  the same Lua tests with an ASan+UBSan build
+#   make bench      benchmarks, side by side with their peers
+#   make install PREFIX=/usr/local
+
+PREFIX ?= /usr/local
+SHARE_DIR = $(PREFIX)/share/evlua
+CC ?= cc
+CFLAGS ?= -O2 -g
+WARNINGS = -Wall -Wextra -Wshadow -Wpointer-arith -Wcast-qual \
+  -Wstrict-prototypes -Wmissing-prototypes -Wundef -Wformat=2
+PKG_CFLAGS = $(shell pkg-config --cflags lua5.4 2>/dev/null)
+PKG_LIBS = $(shell pkg-config --libs lua5.4 2>/dev/null)
+# libev ships no .pc file in Debian.
+LIBS = $(PKG_LIBS) -lev -lm
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARNINGS) $(PKG_CFLAGS) \
+  -DEVLUA_SHARE_DIR='"$(SHARE_DIR)"' $(CFLAGS)
+
+CORE_SRC = src/runtime.c src/lcore.c src/ltimer.c src/lfdwatch.c \
+  src/log.c src/paths.c
+SRC = src/main.c $(CORE_SRC)
+OBJ = $(SRC:src/%.c=build/obj/%.o)
+ASAN_OBJ = $(SRC:src/%.c=build/asan/obj/%.o)
+ASAN_FLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+  -fno-sanitize-recover=undefined
+
+C_TESTS = build/tests/test_log build/tests/test_paths
+
+.PHONY: all deps test asan asan-test bench install uninstall clean
+all: deps evlua
+
+deps:
+	@scripts/install-deps.sh
+
+evlua: $(OBJ)
+	$(CC) -o $@ $(OBJ) $(LIBS) $(LDFLAGS)
+
+build/obj/%.o: src/%.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+
+# The sanitizer build lives in build/asan/ with a lua/ link beside it, so
+# it finds the library the same way ./evlua does.
+asan: deps build/asan/evlua
+build/asan/evlua: $(ASAN_OBJ)
+	clang $(ASAN_FLAGS) -o $@ $(ASAN_OBJ) $(LIBS)
+	ln -sfn ../../lua build/asan/lua
+
+build/asan/obj/%.o: src/%.c
+	@mkdir -p $(@D)
+	clang $(ALL_CFLAGS) $(ASAN_FLAGS) -MMD -MP -c -o $@ $<
+
+build/tests/test_%: tests/c/test_%.c src/%.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Isrc -o $@ $^ $(shell pkg-config --cflags --libs cmocka)
+
+test: all $(C_TESTS)
+	@tests/run.sh ./evlua
+
+asan-test: asan
+	@tests/run.sh build/asan/evlua --lua-only
+
+bench: all
+	@bench/run.sh
+
+install: evlua
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SHARE_DIR)/lua/evlua \
+	  $(DESTDIR)$(SHARE_DIR)/examples
+	install -m 755 evlua $(DESTDIR)$(PREFIX)/bin/evlua
+	install -m 644 lua/*.lua $(DESTDIR)$(SHARE_DIR)/lua/
+	install -m 644 lua/evlua/*.lua $(DESTDIR)$(SHARE_DIR)/lua/evlua/
+	install -m 644 examples/*.lua $(DESTDIR)$(SHARE_DIR)/examples/
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/evlua
+	rm -rf $(DESTDIR)$(SHARE_DIR)
+
+clean:
+	rm -rf build evlua
+
+-include $(OBJ:.o=.d) $(ASAN_OBJ:.o=.d)

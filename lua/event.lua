@@ -1,0 +1,495 @@
+-- event.lua - the evlua event module: coroutines, waiting, timers, time
+-- and logging. Every blocking call parks the running coroutine on one wait
+-- primitive (park) with an optional deadline; the loop wakes it.
+--
+-- Scheduling rules (docs/event.md explains them to users):
+--  * event.fork queues a task; queued tasks run when the loop next drains
+--    its ready queue (before it polls for I/O), never inside the caller.
+--  * wakeups and cancellations queue the woken task the same way, so Lua
+--    code never runs nested inside other Lua code (no re-entrancy).
+--  * timer deadlines resume their coroutine straight from the loop.
+
+local core = require "evlua.core"
+
+local co_create, co_resume, co_yield, co_running =
+  coroutine.create, coroutine.resume, coroutine.yield, coroutine.running
+local pack, unpack = table.pack, table.unpack
+local traceback, getinfo = debug.traceback, debug.getinfo
+local type, select, tostring, error, setmetatable, pairs, getmetatable =
+  type, select, tostring, error, setmetatable, pairs, getmetatable
+
+local event = {}
+
+--[[ Tasks ==================================================================
+A task is one run of a function in a coroutine. Fields:
+  id, fn, args (packed, until started), co (nil until started),
+  state: "ready" (queued) | "running" | "waiting" (parked) | "dead",
+  what, on: what a parked task waits for ("sleep", 2.5), ("wait", token)...
+  wakeargs: packed values to resume a queued task with,
+  cancel_pending: the next wait fails with nil, "cancelled",
+  results: packed join results once dead, joiners: tasks joining it.
+Coroutines are pooled: a finished task's coroutine runs the next task.
+==========================================================================]]
+
+local Task = {}
+Task.__index = Task
+
+local task_of = setmetatable({}, { __mode = "k" })    -- coroutine -> task
+local deadline_of = setmetatable({}, { __mode = "k" }) -- coroutine -> timer
+local live, nlive, last_id = {}, 0, 0
+local pool, npool = {}, 0
+local POOL_MAX = 1024
+
+local ready, nready, spare = {}, 0, {}   -- the ready queue (two arrays)
+local NO_VALUES = { true, n = 1 }        -- what a bare wakeup delivers
+
+local function push_ready(task)
+  nready = nready + 1
+  ready[nready] = task
+  if nready == 1 then core.set_ready(true) end
+end
+
+local task_body   -- the body of every task coroutine, below
+
+-- Start or resume a queued task, now.
+local function run(task)
+  task.state = "running"
+  local co = task.co
+  local ok, err
+  if co == nil then
+    if npool > 0 then
+      co, pool[npool], npool = pool[npool], nil, npool - 1
+    else
+      co = co_create(task_body)
+    end
+    task.co = co
+    task_of[co] = task
+    ok, err = co_resume(co, task)
+  else
+    local w = task.wakeargs
+    if w then
+      task.wakeargs = nil
+      ok, err = co_resume(co, unpack(w, 1, w.n))
+    else
+      ok, err = co_resume(co)
+    end
+  end
+  if not ok then   -- tasks catch their own errors: this is a bug here
+    core.log("error", "evlua scheduler: " .. traceback(co, tostring(err)))
+  end
+end
+
+-- Run the tasks queued so far; tasks queued meanwhile wait for the next
+-- loop iteration, so sleep(0) lets I/O in.
+local function drain()
+  local q, n = ready, nready
+  ready, nready, spare = spare, 0, q
+  for i = 1, n do
+    local task = q[i]
+    q[i] = nil
+    if task.state == "ready" then run(task) end
+  end
+  if nready == 0 then core.set_ready(false) end
+end
+core.set_drain(drain)
+
+local function new_task(fn, ...)
+  if type(fn) ~= "function" then
+    error("bad argument #1 to 'fork' (function expected, got "
+          .. type(fn) .. ")", 3)
+  end
+  last_id = last_id + 1
+  local task = setmetatable({ id = last_id, fn = fn, args = pack(...),
+                              state = "ready" }, Task)
+  live[task] = true
+  nlive = nlive + 1
+  return task
+end
+
+-- Queue a parked task to resume with the given values. Returns false if
+-- it is not parked (already woken, or dead).
+local function wake(task, ...)
+  if task.state ~= "waiting" then return false end
+  task.state = "ready"
+  local deadline = deadline_of[task.co]
+  if deadline then deadline:stop() end
+  if select("#", ...) > 0 then task.wakeargs = pack(...) end
+  push_ready(task)
+  return true
+end
+
+local function resumed(task, ...)
+  task.state, task.what, task.on = "running", nil, nil
+  if task.cancel_pending then
+    task.cancel_pending = nil
+    return nil, "cancelled"
+  end
+  return ...
+end
+
+-- Park the running task until something wakes it; with a timeout, the
+-- deadline resumes it with nil, "timeout". Returns the wakeup's values.
+local function park(task, what, on, timeout)
+  if task.cancel_pending then
+    task.cancel_pending = nil
+    return nil, "cancelled"
+  end
+  task.state, task.what, task.on = "waiting", what, on
+  if timeout then
+    local co = task.co
+    local deadline = deadline_of[co]
+    if not deadline then
+      deadline = core.timer(co)
+      deadline_of[co] = deadline
+    end
+    deadline:start(timeout)
+  end
+  return resumed(task, co_yield())
+end
+
+-- The task running now; raises the "must run in a coroutine" error for
+-- the caller of `fname` otherwise.
+local function current(fname)
+  local co, ismain = co_running()
+  local task = task_of[co]
+  if task then return task end
+  if ismain then error(fname .. " must run in a coroutine", 3) end
+  error(fname .. " must run in a coroutine started by event.fork", 3)
+end
+
+local function check_duration(value, fname, argn)
+  if type(value) ~= "number" or not (value >= 0) or value == math.huge then
+    error(("bad argument #%d to '%s' (non-negative number expected, got %s)")
+          :format(argn, fname, tostring(value)), 3)
+  end
+  return value
+end
+
+function Task:name()
+  if self.label then return self.label end
+  local info = getinfo(self.fn, "S")
+  return ("coroutine #%d (%s:%d)"):format(self.id, info.short_src,
+                                          info.linedefined)
+end
+
+function Task:__tostring()
+  return self:name()
+end
+
+-- Capture an error with its traceback inside the failing coroutine.
+local function on_error(err)
+  local msg = err
+  if type(msg) ~= "string" then
+    local mt = getmetatable(msg)
+    if mt and mt.__tostring then
+      msg = tostring(msg)
+    else
+      msg = "(error object is a " .. type(err) .. " value)"
+    end
+  end
+  -- The frames below the task's function are the scheduler's: cut them.
+  local tb = traceback(msg, 2)
+  local cut = tb:find("\n\t[C]: in function 'xpcall'", 1, true)
+  if cut then
+    tb = tb:sub(1, cut - 1):gsub("\n\t%(%.%.%.tail calls%.%.%.%)$", "")
+  end
+  return { err = err, traceback = tb }
+end
+
+local main_failed  -- set by event._start_main's caller
+
+-- Mark a task dead with its packed results and wake its joiners.
+local function settle(task, results)
+  task.state, task.what, task.on = "dead", nil, nil
+  task.results = results
+  live[task] = nil
+  nlive = nlive - 1
+  local joiners = task.joiners
+  if joiners then
+    task.joiners = nil
+    for i = 1, #joiners do wake(joiners[i], unpack(results, 1, results.n)) end
+  end
+end
+
+-- Settle a task with what its xpcall returned; report an error.
+local function finish(task, ok, ...)
+  if ok then return settle(task, pack(true, ...)) end
+  local e = ...
+  settle(task, { false, e.err, n = 2 })
+  if task.main then
+    main_failed(e.traceback)
+  else
+    core.log("error", task:name() .. " failed: " .. e.traceback)
+  end
+end
+
+task_body = function(task)
+  while true do
+    local args = task.args
+    task.args = nil
+    finish(task, xpcall(task.fn, on_error, unpack(args, 1, args.n)))
+    local co = task.co
+    task_of[co] = nil
+    local deadline = deadline_of[co]
+    if deadline then deadline:stop() end
+    if npool >= POOL_MAX then return end
+    npool = npool + 1
+    pool[npool] = co
+    task, args, co = nil, nil, nil
+    task = co_yield()       -- the next task, from run()
+  end
+end
+
+--[[ Task handles ===========================================================]]
+
+-- handle:join([timeout]) -> true, results... | false, err | nil, "timeout"
+function Task:join(timeout)
+  local me = current("join")
+  if timeout ~= nil then check_duration(timeout, "join", 1) end
+  if self.state == "dead" then
+    local r = self.results
+    return unpack(r, 1, r.n)
+  end
+  if self == me then error("a coroutine cannot join itself", 2) end
+  local joiners = self.joiners
+  if not joiners then
+    joiners = {}
+    self.joiners = joiners
+  end
+  joiners[#joiners + 1] = me
+  return self:_unjoin(me, park(me, "join", self, timeout))
+end
+
+function Task:_unjoin(me, ...)
+  local joiners = self.joiners
+  if joiners then   -- woken by timeout or cancel: stop waiting for self
+    for i = #joiners, 1, -1 do
+      if joiners[i] == me then table.remove(joiners, i) end
+    end
+  end
+  return ...
+end
+
+-- handle:cancel() -> true if the task was still alive.
+-- A parked task resumes now with nil, "cancelled"; a task that has not
+-- started never runs; a running or already woken task gets nil,
+-- "cancelled" from its next wait.
+function Task:cancel()
+  local state = self.state
+  if state == "dead" then return false end
+  if state == "waiting" then
+    wake(self, nil, "cancelled")
+  elseif state == "ready" and self.co == nil then
+    settle(self, { false, "cancelled", n = 2 })
+  else
+    self.cancel_pending = true
+  end
+  return true
+end
+
+function Task:status()
+  return self.state, self.what, self.on
+end
+
+-- handle:name([label]) -> its name; a label replaces the default one
+function Task:set_name(label)
+  self.label = label
+  return self
+end
+
+--[[ Coroutines =============================================================]]
+
+-- event.fork(fn, ...) -> handle; fn(...) runs in a new coroutine on the
+-- next loop turn.
+function event.fork(fn, ...)
+  local task = new_task(fn, ...)
+  push_ready(task)
+  return task
+end
+
+-- Run fn(...) in a new task right now (from a loop callback).
+local function spawn_now(fn, ...)
+  run(new_task(fn, ...))
+end
+
+-- event.running() -> the running task's handle, or nil outside a task.
+function event.running()
+  return task_of[co_running()]
+end
+
+-- event.sleep(sec) -> true | nil, "cancelled"
+function event.sleep(sec)
+  local task = current("event.sleep")
+  check_duration(sec, "sleep", 1)
+  if sec == 0 then  -- yield: run again on the next loop iteration
+    if task.cancel_pending then
+      task.cancel_pending = nil
+      return nil, "cancelled"
+    end
+    task.state, task.what, task.on = "ready", "sleep", 0
+    push_ready(task)
+    local _, err = resumed(task, co_yield())
+    if err == "cancelled" then return nil, err end
+    return true
+  end
+  local ok, err = park(task, "sleep", sec, sec)
+  if err == "timeout" then return true end
+  return ok, err
+end
+
+--[[ wait / wakeup ==========================================================]]
+
+local waiters = {}   -- token -> parked task
+
+local function unwait(token, task, ...)
+  if waiters[token] == task then waiters[token] = nil end
+  return ...
+end
+
+-- event.wait(token [, timeout]) -> the values given to wakeup (true when
+-- none) | nil, "timeout" | nil, "cancelled". One waiter per token.
+function event.wait(token, timeout)
+  local task = current("event.wait")
+  if token == nil or token ~= token then
+    error("bad argument #1 to 'wait' (token expected, got "
+          .. tostring(token) .. ")", 2)
+  end
+  if timeout ~= nil then check_duration(timeout, "wait", 2) end
+  if waiters[token] then
+    error("bad argument #1 to 'wait' (token already has a waiter)", 2)
+  end
+  waiters[token] = task
+  return unwait(token, task, park(task, "wait", token, timeout))
+end
+
+-- event.wakeup(token, ...) -> true if a coroutine waited on token (it
+-- resumes on this loop iteration with ...), false otherwise.
+function event.wakeup(token, ...)
+  if token == nil then return false end
+  local task = waiters[token]
+  if task == nil then return false end
+  waiters[token] = nil
+  if select("#", ...) == 0 then
+    if not wake(task) then return false end
+    task.wakeargs = NO_VALUES
+    return true
+  end
+  return wake(task, ...)
+end
+
+--[[ Timers =================================================================]]
+
+local function fire(timer, fn)
+  spawn_now(fn, timer)
+end
+
+local function check_callback(fn, fname)
+  if type(fn) ~= "function" then
+    error("bad argument #2 to '" .. fname .. "' (function expected, got "
+          .. type(fn) .. ")", 3)
+  end
+end
+
+-- event.timer(sec, fn) -> timer; fn(timer) runs every sec seconds, each
+-- time in a new coroutine, until timer:cancel().
+function event.timer(sec, fn)
+  check_duration(sec, "timer", 1)
+  if sec == 0 then
+    error("bad argument #1 to 'timer' (positive number expected, got 0)", 2)
+  end
+  check_callback(fn, "timer")
+  return core.timer(fire, fn):start(sec, sec)
+end
+
+-- event.timeout(sec, fn) -> timer; fn(timer) runs once after sec seconds.
+function event.timeout(sec, fn)
+  check_duration(sec, "timeout", 1)
+  check_callback(fn, "timeout")
+  return core.timer(fire, fn):start(sec)
+end
+
+--[[ Loop and time ==========================================================]]
+
+event.now = core.now
+event.time = core.time
+event.update_now = core.update_now
+event.breakout = core.breakout
+
+--[[ Logging ================================================================]]
+
+local function log(level, ...)
+  local n = select("#", ...)
+  local msg
+  if n == 1 then
+    msg = tostring((...))
+  else
+    local parts = pack(...)
+    for i = 1, n do parts[i] = tostring(parts[i]) end
+    msg = table.concat(parts, " ", 1, n)
+  end
+  core.log(level, msg)
+end
+
+function event.error(...) log("error", ...) end
+function event.warn(...) log("warn", ...) end
+function event.info(...) log("info", ...) end
+function event.debug(...) log("debug", ...) end
+
+-- event.log_file(path | nil) -> true | nil, err (nil: back to stderr)
+event.log_file = core.log_open
+-- event.log_level([name]) -> previous level ("error", "warn", "info", "debug")
+event.log_level = core.log_level
+
+--[[ Introspection ==========================================================]]
+
+-- event.tasks() -> list of { id, name, state, what, on, traceback } for
+-- every live coroutine, by id.
+function event.tasks()
+  local list = {}
+  for task in pairs(live) do
+    list[#list + 1] = {
+      id = task.id, name = task:name(), state = task.state,
+      what = task.what, on = task.on, handle = task,
+      traceback = task.co and traceback(task.co) or nil,
+    }
+  end
+  table.sort(list, function(a, b) return a.id < b.id end)
+  return list
+end
+
+-- event.ps() -> a text table of the live coroutines with their tracebacks
+function event.ps()
+  local out = {}
+  for _, t in ipairs(event.tasks()) do
+    local waiting = ""
+    if t.what then waiting = " " .. t.what .. " " .. tostring(t.on) end
+    out[#out + 1] = ("%s [%s%s]"):format(t.name, t.state, waiting)
+    if t.traceback then
+      out[#out + 1] = "  " .. t.traceback:gsub("\n", "\n  ")
+    end
+  end
+  return table.concat(out, "\n")
+end
+
+-- event.stats() -> { tasks, ready, timers, fdwatches, memory_kb, uptime }
+function event.stats()
+  local s = core.stats()
+  s.tasks, s.ready = nlive, nready
+  s.memory_kb = collectgarbage("count")
+  s.pooled = npool
+  return s
+end
+
+--[[ Start-up (used by the evlua launcher) ==================================]]
+
+-- event._start_main(fn, on_error, ...): run the main chunk as a task;
+-- on_error(traceback) handles an error escaping it.
+function event._start_main(fn, failed, ...)
+  main_failed = failed
+  local task = event.fork(fn, ...)
+  task.main = true
+  task.label = "main chunk"
+  return task
+end
+
+return event

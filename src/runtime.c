@@ -1,0 +1,169 @@
+/*
+** runtime.c - the evlua runtime: loop, Lua state, and the protected
+** dispatcher every loop callback goes through.
+*/
+#include "runtime.h"
+
+#include <lauxlib.h>
+#include <lualib.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+evlua_runtime *evlua_runtime_get(lua_State *L) {
+  return *(evlua_runtime **)lua_getextraspace(L);
+}
+
+/* Error message handler: the message (or a description of a non-string
+** error object) followed by a traceback of the failing thread. */
+int evlua_traceback(lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (msg == NULL) {
+    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+      return 1;
+    msg = lua_pushfstring(L, "(error object is a %s value)",
+                          luaL_typename(L, 1));
+  }
+  luaL_traceback(L, L, msg, 1);
+  return 1;
+}
+
+static void log_lua_error(lua_State *L, int idx, const char *what) {
+  size_t len;
+  const char *msg = lua_tolstring(L, idx, &len);
+  if (msg == NULL) msg = "(error object is not a string)";
+  evlua_log(EVLUA_LOG_ERROR, "%s: %s", what, msg);
+}
+
+int evlua_pcall(lua_State *L, int nargs, int nresults) {
+  int base = lua_gettop(L) - nargs;   /* function index */
+  lua_pushcfunction(L, evlua_traceback);
+  lua_insert(L, base);
+  int status = lua_pcall(L, nargs, nresults, base);
+  if (status != LUA_OK) {
+    log_lua_error(L, -1, "callback failed");
+    lua_pop(L, 1);
+  }
+  lua_remove(L, base);
+  return status;
+}
+
+/* Resume co with the nargs values on top of L. A coroutine that is not
+** suspended is left alone (its waker was stale). */
+static void resume_thread(lua_State *L, lua_State *co, int nargs) {
+  if (lua_status(co) != LUA_YIELD) {
+    lua_pop(L, nargs);
+    evlua_log(EVLUA_LOG_ERROR, "evlua: event for a coroutine that is not "
+              "suspended was dropped");
+    return;
+  }
+  lua_xmove(L, co, nargs);
+  int nres = 0;
+  int status = lua_resume(co, L, nargs, &nres);
+  if (status == LUA_OK || status == LUA_YIELD) {
+    lua_pop(co, nres);
+    return;
+  }
+  /* Tasks catch their own errors; reaching here means the scheduler or an
+  ** error handler failed. The coroutine is dead; report where. */
+  luaL_traceback(L, co, lua_tostring(co, -1), 0);
+  log_lua_error(L, -1, "coroutine failed");
+  lua_pop(L, 1);
+}
+
+void evlua_deliver(lua_State *L, int ud, int nargs) {
+  ud = lua_absindex(L, ud);
+  int type = lua_getiuservalue(L, ud, 1);
+  if (type == LUA_TTHREAD) {
+    lua_State *co = lua_tothread(L, -1);
+    lua_pop(L, 1);  /* still anchored by the userdata */
+    resume_thread(L, co, nargs);
+  } else if (type == LUA_TFUNCTION) {
+    lua_pushvalue(L, ud);
+    lua_getiuservalue(L, ud, 2);
+    lua_rotate(L, -(nargs + 3), 3);   /* f ud arg values... */
+    evlua_pcall(L, nargs + 2, 0);
+  } else {
+    lua_pop(L, nargs + 1);
+  }
+}
+
+static void on_prepare(struct ev_loop *loop, ev_prepare *w, int revents) {
+  (void)loop; (void)revents;
+  evlua_runtime *rt = container_of(w, evlua_runtime, drain_watcher);
+  lua_State *L = rt->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->drain_ref);
+  evlua_pcall(L, 0, 0);
+}
+
+static void on_spin(struct ev_loop *loop, ev_idle *w, int revents) {
+  (void)loop; (void)w; (void)revents;  /* its presence alone matters */
+}
+
+void evlua_runtime_set_ready(evlua_runtime *rt, int on) {
+  if (on && rt->drain_ref != LUA_NOREF) {
+    ev_prepare_start(rt->loop, &rt->drain_watcher);
+    ev_idle_start(rt->loop, &rt->spin_watcher);
+  } else {
+    ev_prepare_stop(rt->loop, &rt->drain_watcher);
+    ev_idle_stop(rt->loop, &rt->spin_watcher);
+  }
+}
+
+evlua_runtime *evlua_runtime_new(void) {
+  evlua_runtime *rt = calloc(1, sizeof *rt);
+  if (rt == NULL) return NULL;
+  rt->loop = ev_default_loop(EVFLAG_AUTO);
+  rt->L = luaL_newstate();
+  if (rt->loop == NULL || rt->L == NULL) {
+    if (rt->L) lua_close(rt->L);
+    free(rt);
+    return NULL;
+  }
+  rt->drain_ref = LUA_NOREF;
+  rt->started = ev_time();
+  ev_set_userdata(rt->loop, rt);
+  ev_prepare_init(&rt->drain_watcher, on_prepare);
+  ev_idle_init(&rt->spin_watcher, on_spin);
+  *(evlua_runtime **)lua_getextraspace(rt->L) = rt;
+  luaL_openlibs(rt->L);
+  luaL_getsubtable(rt->L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  lua_pushcfunction(rt->L, luaopen_evlua_core);
+  lua_setfield(rt->L, -2, "evlua.core");
+  lua_pop(rt->L, 1);
+  return rt;
+}
+
+void evlua_runtime_run(evlua_runtime *rt) {
+  ev_run(rt->loop, 0);
+}
+
+void evlua_runtime_free(evlua_runtime *rt) {
+  evlua_runtime_set_ready(rt, 0);
+  lua_close(rt->L);   /* __gc stops every watcher still running */
+  ev_loop_destroy(rt->loop);
+  free(rt);
+}
+
+void evlua_anchor(lua_State *L, int idx, int *ref) {
+  if (*ref != LUA_NOREF) return;
+  lua_pushvalue(L, idx);
+  *ref = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+void evlua_unanchor(lua_State *L, int *ref) {
+  if (*ref == LUA_NOREF) return;
+  luaL_unref(L, LUA_REGISTRYINDEX, *ref);
+  *ref = LUA_NOREF;
+}
+
+void evlua_set_target(lua_State *L, int ud, int targ) {
+  int t = lua_type(L, targ);
+  luaL_argexpected(L, t == LUA_TFUNCTION || t == LUA_TTHREAD, targ,
+                   "function or coroutine");
+  lua_pushvalue(L, targ);
+  lua_setiuservalue(L, ud, 1);
+  lua_pushvalue(L, targ + 1);
+  lua_setiuservalue(L, ud, 2);
+}

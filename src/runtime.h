@@ -1,0 +1,76 @@
+/*
+** runtime.h - the evlua runtime: one libev loop, one Lua state, and the one
+** protected way from loop callbacks into Lua.
+*/
+#ifndef EVLUA_RUNTIME_H
+#define EVLUA_RUNTIME_H
+
+#include <ev.h>
+#include <lua.h>
+#include <stddef.h>
+
+#define EVLUA_VERSION "0.1.0"
+
+#define container_of(ptr, type, member) \
+  ((type *)((char *)(ptr) - offsetof(type, member)))
+
+typedef struct evlua_runtime {
+  struct ev_loop *loop;
+  lua_State *L;              /* main thread; callbacks run Lua on it */
+  ev_prepare drain_watcher;  /* runs the ready queue before each poll */
+  ev_idle spin_watcher;      /* keeps the poll from blocking while work waits */
+  int drain_ref;             /* registry ref of the Lua ready-queue drain */
+  int exit_code;             /* process exit status once the loop stops */
+  long active_timers;        /* counters for stats and leak checks */
+  long active_fdwatches;
+  double started;            /* ev_time() at creation, for uptime */
+} evlua_runtime;
+
+/* Create the runtime on libev's default loop and a new Lua state with the
+** standard libraries and "evlua.core" preloaded. Returns NULL if either
+** cannot be created. The caller owns it; release with evlua_runtime_free. */
+evlua_runtime *evlua_runtime_new(void);
+
+/* Close the Lua state (running every __gc) and destroy the loop. */
+void evlua_runtime_free(evlua_runtime *rt);
+
+/* Run the loop until no watcher is left or event.breakout() is called. */
+void evlua_runtime_run(evlua_runtime *rt);
+
+/* The runtime owning L (any thread of the state). */
+evlua_runtime *evlua_runtime_get(lua_State *L);
+
+/* Call the function below nargs arguments on L's stack in protected mode
+** with a traceback handler; an error is logged, never propagated.
+** Returns the lua_pcall status; on error nothing is left on the stack. */
+int evlua_pcall(lua_State *L, int nargs, int nresults);
+
+/* Deliver a watcher event to the target stored as user value 1 of the
+** userdata at index ud: a coroutine is resumed with the nargs values on top
+** of the stack; a function is called as f(ud, uservalue2, values...).
+** The values are consumed; errors are logged. */
+void evlua_deliver(lua_State *L, int ud, int nargs);
+
+/* Ask the loop to run the ready-queue drain before its next poll (on) or
+** stop doing so (off). */
+void evlua_runtime_set_ready(evlua_runtime *rt, int on);
+
+/* Message handler adding a traceback to an error (as lua.c does). */
+int evlua_traceback(lua_State *L);
+
+/* Anchor the value at idx in the registry (no-op if *ref already holds
+** one) so the GC keeps it while a watcher is active; unanchor drops it. */
+void evlua_anchor(lua_State *L, int idx, int *ref);
+void evlua_unanchor(lua_State *L, int *ref);
+
+/* Store the watcher target (function or coroutine, checked at argument
+** targ) and an optional argument as user values 1 and 2 of userdata ud. */
+void evlua_set_target(lua_State *L, int ud, int targ);
+
+/* Module openers, one per binding file. */
+int luaopen_evlua_core(lua_State *L);
+void evlua_open_timer(lua_State *L);
+void evlua_open_fdwatch(lua_State *L);
+
+#endif
+
