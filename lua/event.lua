@@ -176,27 +176,30 @@ function Task:__tostring()
   return self:name()
 end
 
--- Capture an error with its traceback inside the failing coroutine.
-local function on_error(err)
-  local msg = err
+-- event.traceback(msg [, level]) -> msg with a traceback of the running
+-- coroutine, without the scheduler's frames below the task's function.
+-- Works as an xpcall message handler; non-string errors are described.
+function event.traceback(msg, level)
   if type(msg) ~= "string" then
     local mt = getmetatable(msg)
     if mt and mt.__tostring then
       msg = tostring(msg)
     else
-      msg = "(error object is a " .. type(err) .. " value)"
+      msg = "(error object is a " .. type(msg) .. " value)"
     end
   end
-  -- The frames below the task's function are the scheduler's: cut them.
-  local tb = traceback(msg, 2)
+  local tb = traceback(msg, (level or 1) + 1)
   local cut = tb:find("\n\t[C]: in function 'xpcall'", 1, true)
   if cut then
     tb = tb:sub(1, cut - 1):gsub("\n\t%(%.%.%.tail calls%.%.%.%)$", "")
   end
-  return { err = err, traceback = tb }
+  return tb
 end
 
-local main_failed  -- set by event._start_main's caller
+-- Capture an error with its traceback inside the failing coroutine.
+local function on_error(err)
+  return { err = err, traceback = event.traceback(err, 2) }
+end
 
 -- Mark a task dead with its packed results and wake its joiners.
 local function settle(task, results)

@@ -110,7 +110,7 @@ local function load_chunks(opts, argv, info)
     end
   end
   if opts.script then
-    local name = find_script(argv[opts.script], info)
+    local name = argv[opts.script]
     local fn, err = loadfile(name ~= "-" and name or nil)
     if not fn then
       if not file_exists(name) and name ~= "-" then
@@ -132,6 +132,7 @@ return function(argv, info)
     io.stderr:write(USAGE:format(progname))
     return 1
   end
+  if opts.script then argv[opts.script] = find_script(argv[opts.script], info) end
   _G.arg = make_arg(argv, opts.script)
   local steps
   steps, err = load_chunks(opts, argv, info)

@@ -77,7 +77,7 @@ function repl.run(fd)
     if not line then break end
     local fn, err = compile(line, read_line, write)
     if fn then
-      print_results(xpcall(fn, debug.traceback))
+      print_results(xpcall(fn, event.traceback))
     else
       io.stderr:write(err, "\n")
     end

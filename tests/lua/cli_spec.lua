@@ -1,0 +1,241 @@
+-- tests/lua/cli_spec.lua - the evlua command: arguments, exit status,
+-- tracebacks, script lookup, module paths, the loop's lifetime.
+local helper = require "helper"
+
+local run, run_script = helper.run, helper.run_script
+
+describe("evlua script.lua", function()
+  after_each(helper.cleanup)
+
+  it("sets arg and ... as the stock lua does", function()
+    local out, err, rc, path = run_script([[
+      print(arg[-1] ~= nil, arg[0], arg[1], arg[2], #arg, select("#", ...), ...)
+    ]], { "one", "two words" })
+    assert.equal(0, rc, err)
+    assert.equal(("true\t%s\tone\ttwo words\t2\t2\tone\ttwo words\n"):format(path), out)
+  end)
+
+  it("exits 0 after the main chunk and the loop's work are done", function()
+    local out, err, rc = run_script([[
+      local event = require "event"
+      event.timeout(0.02, function() print("timeout fired") end)
+      event.fork(function() event.sleep(0.01) print("fork woke") end)
+      print("main returned")
+    ]])
+    assert.equal(0, rc, err)
+    assert.equal("main returned\nfork woke\ntimeout fired\n", out)
+  end)
+
+  it("stops a loop with repeating timers on event.breakout()", function()
+    local out, err, rc = run_script([[
+      local event = require "event"
+      local n = 0
+      event.timer(0.001, function()
+        n = n + 1
+        if n == 3 then print("breakout") event.breakout() end
+      end)
+    ]])
+    assert.equal(0, rc, err)
+    assert.equal("breakout\n", out)
+  end)
+
+  it("runs the main chunk in a coroutine that can sleep", function()
+    local out, err, rc = run_script([[
+      local event = require "event"
+      assert(event.sleep(0.01))
+      print(coroutine.isyieldable(), event.running():name())
+    ]])
+    assert.equal(0, rc, err)
+    assert.equal("true\tmain chunk\n", out)
+  end)
+
+  it("exits 1 with a traceback when the main chunk fails", function()
+    local out, err, rc, path = run_script([[
+      local function inner() error("main failed here") end
+      inner()
+      print("not reached")
+    ]])
+    assert.equal(1, rc)
+    assert.equal("", out)
+    assert.matches("^[^\n]*evlua: " .. path:gsub("%p", "%%%0") .. ":1: main failed here\n"
+                   .. "stack traceback:\n", err)
+    assert.matches("in local 'inner'", err, 1, true)
+    assert.matches("in main chunk", err, 1, true)
+    assert.not_matches("event.lua", err, 1, true)
+  end)
+
+  it("keeps serving after a forked coroutine fails, and names it", function()
+    local out, err, rc, path = run_script([[
+      local event = require "event"
+      local ticks = 0
+      event.fork(function() event.sleep(0.005) error("worker broke") end)
+      event.timer(0.002, function(t)
+        ticks = ticks + 1
+        if ticks == 10 then t:cancel() print("ticks", ticks) end
+      end)
+    ]])
+    assert.equal(0, rc, err)
+    assert.equal("ticks\t10\n", out)
+    local where = path:gsub("%p", "%%%0")
+    assert.matches("ERROR coroutine #%d+ %(" .. where .. ":3%) failed: "
+                   .. where .. ":3: worker broke\nstack traceback:", err)
+  end)
+
+  it("reports os.exit's status", function()
+    local _, _, rc = run_script("os.exit(7)")
+    assert.equal(7, rc)
+    local _, _, rc2 = run_script("require('event').fork(function() os.exit(false) end)")
+    assert.equal(1, rc2)
+  end)
+
+  it("reports a syntax error without running anything", function()
+    local out, err, rc, path = run_script("print('x')\nlocal = 1\n")
+    assert.equal(1, rc)
+    assert.equal("", out)
+    assert.matches(path:gsub("%p", "%%%0") .. ":2: .*near '='", err)
+  end)
+
+  it("reports a missing script", function()
+    local _, err, rc = run({ "/nonexistent/script.lua" })
+    assert.equal(1, rc)
+    assert.matches("cannot open /nonexistent/script.lua", err, 1, true)
+  end)
+end)
+
+describe("evlua options", function()
+  after_each(helper.cleanup)
+
+  it("-e runs code in a coroutine, before the script", function()
+    local out, err, rc = run({ "-e", "x = 20", "-e",
+      "require('event').sleep(0) print(x + 1)" })
+    assert.equal(0, rc, err)
+    assert.equal("21\n", out)
+  end)
+
+  it("-v prints the version", function()
+    local out, _, rc = run({ "-v" })
+    assert.equal(0, rc)
+    assert.matches("^evlua %d+%.%d+%.%d+ %(Lua 5%.4%.%d+, libev %d+%.%d+%)\n$", out)
+  end)
+
+  it("-l loads a library into a global", function()
+    local out, err, rc = run({ "-l", "event", "-e", "print(type(event.fork))" })
+    assert.equal(0, rc, err)
+    assert.equal("function\n", out)
+  end)
+
+  it("rejects an unknown option with the usage", function()
+    local _, err, rc = run({ "-Z" })
+    assert.equal(1, rc)
+    assert.matches("unrecognized option '-Z'", err, 1, true)
+    assert.matches("usage:", err, 1, true)
+  end)
+
+  it("runs a script from stdin", function()
+    local out, err, rc = run({ "-", "a" }, "print('from stdin', ...)")
+    assert.equal(0, rc, err)
+    assert.equal("from stdin\ta\n", out)
+  end)
+
+  it("runs stdin when it is not a terminal and nothing else is given", function()
+    local out, err, rc = run({}, "print(1 + 1)")
+    assert.equal(0, rc, err)
+    assert.equal("2\n", out)
+  end)
+end)
+
+describe("evlua NAME", function()
+  after_each(helper.cleanup)
+
+  it("finds NAME.lua in EVLUA_SCRIPT_PATH", function()
+    local dir = helper.tmpdir()
+    helper.write_file(dir .. "/greeter.lua", "print('hello from', arg[0], ...)")
+    local out, err, rc = run({ "greeter", "x" }, nil,
+                             { EVLUA_SCRIPT_PATH = "/nonexistent:" .. dir })
+    assert.equal(0, rc, err)
+    assert.equal("hello from\t" .. dir .. "/greeter.lua\tx\n", out)
+  end)
+
+  it("finds the bundled examples", function()
+    local out, err, rc = helper.sh("cd / && " .. helper.quote(helper.evlua) .. " hello 3")
+    assert.equal(0, rc, err)
+    assert.matches("done", out)
+  end)
+
+  it("prefers a file in the current directory", function()
+    local dir = helper.tmpdir()
+    helper.write_file(dir .. "/hello.lua", "print('local hello')")
+    local out, err, rc = helper.sh("cd " .. dir .. " && " .. helper.quote(helper.evlua) .. " hello")
+    assert.equal(0, rc, err)
+    assert.equal("local hello\n", out)
+  end)
+end)
+
+describe("module search path", function()
+  after_each(helper.cleanup)
+
+  it("loads evlua modules and Debian's stock Lua modules", function()
+    local out, err, rc = run({ "-e",
+      "print(require('event') ~= nil, require('pl.utils') ~= nil, require('lfs') ~= nil)" })
+    assert.equal(0, rc, err)
+    assert.equal("true\ttrue\ttrue\n", out)
+  end)
+
+  it("EVLUA_PATH overrides it, ';;' standing for the default", function()
+    local dir = helper.tmpdir()
+    helper.write_file(dir .. "/mymod.lua", "return 'mine'")
+    local out, err, rc = run({ "-e", "print((require('mymod')))" }, nil,
+                             { EVLUA_PATH = dir .. "/?.lua;;" })
+    assert.equal(0, rc, err)
+    assert.equal("mine\n", out)
+    -- Modules in the override shadow the stock ones.
+    helper.write_file(dir .. "/dkjson.lua", "return 'shadowed'")
+    local out2 = run({ "-e", "print((require('dkjson')))" }, nil,
+                     { EVLUA_PATH = dir .. "/?.lua;;" })
+    assert.equal("shadowed\n", out2)
+    -- Without ";;" the override is the whole path: evlua's own library
+    -- must then be in it, and its absence is reported clearly.
+    local _, err3, rc3 = run({ "-e", "print(1)" }, nil,
+                             { EVLUA_PATH = dir .. "/?.lua" })
+    assert.equal(1, rc3)
+    assert.matches("module 'evlua.main' not found", err3, 1, true)
+  end)
+
+  it("works after make install into a prefix", function()
+    if helper.asan then return end   -- installs ./evlua, the plain build
+    local prefix = helper.tmpdir()
+    local _, err, rc = helper.sh("make -s install PREFIX=" .. prefix)
+    assert.equal(0, rc, err)
+    local out, err2, rc2 = helper.sh("cd / && " .. prefix .. "/bin/evlua hello 1")
+    assert.equal(0, rc2, err2)
+    assert.matches("done", out)
+    local out3 = helper.sh(prefix .. "/bin/evlua -e \"print(package.path:match('^[^;]*'))\"")
+    assert.equal(prefix .. "/bin/../share/evlua/lua/?.lua\n", out3)
+  end)
+end)
+
+describe("interactive prompt", function()
+  after_each(helper.cleanup)
+
+  it("reads, evaluates and prints, with continuation lines and waits", function()
+    local input = table.concat({
+      "x = 20",
+      "x + 1",
+      "for i = 1, 2 do",
+      "  print('line', i)",
+      "end",
+      "require('event').sleep(0.001) return 'slept'",
+      "error('oops')",
+      "y = 1 +",
+      "",
+    }, "\n")
+    local out, err, rc = run({ "-i" }, input)
+    assert.equal(0, rc, err)
+    assert.matches("^evlua %S+ %(Lua", out)
+    assert.matches("> 21\n", out, 1, true)
+    assert.matches("> >> >> line\t1\nline\t2\n", out, 1, true)
+    assert.matches("> slept\n", out, 1, true)
+    assert.matches("stdin:1: oops", err, 1, true)
+    assert.matches("<eof>", err, 1, true)
+  end)
+end)
