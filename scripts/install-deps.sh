@@ -8,7 +8,7 @@ set -e
 BUILD="gcc make pkg-config liblua5.4-dev libev-dev"
 # Tests: the stock interpreter (for comparisons), busted, cmocka, valgrind,
 # clang's sanitizer runtime for `make asan-test`.
-TEST="lua5.4 lua-busted libcmocka-dev valgrind clang libclang-rt-14-dev"
+TEST="lua5.4 lua-busted libcmocka-dev valgrind clang libclang-rt-14-dev tmux"
 # Benchmarks.
 BENCH=""
 

@@ -1,0 +1,44 @@
+-- tests/lua/docs_spec.lua - every ```lua block in README.md and docs/*.md
+-- runs with evlua; when an ```output block follows, stdout must match it.
+local helper = require "helper"
+
+-- Return the list of { code =, output =, line = } examples in a file.
+local function examples(path)
+  local list = {}
+  local text = helper.slurp(path)
+  local line = 1
+  local pos = 1
+  while true do
+    local s, e, info, body = text:find("```(%w*)\n(.-)\n```\n?", pos)
+    if not s then break end
+    line = line + select(2, text:sub(pos, s):gsub("\n", ""))
+    if info == "lua" then
+      list[#list + 1] = { code = body, line = line }
+    elseif info == "output" and #list > 0 and list[#list].output == nil then
+      list[#list].output = body .. "\n"
+    end
+    line = line + select(2, text:sub(s + 1, e):gsub("\n", ""))
+    pos = e + 1
+  end
+  return list
+end
+
+local files = { "README.md" }
+local p = io.popen("ls docs/*.md")
+for f in p:lines() do files[#files + 1] = f end
+p:close()
+
+for _, file in ipairs(files) do
+  describe(file, function()
+    after_each(helper.cleanup)
+    for _, ex in ipairs(examples(file)) do
+      -- Snippets that only show the shape of a call (a bare require) are
+      -- still run, to catch typos in module names.
+      it("example at line " .. ex.line .. " runs", function()
+        local out, err, rc = helper.run_script(ex.code)
+        assert.equal(0, rc, err)
+        if ex.output then assert.equal(ex.output, out) end
+      end)
+    end
+  end)
+end
