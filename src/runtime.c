@@ -6,6 +6,7 @@
 
 #include <lauxlib.h>
 #include <lualib.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -121,6 +122,9 @@ evlua_runtime *evlua_runtime_new(void) {
     free(rt);
     return NULL;
   }
+  /* A peer that goes away must cost an EPIPE on that socket, not the
+  ** process. */
+  signal(SIGPIPE, SIG_IGN);
   rt->drain_ref = LUA_NOREF;
   rt->started = ev_time();
   ev_set_userdata(rt->loop, rt);
