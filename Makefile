@@ -11,22 +11,23 @@ CC ?= cc
 CFLAGS ?= -O2 -g
 WARNINGS = -Wall -Wextra -Wshadow -Wpointer-arith -Wcast-qual \
   -Wstrict-prototypes -Wmissing-prototypes -Wundef -Wformat=2
-PKG_CFLAGS = $(shell pkg-config --cflags lua5.4 2>/dev/null)
-PKG_LIBS = $(shell pkg-config --libs lua5.4 2>/dev/null)
+PKG_CFLAGS = $(shell pkg-config --cflags lua5.4 libcares 2>/dev/null)
+PKG_LIBS = $(shell pkg-config --libs lua5.4 libcares 2>/dev/null)
 # libev ships no .pc file in Debian.
 LIBS = $(PKG_LIBS) -lev -lm
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARNINGS) $(PKG_CFLAGS) \
   -DEVLUA_SHARE_DIR='"$(SHARE_DIR)"' $(CFLAGS)
 
 CORE_SRC = src/runtime.c src/lcore.c src/ltimer.c src/lfdwatch.c \
-  src/log.c src/paths.c
+  src/log.c src/paths.c src/buffer.c src/net.c src/stream.c src/lstream.c \
+  src/llisten.c src/dns.c src/ldns.c
 SRC = src/main.c $(CORE_SRC)
 OBJ = $(SRC:src/%.c=build/obj/%.o)
 ASAN_OBJ = $(SRC:src/%.c=build/asan/obj/%.o)
 ASAN_FLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
   -fno-sanitize-recover=undefined
 
-C_TESTS = build/tests/test_log build/tests/test_paths
+C_TESTS = build/tests/test_log build/tests/test_paths build/tests/test_buffer
 
 .PHONY: all deps test asan asan-test bench install uninstall clean
 all: deps evlua

@@ -443,6 +443,15 @@ event.log_file = core.log_open
 -- event.log_level([name]) -> previous level ("error", "warn", "info", "debug")
 event.log_level = core.log_level
 
+--[[ Channels and names =====================================================
+Loaded on first use: they need this module themselves. ]]
+
+function event.listen(...) return require("evlua.net").listen(...) end
+function event.connect(...) return require("evlua.net").connect(...) end
+function event.bind(...) return require("evlua.net").bind(...) end
+-- event.dns(host [, opts]) -> list of addresses | nil, err
+function event.dns(...) return require("evlua.dns").resolve(...) end
+
 --[[ Introspection ==========================================================]]
 
 -- event.tasks() -> list of { id, name, state, what, on, traceback } for

@@ -4,11 +4,13 @@
 # dpkg-query once and prints nothing.
 set -e
 
-# Build: compiler, pkg-config, Lua 5.4 and libev headers.
-BUILD="gcc make pkg-config liblua5.4-dev libev-dev"
+# Build: compiler, pkg-config, Lua 5.4, libev and c-ares headers.
+BUILD="gcc make pkg-config liblua5.4-dev libev-dev libc-ares-dev"
 # Tests: the stock interpreter (for comparisons), busted, cmocka, valgrind,
-# clang's sanitizer runtime for `make asan-test`.
-TEST="lua5.4 lua-busted libcmocka-dev valgrind clang libclang-rt-14-dev tmux"
+# clang's sanitizer runtime for `make asan-test`, a DNS server and python3
+# (a silent UDP peer) for the DNS tests.
+TEST="lua5.4 lua-busted libcmocka-dev valgrind clang libclang-rt-14-dev tmux \
+dnsmasq-base python3"
 # Benchmarks.
 BENCH=""
 

@@ -130,7 +130,10 @@ int luaopen_evlua_core(lua_State *L) {
   };
   luaL_newlib(L, funcs);
   evlua_open_timer(L);
+  evlua_open_dns(L);
   evlua_open_fdwatch(L);
+  evlua_open_stream(L);
+  evlua_open_listener(L);
   lua_pushliteral(L, EVLUA_VERSION);
   lua_setfield(L, -2, "version");
   lua_pushfstring(L, "evlua %s (%s, libev %d.%d)", EVLUA_VERSION,

@@ -70,7 +70,10 @@ void evlua_set_target(lua_State *L, int ud, int targ);
 /* Module openers, one per binding file. */
 int luaopen_evlua_core(lua_State *L);
 void evlua_open_timer(lua_State *L);
+void evlua_open_dns(lua_State *L);
 void evlua_open_fdwatch(lua_State *L);
+void evlua_open_stream(lua_State *L);
+void evlua_open_listener(lua_State *L);
 
 #endif
 

@@ -1,0 +1,51 @@
+/*
+** buffer.h - a growable byte buffer with a read offset (pure C, no Lua).
+** Bytes are appended at the end and consumed from the front; the storage
+** is compacted or grown on demand and can be released when empty, so an
+** idle connection holds no buffer memory.
+*/
+#ifndef EVLUA_BUFFER_H
+#define EVLUA_BUFFER_H
+
+#include <stddef.h>
+
+typedef struct evlua_buffer {
+  char *data;      /* storage, owned; NULL when released */
+  size_t start;    /* offset of the first unread byte */
+  size_t end;      /* offset just past the last byte */
+  size_t cap;      /* size of storage */
+} evlua_buffer;
+
+void evlua_buffer_init(evlua_buffer *b);
+
+/* Release the storage; the buffer is empty and usable afterwards. */
+void evlua_buffer_free(evlua_buffer *b);
+
+static inline size_t evlua_buffer_len(const evlua_buffer *b) {
+  return b->end - b->start;
+}
+
+/* The unread bytes (valid until the next call that changes b). */
+static inline const char *evlua_buffer_peek(const evlua_buffer *b) {
+  return b->data + b->start;
+}
+
+/* Writable space of at least n bytes at the end, or NULL if out of memory.
+** Bytes written there count once committed. */
+char *evlua_buffer_reserve(evlua_buffer *b, size_t n);
+void evlua_buffer_commit(evlua_buffer *b, size_t n);
+
+/* Append n bytes; returns 0, or -1 if out of memory (b unchanged). */
+int evlua_buffer_append(evlua_buffer *b, const void *p, size_t n);
+
+/* Drop the first n unread bytes (n <= length). */
+void evlua_buffer_consume(evlua_buffer *b, size_t n);
+
+/* Release the storage if the buffer is empty. */
+void evlua_buffer_shrink(evlua_buffer *b);
+
+/* Offset (from the first unread byte) of the first byte c at or after
+** `from`, or -1 if there is none. */
+long evlua_buffer_find(const evlua_buffer *b, char c, size_t from);
+
+#endif

@@ -1,0 +1,384 @@
+/*
+** lstream.c - streams for Lua: one userdata embedding an evlua_stream.
+** Events (connect, data, drain, close) go to one Lua dispatcher,
+** set with core.set_stream_dispatch, as dispatch(owner, event, arg) where
+** owner is the userdata's user value (the channel object).
+*/
+#include <errno.h>
+#include <lauxlib.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lstream.h"
+#include "net.h"
+#include "runtime.h"
+
+#define MAX_WRITE_PARTS 64
+
+static int dispatch_ref = LUA_NOREF;
+
+static lstream *check_stream(lua_State *L, int idx) {
+  return (lstream *)luaL_checkudata(L, idx, EVLUA_STREAM);
+}
+
+lstream *evlua_check_stream(lua_State *L, int idx) {
+  return check_stream(L, idx);
+}
+
+/* Call dispatch(owner, event, arg) for the stream; the userdata stays on
+** the stack meanwhile, so dropping the anchor (unanchor) is safe. */
+static void emit(evlua_stream *s, const char *event, const char *arg,
+                 int unanchor) {
+  lstream *ls = container_of(s, lstream, s);
+  lua_State *L = ((evlua_runtime *)ev_userdata(s->loop))->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ls->ref);
+  if (unanchor) evlua_unanchor(L, &ls->ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, dispatch_ref);
+  lua_getiuservalue(L, -2, 1);
+  lua_pushstring(L, event);
+  if (arg) lua_pushstring(L, arg);
+  else lua_pushnil(L);
+  evlua_pcall(L, 3, 0);
+  lua_pop(L, 1);
+}
+
+static void on_connect(evlua_stream *s, int err) {
+  emit(s, "connect", err ? evlua_net_strerror(err) : NULL, err != 0);
+}
+
+static void on_data(evlua_stream *s) {
+  emit(s, "data", NULL, 0);
+}
+
+static void on_drain(evlua_stream *s) {
+  emit(s, "drain", NULL, 0);
+}
+
+static void on_close(evlua_stream *s, const char *reason) {
+  emit(s, "close", reason, 1);
+}
+
+static const evlua_stream_handler lua_handler = {
+  on_connect, on_data, on_drain, on_close
+};
+
+lstream *evlua_push_stream(lua_State *L, int fd, int connecting) {
+  lstream *ls = (lstream *)lua_newuserdatauv(L, sizeof *ls, 1);
+  ls->ref = LUA_NOREF;
+  ls->s.state = EVLUA_STREAM_CLOSED;   /* safe for __gc until set up */
+  luaL_setmetatable(L, EVLUA_STREAM);
+  evlua_stream_init(&ls->s, evlua_runtime_get(L)->loop, fd, connecting,
+                    &lua_handler, NULL);
+  evlua_anchor(L, -1, &ls->ref);
+  return ls;
+}
+
+/* Close without callbacks and drop the anchor (also __gc and __close). */
+static int l_close_silently(lua_State *L) {
+  lstream *ls = check_stream(L, 1);
+  evlua_stream_close_silently(&ls->s);
+  evlua_unanchor(L, &ls->ref);
+  return 0;
+}
+
+static int l_gc(lua_State *L) {
+  lstream *ls = check_stream(L, 1);
+  evlua_stream_release(&ls->s);
+  evlua_unanchor(L, &ls->ref);
+  return 0;
+}
+
+/* core.stream_bind(fd) -> stream reading fd */
+static int l_stream_bind(lua_State *L) {
+  lua_Integer fd = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, fd >= 0 && fd <= 0x7fffffff, 1, "invalid file descriptor");
+  evlua_push_stream(L, (int)fd, 0);
+  return 1;
+}
+
+/* core.stream_connect(numeric_host | "unix:/path", port) -> stream
+** (connecting; a "connect" event follows) | nil, err */
+static int l_stream_connect(lua_State *L) {
+  const char *host = luaL_checkstring(L, 1);
+  lua_Integer port = luaL_optinteger(L, 2, 0);
+  luaL_argcheck(L, port >= 0 && port <= 65535, 2, "port out of range");
+  evlua_addr addr;
+  if (evlua_addr_parse(&addr, host, (int)port) != 0)
+    return luaL_argerror(L, 1, "numeric address or unix:/path expected");
+  char err[256];
+  int pending;
+  int fd = evlua_net_connect(&addr, &pending, err, sizeof err);
+  if (fd < 0) {
+    luaL_pushfail(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
+  evlua_push_stream(L, fd, 1);   /* completes from the loop either way */
+  return 1;
+}
+
+/* stream:set_owner(obj): the value passed to the dispatcher */
+static int l_set_owner(lua_State *L) {
+  check_stream(L, 1);
+  lua_settop(L, 2);
+  lua_setiuservalue(L, 1, 1);
+  return 0;
+}
+
+static void consumed(lstream *ls, size_t n) {
+  evlua_buffer_consume(&ls->s.in, n);
+  evlua_stream_consumed(&ls->s);
+}
+
+/* stream:read([n]) -> n bytes | nil when fewer are buffered.
+** Without n: everything buffered, or nil when nothing is. */
+static int l_read(lua_State *L) {
+  lstream *ls = check_stream(L, 1);
+  size_t have = evlua_buffer_len(&ls->s.in);
+  size_t n = have;
+  if (!lua_isnoneornil(L, 2)) {
+    lua_Integer want = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, want >= 0, 2, "non-negative count expected");
+    n = (size_t)want;
+    if (n > have) {
+      luaL_pushfail(L);
+      return 1;
+    }
+  } else if (have == 0) {
+    luaL_pushfail(L);
+    return 1;
+  }
+  lua_pushlstring(L, evlua_buffer_peek(&ls->s.in), n);
+  consumed(ls, n);
+  return 1;
+}
+
+/* stream:read_line([max]) -> line without "\n" or "\r\n" | nil when no
+** full line is buffered | nil, "line too long" when the line (without its
+** newline) is longer than max bytes. */
+static int l_read_line(lua_State *L) {
+  lstream *ls = check_stream(L, 1);
+  lua_Integer max = luaL_optinteger(L, 2, 0);
+  long at = evlua_buffer_find(&ls->s.in, '\n', 0);
+  size_t have = evlua_buffer_len(&ls->s.in);
+  if (at >= 0 && (max <= 0 || at <= max)) {
+    const char *p = evlua_buffer_peek(&ls->s.in);
+    size_t len = (size_t)at;
+    if (len > 0 && p[len - 1] == '\r') len--;
+    lua_pushlstring(L, p, len);
+    consumed(ls, (size_t)at + 1);
+    return 1;
+  }
+  luaL_pushfail(L);
+  if (max > 0 && (at > max || (at < 0 && have > (size_t)max))) {
+    lua_pushliteral(L, "line too long");
+    return 2;
+  }
+  return 1;
+}
+
+/* stream:write(s1, ...) -> true | false when the queue is above the high
+** water mark (the bytes are queued all the same) | nil, "closed" */
+static int l_write(lua_State *L) {
+  lstream *ls = check_stream(L, 1);
+  int n = lua_gettop(L) - 1;
+  luaL_argcheck(L, n <= MAX_WRITE_PARTS, MAX_WRITE_PARTS + 2,
+                "too many parts");
+  struct iovec iov[MAX_WRITE_PARTS];
+  for (int i = 0; i < n; i++) {
+    size_t len;
+    iov[i].iov_base = (void *)(uintptr_t)luaL_checklstring(L, i + 2, &len);
+    iov[i].iov_len = len;
+  }
+  if (evlua_stream_write(&ls->s, iov, n) != 0) {
+    luaL_pushfail(L);
+    lua_pushliteral(L, "closed");
+    return 2;
+  }
+  lua_pushboolean(L, !ls->s.full);
+  return 1;
+}
+
+/* stream:close([reason]): flush, then close; a "close" event follows */
+static int l_close(lua_State *L) {
+  lstream *ls = check_stream(L, 1);
+  evlua_stream_close(&ls->s, "local close");
+  return 0;
+}
+
+static const char *const state_names[] = {
+  "connecting", "open", "closing", "closed"
+};
+
+static int l_state(lua_State *L) {
+  lua_pushstring(L, state_names[check_stream(L, 1)->s.state]);
+  return 1;
+}
+
+/* stream:buffered() -> unread input bytes, queued output bytes */
+static int l_buffered(lua_State *L) {
+  lstream *ls = check_stream(L, 1);
+  lua_pushinteger(L, (lua_Integer)evlua_buffer_len(&ls->s.in));
+  lua_pushinteger(L, (lua_Integer)evlua_buffer_len(&ls->s.out));
+  return 2;
+}
+
+/* stream:counters() -> bytes read, bytes written (to the socket) */
+static int l_counters(lua_State *L) {
+  lstream *ls = check_stream(L, 1);
+  lua_pushinteger(L, (lua_Integer)ls->s.bytes_in);
+  lua_pushinteger(L, (lua_Integer)ls->s.bytes_out);
+  return 2;
+}
+
+static int push_addr(lua_State *L, int ok, const evlua_addr *addr) {
+  if (!ok) {
+    luaL_pushfail(L);
+    lua_pushstring(L, evlua_net_strerror(errno));
+    return 2;
+  }
+  char host[128];
+  int port = evlua_addr_format(addr, host, sizeof host);
+  lua_pushstring(L, host);
+  lua_pushinteger(L, port);
+  return 2;
+}
+
+/* stream:peer() / stream:local_addr() -> host, port | nil, err */
+static int l_peer(lua_State *L) {
+  lstream *ls = check_stream(L, 1);
+  evlua_addr addr;
+  return push_addr(L, ls->s.fd >= 0 && evlua_net_peername(ls->s.fd, &addr) == 0,
+                   &addr);
+}
+
+static int l_local_addr(lua_State *L) {
+  lstream *ls = check_stream(L, 1);
+  evlua_addr addr;
+  return push_addr(L, ls->s.fd >= 0 && evlua_net_sockname(ls->s.fd, &addr) == 0,
+                   &addr);
+}
+
+static double check_seconds(lua_State *L, int idx) {
+  double d = luaL_checknumber(L, idx);
+  luaL_argcheck(L, d >= 0 && d < HUGE_VAL, idx, "non-negative number expected");
+  return d;
+}
+
+/* stream:set_idle_timeout(sec): close with "timeout" after sec seconds
+** without reading or writing a byte (0: never) */
+static int l_set_idle_timeout(lua_State *L) {
+  lstream *ls = check_stream(L, 1);
+  evlua_stream_set_idle_timeout(&ls->s, check_seconds(L, 2));
+  return 0;
+}
+
+/* stream:set_linger(sec): how long close() may spend flushing */
+static int l_set_linger(lua_State *L) {
+  check_stream(L, 1)->s.linger = check_seconds(L, 2);
+  return 0;
+}
+
+static size_t check_size(lua_State *L, int idx) {
+  lua_Integer n = luaL_checkinteger(L, idx);
+  luaL_argcheck(L, n > 0, idx, "positive size expected");
+  return (size_t)n;
+}
+
+/* stream:set_limits(max_input, high_water, low_water) */
+static int l_set_limits(lua_State *L) {
+  lstream *ls = check_stream(L, 1);
+  size_t max_input = check_size(L, 2);
+  size_t high = check_size(L, 3);
+  size_t low = (size_t)luaL_checkinteger(L, 4);
+  luaL_argcheck(L, low <= high, 4, "low water mark above the high one");
+  evlua_stream_set_limits(&ls->s, max_input, high, low);
+  return 0;
+}
+
+/* stream:limits() -> max_input, high_water, low_water */
+static int l_limits(lua_State *L) {
+  lstream *ls = check_stream(L, 1);
+  lua_pushinteger(L, (lua_Integer)ls->s.max_input);
+  lua_pushinteger(L, (lua_Integer)ls->s.high_water);
+  lua_pushinteger(L, (lua_Integer)ls->s.low_water);
+  return 3;
+}
+
+static int l_full(lua_State *L) {
+  lua_pushboolean(L, check_stream(L, 1)->s.full);
+  return 1;
+}
+
+static int l_fd(lua_State *L) {
+  lua_pushinteger(L, check_stream(L, 1)->s.fd);
+  return 1;
+}
+
+static int l_tostring(lua_State *L) {
+  lstream *ls = check_stream(L, 1);
+  lua_pushfstring(L, "evlua.stream (fd %d, %s)", ls->s.fd,
+                  state_names[ls->s.state]);
+  return 1;
+}
+
+/* core.numeric_host(host) -> true when host needs no resolver (numeric
+** IPv4/IPv6, "*" or "unix:/path") */
+static int l_numeric_host(lua_State *L) {
+  evlua_addr addr;
+  lua_pushboolean(L, evlua_addr_parse(&addr, luaL_checkstring(L, 1), 0) == 0);
+  return 1;
+}
+
+/* core.set_stream_dispatch(fn) */
+static int l_set_dispatch(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  evlua_unanchor(L, &dispatch_ref);
+  evlua_anchor(L, 1, &dispatch_ref);
+  return 0;
+}
+
+void evlua_open_stream(lua_State *L) {
+  static const luaL_Reg methods[] = {
+    { "set_owner", l_set_owner },
+    { "read", l_read },
+    { "read_line", l_read_line },
+    { "write", l_write },
+    { "close", l_close },
+    { "close_silently", l_close_silently },
+    { "state", l_state },
+    { "buffered", l_buffered },
+    { "counters", l_counters },
+    { "peer", l_peer },
+    { "local_addr", l_local_addr },
+    { "set_idle_timeout", l_set_idle_timeout },
+    { "set_linger", l_set_linger },
+    { "set_limits", l_set_limits },
+    { "limits", l_limits },
+    { "full", l_full },
+    { "fd", l_fd },
+    { NULL, NULL }
+  };
+  static const luaL_Reg meta[] = {
+    { "__gc", l_gc },
+    { "__close", l_close_silently },
+    { "__tostring", l_tostring },
+    { "__index", NULL },
+    { NULL, NULL }
+  };
+  static const luaL_Reg funcs[] = {
+    { "stream_bind", l_stream_bind },
+    { "stream_connect", l_stream_connect },
+    { "set_stream_dispatch", l_set_dispatch },
+    { "numeric_host", l_numeric_host },
+    { NULL, NULL }
+  };
+  luaL_newmetatable(L, EVLUA_STREAM);
+  luaL_setfuncs(L, meta, 0);
+  luaL_newlib(L, methods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  luaL_setfuncs(L, funcs, 0);
+}

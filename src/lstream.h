@@ -1,0 +1,25 @@
+/*
+** lstream.h - the stream userdata, shared by the bindings that create
+** streams (listeners) or decode straight from their buffers (protocols).
+*/
+#ifndef EVLUA_LSTREAM_H
+#define EVLUA_LSTREAM_H
+
+#include <lua.h>
+
+#include "stream.h"
+
+#define EVLUA_STREAM "evlua.stream"
+
+typedef struct lstream {
+  evlua_stream s;
+  int ref;         /* registry anchor while the fd is open */
+} lstream;
+
+/* Push a new stream userdata on fd (connecting or reading). */
+lstream *evlua_push_stream(lua_State *L, int fd, int connecting);
+
+/* The stream userdata at idx, or raise an argument error. */
+lstream *evlua_check_stream(lua_State *L, int idx);
+
+#endif

@@ -1,0 +1,295 @@
+/*
+** stream.c - a buffered, non-blocking byte stream driven by libev.
+** See stream.h for the reading, writing and closing rules.
+*/
+#include "stream.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "net.h"
+
+#define READ_CHUNK (64 * 1024)
+
+#define container_of(ptr, type, member) \
+  ((type *)((char *)(ptr) - offsetof(type, member)))
+
+static void touch(evlua_stream *s) {
+  s->last_activity = ev_now(s->loop);
+}
+
+static void stop_all(evlua_stream *s) {
+  ev_io_stop(s->loop, &s->rw);
+  ev_io_stop(s->loop, &s->ww);
+  ev_timer_stop(s->loop, &s->timer);
+}
+
+/* Stop everything and release the fd; input stays readable. */
+static void release_fd(evlua_stream *s) {
+  if (s->state == EVLUA_STREAM_CLOSED) return;
+  stop_all(s);
+  if (s->state == EVLUA_STREAM_CLOSING) shutdown(s->fd, SHUT_WR);
+  close(s->fd);
+  s->fd = -1;
+  s->state = EVLUA_STREAM_CLOSED;
+  evlua_buffer_free(&s->out);
+  evlua_buffer_shrink(&s->in);
+}
+
+/* Release the fd and report: the end of every close path from the loop. */
+static void close_now(evlua_stream *s, const char *reason) {
+  if (s->state == EVLUA_STREAM_CLOSED) return;
+  release_fd(s);
+  s->handler->on_close(s, reason);
+}
+
+static const char *errno_reason(int e) {
+  return evlua_net_strerror(e);
+}
+
+static void arm_idle(evlua_stream *s) {
+  ev_timer_stop(s->loop, &s->timer);
+  if (s->idle_timeout > 0) {
+    ev_timer_set(&s->timer, s->idle_timeout, 0.);
+    ev_timer_start(s->loop, &s->timer);
+  }
+}
+
+/* Idle timeout while open, linger limit while closing. The deadline is
+** re-checked against the last activity instead of restarting the timer
+** on every read and write (libev's recommended way). */
+static void on_timer(struct ev_loop *loop, ev_timer *w, int revents) {
+  (void)revents;
+  evlua_stream *s = container_of(w, evlua_stream, timer);
+  if (s->state == EVLUA_STREAM_CLOSING) {
+    close_now(s, s->close_reason);
+    return;
+  }
+  double left = s->last_activity + s->idle_timeout - ev_now(loop);
+  if (left <= 0) {
+    close_now(s, "timeout");
+    return;
+  }
+  ev_timer_set(w, left, 0.);
+  ev_timer_start(loop, w);
+}
+
+static void start_reading(evlua_stream *s) {
+  if (s->state == EVLUA_STREAM_OPEN &&
+      evlua_buffer_len(&s->in) < s->max_input)
+    ev_io_start(s->loop, &s->rw);
+}
+
+/* Flush the queue from the loop, then close with reason; the write
+** watcher runs even with an empty queue, so on_close always comes from
+** the loop. The linger timer bounds the flush. */
+static void enter_closing(evlua_stream *s, const char *reason) {
+  ev_io_stop(s->loop, &s->rw);
+  s->state = EVLUA_STREAM_CLOSING;
+  s->close_reason = reason;
+  ev_io_start(s->loop, &s->ww);
+  ev_timer_stop(s->loop, &s->timer);
+  ev_timer_set(&s->timer, s->linger, 0.);
+  ev_timer_start(s->loop, &s->timer);
+}
+
+static void on_readable(struct ev_loop *loop, ev_io *w, int revents) {
+  (void)loop; (void)revents;
+  evlua_stream *s = container_of(w, evlua_stream, rw);
+  size_t room = s->max_input - evlua_buffer_len(&s->in);
+  if (room == 0) {                   /* limit lowered meanwhile */
+    ev_io_stop(s->loop, w);
+    return;
+  }
+  size_t want = room < READ_CHUNK ? room : READ_CHUNK;
+  char *p = evlua_buffer_reserve(&s->in, want);
+  if (p == NULL) {
+    close_now(s, "out of memory");
+    return;
+  }
+  ssize_t r = read(s->fd, p, want);
+  if (r > 0) {
+    evlua_buffer_commit(&s->in, (size_t)r);
+    s->bytes_in += (uint64_t)r;
+    touch(s);
+    if (evlua_buffer_len(&s->in) >= s->max_input) ev_io_stop(s->loop, w);
+    s->handler->on_data(s);
+  } else if (r == 0) {
+    enter_closing(s, "eof");
+  } else if (errno != EAGAIN && errno != EINTR) {
+    close_now(s, errno_reason(errno));
+  }
+}
+
+static void finish_connect(evlua_stream *s) {
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+  if (err != 0) {
+    release_fd(s);
+    s->handler->on_connect(s, err);
+    return;
+  }
+  s->state = EVLUA_STREAM_OPEN;
+  touch(s);
+  if (evlua_buffer_len(&s->out) == 0) ev_io_stop(s->loop, &s->ww);
+  start_reading(s);
+  arm_idle(s);
+  s->handler->on_connect(s, 0);
+}
+
+static void on_writable(struct ev_loop *loop, ev_io *w, int revents) {
+  (void)loop; (void)revents;
+  evlua_stream *s = container_of(w, evlua_stream, ww);
+  if (s->state == EVLUA_STREAM_CONNECTING) {
+    finish_connect(s);
+    return;
+  }
+  if (s->write_error) {
+    close_now(s, errno_reason(s->write_error));
+    return;
+  }
+  size_t len = evlua_buffer_len(&s->out);
+  if (len > 0) {
+    ssize_t r = write(s->fd, evlua_buffer_peek(&s->out), len);
+    if (r < 0) {
+      if (errno != EAGAIN && errno != EINTR) close_now(s, errno_reason(errno));
+      return;
+    }
+    evlua_buffer_consume(&s->out, (size_t)r);
+    s->bytes_out += (uint64_t)r;
+    touch(s);
+    len -= (size_t)r;
+  }
+  if (len == 0) {
+    ev_io_stop(s->loop, w);
+    evlua_buffer_free(&s->out);
+    if (s->state == EVLUA_STREAM_CLOSING) {
+      close_now(s, s->close_reason);
+      return;
+    }
+  }
+  if (s->full && len <= s->low_water) {
+    s->full = 0;
+    s->handler->on_drain(s);
+  }
+}
+
+void evlua_stream_init(evlua_stream *s, struct ev_loop *loop, int fd,
+                       int connecting, const evlua_stream_handler *h,
+                       void *data) {
+  memset(s, 0, sizeof *s);
+  s->loop = loop;
+  s->fd = fd;
+  s->handler = h;
+  s->data = data;
+  s->max_input = EVLUA_STREAM_MAX_INPUT;
+  s->high_water = EVLUA_STREAM_HIGH_WATER;
+  s->low_water = EVLUA_STREAM_LOW_WATER;
+  s->linger = EVLUA_STREAM_LINGER;
+  evlua_buffer_init(&s->in);
+  evlua_buffer_init(&s->out);
+  evlua_net_nonblock(fd);
+  ev_io_init(&s->rw, on_readable, fd, EV_READ);
+  ev_io_init(&s->ww, on_writable, fd, EV_WRITE);
+  ev_init(&s->timer, on_timer);
+  touch(s);
+  if (connecting) {
+    s->state = EVLUA_STREAM_CONNECTING;
+    ev_io_start(loop, &s->ww);
+  } else {
+    s->state = EVLUA_STREAM_OPEN;
+    start_reading(s);
+  }
+}
+
+/* Queue iov[0..n) skipping its first `skip` bytes. */
+static int queue_rest(evlua_stream *s, const struct iovec *iov, int n,
+                      size_t skip) {
+  for (int i = 0; i < n; i++) {
+    size_t len = iov[i].iov_len;
+    if (skip >= len) {
+      skip -= len;
+      continue;
+    }
+    if (evlua_buffer_append(&s->out, (const char *)iov[i].iov_base + skip,
+                            len - skip) != 0)
+      return -1;
+    skip = 0;
+  }
+  return 0;
+}
+
+int evlua_stream_write(evlua_stream *s, const struct iovec *iov, int n) {
+  if (s->state != EVLUA_STREAM_OPEN && s->state != EVLUA_STREAM_CONNECTING) {
+    errno = EPIPE;
+    return -1;
+  }
+  size_t written = 0;
+  if (s->state == EVLUA_STREAM_OPEN && evlua_buffer_len(&s->out) == 0 &&
+      s->write_error == 0) {
+    ssize_t r;
+    do r = writev(s->fd, iov, n); while (r < 0 && errno == EINTR);
+    if (r >= 0) {
+      written = (size_t)r;
+      s->bytes_out += (uint64_t)r;
+      touch(s);
+    } else if (errno != EAGAIN) {
+      /* Reported from the loop, so a close never runs inside a send. */
+      s->write_error = errno;
+      ev_io_start(s->loop, &s->ww);
+      return 0;
+    }
+  }
+  if (queue_rest(s, iov, n, written) != 0) {
+    s->write_error = ENOMEM;
+    ev_io_start(s->loop, &s->ww);
+    return 0;
+  }
+  if (evlua_buffer_len(&s->out) > 0) {
+    ev_io_start(s->loop, &s->ww);
+    if (evlua_buffer_len(&s->out) >= s->high_water) s->full = 1;
+  }
+  return 0;
+}
+
+void evlua_stream_consumed(evlua_stream *s) {
+  evlua_buffer_shrink(&s->in);
+  start_reading(s);
+}
+
+void evlua_stream_close(evlua_stream *s, const char *reason) {
+  if (s->state == EVLUA_STREAM_CLOSED || s->state == EVLUA_STREAM_CLOSING)
+    return;
+  if (s->state == EVLUA_STREAM_CONNECTING) {
+    evlua_stream_close_silently(s);
+    return;
+  }
+  enter_closing(s, reason);
+}
+
+void evlua_stream_close_silently(evlua_stream *s) {
+  release_fd(s);
+}
+
+void evlua_stream_release(evlua_stream *s) {
+  evlua_stream_close_silently(s);
+  evlua_buffer_free(&s->in);
+}
+
+void evlua_stream_set_idle_timeout(evlua_stream *s, double seconds) {
+  s->idle_timeout = seconds;
+  if (s->state == EVLUA_STREAM_OPEN) arm_idle(s);
+}
+
+void evlua_stream_set_limits(evlua_stream *s, size_t max_input,
+                             size_t high_water, size_t low_water) {
+  s->max_input = max_input;
+  s->high_water = high_water;
+  s->low_water = low_water;
+  if (evlua_buffer_len(&s->in) >= max_input) ev_io_stop(s->loop, &s->rw);
+  else start_reading(s);
+}

@@ -1,0 +1,104 @@
+/*
+** stream.h - a buffered, non-blocking byte stream on a file descriptor
+** (TCP, unix socket, pipe, tty) driven by libev. Pure C: events go to a
+** handler table, the Lua binding (lstream.c) is one such handler.
+**
+** Reading: bytes are read into `in` while it holds less than max_input;
+** at the cap the read watcher stops (the peer is throttled by TCP) and
+** resumes once the consumer calls evlua_stream_consumed.
+** Writing: evlua_stream_write tries the socket first and queues what it
+** could not write; above high_water the stream reports itself full until
+** the queue drains to low_water (then on_drain runs).
+** Closing: with flush, queued output is written first (bounded by the
+** linger time), then the fd is shut down and closed; on_close always runs
+** exactly once with the reason, except for a silent close (GC).
+*/
+#ifndef EVLUA_STREAM_H
+#define EVLUA_STREAM_H
+
+#include <ev.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "buffer.h"
+
+typedef struct evlua_stream evlua_stream;
+
+typedef struct evlua_stream_handler {
+  /* Connection attempt done: err is 0 or an errno. On failure the stream
+  ** is closed without on_close. */
+  void (*on_connect)(evlua_stream *s, int err);
+  /* New bytes were appended to s->in. */
+  void (*on_data)(evlua_stream *s);
+  /* The output queue fell to low_water after having been full. */
+  void (*on_drain)(evlua_stream *s);
+  /* The stream is closed (fd released); reason is "eof", "reset",
+  ** "timeout", "local close" or an error message. */
+  void (*on_close)(evlua_stream *s, const char *reason);
+} evlua_stream_handler;
+
+enum evlua_stream_state {
+  EVLUA_STREAM_CONNECTING,
+  EVLUA_STREAM_OPEN,
+  EVLUA_STREAM_CLOSING,     /* flushing before close */
+  EVLUA_STREAM_CLOSED
+};
+
+struct evlua_stream {
+  struct ev_loop *loop;
+  int fd;
+  int state;
+  int full;                 /* output above high_water, waiting to drain */
+  int write_error;          /* errno of a failed write, reported by ww */
+  ev_io rw, ww;
+  ev_timer timer;           /* idle timeout, linger while closing */
+  evlua_buffer in, out;
+  size_t max_input, high_water, low_water;
+  double idle_timeout;      /* 0: none */
+  double linger;            /* max seconds to flush on close */
+  double last_activity;
+  uint64_t bytes_in, bytes_out;
+  const char *close_reason; /* reason kept while flushing */
+  const evlua_stream_handler *handler;
+  void *data;               /* the handler's */
+};
+
+/* Defaults for new streams (see docs/channel.md). */
+#define EVLUA_STREAM_MAX_INPUT   (1024 * 1024)
+#define EVLUA_STREAM_HIGH_WATER  (1024 * 1024)
+#define EVLUA_STREAM_LOW_WATER   (256 * 1024)
+#define EVLUA_STREAM_LINGER      30.0
+
+/* Set up a stream on fd (made non-blocking). If connecting, it waits for
+** the connection to complete, else it starts reading. */
+void evlua_stream_init(evlua_stream *s, struct ev_loop *loop, int fd,
+                       int connecting, const evlua_stream_handler *h,
+                       void *data);
+
+/* Queue bytes. Returns 0, or -1 when the stream is not open (EPIPE).
+** Errors while writing close the stream with a reason later. */
+int evlua_stream_write(evlua_stream *s, const struct iovec *iov, int n);
+
+/* Tell the stream the consumer took bytes from s->in: reading resumes if
+** it had stopped at max_input, and the buffer memory is released when
+** empty. */
+void evlua_stream_consumed(evlua_stream *s);
+
+/* Close after sending the queued output (within the linger time); then
+** on_close(reason) runs from the loop, never from inside this call.
+** Idempotent. */
+void evlua_stream_close(evlua_stream *s, const char *reason);
+
+/* Close now, dropping queued output; no callback runs. Unread input stays
+** readable. Idempotent. */
+void evlua_stream_close_silently(evlua_stream *s);
+
+/* Release the buffers of a closed stream (before freeing its memory). */
+void evlua_stream_release(evlua_stream *s);
+
+/* Change limits and timeouts; they apply from the next event. */
+void evlua_stream_set_idle_timeout(evlua_stream *s, double seconds);
+void evlua_stream_set_limits(evlua_stream *s, size_t max_input,
+                             size_t high_water, size_t low_water);
+
+#endif
