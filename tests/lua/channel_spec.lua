@@ -1,0 +1,485 @@
+-- tests/lua/channel_spec.lua - channels over real sockets: listen,
+-- connect, bind, echo, backpressure, close semantics, limits, timeouts.
+local event = require "event"
+local channel = require "evlua.channel"
+local dns = require "evlua.dns"
+local helper = require "helper"
+
+-- An echo server class: every byte that arrives goes back.
+local Echo = channel:inherit()
+function Echo:data()
+  local bytes = self:read()
+  if bytes then self:write(bytes) end
+end
+
+local function echo_server(class)
+  local listener = assert(event.listen("127.0.0.1", 0, function() end, class or Echo))
+  return listener, listener:port()
+end
+
+-- Wait (bounded) until cond() is true; for states that have no event.
+local function eventually(cond, what)
+  for _ = 1, 1000 do
+    if cond() then return end
+    event.sleep(0.005)
+  end
+  error("timed out waiting for " .. what, 2)
+end
+
+-- Deterministic pseudo-random chunk i of `size` bytes.
+local function chunk(i, size)
+  local seed = ("%08x"):format(i * 2654435761 % 4294967296)
+  return seed:rep(size // #seed + 1):sub(1, size)
+end
+
+describe("channels", function()
+  after_each(helper.cleanup)
+
+  it("echo server and client built from a subclass", function()
+    local events = {}
+    local Server = Echo:inherit()
+    function Server:init() events[#events + 1] = "init" end
+    function Server:disconnect(reason) events[#events + 1] = "disconnect " .. reason end
+    local accepted = {}
+    local listener = assert(event.listen("127.0.0.1", 0, function(l, ch)
+      accepted[#accepted + 1] = { l, ch }
+    end, Server))
+    local ch = assert(event.connect("127.0.0.1", listener:port()))
+    assert.is_true(ch:write("hello\n", "two parts\r\n"))
+    assert.equal("hello", ch:wait_line(5))
+    assert.equal("two parts", ch:wait_line(5))
+    assert.is_true(ch:write("12345"))
+    assert.equal("123", ch:wait_read(3, 5))
+    assert.equal("45", ch:wait_read(2, 5))
+    eventually(function() return #accepted == 1 end, "accept")
+    assert.equal(listener, accepted[1][1])
+    assert.equal(getmetatable(accepted[1][2]), Server)
+    local host, port = accepted[1][2]:peer()
+    assert.equal("127.0.0.1", host)
+    assert.equal(select(2, ch:local_addr()), port)
+    ch:close()
+    eventually(function() return #events == 2 end, "server disconnect")
+    assert.same({ "init", "disconnect eof" }, events)
+    listener:close()
+  end)
+
+  it("serves 1,000 concurrent clients", function()
+    local listener, port = echo_server()
+    local N, ok = 1000, 0
+    local handles = {}
+    for i = 1, N do
+      handles[i] = event.fork(function()
+        local ch = assert(event.connect("127.0.0.1", port, nil, 10))
+        ch:write("client " .. i .. "\n")
+        local line = ch:wait_line(10)
+        ch:close_immediately()
+        if line == "client " .. i then ok = ok + 1 end
+      end)
+    end
+    for i = 1, N do assert.is_true((handles[i]:join(30))) end
+    assert.equal(N, ok)
+    listener:close()
+  end)
+
+  it("moves 100 MiB both ways at once, byte for byte", function()
+    local listener, port = echo_server()
+    local ch = assert(event.connect("127.0.0.1", port))
+    local SIZE, COUNT = 1024 * 1024, 100
+    local sender = event.fork(function()
+      for i = 1, COUNT do assert(ch:write(chunk(i, SIZE))) end
+    end)
+    local mismatches = 0
+    for i = 1, COUNT do
+      local got = ch:wait_read(SIZE, 30)
+      if got ~= chunk(i, SIZE) then mismatches = mismatches + 1 end
+    end
+    assert.is_true((sender:join(30)))
+    assert.equal(0, mismatches)
+    local stats = ch:stats()
+    assert.equal(SIZE * COUNT, stats.bytes_in)
+    assert.equal(SIZE * COUNT, stats.bytes_out)
+    ch:close()
+    listener:close()
+  end)
+
+  it("100 MiB with a sha256 checksum against a Python client", function()
+    local listener, port = echo_server()
+    local script = helper.tmpdir() .. "/client.py"
+    helper.write_file(script, [[
+import hashlib, socket, sys, threading
+size = 100 * 1024 * 1024
+block = bytes(range(256)) * 4096          # 1 MiB
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+sent = hashlib.sha256()
+def send():
+    left = size
+    i = 0
+    while left:
+        b = block[i % 256:] + block[:i % 256]
+        s.sendall(b)
+        sent.update(b)
+        left -= len(b)
+        i += 1
+t = threading.Thread(target=send)
+t.start()
+got, n = hashlib.sha256(), 0
+while n < size:
+    d = s.recv(1 << 20)
+    if not d:
+        break
+    got.update(d)
+    n += len(d)
+t.join()
+print(n, sent.hexdigest() == got.hexdigest())
+]])
+    -- The loop must keep running while Python talks to us, so the client
+    -- runs in the background and we wait for its output file.
+    local out = script .. ".out"
+    os.execute(("python3 %s %d > %s 2>&1 &"):format(script, port, out))
+    eventually(function()
+      local f = io.open(out)
+      local text = f and f:read("a")
+      if f then f:close() end
+      return text and text:find("\n")
+    end, "the python client")
+    assert.equal(("%d True\n"):format(100 * 1024 * 1024), helper.slurp(out))
+    listener:close()
+  end)
+
+  it("makes a coroutine sender wait for a slow reader, memory bounded", function()
+    local MAX_INPUT, HIGH, LOW = 256 * 1024, 128 * 1024, 32 * 1024
+    local Lazy = channel:inherit()
+    Lazy.max_input = MAX_INPUT
+    local server
+    local listener = assert(event.listen("127.0.0.1", 0, function(_, ch) server = ch end, Lazy))
+    local ch = assert(event.connect("127.0.0.1", listener:port()))
+    ch:set_limits({ high_water = HIGH, low_water = LOW })
+    local CHUNK, COUNT = 64 * 1024, 512          -- 32 MiB
+    local sent = 0
+    local writer = event.fork(function()
+      for i = 1, COUNT do
+        assert(ch:write(chunk(i, CHUNK)))
+        sent = i
+      end
+    end)
+    eventually(function()
+      return server ~= nil and writer:status() == "waiting"
+        and server:stats().buffered_in == MAX_INPUT
+    end, "the writer to block and the reader to stop")
+    local blocked_at = sent
+    assert.is_true(blocked_at < COUNT)
+    -- Bounded on both sides: the reader stopped reading at max_input, the
+    -- writer's queue is above the high-water mark by at most one chunk.
+    local server_stats, client_stats = server:stats(), ch:stats()
+    assert.is_true(server_stats.buffered_in <= MAX_INPUT)
+    assert.is_true(client_stats.buffered_out >= HIGH)
+    assert.is_true(client_stats.buffered_out <= HIGH + CHUNK)
+    event.sleep(0.05)                             -- nothing moves meanwhile
+    assert.equal(blocked_at, sent)
+    assert.equal(server_stats.buffered_in, server:stats().buffered_in)
+    -- Reading resumes the flow; every byte arrives in order.
+    for i = 1, COUNT do
+      assert.equal(chunk(i, CHUNK), server:wait_read(CHUNK, 10))
+      assert.is_true(server:stats().buffered_in <= MAX_INPUT)
+    end
+    assert.is_true((writer:join(10)))
+    assert.equal(COUNT, sent)
+    ch:close()
+    listener:close()
+  end)
+
+  it("a plain callback sender sees the full state instead of waiting", function()
+    local results, drained = {}, false
+    local Pusher = channel:inherit()
+    -- 16 MiB: more than the kernel's socket buffers take at once.
+    local SIZE, COUNT = 64 * 1024, 256
+    function Pusher:init()
+      self:set_limits({ high_water = SIZE, low_water = 1024 })
+      for i = 1, COUNT do results[i] = self:write(chunk(i, SIZE)) end
+    end
+    function Pusher:drain() drained = true end
+    local listener = assert(event.listen("127.0.0.1", 0, function() end, Pusher))
+    local ch = assert(event.connect("127.0.0.1", listener:port()))
+    ch:set_limits({ max_input = SIZE })           -- read slowly
+    eventually(function() return #results == COUNT end, "the pusher")
+    assert.is_true(results[1])
+    assert.is_false(results[COUNT])
+    assert.is_false(drained)
+    for i = 1, COUNT do assert.equal(chunk(i, SIZE), ch:wait_read(SIZE, 10)) end
+    assert.is_true(drained)
+    listener:close()
+  end)
+end)
+
+describe("peer failures", function()
+  after_each(helper.cleanup)
+
+  it("a peer killed mid-transfer (reset) reaches disconnect and fails readers", function()
+    local reason
+    local Server = channel:inherit()
+    function Server:disconnect(why) reason = why end
+    local server
+    local listener = assert(event.listen("127.0.0.1", 0, function(_, ch) server = ch end, Server))
+    -- A peer process that connects, sends some bytes and never reads.
+    local dir = helper.tmpdir()
+    helper.write_file(dir .. "/peer.lua", ([[
+      local event = require "event"
+      local ch = assert(event.connect("127.0.0.1", %d))
+      ch:write("ready\n")
+      event.sleep(60)
+    ]]):format(listener:port()))
+    local p = io.popen(helper.quote(helper.evlua) .. " " .. dir .. "/peer.lua >/dev/null 2>&1 & echo $!")
+    local pid = p:read("l")
+    p:close()
+    eventually(function() return server ~= nil end, "the peer")
+    assert.equal("ready", server:wait_line(10))
+    -- Fill the peer's receive buffer so its death resets the connection.
+    local writer = event.fork(function()
+      while server:write(chunk(1, 64 * 1024)) do end
+    end)
+    eventually(function() return writer:status() == "waiting" end, "a full pipe")
+    local reader = event.fork(function() return server:wait_read(10, 30) end)
+    event.sleep(0)
+    os.execute("kill -9 " .. pid)
+    assert.same({ true, nil, "closed" }, { reader:join(30) })
+    assert.is_true((writer:join(30)))
+    assert.equal("reset", reason)
+    assert.equal("reset", server:closed())
+    listener:close()
+  end)
+
+  it("close flushes queued data before closing, close_immediately drops it", function()
+    local SIZE = 32 * 1024 * 1024
+    local disconnects = {}
+    local Sender = channel:inherit()
+    function Sender:init() self:set_limits({ high_water = 2 * SIZE }) end
+    function Sender:disconnect(why) disconnects[#disconnects + 1] = why end
+    local mode
+    local listener = assert(event.listen("127.0.0.1", 0, function(_, ch)
+      ch:write(("x"):rep(SIZE))
+      if mode == "close" then ch:close() else ch:close_immediately() end
+    end, Sender))
+    local function receive_all()
+      local ch = assert(event.connect("127.0.0.1", listener:port()))
+      local total = 0
+      while true do
+        local data = ch:wait_read(nil, 30)
+        if not data then break end
+        total = total + #data
+      end
+      return total, ch:closed()
+    end
+    mode = "close"
+    local total, why = receive_all()
+    assert.equal(SIZE, total)
+    assert.equal("eof", why)
+    mode = "close_immediately"
+    local total2 = receive_all()
+    assert.is_true(total2 < SIZE)
+    event.sleep(0.01)
+    assert.same({ "local close" }, disconnects)   -- none for close_immediately
+    listener:close()
+  end)
+end)
+
+describe("connect", function()
+  after_each(function()
+    dns.configure({ servers = { "127.0.0.1:9" }, timeout = 0.2, tries = 1 })
+  end)
+
+  it("fails with 'connection refused' when nobody listens", function()
+    local listener, port = echo_server()
+    listener:close()
+    local t0 = event.time()
+    local ch, err = event.connect("127.0.0.1", port)
+    assert.is_nil(ch)
+    assert.equal("connection refused", err)
+    assert.is_true(event.time() - t0 < 5)
+  end)
+
+  it("times out against a listener whose backlog is full", function()
+    local listener = assert(event.listen("127.0.0.1", 0, function() end, nil, { backlog = 0 }))
+    listener:pause()
+    local port = listener:port()
+    local filled = {}
+    -- The first connections fill the backlog; then SYNs go unanswered.
+    local ch, err
+    for i = 1, 8 do
+      ch, err = event.connect("127.0.0.1", port, nil, 0.2)
+      if not ch then break end
+      filled[i] = ch
+    end
+    assert.is_nil(ch)
+    assert.equal("timeout", err)
+    for _, c in ipairs(filled) do c:close_immediately() end
+    listener:close()
+  end)
+
+  it("fails promptly when the name does not resolve", function()
+    dns.configure({ servers = { "127.0.0.1:9" }, timeout = 0.2, tries = 1 })
+    local t0 = event.time()
+    local ch, err = event.connect("no-such-host.invalid", 80, nil, 2)
+    assert.is_nil(ch)
+    assert.is_string(err)
+    assert.is_true(event.time() - t0 < 2.5)
+  end)
+
+  it("resolves localhost through the hosts file", function()
+    local listener, port = echo_server()
+    local ch = assert(event.connect("localhost", port))
+    ch:write("via name\n")
+    assert.equal("via name", ch:wait_line(5))
+    ch:close()
+    listener:close()
+  end)
+
+  it("rejects bad arguments and waiting outside a coroutine", function()
+    assert.has_error(function() event.connect(42, 1) end)
+    assert.has_error(function() event.connect("127.0.0.1", 70000) end)
+    assert.has_error(function() event.connect("127.0.0.1", 1, "nope") end)
+    local ok, err = coroutine.wrap(function() return pcall(event.connect, "127.0.0.1", 1) end)()
+    assert.is_false(ok)
+    assert.matches("must run in a coroutine", err)
+  end)
+end)
+
+describe("addresses", function()
+  after_each(helper.cleanup)
+
+  it("works over IPv6", function()
+    local listener = assert(event.listen("::1", 0, function() end, Echo))
+    assert.equal("::1", (listener:addr()))
+    local ch = assert(event.connect("::1", listener:port()))
+    ch:write("six\n")
+    assert.equal("six", ch:wait_line(5))
+    ch:close()
+    listener:close()
+  end)
+
+  it("works over unix sockets, replacing a stale socket file", function()
+    local path = "unix:" .. helper.tmpdir() .. "/echo.sock"
+    local listener = assert(event.listen(path, nil, function() end, Echo))
+    assert.equal(path, (listener:addr()))
+    local ch = assert(event.connect(path))
+    ch:write("unix\n")
+    assert.equal("unix", ch:wait_line(5))
+    ch:close()
+    listener:close()                 -- leaves the socket file behind
+    local again = assert(event.listen(path, nil, function() end, Echo))
+    again:close()
+  end)
+
+  it("reports a port in use, and allows sharing it with reuseport", function()
+    local a = assert(event.listen("127.0.0.1", 0, function() end))
+    local b, err = event.listen("127.0.0.1", a:port(), function() end)
+    assert.is_nil(b)
+    assert.equal("bind: address already in use", err)
+    a:close()
+    local c = assert(event.listen("127.0.0.1", 0, function() end, nil, { reuseport = true }))
+    local d = assert(event.listen("127.0.0.1", c:port(), function() end, nil, { reuseport = true }))
+    c:close()
+    d:close()
+  end)
+
+  it("rejects names it cannot listen on", function()
+    local l, err = event.listen("example.com", 0, function() end)
+    assert.is_nil(l)
+    assert.matches("numeric address", err)
+    assert.has_error(function() event.listen("127.0.0.1", -1, function() end) end)
+    assert.has_error(function() event.listen("127.0.0.1", 0, "no") end)
+  end)
+
+  it("binds an existing fd (stdin of a process)", function()
+    local out, err, rc = helper.run({ "-e", [[
+      local event = require "event"
+      local ch = event.bind(0)
+      print(ch:wait_line(5))
+      print(ch:wait_line(5))
+      print(ch:wait_line(5))
+    ]] }, "first\nsecond\n")
+    assert.equal(0, rc, err)
+    assert.equal("first\nsecond\nnil\tclosed\n", out)
+  end)
+end)
+
+describe("limits and timeouts", function()
+  it("a line of max_line bytes passes, one more byte is too long", function()
+    local listener, port = echo_server()
+    local ch = assert(event.connect("127.0.0.1", port))
+    ch:set_limits({ max_line = 10 })
+    ch:write(("a"):rep(10) .. "\n")
+    assert.equal(("a"):rep(10), ch:wait_line(5))
+    ch:write(("b"):rep(11) .. "\n")
+    assert.same({ nil, "line too long" }, { ch:wait_line(5) })
+    ch:close()
+    listener:close()
+  end)
+
+  it("stops reading at max_input and resumes when the reader takes bytes", function()
+    local server
+    local Small = channel:inherit()
+    Small.max_input = 1000
+    local listener = assert(event.listen("127.0.0.1", 0, function(_, ch) server = ch end, Small))
+    local ch = assert(event.connect("127.0.0.1", listener:port()))
+    ch:write(("z"):rep(5000))
+    eventually(function() return server and server:stats().buffered_in == 1000 end, "1000 bytes")
+    event.sleep(0.02)
+    assert.equal(1000, server:stats().buffered_in)    -- not one byte more
+    assert.equal(("z"):rep(1000), server:read(1000))
+    assert.equal(("z"):rep(1000), server:wait_read(1000, 5))
+    assert.has_error(function() server:wait_read(1001) end)
+    ch:close()
+    listener:close()
+  end)
+
+  it("wait_read and wait_line time out and the channel stays usable", function()
+    local listener, port = echo_server()
+    local ch = assert(event.connect("127.0.0.1", port))
+    assert.same({ nil, "timeout" }, { ch:wait_line(0.02) })
+    assert.same({ nil, "timeout" }, { ch:wait_read(1, 0.02) })
+    ch.read_timeout = 0.02
+    assert.same({ nil, "timeout" }, { ch:wait_read(1) })
+    ch:write("still here\n")
+    assert.equal("still here", ch:wait_line(5))
+    ch:close()
+    listener:close()
+  end)
+
+  it("closes an idle connection with reason 'timeout'", function()
+    local reason
+    local Idle = channel:inherit()
+    Idle.idle_timeout = 0.05
+    function Idle:disconnect(why) reason = why end
+    local listener = assert(event.listen("127.0.0.1", 0, function() end, Idle))
+    local ch = assert(event.connect("127.0.0.1", listener:port()))
+    assert.same({ nil, "closed" }, { ch:wait_read(1, 5) })
+    assert.equal("eof", ch:closed())
+    assert.equal("timeout", reason)
+    listener:close()
+  end)
+
+  it("a cancelled reader gets nil, 'cancelled' and frees the channel", function()
+    local listener, port = echo_server()
+    local ch = assert(event.connect("127.0.0.1", port))
+    local reader = event.fork(function() return ch:wait_line() end)
+    event.sleep(0)
+    assert.has_error(function() ch:wait_line() end,
+      "wait_line: another coroutine is already reading this channel")
+    reader:cancel()
+    assert.same({ true, nil, "cancelled" }, { reader:join(5) })
+    ch:write("next\n")
+    assert.equal("next", ch:wait_line(5))
+    ch:close()
+    listener:close()
+  end)
+
+  it("a write after close fails with nil, 'closed'", function()
+    local listener, port = echo_server()
+    local ch = assert(event.connect("127.0.0.1", port))
+    ch:close()
+    assert.same({ nil, "closed" }, { ch:write("late") })
+    ch:close()    -- idempotent
+    ch:close_immediately()
+    listener:close()
+  end)
+end)
