@@ -352,6 +352,12 @@ end
 -- event.wait(token [, timeout]) -> the values given to wakeup (true when
 -- none) | nil, "timeout" | nil, "cancelled". One waiter per token.
 function event.wait(token, timeout)
+  return event.wait_as("wait", token, token, timeout)
+end
+
+-- event.wait_as(what, on, token [, timeout]): event.wait for modules,
+-- which describe the wait for event.tasks ("read", channel...).
+function event.wait_as(what, on, token, timeout)
   local task = current("event.wait")
   if token == nil or token ~= token then
     error("bad argument #1 to 'wait' (token expected, got "
@@ -362,7 +368,7 @@ function event.wait(token, timeout)
     error("bad argument #1 to 'wait' (token already has a waiter)", 2)
   end
   waiters[token] = task
-  return unwait(token, task, park(task, "wait", token, timeout))
+  return unwait(token, task, park(task, what, on, timeout))
 end
 
 -- event.wakeup(token, ...) -> true if a coroutine waited on token (it

@@ -3,6 +3,7 @@
 ** time, logging and runtime statistics. The friendly API is lua/event.lua.
 */
 #include <lauxlib.h>
+#include <malloc.h>
 #include <string.h>
 
 #include "log.h"
@@ -113,6 +114,15 @@ static int l_stats(lua_State *L) {
   return 1;
 }
 
+/* core.c_heap() -> bytes malloc has handed out and not freed (glibc
+** mallinfo2: arena chunks in use plus mmapped blocks). The Lua heap is
+** allocated with malloc too, so this includes it. */
+static int l_c_heap(lua_State *L) {
+  struct mallinfo2 mi = mallinfo2();
+  lua_pushinteger(L, (lua_Integer)(mi.uordblks + mi.hblkhd));
+  return 1;
+}
+
 int luaopen_evlua_core(lua_State *L) {
   static const luaL_Reg funcs[] = {
     { "now", l_now },
@@ -126,6 +136,7 @@ int luaopen_evlua_core(lua_State *L) {
     { "log_open", l_log_open },
     { "log_level", l_log_level },
     { "stats", l_stats },
+    { "c_heap", l_c_heap },
     { NULL, NULL }
   };
   luaL_newlib(L, funcs);

@@ -127,7 +127,7 @@ local function wait_for(self, fname, timeout, take, arg)
     local left = deadline and deadline - event.now()
     if left and left <= 0 then return nil, "timeout" end
     self._reader = stream
-    local ok, werr = event.wait(stream, left)
+    local ok, werr = event.wait_as("read", self, stream, left)
     self._reader = nil
     value, err = take(stream, arg)
     if value then return value end
@@ -175,7 +175,7 @@ local function wait_drain(self)
       self._writers = writers
     end
     writers[#writers + 1] = token
-    local ok, err = event.wait(token, left)
+    local ok, err = event.wait_as("write", self, token, left)
     if not ok then
       for i = #writers, 1, -1 do
         if writers[i] == token then table.remove(writers, i) end

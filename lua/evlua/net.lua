@@ -64,7 +64,7 @@ local function try_connect(class, host, port, timeout)
   local stream, err = core.stream_connect(host, port)
   if not stream then return nil, err end
   local ch = class._wrap(class, stream)
-  local ok, cerr = event.wait(ch, timeout)
+  local ok, cerr = event.wait_as("connect", host .. ":" .. port, ch, timeout)
   if ok == true then return ch end
   stream:close_silently()
   return nil, cerr

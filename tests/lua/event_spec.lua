@@ -2,6 +2,7 @@
 -- wait/wakeup, cancellation, introspection. Runs inside evlua.
 local event = require "event"
 local core = require "evlua.core"
+local helper = require "helper"
 
 -- Wait for a token with a generous deadline so a broken feature fails the
 -- test instead of hanging the suite.
@@ -351,6 +352,24 @@ describe("event.tasks", function()
     local h = event.fork(function() end)
     assert.matches("^coroutine #%d+ %(.*event_spec.lua:%d+%)$", h:name())
     assert.equal(h:name(), tostring(h))
+  end)
+end)
+
+describe("core.c_heap", function()
+  it("reports the bytes malloc has handed out, growing with allocations", function()
+    collectgarbage()
+    local before = core.c_heap()
+    assert.equal("integer", math.type(before))
+    local kept = {}
+    for i = 1, 1000 do kept[i] = ("x"):rep(1000) .. i end  -- Lua allocates with malloc
+    -- The sanitizer build's allocator is not glibc's (mallinfo2 says 0).
+    collectgarbage()
+    if helper.asan then
+      assert.is_true(core.c_heap() >= 0)
+    else
+      assert.is_true(core.c_heap() - before >= 1000 * 1000)
+    end
+    assert.equal(1000, #kept)
   end)
 end)
 

@@ -56,12 +56,16 @@ function helper.sh(cmdline, stdin)
   return slurp(dir .. "/out"), slurp(dir .. "/err"), rc
 end
 
+helper.TIMEOUT = 120   -- seconds any evlua run by a test may take
+
 -- Run evlua with the given arguments (a list, each quoted).
 function helper.run(args, stdin, env)
   local parts = {}
   for k, v in pairs(env or {}) do
     parts[#parts + 1] = k .. "=" .. shell_quote(v)
   end
+  -- A hung process fails its test instead of hanging the suite.
+  parts[#parts + 1] = "timeout -k 5 " .. helper.TIMEOUT
   parts[#parts + 1] = shell_quote(helper.evlua)
   for _, a in ipairs(args) do parts[#parts + 1] = shell_quote(a) end
   return helper.sh(table.concat(parts, " "), stdin)

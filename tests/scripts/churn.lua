@@ -14,6 +14,16 @@ for i = 1, N do
 end
 event.sleep(0)
 for i = 1, N, 2 do handles[i]:cancel() end
+-- Connections: echo a line over a few of them, leave some open at exit.
+local Echo = require("evlua.channel"):inherit()
+function Echo:data() local d = self:read() if d then self:write(d) end end
+local listener = assert(event.listen("127.0.0.1", 0, function() end, Echo))
+for i = 1, 50 do
+  local ch = assert(event.connect("127.0.0.1", listener:port()))
+  ch:write("line " .. i .. "\n")
+  assert(ch:wait_line(5) == "line " .. i)
+  if i % 3 == 0 then ch:close() elseif i % 3 == 1 then ch:close_immediately() end
+end
 event.timer(0.001, function() end)        -- still running at exit
 event.fork(function() event.wait("forever") end)
 event.timeout(0.01, function() event.breakout() end)
