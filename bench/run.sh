@@ -62,7 +62,7 @@ header() {
 i=0
 while [ "$i" -lt "$ROUNDS" ]; do   # interleave the two so both see the same machine
   build/bench/loop_bench "$N" >>build/bench/loop_c.txt
-  $EVLUA bench/loop.lua "$N" >>build/bench/loop_evlua.txt
+  "$EVLUA" bench/loop.lua "$N" >>build/bench/loop_evlua.txt
   i=$((i + 1))
 done
 
@@ -116,13 +116,13 @@ client() {
 # client (evlua or c) against server (evlua or c), figures appended to OUT
 echo_round() {
   if [ "$1" = evlua ]; then
-    start_server echo $EVLUA bench/echo.lua server 0
+    start_server echo "$EVLUA" bench/echo.lua server 0
   else
     start_server echo "$ECHO_C" server 0
   fi
   if [ "$2" = evlua ]; then
-    client "$3" $EVLUA bench/echo.lua throughput "$PORT" "$ECHO_MIB"
-    client "$3" $EVLUA bench/echo.lua pingpong "$PORT" "$PP_SECONDS"
+    client "$3" "$EVLUA" bench/echo.lua throughput "$PORT" "$ECHO_MIB"
+    client "$3" "$EVLUA" bench/echo.lua pingpong "$PORT" "$PP_SECONDS"
   else
     client "$3" "$ECHO_C" throughput "$PORT" "$ECHO_MIB"
     client "$3" "$ECHO_C" pingpong "$PORT" "$PP_SECONDS"
@@ -155,8 +155,12 @@ done
 # == Channels: memory per idle connection ====================================
 
 # Each side holds IDLE_CONNS descriptors; the hard limit bounds the count.
-ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-fds=$(ulimit -n)
+# (ulimit -n and -H are not POSIX, but dash and bash both have them.)
+# shellcheck disable=SC3045
+{
+  ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+  fds=$(ulimit -n)
+}
 if [ "$fds" != unlimited ] && [ "$IDLE_CONNS" -gt $((fds - 64)) ]; then
   echo "bench: only $fds descriptors allowed, using $((fds - 64)) idle connections" >&2
   IDLE_CONNS=$((fds - 64))
@@ -171,7 +175,7 @@ fi
 idle_memory() {
   rm -f "$TMP/ctl" "$TMP/server.out" "$TMP/client.out"
   mkfifo "$TMP/ctl" "$TMP/server.out" "$TMP/client.out"
-  timeout 600 $EVLUA bench/echo.lua memory "$IDLE_CONNS" "$1" \
+  timeout 600 "$EVLUA" bench/echo.lua memory "$IDLE_CONNS" "$1" \
     <"$TMP/ctl" >"$TMP/server.out" &
   SERVER_PID=$!
   started "$SERVER_PID"

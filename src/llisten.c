@@ -5,6 +5,8 @@
 */
 #include <errno.h>
 #include <lauxlib.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -21,6 +23,7 @@ typedef struct llistener {
   ev_timer retry;      /* resumes accepting after running out of fds */
   int fd;
   int paused;          /* by the user */
+  int tcp;             /* not a unix socket */
   int ref;             /* registry anchor while open */
 } llistener;
 
@@ -52,6 +55,10 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents) {
       }
       break;   /* EAGAIN, or an error of that one connection */
     }
+    if (l->tcp) {   /* small replies must not wait for Nagle */
+      int one = 1;
+      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
     evlua_push_stream(L, fd, 0);
     evlua_deliver(L, top, 1);
   }
@@ -74,6 +81,7 @@ static int l_listen(lua_State *L) {
   llistener *l = (llistener *)lua_newuserdatauv(L, sizeof *l, 2);
   l->fd = -1;
   l->paused = 0;
+  l->tcp = addr.ss.ss_family != AF_UNIX;
   l->ref = LUA_NOREF;
   luaL_setmetatable(L, EVLUA_LISTENER);
   evlua_set_target(L, lua_gettop(L), 5);
