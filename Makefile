@@ -20,7 +20,7 @@ ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARNINGS) $(PKG_CFLAGS) \
 
 CORE_SRC = src/runtime.c src/lcore.c src/ltimer.c src/lfdwatch.c \
   src/log.c src/paths.c src/buffer.c src/net.c src/stream.c src/lstream.c \
-  src/llisten.c src/dns.c src/ldns.c
+  src/llisten.c src/msgpack.c src/lmsgpack.c src/dns.c src/ldns.c
 SRC = src/main.c $(CORE_SRC)
 OBJ = $(SRC:src/%.c=build/obj/%.o)
 ASAN_OBJ = $(SRC:src/%.c=build/asan/obj/%.o)

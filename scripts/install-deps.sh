@@ -7,10 +7,12 @@ set -e
 # Build: compiler, pkg-config, Lua 5.4, libev and c-ares headers.
 BUILD="gcc make pkg-config liblua5.4-dev libev-dev libc-ares-dev"
 # Tests: the stock interpreter (for comparisons), busted, cmocka, valgrind,
-# clang's sanitizer runtime for `make asan-test`, a DNS server and python3
-# (a silent UDP peer) for the DNS tests.
+# clang's sanitizer runtime for `make asan-test`, tmux (terminal tests), a
+# DNS server and python3 (a silent UDP peer) for the DNS tests, and
+# msgpack-rpc peers nobody here wrote: Neovim, and Python's msgpack and
+# pynvim (tests call /usr/bin/python3, Debian's, which has them).
 TEST="lua5.4 lua-busted libcmocka-dev valgrind clang libclang-rt-14-dev tmux \
-dnsmasq-base python3"
+dnsmasq-base python3 neovim python3-msgpack python3-pynvim"
 # Benchmarks.
 BENCH=""
 

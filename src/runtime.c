@@ -126,6 +126,7 @@ evlua_runtime *evlua_runtime_new(void) {
   ** process. */
   signal(SIGPIPE, SIG_IGN);
   rt->drain_ref = LUA_NOREF;
+  evlua_buffer_init(&rt->scratch);
   rt->started = ev_time();
   ev_set_userdata(rt->loop, rt);
   ev_prepare_init(&rt->drain_watcher, on_prepare);
@@ -147,6 +148,7 @@ void evlua_runtime_free(evlua_runtime *rt) {
   evlua_runtime_set_ready(rt, 0);
   lua_close(rt->L);   /* __gc stops every watcher still running */
   ev_loop_destroy(rt->loop);
+  evlua_buffer_free(&rt->scratch);
   free(rt);
 }
 

@@ -9,6 +9,8 @@
 #include <lua.h>
 #include <stddef.h>
 
+#include "buffer.h"
+
 #define EVLUA_VERSION "0.1.0"
 
 #define container_of(ptr, type, member) \
@@ -24,6 +26,7 @@ typedef struct evlua_runtime {
   long active_timers;        /* counters for stats and leak checks */
   long active_fdwatches;
   double started;            /* ev_time() at creation, for uptime */
+  evlua_buffer scratch;      /* encoders build messages here */
 } evlua_runtime;
 
 /* Create the runtime on libev's default loop and a new Lua state with the
@@ -74,6 +77,7 @@ void evlua_open_dns(lua_State *L);
 void evlua_open_fdwatch(lua_State *L);
 void evlua_open_stream(lua_State *L);
 void evlua_open_listener(lua_State *L);
+void evlua_open_msgpack(lua_State *L);
 
 #endif
 

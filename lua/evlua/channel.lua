@@ -66,9 +66,7 @@ local function dispatch(ch, ev, arg)
     wake_all(ch._writers)
     ch:drain()
   elseif ev == "close" then
-    ch._closed = arg
-    if ch._reader then event.wakeup(ch._reader) end
-    wake_all(ch._writers)
+    ch:_ended(arg)
     ch:disconnect(arg)
   elseif ev == "connect" then
     if arg then event.wakeup(ch, nil, arg) else event.wakeup(ch) end
@@ -186,6 +184,8 @@ local function wait_drain(self)
   return true
 end
 
+Channel._wait_drain = wait_drain
+
 -- ch:write(...) -> true | nil, "closed" (| nil, "timeout" with a
 -- write_timeout). The strings are queued in order. Above the high-water
 -- mark a coroutine waits until the queue drains below the low-water mark;
@@ -212,7 +212,14 @@ end
 -- not run. Waiting coroutines get nil, "closed".
 function Channel:close_immediately()
   self._stream:close_silently()
-  if not self._closed then self._closed = "local close" end
+  if not self._closed then self:_ended("local close") end
+end
+
+-- The connection ended: record why and wake every waiting coroutine.
+-- Subclasses extend it (rpc fails its pending calls); disconnect is the
+-- user's callback and may be replaced freely.
+function Channel:_ended(reason)
+  self._closed = reason
   if self._reader then event.wakeup(self._reader) end
   wake_all(self._writers)
 end

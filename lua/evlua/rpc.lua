@@ -1,0 +1,230 @@
+-- evlua/rpc.lua - MessagePack-RPC over channels.
+-- Wire format (msgpack-rpc spec): request [0, msgid, method, params],
+-- response [1, msgid, error, result], notification [2, method, params].
+-- Either side of a connection may call the other.
+--
+-- Results: a handler's return values travel as the response's result:
+-- no value -> nil, one value -> that value, several -> an array of them.
+-- ch:call returns that result, or nil, err (err: the remote error,
+-- "timeout", "closed" or "cancelled").
+
+local event = require "event"
+local Channel = require "evlua.channel"
+
+local rpc = {}
+
+local RpcChannel = Channel:inherit()
+RpcChannel.__name = "evlua.rpc.channel"
+rpc.channel = RpcChannel
+
+-- Defaults; a subclass or an instance may override them.
+RpcChannel.max_message = 16 * 1024 * 1024   -- bytes of one message
+RpcChannel.max_depth = 128                  -- nesting of one message
+RpcChannel.call_timeout = 30                -- seconds a call may wait
+RpcChannel.handlers = nil                   -- method name -> function
+
+local RESPONSE = {}   -- tags a call's wakeup as a response
+local MSGID_LIMIT = 0xffffffff
+
+function RpcChannel:init()
+  self._pending = {}
+  self._next_id = 0
+end
+
+--[[ Serving ================================================================]]
+
+local function handler_for(ch, method)
+  local handlers = ch.handlers
+  local fn = handlers and handlers[method]
+  if type(fn) == "function" or (type(fn) == "table" and getmetatable(fn)
+                                 and getmetatable(fn).__call) then
+    return fn
+  end
+end
+
+local function error_text(err)
+  if type(err) == "table" and type(err.err) == "string" then return err.err end
+  return tostring(err)
+end
+
+local function on_handler_error(err)
+  return { err = err, traceback = event.traceback(err, 2) }
+end
+
+local function reply(ch, msgid, method, ok, ...)
+  if ok then
+    return ch._stream:write_rpc_response(msgid, nil, ...)
+  end
+  local e = ...
+  event.error(("rpc: %s failed: %s"):format(method, e.traceback))
+  local err = e.err
+  if type(err) ~= "string" then err = tostring(err) end
+  return ch._stream:write_rpc_response(msgid, err)
+end
+
+-- One request, in its own coroutine.
+local function serve(ch, msgid, method, _, ...)
+  local fn = handler_for(ch, method)
+  if not fn then
+    return ch._stream:write_rpc_response(msgid, "unknown method: " .. method)
+  end
+  return reply(ch, msgid, method, xpcall(fn, on_handler_error, ch, ...))
+end
+
+-- One notification, in its own coroutine: nothing to answer.
+local function serve_notification(ch, method, _, ...)
+  local fn = handler_for(ch, method)
+  if not fn then
+    event.warn("rpc: notification for unknown method " .. method)
+    return
+  end
+  local ok, e = xpcall(fn, on_handler_error, ch, ...)
+  if not ok then
+    event.error(("rpc: %s failed: %s"):format(method, e.traceback))
+  end
+end
+
+-- Handle one decoded message; false when no complete message is left.
+local function process(ch, kind, ...)
+  if kind == 1 then
+    local msgid, err, result = ...
+    local token = ch._pending[msgid]
+    if token then
+      ch._pending[msgid] = nil
+      event.wakeup(token, RESPONSE, err, result)
+    end
+  elseif kind == 0 then
+    event.fork(serve, ch, ...)
+  elseif kind == 2 then
+    event.fork(serve_notification, ch, ...)
+  else
+    local err = select(1, ...)
+    if err then
+      event.error(("rpc: closing %s: %s"):format(tostring(ch), err))
+      ch:close_immediately()
+    end
+    return false
+  end
+  return true
+end
+
+-- Every complete message in the buffer, in order.
+function RpcChannel:data()
+  local stream = self._stream
+  local max_message, max_depth = self.max_message, self.max_depth
+  while process(self, stream:read_rpc(max_message, max_depth)) do end
+end
+
+function RpcChannel:_ended(reason)
+  Channel._ended(self, reason)
+  local pending = self._pending
+  if pending then
+    self._pending = {}
+    for _, token in pairs(pending) do event.wakeup(token, nil, "closed") end
+  end
+end
+
+--[[ Calling ================================================================]]
+
+local function call(self, timeout, method, ...)
+  if type(method) ~= "string" then
+    error("bad argument #1 to 'call' (method name expected, got "
+          .. type(method) .. ")", 3)
+  end
+  if not event.running() then error("rpc call must run in a coroutine", 3) end
+  if self._closed then return nil, "closed" end
+  local msgid = self._next_id
+  self._next_id = msgid < MSGID_LIMIT and msgid + 1 or 0
+  local ok, err = self._stream:write_rpc_request(msgid, method, ...)
+  if ok == nil then return nil, err end
+  local token = {}
+  self._pending[msgid] = token
+  if ok == false then   -- the send queue is full: wait for it first
+    local started = event.now()
+    ok, err = self:_wait_drain()
+    if not ok then
+      self._pending[msgid] = nil
+      return nil, err
+    end
+    if timeout then timeout = math.max(0, timeout - (event.now() - started)) end
+  end
+  local tag, rerr, result = event.wait_as("call", method, token, timeout)
+  if tag == RESPONSE then
+    if rerr ~= nil then return nil, rerr end
+    return result
+  end
+  self._pending[msgid] = nil
+  return nil, rerr
+end
+
+-- ch:call(method, ...) -> result | nil, err; waits at most call_timeout.
+function RpcChannel:call(method, ...)
+  return call(self, self.call_timeout, method, ...)
+end
+
+-- ch:timed_call(seconds, method, ...): call with its own timeout.
+function RpcChannel:timed_call(timeout, method, ...)
+  if type(timeout) ~= "number" or not (timeout >= 0) then
+    error("bad argument #1 to 'timed_call' (non-negative number expected)", 2)
+  end
+  return call(self, timeout, method, ...)
+end
+
+-- ch:send(method, ...) -> true | nil, err: a notification, no reply.
+function RpcChannel:send(method, ...)
+  if type(method) ~= "string" then
+    error("bad argument #1 to 'send' (method name expected, got "
+          .. type(method) .. ")", 2)
+  end
+  local ok, err = self._stream:write_rpc_notify(method, ...)
+  if ok == false then
+    if event.running() then return self:_wait_drain() end
+    return true
+  end
+  return ok, err
+end
+
+-- ch:pending() -> number of calls waiting for a response
+function RpcChannel:pending()
+  local n = 0
+  for _ in pairs(self._pending or {}) do n = n + 1 end
+  return n
+end
+
+--[[ Entry points ===========================================================]]
+
+local function with_handlers(class, handlers, fname)
+  class = class or RpcChannel
+  if handlers == nil then return class end
+  if type(handlers) ~= "table" then
+    error("bad argument to '" .. fname .. "' (handler table expected)", 3)
+  end
+  local sub = class:inherit()
+  sub.handlers = handlers
+  return sub
+end
+
+-- rpc.listen(ip, port, handlers [, class [, opts]]) -> listener | nil, err
+-- handlers[method](ch, ...) serves each request in its own coroutine.
+function rpc.listen(ip, port, handlers, class, opts)
+  class = with_handlers(class, handlers, "listen")
+  return event.listen(ip, port, function() end, class, opts)
+end
+
+-- rpc.connect(host, port [, opts]) -> channel | nil, err. In a coroutine.
+-- opts: timeout (connect), class, handlers (for calls from the server),
+-- call_timeout.
+function rpc.connect(host, port, opts)
+  opts = opts or {}
+  local class = with_handlers(opts.class, opts.handlers, "connect")
+  local ch, err = event.connect(host, port, class, opts.timeout)
+  if not ch then return nil, err end
+  if opts.call_timeout then ch.call_timeout = opts.call_timeout end
+  return ch
+end
+
+-- Codec functions, for other uses of MessagePack.
+local core = require "evlua.core"
+rpc.encode, rpc.decode, rpc.null = core.mp_encode, core.mp_decode, core.mp_null
+
+return rpc

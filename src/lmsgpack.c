@@ -1,0 +1,476 @@
+/*
+** lmsgpack.c - MessagePack for Lua values, and MessagePack-RPC framing on
+** streams: messages are encoded into the runtime's scratch buffer and
+** decoded straight from a stream's input buffer once complete.
+**
+** Lua to MessagePack: nil, booleans, integers (smallest int form), floats
+** (float 64), strings (str, binary-safe), tables: an array when its keys
+** are exactly 1..n (n >= 1) or it is empty, a map otherwise; a metatable
+** field __msgpack = "array" or "map" forces the kind. Other types, cycles
+** and nesting beyond the depth limit raise errors.
+** MessagePack to Lua: str and bin become strings, unsigned integers above
+** 2^63-1 become floats, ext values become { ext = type, data = bytes },
+** nil map values drop their key.
+*/
+#include <lauxlib.h>
+#include <math.h>
+#include <stdint.h>
+
+#include "lstream.h"
+#include "msgpack.h"
+#include "runtime.h"
+
+#define DEFAULT_MAX_DEPTH 128
+#define DEFAULT_MAX_SIZE (16 * 1024 * 1024)
+
+/* Encoding ============================================================ */
+
+typedef struct encoder {
+  lua_State *L;
+  evlua_buffer *b;
+  int max_depth;
+  int depth;
+  const void *path[MP_MAX_DEPTH];   /* tables being encoded, for cycles */
+} encoder;
+
+static void encode_value(encoder *e, int idx);
+
+static void check_mem(encoder *e, int r) {
+  if (r != 0) luaL_error(e->L, "msgpack: out of memory");
+}
+
+/* "array", "map" or NULL from the table's metatable field __msgpack */
+static const char *forced_kind(lua_State *L, int idx) {
+  const char *kind = NULL;
+  if (luaL_getmetafield(L, idx, "__msgpack") != LUA_TNIL) {
+    kind = lua_tostring(L, -1);
+    lua_pop(L, 1);
+  }
+  return kind;
+}
+
+/* Count the keys of the table at idx; *sequence tells whether they are
+** exactly 1..n with n = rawlen. */
+static lua_Integer count_keys(lua_State *L, int idx, int *sequence) {
+  lua_Integer n = (lua_Integer)lua_rawlen(L, idx), count = 0, in_range = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    count++;
+    if (lua_isinteger(L, -1)) {
+      lua_Integer k = lua_tointeger(L, -1);
+      if (k >= 1 && k <= n) in_range++;
+    }
+  }
+  *sequence = (count == n && in_range == n);
+  return count;
+}
+
+static void encode_table(encoder *e, int idx) {
+  lua_State *L = e->L;
+  const void *self = lua_topointer(L, idx);
+  for (int i = 0; i < e->depth; i++)
+    if (e->path[i] == self) luaL_error(L, "msgpack: cannot encode a table cycle");
+  if (e->depth >= e->max_depth)
+    luaL_error(L, "msgpack: nesting deeper than %d levels", e->max_depth);
+  luaL_checkstack(L, 4, "msgpack nesting");
+  e->path[e->depth++] = self;
+  int sequence;
+  lua_Integer count = count_keys(L, idx, &sequence);
+  const char *kind = forced_kind(L, idx);
+  int as_array = kind ? kind[0] == 'a' : (sequence || count == 0);
+  if (count > (lua_Integer)UINT32_MAX) luaL_error(L, "msgpack: table too large");
+  if (as_array) {
+    lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
+    check_mem(e, mp_put_array(e->b, (uint32_t)n));
+    for (lua_Integer i = 1; i <= n; i++) {
+      lua_rawgeti(L, idx, i);
+      encode_value(e, lua_gettop(L));
+      lua_pop(L, 1);
+    }
+  } else {
+    check_mem(e, mp_put_map(e->b, (uint32_t)count));
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+      encode_value(e, lua_gettop(L) - 1);
+      encode_value(e, lua_gettop(L));
+      lua_pop(L, 1);
+    }
+  }
+  e->depth--;
+}
+
+static void encode_value(encoder *e, int idx) {
+  lua_State *L = e->L;
+  switch (lua_type(L, idx)) {
+  case LUA_TNIL:
+    check_mem(e, mp_put_nil(e->b));
+    break;
+  case LUA_TBOOLEAN:
+    check_mem(e, mp_put_bool(e->b, lua_toboolean(L, idx)));
+    break;
+  case LUA_TNUMBER:
+    if (lua_isinteger(L, idx))
+      check_mem(e, mp_put_int(e->b, (int64_t)lua_tointeger(L, idx)));
+    else
+      check_mem(e, mp_put_double(e->b, (double)lua_tonumber(L, idx)));
+    break;
+  case LUA_TSTRING: {
+    size_t len;
+    const char *s = lua_tolstring(L, idx, &len);
+    check_mem(e, mp_put_str(e->b, s, len));
+    break;
+  }
+  case LUA_TTABLE:
+    encode_table(e, idx);
+    break;
+  case LUA_TLIGHTUSERDATA:
+    if (lua_touserdata(L, idx) == NULL) {   /* msgpack.null */
+      check_mem(e, mp_put_nil(e->b));
+      break;
+    }
+    /* fall through */
+  default:
+    luaL_error(L, "msgpack: cannot encode a %s value", luaL_typename(L, idx));
+  }
+}
+
+/* The runtime's scratch buffer, emptied, ready for one message. */
+static evlua_buffer *scratch(lua_State *L) {
+  evlua_buffer *b = &evlua_runtime_get(L)->scratch;
+  evlua_buffer_consume(b, evlua_buffer_len(b));
+  return b;
+}
+
+/* Release a scratch buffer that a big message made large. */
+static void scratch_done(evlua_buffer *b) {
+  evlua_buffer_consume(b, evlua_buffer_len(b));
+  if (b->cap > 1024 * 1024) evlua_buffer_free(b);
+}
+
+static void encoder_init(encoder *e, lua_State *L, evlua_buffer *b,
+                         int max_depth) {
+  e->L = L;
+  e->b = b;
+  e->depth = 0;
+  e->max_depth = max_depth;
+}
+
+static int check_depth(lua_State *L, int idx) {
+  lua_Integer d = luaL_optinteger(L, idx, DEFAULT_MAX_DEPTH);
+  luaL_argcheck(L, d >= 1 && d <= MP_MAX_DEPTH, idx, "depth out of range");
+  return (int)d;
+}
+
+/* core.mp_encode(value [, max_depth]) -> string */
+static int l_encode(lua_State *L) {
+  luaL_checkany(L, 1);
+  encoder e;
+  evlua_buffer *b = scratch(L);
+  encoder_init(&e, L, b, check_depth(L, 2));
+  lua_settop(L, 1);
+  encode_value(&e, 1);
+  lua_pushlstring(L, evlua_buffer_peek(b), evlua_buffer_len(b));
+  scratch_done(b);
+  return 1;
+}
+
+/* Decoding ============================================================ */
+
+/* Push the value at *p (known to be complete and within the depth limit)
+** and advance *p past it. */
+static void decode_value(lua_State *L, const char **p, const char *end) {
+  mp_token t;
+  long used = mp_read_token(*p, (size_t)(end - *p), &t);
+  if (used <= 0) luaL_error(L, "msgpack: invalid data");   /* not reached */
+  *p += used;
+  luaL_checkstack(L, 3, "msgpack nesting");
+  switch (t.type) {
+  case MP_NIL: lua_pushnil(L); break;
+  case MP_BOOL: lua_pushboolean(L, t.v.b); break;
+  case MP_INT: lua_pushinteger(L, (lua_Integer)t.v.i); break;
+  case MP_UINT: lua_pushnumber(L, (lua_Number)t.v.u); break;
+  case MP_FLOAT: lua_pushnumber(L, (lua_Number)t.v.f); break;
+  case MP_STR: case MP_BIN: lua_pushlstring(L, t.v.s.p, t.v.s.len); break;
+  case MP_EXT:
+    lua_createtable(L, 0, 2);
+    lua_pushinteger(L, t.v.s.ext_type);
+    lua_setfield(L, -2, "ext");
+    lua_pushlstring(L, t.v.s.p, t.v.s.len);
+    lua_setfield(L, -2, "data");
+    break;
+  case MP_ARRAY:
+    lua_createtable(L, (int)(t.v.n < 1024 ? t.v.n : 1024), 0);
+    for (uint32_t i = 1; i <= t.v.n; i++) {
+      decode_value(L, p, end);
+      lua_rawseti(L, -2, (lua_Integer)i);
+    }
+    break;
+  case MP_MAP:
+    lua_createtable(L, 0, (int)(t.v.n < 1024 ? t.v.n : 1024));
+    for (uint32_t i = 0; i < t.v.n; i++) {
+      decode_value(L, p, end);
+      decode_value(L, p, end);
+      int key = lua_gettop(L) - 1;
+      if (lua_isnil(L, key) ||
+          (lua_type(L, key) == LUA_TNUMBER && isnan(lua_tonumber(L, key)))) {
+        lua_pop(L, 2);   /* no Lua table can hold such a key */
+        continue;
+      }
+      lua_rawset(L, -3);
+    }
+    break;
+  }
+}
+
+static const char *length_error(long r) {
+  return r == MP_TOO_DEEP ? "nesting too deep" : "invalid msgpack data";
+}
+
+/* core.mp_decode(s [, pos [, max_depth]]) -> value, next_pos | nil, err */
+static int l_decode(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  lua_Integer pos = luaL_optinteger(L, 2, 1);
+  int max_depth = check_depth(L, 3);
+  luaL_argcheck(L, pos >= 1 && (size_t)pos <= len + 1, 2, "out of range");
+  const char *p = s + pos - 1;
+  long n = mp_value_length(p, len - (size_t)(pos - 1), max_depth);
+  if (n <= 0) {
+    luaL_pushfail(L);
+    lua_pushstring(L, n == MP_NEED_MORE ? "truncated msgpack data"
+                                        : length_error(n));
+    return 2;
+  }
+  const char *end = p + n;
+  decode_value(L, &p, end);
+  lua_pushinteger(L, (lua_Integer)(end - s) + 1);
+  return 2;
+}
+
+/* MessagePack-RPC on streams ========================================== */
+
+static size_t check_max_size(lua_State *L, int idx) {
+  lua_Integer n = luaL_optinteger(L, idx, DEFAULT_MAX_SIZE);
+  luaL_argcheck(L, n > 0, idx, "positive size expected");
+  return (size_t)n;
+}
+
+/* Length of the complete message at the front of the stream's input,
+** 0 if more bytes are needed, or -1 with an error message pushed. */
+static long message_length(lua_State *L, lstream *ls, size_t max_size,
+                           int max_depth) {
+  size_t have = evlua_buffer_len(&ls->s.in);
+  if (have == 0) return 0;
+  long n = mp_value_length(evlua_buffer_peek(&ls->s.in), have, max_depth);
+  if (n == MP_NEED_MORE) {
+    if (have < max_size) return 0;
+    lua_pushfstring(L, "message larger than %I bytes", (lua_Integer)max_size);
+    return -1;
+  }
+  if (n < 0) {
+    lua_pushstring(L, length_error(n));
+    return -1;
+  }
+  if ((size_t)n > max_size) {
+    lua_pushfstring(L, "message larger than %I bytes", (lua_Integer)max_size);
+    return -1;
+  }
+  return n;
+}
+
+static void consume(lstream *ls, size_t n) {
+  evlua_buffer_consume(&ls->s.in, n);
+  evlua_stream_consumed(&ls->s);
+}
+
+/* stream:read_msgpack([max_size [, max_depth]]) -> value | nil (not
+** complete yet) | nil, err (the stream holds bad or oversized data) */
+static int l_read_msgpack(lua_State *L) {
+  lstream *ls = evlua_check_stream(L, 1);
+  size_t max_size = check_max_size(L, 2);
+  long n = message_length(L, ls, max_size, check_depth(L, 3));
+  if (n <= 0) {
+    luaL_pushfail(L);
+    if (n == 0) return 1;
+    lua_insert(L, -2);
+    return 2;
+  }
+  const char *p = evlua_buffer_peek(&ls->s.in);
+  decode_value(L, &p, p + n);
+  consume(ls, (size_t)n);
+  return 1;
+}
+
+/* Read an integer or a string token for the fixed RPC fields. */
+static int rpc_field(const char **p, const char *end, mp_type want,
+                     mp_token *t) {
+  long used = mp_read_token(*p, (size_t)(end - *p), t);
+  if (used <= 0 || t->type != want) return 0;
+  *p += used;
+  return 1;
+}
+
+/* Push the elements of the params array at *p as separate values. */
+static int push_params(lua_State *L, const char **p, const char *end) {
+  mp_token t;
+  if (!rpc_field(p, end, MP_ARRAY, &t)) return -1;
+  luaL_checkstack(L, (int)(t.v.n < 100000 ? t.v.n : 100000) + 4,
+                  "too many rpc parameters");
+  lua_pushinteger(L, t.v.n);
+  for (uint32_t i = 0; i < t.v.n; i++) decode_value(L, p, end);
+  return (int)t.v.n;
+}
+
+/* stream:read_rpc([max_size [, max_depth]]) -> one message, as values:
+**   request:      0, msgid, method, nparams, params...
+**   response:     1, msgid, error, result
+**   notification: 2, method, nparams, params...
+** | nil (not complete yet) | nil, err (bad message: the caller closes) */
+static int l_read_rpc(lua_State *L) {
+  lstream *ls = evlua_check_stream(L, 1);
+  size_t max_size = check_max_size(L, 2);
+  int max_depth = check_depth(L, 3);
+  lua_settop(L, 1);
+  long n = message_length(L, ls, max_size, max_depth);
+  if (n <= 0) {
+    luaL_pushfail(L);
+    if (n == 0) return 1;
+    lua_insert(L, -2);
+    return 2;
+  }
+  const char *p = evlua_buffer_peek(&ls->s.in), *end = p + n;
+  mp_token t, kind, id, method;
+  int ok = rpc_field(&p, end, MP_ARRAY, &t) && rpc_field(&p, end, MP_INT, &kind);
+  int base = lua_gettop(L);
+  if (ok && kind.v.i == 0 && t.v.n == 4 && rpc_field(&p, end, MP_INT, &id) &&
+      rpc_field(&p, end, MP_STR, &method)) {
+    lua_pushinteger(L, 0);
+    lua_pushinteger(L, (lua_Integer)id.v.i);
+    lua_pushlstring(L, method.v.s.p, method.v.s.len);
+    ok = push_params(L, &p, end) >= 0;
+  } else if (ok && kind.v.i == 1 && t.v.n == 4 &&
+             rpc_field(&p, end, MP_INT, &id)) {
+    lua_pushinteger(L, 1);
+    lua_pushinteger(L, (lua_Integer)id.v.i);
+    decode_value(L, &p, end);
+    decode_value(L, &p, end);
+  } else if (ok && kind.v.i == 2 && t.v.n == 3 &&
+             rpc_field(&p, end, MP_STR, &method)) {
+    lua_pushinteger(L, 2);
+    lua_pushlstring(L, method.v.s.p, method.v.s.len);
+    ok = push_params(L, &p, end) >= 0;
+  } else {
+    ok = 0;
+  }
+  consume(ls, (size_t)n);
+  if (!ok) {
+    lua_settop(L, base);
+    luaL_pushfail(L);
+    lua_pushliteral(L, "invalid rpc message");
+    return 2;
+  }
+  return lua_gettop(L) - base;
+}
+
+/* Encode the values at first..last as consecutive array items. */
+static void encode_range(encoder *e, int first, int last) {
+  for (int i = first; i <= last; i++) encode_value(e, i);
+}
+
+/* Send the scratch buffer on the stream; results as stream:write. */
+static int send_scratch(lua_State *L, lstream *ls, evlua_buffer *b) {
+  struct iovec iov = { b->data + b->start, evlua_buffer_len(b) };
+  int r = evlua_stream_write(&ls->s, &iov, 1);
+  scratch_done(b);
+  if (r != 0) {
+    luaL_pushfail(L);
+    lua_pushliteral(L, "closed");
+    return 2;
+  }
+  lua_pushboolean(L, !ls->s.full);
+  return 1;
+}
+
+/* stream:write_rpc_request(msgid, method, ...) -> as stream:write */
+static int l_write_request(lua_State *L) {
+  lstream *ls = evlua_check_stream(L, 1);
+  lua_Integer msgid = luaL_checkinteger(L, 2);
+  size_t len;
+  const char *method = luaL_checklstring(L, 3, &len);
+  int top = lua_gettop(L);
+  encoder e;
+  evlua_buffer *b = scratch(L);
+  encoder_init(&e, L, b, DEFAULT_MAX_DEPTH);
+  check_mem(&e, mp_put_array(b, 4));
+  check_mem(&e, mp_put_int(b, 0));
+  check_mem(&e, mp_put_int(b, (int64_t)msgid));
+  check_mem(&e, mp_put_str(b, method, len));
+  check_mem(&e, mp_put_array(b, (uint32_t)(top - 3)));
+  encode_range(&e, 4, top);
+  return send_scratch(L, ls, b);
+}
+
+/* stream:write_rpc_response(msgid, error, results...) -> as stream:write
+** The result is nil without results, the value with one, else an array of
+** all of them (nils included). */
+static int l_write_response(lua_State *L) {
+  lstream *ls = evlua_check_stream(L, 1);
+  lua_Integer msgid = luaL_checkinteger(L, 2);
+  if (lua_gettop(L) < 3) lua_settop(L, 3);
+  int nresults = lua_gettop(L) - 3;
+  encoder e;
+  evlua_buffer *b = scratch(L);
+  encoder_init(&e, L, b, DEFAULT_MAX_DEPTH);
+  check_mem(&e, mp_put_array(b, 4));
+  check_mem(&e, mp_put_int(b, 1));
+  check_mem(&e, mp_put_int(b, (int64_t)msgid));
+  encode_value(&e, 3);
+  if (nresults == 0) check_mem(&e, mp_put_nil(b));
+  else if (nresults == 1) encode_value(&e, 4);
+  else {
+    check_mem(&e, mp_put_array(b, (uint32_t)nresults));
+    encode_range(&e, 4, lua_gettop(L));
+  }
+  return send_scratch(L, ls, b);
+}
+
+/* stream:write_rpc_notify(method, ...) -> as stream:write */
+static int l_write_notify(lua_State *L) {
+  lstream *ls = evlua_check_stream(L, 1);
+  size_t len;
+  const char *method = luaL_checklstring(L, 2, &len);
+  int top = lua_gettop(L);
+  encoder e;
+  evlua_buffer *b = scratch(L);
+  encoder_init(&e, L, b, DEFAULT_MAX_DEPTH);
+  check_mem(&e, mp_put_array(b, 3));
+  check_mem(&e, mp_put_int(b, 2));
+  check_mem(&e, mp_put_str(b, method, len));
+  check_mem(&e, mp_put_array(b, (uint32_t)(top - 2)));
+  encode_range(&e, 3, top);
+  return send_scratch(L, ls, b);
+}
+
+void evlua_open_msgpack(lua_State *L) {
+  static const luaL_Reg stream_methods[] = {
+    { "read_msgpack", l_read_msgpack },
+    { "read_rpc", l_read_rpc },
+    { "write_rpc_request", l_write_request },
+    { "write_rpc_response", l_write_response },
+    { "write_rpc_notify", l_write_notify },
+    { NULL, NULL }
+  };
+  static const luaL_Reg funcs[] = {
+    { "mp_encode", l_encode },
+    { "mp_decode", l_decode },
+    { NULL, NULL }
+  };
+  luaL_getmetatable(L, EVLUA_STREAM);
+  lua_getfield(L, -1, "__index");
+  luaL_setfuncs(L, stream_methods, 0);
+  lua_pop(L, 2);
+  luaL_setfuncs(L, funcs, 0);
+  lua_pushlightuserdata(L, NULL);
+  lua_setfield(L, -2, "mp_null");
+}

@@ -1,0 +1,60 @@
+/*
+** msgpack.h - MessagePack encoding primitives and a token reader (pure C,
+** no Lua). Values are written into an evlua_buffer; reading works on any
+** byte range, so a message can be decoded straight from a stream's input
+** buffer once mp_value_length says it is complete.
+*/
+#ifndef EVLUA_MSGPACK_H
+#define EVLUA_MSGPACK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buffer.h"
+
+/* Writers: append one value or header. Return 0, or -1 out of memory. */
+int mp_put_nil(evlua_buffer *b);
+int mp_put_bool(evlua_buffer *b, int v);
+int mp_put_int(evlua_buffer *b, int64_t v);       /* smallest int form */
+int mp_put_double(evlua_buffer *b, double v);     /* always float 64 */
+int mp_put_str(evlua_buffer *b, const char *s, size_t len);
+int mp_put_array(evlua_buffer *b, uint32_t n);
+int mp_put_map(evlua_buffer *b, uint32_t n);
+
+typedef enum mp_type {
+  MP_NIL, MP_BOOL, MP_INT, MP_UINT, MP_FLOAT, MP_STR, MP_BIN,
+  MP_ARRAY, MP_MAP, MP_EXT
+} mp_type;
+
+typedef struct mp_token {
+  mp_type type;
+  union {
+    int b;                  /* MP_BOOL */
+    int64_t i;              /* MP_INT (negative or fitting int64) */
+    uint64_t u;             /* MP_UINT (above INT64_MAX) */
+    double f;               /* MP_FLOAT */
+    uint32_t n;             /* MP_ARRAY items, MP_MAP pairs */
+    struct {                /* MP_STR, MP_BIN, MP_EXT (ext_type) */
+      const char *p;
+      uint32_t len;
+      int8_t ext_type;
+    } s;
+  } v;
+} mp_token;
+
+#define MP_MAX_DEPTH 512     /* ceiling for any depth limit */
+
+#define MP_NEED_MORE 0      /* not enough bytes yet */
+#define MP_INVALID (-1)     /* bytes that are not MessagePack */
+#define MP_TOO_DEEP (-2)    /* nesting beyond the depth limit */
+
+/* Read one token (a scalar, or the header of an array/map) at p[0..len).
+** Returns the bytes it takes (> 0), MP_NEED_MORE or MP_INVALID. */
+long mp_read_token(const char *p, size_t len, mp_token *t);
+
+/* Length in bytes of the complete value at p[0..len) (nested values
+** included), or MP_NEED_MORE, MP_INVALID, MP_TOO_DEEP (containers nested
+** deeper than max_depth, at most MP_MAX_DEPTH). */
+long mp_value_length(const char *p, size_t len, int max_depth);
+
+#endif
