@@ -27,7 +27,8 @@ ASAN_OBJ = $(SRC:src/%.c=build/asan/obj/%.o)
 ASAN_FLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
   -fno-sanitize-recover=undefined
 
-C_TESTS = build/tests/test_log build/tests/test_paths build/tests/test_buffer
+C_TESTS = build/tests/test_log build/tests/test_paths build/tests/test_buffer \
+  build/tests/test_msgpack
 
 .PHONY: all deps test asan asan-test bench install uninstall clean
 all: deps evlua
@@ -52,6 +53,8 @@ build/asan/evlua: $(ASAN_OBJ)
 build/asan/obj/%.o: src/%.c
 	@mkdir -p $(@D)
 	clang $(ALL_CFLAGS) $(ASAN_FLAGS) -MMD -MP -c -o $@ $<
+
+build/tests/test_msgpack: src/buffer.c
 
 build/tests/test_%: tests/c/test_%.c src/%.c
 	@mkdir -p $(@D)

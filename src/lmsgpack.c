@@ -4,7 +4,8 @@
 ** decoded straight from a stream's input buffer once complete.
 **
 ** Lua to MessagePack: nil, booleans, integers (smallest int form), floats
-** (float 64), strings (str, binary-safe), tables: an array when its keys
+** (float 64), strings (str when valid UTF-8, else bin), tables: an array
+** when its keys
 ** are exactly 1..n (n >= 1) or it is empty, a map otherwise; a metatable
 ** field __msgpack = "array" or "map" forces the kind. Other types, cycles
 ** and nesting beyond the depth limit raise errors.
@@ -118,7 +119,8 @@ static void encode_value(encoder *e, int idx) {
   case LUA_TSTRING: {
     size_t len;
     const char *s = lua_tolstring(L, idx, &len);
-    check_mem(e, mp_put_str(e->b, s, len));
+    if (mp_valid_utf8(s, len)) check_mem(e, mp_put_str(e->b, s, len));
+    else check_mem(e, mp_put_bin(e->b, s, len));
     break;
   }
   case LUA_TTABLE:
@@ -302,11 +304,13 @@ static int l_read_msgpack(lua_State *L) {
   return 1;
 }
 
-/* Read an integer or a string token for the fixed RPC fields. */
+/* Read a token of the wanted type for the fixed RPC fields. A method
+** name may come as bin as well as str (pynvim sends bin). */
 static int rpc_field(const char **p, const char *end, mp_type want,
                      mp_token *t) {
   long used = mp_read_token(*p, (size_t)(end - *p), t);
-  if (used <= 0 || t->type != want) return 0;
+  if (used <= 0) return 0;
+  if (t->type != want && !(want == MP_STR && t->type == MP_BIN)) return 0;
   *p += used;
   return 1;
 }

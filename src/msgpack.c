@@ -85,6 +85,38 @@ int mp_put_str(evlua_buffer *b, const char *s, size_t len) {
   return evlua_buffer_append(b, s, len);
 }
 
+int mp_put_bin(evlua_buffer *b, const char *s, size_t len) {
+  int r;
+  if (len > UINT32_MAX) return -1;
+  if (len <= UINT8_MAX) r = put_tagged(b, 0xc4, len, 1);
+  else if (len <= UINT16_MAX) r = put_tagged(b, 0xc5, len, 2);
+  else r = put_tagged(b, 0xc6, len, 4);
+  if (r != 0) return r;
+  return evlua_buffer_append(b, s, len);
+}
+
+int mp_valid_utf8(const char *s, size_t len) {
+  const unsigned char *p = (const unsigned char *)s, *end = p + len;
+  while (p < end) {
+    unsigned c = *p;
+    if (c < 0x80) { p++; continue; }
+    int n;
+    unsigned min, cp;
+    if ((c & 0xe0) == 0xc0) { n = 1; min = 0x80; cp = c & 0x1f; }
+    else if ((c & 0xf0) == 0xe0) { n = 2; min = 0x800; cp = c & 0x0f; }
+    else if ((c & 0xf8) == 0xf0) { n = 3; min = 0x10000; cp = c & 0x07; }
+    else return 0;
+    if (end - p <= n) return 0;
+    for (int i = 1; i <= n; i++) {
+      if ((p[i] & 0xc0) != 0x80) return 0;
+      cp = (cp << 6) | (p[i] & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+    p += n + 1;
+  }
+  return 1;
+}
+
 int mp_put_array(evlua_buffer *b, uint32_t n) {
   if (n < 16) return put_tagged(b, (unsigned char)(0x90 | n), 0, 0);
   if (n <= UINT16_MAX) return put_tagged(b, 0xdc, n, 2);

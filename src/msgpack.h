@@ -18,6 +18,11 @@ int mp_put_bool(evlua_buffer *b, int v);
 int mp_put_int(evlua_buffer *b, int64_t v);       /* smallest int form */
 int mp_put_double(evlua_buffer *b, double v);     /* always float 64 */
 int mp_put_str(evlua_buffer *b, const char *s, size_t len);
+int mp_put_bin(evlua_buffer *b, const char *s, size_t len);
+
+/* Whether s[0..len) is well-formed UTF-8 (no overlong forms, surrogates
+** or code points above U+10FFFF). */
+int mp_valid_utf8(const char *s, size_t len);
 int mp_put_array(evlua_buffer *b, uint32_t n);
 int mp_put_map(evlua_buffer *b, uint32_t n);
 

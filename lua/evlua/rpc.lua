@@ -223,8 +223,8 @@ function rpc.connect(host, port, opts)
   return ch
 end
 
--- Codec functions, for other uses of MessagePack.
-local core = require "evlua.core"
-rpc.encode, rpc.decode, rpc.null = core.mp_encode, core.mp_decode, core.mp_null
+-- The codec, for other uses of MessagePack.
+
+rpc.msgpack = require "evlua.msgpack"
 
 return rpc

@@ -1,0 +1,176 @@
+-- tests/lua/msgpack_spec.lua - the MessagePack codec: round trips of every
+-- type, boundaries, limits, bad input, and agreement with Python's msgpack.
+local msgpack = require "evlua.msgpack"
+local helper = require "helper"
+
+local encode, decode = msgpack.encode, msgpack.decode
+
+local function round_trip(v)
+  local s = encode(v)
+  local back, pos = decode(s)
+  assert.equal(#s + 1, pos)
+  return back, s
+end
+
+describe("msgpack", function()
+  it("keeps integers integers and floats floats", function()
+    local ints = { 0, 1, 127, 128, 255, 256, 65535, 65536, 4294967295,
+                   4294967296, math.maxinteger, -1, -32, -33, -128, -129,
+                   -32768, -32769, -2147483648, -2147483649, math.mininteger,
+                   1 << 53 }
+    for _, v in ipairs(ints) do
+      local back = round_trip(v)
+      assert.equal("integer", math.type(back))
+      assert.equal(v, back)
+    end
+    for _, v in ipairs({ 0.5, -1.25, 2^53, 2^53 + 2, 1e308, -1e-308, 3.0, math.huge, -math.huge }) do
+      local back = round_trip(v)
+      assert.equal("float", math.type(back))
+      assert.equal(v, back)
+    end
+  end)
+
+  it("keeps -0.0 and NaN", function()
+    assert.equal(-math.huge, 1 / round_trip(-0.0))
+    local nan = round_trip(0 / 0)
+    assert.is_true(nan ~= nan)
+  end)
+
+  it("maps unsigned integers above 2^63-1 to floats", function()
+    assert.equal(2.0^64, decode("\xcf\xff\xff\xff\xff\xff\xff\xff\xff"))
+  end)
+
+  it("carries strings of every header size exactly, text as str", function()
+    for _, n in ipairs({ 0, 31, 32, 255, 256, 65535, 65536 }) do
+      local s = ("a\0\r\n"):rep(n // 4 + 1):sub(1, n)
+      local back, encoded = round_trip(s)
+      assert.equal(s, back)
+      local header = n < 32 and 1 or n < 256 and 2 or n < 65536 and 3 or 5
+      assert.equal(n + header, #encoded)
+      assert.is_true(n < 32 and encoded:byte() == 0xa0 + n or encoded:byte() >= 0xd9)
+    end
+  end)
+
+  it("carries binary strings (not UTF-8) as bin", function()
+    for _, n in ipairs({ 1, 255, 256, 65535, 65536 }) do
+      local s = ("\255\0\r\n"):rep(n // 4 + 1):sub(1, n)
+      local back, encoded = round_trip(s)
+      assert.equal(s, back)
+      local header = n < 256 and 2 or n < 65536 and 3 or 5
+      assert.equal(n + header, #encoded)
+      assert.equal(n < 256 and 0xc4 or n < 65536 and 0xc5 or 0xc6, encoded:byte())
+    end
+    assert.equal("bin", decode("\xc4\x03bin"))
+    -- valid UTF-8 stays str; overlong forms and surrogates are binary
+    assert.equal(0xa2, encode("é"):byte())
+    assert.equal(0xa4, encode("😀"):byte())
+    assert.equal(0xc4, encode("\xc0\xaf"):byte())
+    assert.equal(0xc4, encode("\xed\xa0\x80"):byte())
+    assert.equal(0xc4, encode("\xf4\x90\x80\x80"):byte())
+  end)
+
+  it("encodes sequences as arrays and other tables as maps", function()
+    assert.equal("\x93\x01\x02\x03", encode({ 1, 2, 3 }))
+    assert.equal("\x90", encode({}))                          -- empty: array
+    assert.equal("\x80", encode(msgpack.map({})))             -- unless forced
+    assert.equal("\x81\xa1a\x01", encode({ a = 1 }))
+    -- a hole makes a map with integer keys
+    local holed = decode(encode({ 1, nil, 3 }))
+    assert.same({ [1] = 1, [3] = 3 }, holed)
+    assert.equal(0x82, encode({ 1, nil, 3 }):byte())
+    -- extra keys beside 1..n make a map too
+    assert.equal(0x82, encode({ 1, x = 2 }):byte())
+    assert.equal(0x92, encode(msgpack.array({ 1, 2, x = 3 })):byte())
+    local nested = { list = { 1, { true, false } }, map = { k = "v" }, [7] = 1.5 }
+    assert.same(nested, (round_trip(nested)))
+  end)
+
+  it("null stands for nil inside tables", function()
+    assert.equal("\x93\x01\xc0\x03", encode(msgpack.array({ 1, msgpack.null, 3 })))
+  end)
+
+  it("decodes ext values into tables", function()
+    assert.same({ ext = 5, data = "\7" }, (decode("\xd4\x05\x07")))
+  end)
+
+  it("nests up to the depth limit, and not one level more", function()
+    local function nest(n)
+      local v = {}
+      for _ = 2, n do v = { v } end
+      return v
+    end
+    assert.is_string(encode(nest(128)))
+    assert.has_error(function() encode(nest(129)) end,
+      "msgpack: nesting deeper than 128 levels")
+    assert.is_string(encode(nest(10), 10))
+    assert.has_error(function() encode(nest(11), 10) end)
+    local deep = ("\x91"):rep(128) .. "\x01"
+    assert.is_table((decode(deep)))
+    assert.same({ nil, "nesting too deep" }, { decode("\x91" .. deep) })
+  end)
+
+  it("detects cycles with a clear error", function()
+    local t = {}
+    t.self = t
+    assert.has_error(function() encode(t) end, "msgpack: cannot encode a table cycle")
+    local shared = {}
+    assert.is_string(encode({ shared, shared }))          -- not a cycle
+  end)
+
+  it("refuses values it cannot encode", function()
+    assert.has_error(function() encode(print) end, "msgpack: cannot encode a function value")
+    assert.has_error(function() encode({ co = coroutine.create(print) }) end)
+  end)
+
+  it("returns an error for truncated input at every byte boundary", function()
+    local s = encode({ 1, "two", { three = 3.0, four = { 4, 4 } }, ("x"):rep(300), -70000 })
+    for i = 0, #s - 1 do
+      local v, err = decode(s:sub(1, i))
+      assert.is_nil(v)
+      assert.equal("truncated msgpack data", err)
+    end
+    assert.is_table((decode(s)))
+  end)
+
+  it("survives garbage", function()
+    math.randomseed(42)
+    for _ = 1, 5000 do
+      local bytes = {}
+      for i = 1, math.random(1, 40) do bytes[i] = string.char(math.random(0, 255)) end
+      local ok = pcall(decode, table.concat(bytes))
+      assert.is_true(ok)
+    end
+    assert.same({ nil, "invalid msgpack data" }, { decode("\xc1") })
+  end)
+
+  it("decodes consecutive values from a position", function()
+    local s = encode(1) .. encode("two") .. encode({ 3 })
+    local a, p1 = decode(s)
+    local b, p2 = decode(s, p1)
+    local c, p3 = decode(s, p2)
+    assert.same({ 1, "two", { 3 }, #s + 1 }, { a, b, c, p3 })
+  end)
+
+  it("agrees with Python's msgpack both ways", function()
+    local dir = helper.tmpdir()
+    local value = { int = -70000, big = 2^40 | 0, float = 0.25, str = "h\0llo",
+                    list = { 1, 2, { 3 } }, yes = true, no = false }
+    helper.write_file(dir .. "/from_lua.bin", encode(value))
+    local out, err, rc = helper.sh("/usr/bin/python3 -c " .. helper.quote([==[
+import msgpack, sys
+v = msgpack.unpackb(open(sys.argv[1], "rb").read(), raw=False)
+assert v == {"int": -70000, "big": 2**40, "float": 0.25, "str": "h\0llo",
+             "list": [1, 2, [3]], "yes": True, "no": False}, v
+data = msgpack.packb([1, -1, 2**63 - 1, -2**63, 1.5, "x" * 70000, b"\x00\xff", None, {"k": [True]}],
+                     use_bin_type=True)
+open(sys.argv[2], "wb").write(data)
+print("ok")
+]==]) .. " " .. dir .. "/from_lua.bin " .. dir .. "/from_python.bin")
+    assert.equal(0, rc, err)
+    assert.equal("ok\n", out)
+    local v = decode(helper.slurp(dir .. "/from_python.bin"))
+    assert.same({ 1, -1, math.maxinteger, math.mininteger, 1.5, ("x"):rep(70000),
+                  "\0\255", nil, { k = { true } } }, v)
+    helper.cleanup()
+  end)
+end)

@@ -1,0 +1,345 @@
+-- tests/lua/rpc_spec.lua - MessagePack-RPC: calls, notifications, errors,
+-- concurrency, failures, limits, and interop with Neovim and pynvim.
+local event = require "event"
+local rpc = require "evlua.rpc"
+local channel = require "evlua.channel"
+local helper = require "helper"
+
+local handlers = {
+  add = function(_, a, b) return a + b end,
+  echo = function(_, ...) return ... end,
+  count = function(_, ...) return select("#", ...) end,
+  none = function() end,
+  boom = function() error("kaboom", 0) end,
+  slow = function(_, seconds, value)
+    event.sleep(seconds)
+    return value
+  end,
+}
+
+local function server(h, class)
+  local listener = assert(rpc.listen("127.0.0.1", 0, h or handlers, class))
+  return listener, listener:port()
+end
+
+describe("rpc", function()
+  after_each(helper.cleanup)
+
+  it("calls a handler and returns its result", function()
+    local listener, port = server()
+    local ch = assert(rpc.connect("127.0.0.1", port))
+    assert.equal(5, ch:call("add", 2, 3))
+    assert.equal(2.5, ch:call("add", 1, 1.5))
+    ch:close()
+    listener:close()
+  end)
+
+  it("round-trips nil, false, nested tables and binary strings exactly", function()
+    local listener, port = server()
+    local ch = assert(rpc.connect("127.0.0.1", port))
+    local binary = ("\0\1\2\r\n\255"):rep(1000)
+    local nested = { list = { 1, 2, { "x", false } }, map = { a = { b = { c = 1.5 } } } }
+    assert.equal(binary, ch:call("echo", binary))
+    assert.same(nested, ch:call("echo", nested))
+    assert.is_false(ch:call("echo", false))
+    local result, err = ch:call("echo", nil)
+    assert.is_nil(result)
+    assert.is_nil(err)
+    -- every parameter arrives, trailing nils included
+    assert.equal(4, ch:call("count", nil, false, nil, nil))
+    ch:close()
+    listener:close()
+  end)
+
+  it("returns several results as an array and none as nil", function()
+    local listener, port = server()
+    local ch = assert(rpc.connect("127.0.0.1", port))
+    assert.same({ 1, nil, "three" }, ch:call("echo", 1, nil, "three"))
+    assert.same({ nil, nil }, { ch:call("none") })
+    ch:close()
+    listener:close()
+  end)
+
+  it("turns a handler error into an error response; the channel goes on", function()
+    local listener, port = server()
+    local ch = assert(rpc.connect("127.0.0.1", port))
+    assert.same({ nil, "kaboom" }, { ch:call("boom") })
+    assert.same({ nil, "unknown method: nope" }, { ch:call("nope") })
+    assert.equal(3, ch:call("add", 1, 2))
+    ch:close()
+    listener:close()
+  end)
+
+  it("delivers notifications, which get no reply", function()
+    local got = {}
+    local listener, port = server({
+      note = function(_, ...) got[#got + 1] = { ... } event.wakeup(got) end,
+    })
+    local ch = assert(rpc.connect("127.0.0.1", port))
+    assert.is_true(ch:send("note", 1, "two"))
+    assert.is_true(event.wait(got, 5))
+    assert.same({ { 1, "two" } }, got)
+    assert.equal(0, ch:pending())
+    ch:close()
+    listener:close()
+  end)
+
+  it("lets a handler wait and call another service", function()
+    local backend, backend_port = server()
+    local front, front_port = server({
+      sum3 = function(_, a, b, c)
+        local ch = assert(rpc.connect("127.0.0.1", backend_port))
+        local ab = ch:call("add", a, b)
+        event.sleep(0.001)
+        local abc = ch:call("add", ab, c)
+        ch:close()
+        return abc
+      end,
+    })
+    local ch = assert(rpc.connect("127.0.0.1", front_port))
+    assert.equal(6, ch:call("sum3", 1, 2, 3))
+    ch:close()
+    front:close()
+    backend:close()
+  end)
+
+  it("answers 10,000 concurrent calls from 1,000 coroutines on one channel", function()
+    local listener, port = server()
+    local ch = assert(rpc.connect("127.0.0.1", port))
+    local wrong, done = 0, 0
+    local finished = {}
+    local in_flight_seen = 0
+    for c = 1, 1000 do
+      event.fork(function()
+        for i = 1, 10 do
+          local a, b = c * 100, i
+          if ch:call("add", a, b) ~= a + b then wrong = wrong + 1 end
+        end
+        done = done + 1
+        if done == 1000 then event.wakeup(finished) end
+      end)
+    end
+    event.sleep(0)
+    event.sleep(0)
+    in_flight_seen = ch:pending()
+    assert.is_true(event.wait(finished, 60))
+    assert.equal(0, wrong)
+    assert.is_true(in_flight_seen >= 500, "only " .. in_flight_seen .. " in flight")
+    ch:close()
+    listener:close()
+  end)
+
+  it("matches responses that come back out of order", function()
+    local listener, port = server()
+    local ch = assert(rpc.connect("127.0.0.1", port))
+    local order = {}
+    local function call(seconds, value)
+      local result = ch:call("slow", seconds, value)
+      order[#order + 1] = result
+    end
+    local a, b = event.fork(call, 0.05, "slow"), event.fork(call, 0, "fast")
+    a:join(5)
+    b:join(5)
+    assert.same({ "fast", "slow" }, order)
+    ch:close()
+    listener:close()
+  end)
+
+  it("times a call out while other calls on the channel succeed", function()
+    local listener, port = server()
+    local ch = assert(rpc.connect("127.0.0.1", port))
+    local slow = event.fork(function() return ch:timed_call(0.05, "slow", 5, "late") end)
+    for i = 1, 20 do assert.equal(i + 1, ch:call("add", i, 1)) end
+    assert.same({ true, nil, "timeout" }, { slow:join(5) })
+    ch.call_timeout = 0.02
+    assert.same({ nil, "timeout" }, { ch:call("slow", 5, "late") })
+    ch.call_timeout = 5
+    assert.equal(3, ch:call("add", 1, 2))
+    ch:close()
+    listener:close()
+  end)
+
+  it("fails every pending call at once when the server dies", function()
+    local pid, out = helper.spawn_script([[
+      local event = require "event"
+      local rpc = require "evlua.rpc"
+      local l = assert(rpc.listen("127.0.0.1", 0, {
+        hang = function() event.sleep(100) end,
+        pid = function() return tonumber(io.open("/proc/self/stat"):read("a"):match("^%d+")) end,
+      }))
+      print("port " .. l:port())
+      io.stdout:flush()
+    ]])
+    local port = tonumber(helper.await_output(out, "port (%d+)"))
+    local ch = assert(rpc.connect("127.0.0.1", port))
+    local calls = {}
+    for i = 1, 5 do calls[i] = event.fork(function() return ch:call("hang") end) end
+    event.sleep(0)
+    assert.equal(5, ch:pending())
+    local t0 = event.time()
+    helper.kill(pid, "KILL")
+    for i = 1, 5 do assert.same({ true, nil, "closed" }, { calls[i]:join(10) }) end
+    assert.is_true(event.time() - t0 < 5)
+    assert.same({ nil, "closed" }, { ch:call("hang") })
+  end)
+
+  it("closes only the channel that sends a malformed frame, and logs why", function()
+    local listener, port = server()
+    local good = assert(rpc.connect("127.0.0.1", port))
+    local bad = assert(event.connect("127.0.0.1", port))
+    bad:write("\x94\x00\x01\xc1\x90")           -- 0xc1 is never valid
+    assert.same({ nil, "closed" }, { bad:wait_read(1, 5) })
+    local wrong = assert(event.connect("127.0.0.1", port))
+    wrong:write(rpc.msgpack.encode({ 7, "not", "rpc" }))
+    assert.same({ nil, "closed" }, { wrong:wait_read(1, 5) })
+    assert.equal(3, good:call("add", 1, 2))
+    good:close()
+    listener:close()
+  end)
+
+  it("accepts a message of max_message bytes and closes on one byte more", function()
+    local Limited = rpc.channel:inherit()
+    Limited.max_message = 1000
+    local listener, port = server(nil, Limited)
+    local ch = assert(rpc.connect("127.0.0.1", port))
+    -- [0, 0, "echo", ["xx..."]]: 1 + 1 + 1 + 5 + 1 + 3 header bytes
+    local overhead = #rpc.msgpack.encode({ 0, 0, "echo", { ("x"):rep(900) } }) - 900
+    local fits = ("x"):rep(1000 - overhead)
+    assert.equal(fits, ch:call("echo", fits))
+    assert.same({ nil, "closed" }, { ch:call("echo", fits .. "x") })
+    listener:close()
+  end)
+
+  it("a subclass can be subclassed again and serve both ways", function()
+    local Calling = rpc.channel:inherit()
+    Calling.handlers = { ping = function() return "pong from client" end }
+    local listener = assert(rpc.listen("127.0.0.1", 0, {
+      call_back = function(ch) return ch:call("ping") end,
+    }))
+    local ch = assert(rpc.connect("127.0.0.1", listener:port(), { class = Calling }))
+    assert.equal("pong from client", ch:call("call_back"))
+    ch:close()
+    listener:close()
+  end)
+
+  it("rejects bad arguments", function()
+    local listener, port = server()
+    local ch = assert(rpc.connect("127.0.0.1", port))
+    assert.has_error(function() ch:call(42) end)
+    assert.has_error(function() ch:send(nil) end)
+    assert.has_error(function() ch:call("echo", print) end, "msgpack: cannot encode a function value")
+    assert.equal(1, ch:call("add", 0, 1))       -- still usable
+    ch:close()
+    listener:close()
+  end)
+end)
+
+describe("rpc interop", function()
+  after_each(helper.cleanup)
+
+  it("pynvim's msgpack-rpc client calls an evlua server", function()
+    local listener, port = server()
+    local dir = helper.tmpdir()
+    helper.write_file(dir .. "/client.py", [==[
+import sys
+from pynvim import msgpack_rpc
+session = msgpack_rpc.tcp_session("127.0.0.1", int(sys.argv[1]))
+session.error_wrapper = RuntimeError   # normally set by pynvim's Nvim class
+print(session.request("add", 2, 3))
+print(session.request("echo", [1, "two", {"k": True}], b"\x00\xff"))
+try:
+    session.request("boom")
+except Exception as e:
+    print("error:", e)
+session.close()
+]==])
+    -- Python blocks in its own process; the loop keeps serving meanwhile.
+    local out = dir .. "/out"
+    os.execute(("(timeout 60 /usr/bin/python3 %s/client.py %d >%s 2>&1; echo done >>%s) &")
+               :format(dir, port, out, out))
+    local text = helper.await_output(out, "^(.*)done\n$")
+    assert.equal("5\n[[1, 'two', {'k': True}], b'\\x00\\xff']\nerror: kaboom\n", text)
+    listener:close()
+  end)
+
+  it("Neovim calls an evlua server with vim.rpcrequest", function()
+    local listener, port = server()
+    local dir = helper.tmpdir()
+    helper.write_file(dir .. "/client.lua", ([[
+      local ch = vim.fn.sockconnect("tcp", "127.0.0.1:%d", { rpc = true })
+      local out = {}
+      out[#out + 1] = vim.inspect(vim.rpcrequest(ch, "add", 40, 2))
+      out[#out + 1] = vim.inspect(vim.rpcrequest(ch, "echo", { 1, "two", { k = true } }))
+      local ok, err = pcall(vim.rpcrequest, ch, "boom")
+      out[#out + 1] = tostring(ok) .. " " .. tostring(err):match("kaboom")
+      vim.rpcnotify(ch, "none")
+      local f = io.open("%s/result", "w")
+      f:write(table.concat(out, "\n"), "\n")
+      f:close()
+    ]]):format(port, dir))
+    local out = dir .. "/out"
+    os.execute(("(timeout 60 nvim --headless --clean -c 'luafile %s/client.lua' -c 'qa!' >%s 2>&1; echo done >>%s) &")
+               :format(dir, out, out))
+    helper.await_output(out, "done\n$")
+    assert.equal('42\n{ 1, "two", {\n    k = true\n  } }\nfalse kaboom\n',
+                 helper.slurp(dir .. "/result"))
+    listener:close()
+  end)
+
+  it("an evlua client calls Neovim's API", function()
+    local port = helper.free_port()
+    local p = io.popen(("timeout 60 nvim --headless --clean --listen 127.0.0.1:%d >/dev/null 2>&1 & echo $!")
+                       :format(port))
+    local pid = p:read("l")
+    p:close()
+    local ch
+    for _ = 1, 500 do
+      ch = rpc.connect("127.0.0.1", port)
+      if ch then break end
+      event.sleep(0.01)
+    end
+    assert.is_table(ch)
+    assert.equal(3, ch:call("nvim_eval", "1 + 2"))
+    assert.same({ 1, "a", { k = true } }, ch:call("nvim_eval", "[1, 'a', {'k': v:true}]"))
+    assert.is_nil(ch:call("nvim_command", "let g:from_evlua = 'hello'"))
+    assert.equal("hello", ch:call("nvim_get_var", "from_evlua"))
+    local result, err = ch:call("nvim_eval", "NoSuchFunction()")
+    assert.is_nil(result)
+    assert.matches("E117", err[2])
+    ch:send("nvim_command", "qa!")
+    assert.same({ nil, "closed" }, { ch:wait_read(1, 10) })
+    helper.kill(pid, "KILL")
+  end)
+
+  it("an evlua client calls a Python msgpack server", function()
+    local dir = helper.tmpdir()
+    helper.write_file(dir .. "/server.py", [==[
+import msgpack, socket, sys
+srv = socket.socket()
+srv.bind(("127.0.0.1", 0))
+srv.listen(1)
+print(srv.getsockname()[1], flush=True)
+conn, _ = srv.accept()
+unpacker = msgpack.Unpacker(raw=False)
+while True:
+    data = conn.recv(65536)
+    if not data:
+        break
+    unpacker.feed(data)
+    for kind, msgid, method, params in unpacker:
+        if method == "mul":
+            reply = [1, msgid, None, params[0] * params[1]]
+        else:
+            reply = [1, msgid, "no such method", None]
+        conn.sendall(msgpack.packb(reply, use_bin_type=True))
+]==])
+    local out = dir .. "/out"
+    os.execute(("timeout 60 /usr/bin/python3 %s/server.py >%s 2>&1 &"):format(dir, out))
+    local port = tonumber(helper.await_output(out, "^(%d+)\n"))
+    local ch = assert(rpc.connect("127.0.0.1", port))
+    assert.equal(42, ch:call("mul", 6, 7))
+    assert.equal(2.5, ch:call("mul", 5, 0.5))
+    assert.same({ nil, "no such method" }, { ch:call("div", 1, 2) })
+    ch:close()
+  end)
+end)
