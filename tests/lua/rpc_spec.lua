@@ -183,7 +183,43 @@ describe("rpc", function()
     assert.same({ nil, "closed" }, { ch:call("hang") })
   end)
 
+  it("decodes a message split across many reads, and many in one read", function()
+    local listener, port = server()
+    local raw = assert(event.connect("127.0.0.1", port))
+    local msgpack = rpc.msgpack
+    local request = msgpack.encode({ 0, 7, "add", { 20, 22 } })
+    for i = 1, #request do        -- one byte per segment (TCP_NODELAY)
+      raw:write(request:sub(i, i))
+      event.sleep(0.002)
+    end
+    local reply = raw:wait_read(#msgpack.encode({ 1, 7, msgpack.null, 42 }), 5)
+    assert.same({ 1, 7, nil, 42 }, msgpack.decode(reply))
+    -- ten requests in one write: ten responses
+    local batch = {}
+    for id = 1, 10 do batch[id] = msgpack.encode({ 0, id, "add", { id, 1 } }) end
+    raw:write(table.concat(batch))
+    local seen = {}
+    local buffer = ""
+    while #seen < 10 do
+      buffer = buffer .. assert(raw:wait_read(nil, 5))
+      local pos = 1
+      while true do
+        local msg, next_pos = msgpack.decode(buffer, pos)
+        if not msg then break end
+        seen[#seen + 1] = msg
+        pos = next_pos
+      end
+      buffer = buffer:sub(pos)
+    end
+    table.sort(seen, function(a, b) return a[2] < b[2] end)
+    for id = 1, 10 do assert.same({ 1, id, nil, id + 1 }, seen[id]) end
+    raw:close()
+    listener:close()
+  end)
+
   it("closes only the channel that sends a malformed frame, and logs why", function()
+    local log = helper.tmpdir() .. "/log"
+    assert(event.log_file(log))
     local listener, port = server()
     local good = assert(rpc.connect("127.0.0.1", port))
     local bad = assert(event.connect("127.0.0.1", port))
@@ -193,6 +229,10 @@ describe("rpc", function()
     wrong:write(rpc.msgpack.encode({ 7, "not", "rpc" }))
     assert.same({ nil, "closed" }, { wrong:wait_read(1, 5) })
     assert.equal(3, good:call("add", 1, 2))
+    event.log_file(nil)
+    local text = helper.slurp(log)
+    assert.matches("ERROR rpc: closing channel 127.0.0.1:%d+: invalid msgpack data\n", text)
+    assert.matches("ERROR rpc: closing channel 127.0.0.1:%d+: invalid rpc message\n", text)
     good:close()
     listener:close()
   end)
