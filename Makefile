@@ -30,7 +30,7 @@ ASAN_FLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
 C_TESTS = build/tests/test_log build/tests/test_paths build/tests/test_buffer \
   build/tests/test_msgpack
 
-.PHONY: all deps test asan asan-test bench install uninstall clean
+.PHONY: all deps test asan asan-test bench fuzz install uninstall clean
 all: deps evlua
 
 deps:
@@ -65,6 +65,20 @@ test: all $(C_TESTS)
 
 asan-test: asan
 	@tests/run.sh build/asan/evlua --lua-only
+
+# Fuzz the network decoders with libFuzzer (clang), FUZZ_SECONDS each.
+FUZZ_SECONDS ?= 30
+FUZZERS = build/fuzz/fuzz_msgpack
+fuzz: deps $(FUZZERS)
+	@for f in $(FUZZERS); do \
+	  mkdir -p build/fuzz/corpus-$$(basename $$f); \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+	    build/fuzz/corpus-$$(basename $$f) || exit 1; \
+	done
+
+build/fuzz/fuzz_msgpack: tests/fuzz/fuzz_msgpack.c src/msgpack.c src/buffer.c
+	@mkdir -p $(@D)
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc -o $@ $^
 
 bench: all
 	@bench/run.sh
