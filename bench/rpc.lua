@@ -2,8 +2,8 @@
 -- bench/c/rpc.c, and bench/c/echo.c for the ping-pong baseline).
 --   server PORT                  rpc server on 127.0.0.1:PORT (0: a free
 --                                port) whose "echo" handler returns its
---                                argument; prints "port N", serves until
---                                killed
+--                                argument; prints "port N pid P", serves
+--                                until killed
 --   sequential PORT SECONDS      one coroutine: ch:call("echo", payload),
 --                                wait for the result, repeat
 --   pipelined PORT SECONDS DEPTH DEPTH coroutines, each looping on
@@ -28,7 +28,10 @@ local function server(port)
   local listener = assert(rpc.listen("127.0.0.1",
                                      math.tointeger(tonumber(port)) or 0,
                                      handlers, nil, { backlog = 4096 }))
-  print("port " .. listener:port())
+  local f = assert(io.open("/proc/self/stat"))
+  local pid = f:read("n")
+  f:close()
+  print(("port %d pid %d"):format(listener:port(), pid))
 end
 
 -- CPU seconds (user + system) this process has used so far.

@@ -166,7 +166,8 @@ static void on_writable(struct ev_loop *loop, ev_io *w, int revents) {
   }
   if (len == 0) {
     ev_io_stop(s->loop, w);
-    evlua_buffer_free(&s->out);
+    if (s->was_full) s->was_full = 0;
+    else evlua_buffer_free(&s->out);
     if (s->state == EVLUA_STREAM_CLOSING) {
       close_now(s, s->close_reason);
       return;
@@ -251,7 +252,7 @@ int evlua_stream_write(evlua_stream *s, const struct iovec *iov, int n) {
   }
   if (evlua_buffer_len(&s->out) > 0) {
     ev_io_start(s->loop, &s->ww);
-    if (evlua_buffer_len(&s->out) >= s->high_water) s->full = 1;
+    if (evlua_buffer_len(&s->out) >= s->high_water) s->full = s->was_full = 1;
   }
   return 0;
 }

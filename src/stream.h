@@ -8,7 +8,9 @@
 ** resumes once the consumer calls evlua_stream_consumed.
 ** Writing: evlua_stream_write tries the socket first and queues what it
 ** could not write; above high_water the stream reports itself full until
-** the queue drains to low_water (then on_drain runs).
+** the queue drains to low_water (then on_drain runs). The queue's memory
+** is released when it empties, unless it went full on the way: a writer
+** that keeps the queue full would otherwise regrow it every cycle.
 ** Closing: with flush, queued output is written first (bounded by the
 ** linger time), then the fd is shut down and closed; on_close always runs
 ** exactly once with the reason, except for a silent close (GC).
@@ -49,6 +51,7 @@ struct evlua_stream {
   int fd;
   int state;
   int full;                 /* output above high_water, waiting to drain */
+  int was_full;             /* went full since the queue last emptied */
   int write_error;          /* errno of a failed write, reported by ww */
   ev_io rw, ww;
   ev_timer timer;           /* idle timeout, linger while closing */
