@@ -72,56 +72,7 @@ function helper.run(args, stdin, env)
   parts[#parts + 1] = "timeout -k 5 " .. helper.TIMEOUT
   parts[#parts + 1] = shell_quote(helper.evlua)
   for _, a in ipairs(args) do parts[#parts + 1] = shell_quote(a) end
-  -- Start `source` as an evlua script in the background (the loop of the
--- test keeps running). Returns its pid and the path of its stdout+stderr.
-function helper.spawn_script(source, args)
-  local dir = helper.tmpdir()
-  helper.write_file(dir .. "/script.lua", source)
-  local out = dir .. "/output"
-  local argv = {}
-  for _, a in ipairs(args or {}) do argv[#argv + 1] = shell_quote(a) end
-  local p = io.popen(("exec %s %s %s >%s 2>&1 & echo $!"):format(
-    shell_quote(helper.evlua), dir .. "/script.lua", table.concat(argv, " "),
-    out))
-  local pid = p:read("l")
-  p:close()
-  spawned[#spawned + 1] = pid
-  return pid, out
-end
-
--- Wait (polling, bounded) until the file at path contains `pattern`;
--- returns the captures or the whole text, or raises after `seconds`.
-function helper.await_output(path, pattern, seconds)
-  local event = require "event"
-  local deadline = event.now() + (seconds or 30)
-  while true do
-    local f = io.open(path)
-    local text = f and f:read("a") or ""
-    if f then f:close() end
-    local found = table.pack(text:match(pattern))
-    if found[1] then return table.unpack(found, 1, found.n) end
-    if event.now() > deadline then
-      error(("no %q in %s after %ss: %s"):format(pattern, path, seconds or 30, text), 2)
-    end
-    event.sleep(0.01)
-  end
-end
-
--- Send a signal to a process started by spawn_script.
-function helper.kill(pid, signal)
-  os.execute(("kill -%s %s 2>/dev/null"):format(signal or "TERM", pid))
-end
-
--- A TCP port nobody listens on right now.
-function helper.free_port()
-  local event = require "event"
-  local l = assert(event.listen("127.0.0.1", 0, function() end))
-  local port = l:port()
-  l:close()
-  return port
-end
-
-return helper.sh(table.concat(parts, " "), stdin)
+  return helper.sh(table.concat(parts, " "), stdin)
 end
 
 -- Write `source` to a temporary script and run it with evlua.
