@@ -396,6 +396,16 @@ static int send_scratch(lua_State *L, lstream *ls, evlua_buffer *b) {
   return 1;
 }
 
+/* Start an RPC message in the scratch buffer: [kind, ...] of n items. */
+static evlua_buffer *begin_message(lua_State *L, encoder *e, uint32_t n,
+                                   int kind) {
+  evlua_buffer *b = scratch(L);
+  encoder_init(e, L, b, DEFAULT_MAX_DEPTH);
+  check_mem(e, mp_put_array(b, n));
+  check_mem(e, mp_put_int(b, kind));
+  return b;
+}
+
 /* stream:write_rpc_request(msgid, method, ...) -> as stream:write */
 static int l_write_request(lua_State *L) {
   lstream *ls = evlua_check_stream(L, 1);
@@ -404,10 +414,7 @@ static int l_write_request(lua_State *L) {
   const char *method = luaL_checklstring(L, 3, &len);
   int top = lua_gettop(L);
   encoder e;
-  evlua_buffer *b = scratch(L);
-  encoder_init(&e, L, b, DEFAULT_MAX_DEPTH);
-  check_mem(&e, mp_put_array(b, 4));
-  check_mem(&e, mp_put_int(b, 0));
+  evlua_buffer *b = begin_message(L, &e, 4, 0);
   check_mem(&e, mp_put_int(b, (int64_t)msgid));
   check_mem(&e, mp_put_str(b, method, len));
   check_mem(&e, mp_put_array(b, (uint32_t)(top - 3)));
@@ -424,10 +431,7 @@ static int l_write_response(lua_State *L) {
   if (lua_gettop(L) < 3) lua_settop(L, 3);
   int nresults = lua_gettop(L) - 3;
   encoder e;
-  evlua_buffer *b = scratch(L);
-  encoder_init(&e, L, b, DEFAULT_MAX_DEPTH);
-  check_mem(&e, mp_put_array(b, 4));
-  check_mem(&e, mp_put_int(b, 1));
+  evlua_buffer *b = begin_message(L, &e, 4, 1);
   check_mem(&e, mp_put_int(b, (int64_t)msgid));
   encode_value(&e, 3);
   if (nresults == 0) check_mem(&e, mp_put_nil(b));
@@ -446,10 +450,7 @@ static int l_write_notify(lua_State *L) {
   const char *method = luaL_checklstring(L, 2, &len);
   int top = lua_gettop(L);
   encoder e;
-  evlua_buffer *b = scratch(L);
-  encoder_init(&e, L, b, DEFAULT_MAX_DEPTH);
-  check_mem(&e, mp_put_array(b, 3));
-  check_mem(&e, mp_put_int(b, 2));
+  evlua_buffer *b = begin_message(L, &e, 3, 2);
   check_mem(&e, mp_put_str(b, method, len));
   check_mem(&e, mp_put_array(b, (uint32_t)(top - 2)));
   encode_range(&e, 3, top);
