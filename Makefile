@@ -13,14 +13,14 @@ WARNINGS = -Wall -Wextra -Wshadow -Wpointer-arith -Wcast-qual \
   -Wstrict-prototypes -Wmissing-prototypes -Wundef -Wformat=2
 PKG_CFLAGS = $(shell pkg-config --cflags lua5.4 libcares 2>/dev/null)
 PKG_LIBS = $(shell pkg-config --libs lua5.4 libcares 2>/dev/null)
-# libev ships no .pc file in Debian.
-LIBS = $(PKG_LIBS) -lev -lm
+# libev and http-parser ship no .pc file in Debian.
+LIBS = $(PKG_LIBS) -lev -lhttp_parser -lm
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARNINGS) $(PKG_CFLAGS) \
   -DEVLUA_SHARE_DIR='"$(SHARE_DIR)"' $(CFLAGS)
 
 CORE_SRC = src/runtime.c src/lcore.c src/ltimer.c src/lfdwatch.c \
   src/log.c src/paths.c src/buffer.c src/net.c src/stream.c src/lstream.c \
-  src/llisten.c src/msgpack.c src/lmsgpack.c src/dns.c src/ldns.c
+  src/llisten.c src/msgpack.c src/lmsgpack.c src/dns.c src/ldns.c src/http.c src/lhttp.c
 SRC = src/main.c $(CORE_SRC)
 OBJ = $(SRC:src/%.c=build/obj/%.o)
 ASAN_OBJ = $(SRC:src/%.c=build/asan/obj/%.o)
@@ -28,7 +28,7 @@ ASAN_FLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
   -fno-sanitize-recover=undefined
 
 C_TESTS = build/tests/test_log build/tests/test_paths build/tests/test_buffer \
-  build/tests/test_msgpack
+  build/tests/test_msgpack build/tests/test_http
 
 .PHONY: all deps test asan asan-test bench fuzz install uninstall clean
 all: deps evlua
@@ -55,10 +55,13 @@ build/asan/obj/%.o: src/%.c
 	clang $(ALL_CFLAGS) $(ASAN_FLAGS) -MMD -MP -c -o $@ $<
 
 build/tests/test_msgpack: src/buffer.c
+build/tests/test_http: src/buffer.c
+build/tests/test_http: TEST_LIBS = -lhttp_parser
 
 build/tests/test_%: tests/c/test_%.c src/%.c
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -Isrc -o $@ $^ $(shell pkg-config --cflags --libs cmocka)
+	$(CC) $(ALL_CFLAGS) -Isrc -o $@ $^ $(shell pkg-config --cflags --libs cmocka) \
+	  $(TEST_LIBS)
 
 test: all $(C_TESTS)
 	@tests/run.sh ./evlua
@@ -68,7 +71,7 @@ asan-test: asan
 
 # Fuzz the network decoders with libFuzzer (clang), FUZZ_SECONDS each.
 FUZZ_SECONDS ?= 30
-FUZZERS = build/fuzz/fuzz_msgpack
+FUZZERS = build/fuzz/fuzz_msgpack build/fuzz/fuzz_http
 fuzz: deps $(FUZZERS)
 	@for f in $(FUZZERS); do \
 	  mkdir -p build/fuzz/corpus-$$(basename $$f); \
@@ -79,6 +82,10 @@ fuzz: deps $(FUZZERS)
 build/fuzz/fuzz_msgpack: tests/fuzz/fuzz_msgpack.c src/msgpack.c src/buffer.c
 	@mkdir -p $(@D)
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc -o $@ $^
+
+build/fuzz/fuzz_http: tests/fuzz/fuzz_http.c src/http.c src/buffer.c
+	@mkdir -p $(@D)
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc -o $@ $^ -lhttp_parser
 
 bench: all
 	@bench/run.sh

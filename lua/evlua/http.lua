@@ -1,0 +1,624 @@
+-- evlua/http.lua - the HTTP/1.x server (and, from evlua.http_client, the
+-- client). Requests are parsed in C (core.http_parser, on the stream's
+-- buffer); each one runs the user's callback in its own coroutine, and
+-- the replies leave in request order whatever order the callbacks finish
+-- in (pipelining).
+--
+-- Timeouts are checked by one sweep timer per server rather than a timer
+-- per request, so the keep-alive hot path arms no timer at all.
+
+local core = require "evlua.core"
+local event = require "event"
+local Channel = require "evlua.channel"
+local util = require "evlua.http_util"
+
+local http = {}
+
+http.url_decode = util.url_decode
+http.url_encode = util.url_encode
+http.parse_query = util.parse_query
+http.parse_url = util.parse_url
+http.header = util.header
+http.header_values = util.header_values
+http.status_text = core.http_status_text
+
+-- Server defaults; http.listen's opts override them one by one.
+http.defaults = {
+  max_url = 8 * 1024,            -- request target bytes (414)
+  max_header_size = 32 * 1024,   -- request line + headers (431)
+  max_headers = 100,             -- header lines (431)
+  max_body = 8 * 1024 * 1024,    -- request body bytes (413)
+  header_timeout = 10,           -- s to receive a request's headers (408)
+  idle_timeout = 60,             -- s a keep-alive connection may idle
+  handler_timeout = 60,          -- s a callback has to reply (503)
+  max_connections = 10000,       -- more are answered 503 and closed
+  max_pipeline = 32,             -- requests parsed ahead of their replies
+  server = "evlua/" .. core.version,   -- Server header (false: none)
+}
+
+--[[ Reply formatting =======================================================]]
+
+local date_second, date_text
+local function http_date()
+  local now = event.now() // 1
+  if now ~= date_second then
+    date_second = now
+    date_text = os.date("!%a, %d %b %Y %H:%M:%S GMT", now)
+  end
+  return date_text
+end
+
+local reasons = {}   -- status -> reason phrase, filled on first use
+local function reason_for(status)
+  local r = reasons[status]
+  if not r then
+    r = core.http_status_text(status) or "Unknown"
+    reasons[status] = r
+  end
+  return r
+end
+
+--[[ Requests ===============================================================]]
+
+local Request = {}
+Request.__index = Request
+Request.__name = "evlua.http.request"
+http.Request = Request
+
+-- Send bytes of req in order: straight to the socket when req is the
+-- oldest unanswered request of its connection, else kept until it is.
+local function emit(req, ...)
+  local conn = req._conn
+  if conn._closed then return nil, "closed" end
+  if conn._queue[conn._qhead] == req then
+    local ok, err = conn._stream:write(...)
+    if ok == false and event.running() then return conn:_wait_drain() end
+    return ok, err
+  end
+  local out = req._out
+  if not out then
+    out = {}
+    req._out = out
+  end
+  for i = 1, select("#", ...) do out[#out + 1] = (select(i, ...)) end
+  return true
+end
+
+local advance   -- defined with the connection
+
+-- req:reply_header(key, value): add a header to the reply (before reply
+-- or the first write). value: string, number, or a list (one line each).
+function Request:reply_header(key, value)
+  util.check_header(key, value, "reply_header")
+  if self._status then error("reply_header: the reply has started", 2) end
+  local h = self._rh
+  if not h then
+    h = {}
+    self._rh = h
+  end
+  local lk = key:lower()
+  if lk == "connection" and tostring(value):lower() == "close" then
+    self._close = true
+  elseif lk == "content-length" then
+    self._length = true
+  end
+  if type(value) == "table" then
+    for _, v in ipairs(value) do h[#h + 1] = key .. ": " .. v .. "\r\n" end
+  else
+    h[#h + 1] = key .. ": " .. value .. "\r\n"
+  end
+end
+
+-- Formatting numbers costs a snprintf each: the status lines of the
+-- standard reasons and the Content-Length lines of small bodies are kept.
+local status_lines = setmetatable({}, { __index = function(t, status)
+  local line = "HTTP/1.1 " .. status .. " " .. reason_for(status) .. "\r\nDate: "
+  t[status] = line
+  return line
+end })
+local length_lines = setmetatable({}, { __index = function(t, n)
+  local line = "Content-Length: " .. n .. "\r\n"
+  if n < 4096 then t[n] = line end
+  return line
+end })
+
+-- The status line and headers; length: the Content-Length, or false for
+-- a streamed body. One concatenation: this runs for every reply.
+local function head(req, status, reason, length)
+  local conn = req._conn
+  local keep = req.keep_alive and not req._close and not conn._stopping
+  local framing = ""
+  if length then
+    if not req._length and status >= 200 and status ~= 204 and status ~= 304 then
+      framing = length_lines[length]
+    end
+  elseif not req._length then
+    if req.version >= 11 then
+      req._chunked = true
+      framing = "Transfer-Encoding: chunked\r\n"
+    else   -- HTTP/1.0: the body ends with the connection
+      keep = false
+    end
+  end
+  req.keep_alive = keep
+  local connection = ""
+  if not keep then
+    if not req._close then connection = "Connection: close\r\n" end
+  elseif req.version < 11 then
+    connection = "Connection: keep-alive\r\n"
+  end
+  local rh = req._rh
+  local line
+  if reason == nil or reason == reasons[status] then
+    line = status_lines[status]
+  else
+    line = "HTTP/1.1 " .. status .. " " .. reason .. "\r\nDate: "
+  end
+  return line .. http_date() .. "\r\n" .. conn.httpd.server_header
+         .. (rh and table.concat(rh) or "") .. framing .. connection .. "\r\n"
+end
+
+local math_type = math.type
+local function check_status(status, fname)
+  if math_type(status) ~= "integer" or status < 100 or status > 999 then
+    error("bad argument #1 to '" .. fname .. "' (status code expected)", 3)
+  end
+end
+
+-- The reply is complete: let the next request's bytes go.
+local function done(req)
+  req._done = true
+  local conn = req._conn
+  if conn._queue[conn._qhead] == req then advance(conn) end
+end
+
+-- req:reply(status [, reason [, body]]) -> true | nil, err: the whole
+-- reply at once, with Content-Length. Raises if a reply was already
+-- started.
+function Request:reply(status, reason, body)
+  check_status(status, "reply")
+  if self._status then error("reply: already replied", 2) end
+  body = body == nil and "" or tostring(body)
+  self._status = status
+  local h = head(self, status, reason, #body)
+  local ok, err
+  if self._head then ok, err = emit(self, h) else ok, err = emit(self, h, body) end
+  done(self)
+  return ok, err
+end
+
+-- req:start(status [, reason]): begin a streamed reply (chunked for
+-- HTTP/1.1 unless a Content-Length header was set; for HTTP/1.0 the body
+-- ends with the connection). write() starts a 200 reply by itself.
+function Request:start(status, reason)
+  check_status(status, "start")
+  if self._status then error("start: already replied", 2) end
+  self._status = status
+  self._streaming = true
+  return emit(self, head(self, status, reason, false))
+end
+
+-- req:write(chunk) -> true | nil, err: send part of a streamed reply; in
+-- a coroutine it waits while the connection's send queue is full.
+function Request:write(chunk)
+  if type(chunk) ~= "string" then
+    error("bad argument #1 to 'write' (string expected, got " .. type(chunk) .. ")", 2)
+  end
+  if not self._status then self:start(200) end
+  if not self._streaming or self._done then error("write: reply already finished", 2) end
+  if chunk == "" or self._head then return true end
+  if self._chunked then
+    return emit(self, ("%x\r\n"):format(#chunk), chunk, "\r\n")
+  end
+  return emit(self, chunk)
+end
+
+-- req:finish([chunk]) -> true | nil, err: end a streamed reply.
+function Request:finish(chunk)
+  if chunk then self:write(chunk) end
+  if not self._status then self:start(200) end
+  if self._done then return true end
+  local ok, err = true, nil
+  if self._chunked and not self._head then ok, err = emit(self, "0\r\n\r\n") end
+  done(self)
+  return ok, err
+end
+
+-- req:header(name) -> a request header's value, any case (joined with
+-- ", " when repeated), or nil.
+function Request:header(name)
+  return util.header(self.headers, name)
+end
+
+-- req:parsed_url() -> http.parse_url(req.url), computed once.
+function Request:parsed_url()
+  local u = self._url
+  if not u then
+    u = util.parse_url(self.url) or { path = self.url, query = {} }
+    self._url = u
+  end
+  return u
+end
+
+-- req:peer() -> host, port of the client
+function Request:peer()
+  return self._conn:peer()
+end
+
+-- req:replied() -> whether a reply has started
+function Request:replied()
+  return self._status and true or false
+end
+
+--[[ Connections ============================================================]]
+
+local Conn = Channel:inherit()
+Conn.__name = "evlua.http.connection"
+
+local CONTINUE = "HTTP/1.1 100 Continue\r\n\r\n"
+
+local function send_error(conn, status, close)
+  local reason = reason_for(status)
+  conn:write(("HTTP/1.1 %d %s\r\nDate: %s\r\n%sContent-Type: text/plain\r\n"
+              .. "Content-Length: %d\r\n%s\r\n%s\n"):format(
+    status, reason, http_date(), conn.httpd.server_header,
+    #reason + 1, close and "Connection: close\r\n" or "", reason))
+end
+
+function Conn:init()
+  local srv = self.httpd
+  srv.nconn = srv.nconn + 1
+  srv.conns[self] = true
+  srv:_arm()
+  if srv.nconn > srv.opts.max_connections or srv.closed then
+    self._stopped = true
+    send_error(self, 503, true)
+    self:close()
+    return
+  end
+  self._parser = core.http_parser("request", srv.opts)
+  self.httpd = srv   -- read per request: an instance field, not the class's
+  -- Fields read on every request, set here so that lookups hit the
+  -- instance instead of walking the class chain.
+  self._reader = false
+  self._closed = false
+  self._queue = {}
+  self._qhead, self._qtail = 1, 0
+  self._stream:set_idle_timeout(srv.opts.idle_timeout)
+  -- The first request's headers are due within header_timeout of the
+  -- connection, so a client that connects and stays silent is cut too.
+  self._header_deadline = event.now() + srv.opts.header_timeout
+  srv.slow[self] = true
+end
+
+-- The connection cannot go on (a parse error, a timeout): answer status
+-- once the replies before it are out, then close.
+local function stop_with(conn, status)
+  conn._stopped = true
+  conn._error = status
+  conn.httpd.slow[conn] = nil
+  if conn._qhead > conn._qtail then advance(conn) end
+end
+
+local function run_request(req)
+  local srv = req._conn.httpd
+  local ok, err = xpcall(srv.callback, event.traceback, srv, req, req.method,
+                         req.url, req.headers, req.body)
+  if req._done then return end
+  if not ok then
+    event.error(("http: %s %s failed: %s"):format(req.method, req.url, err))
+  elseif not req._status then
+    event.error(("http: %s %s: the callback returned without replying")
+                :format(req.method, req.url))
+  end
+  if req._status then   -- streaming: finish it (or cut it on error)
+    if ok then return req:finish() end
+    req._conn._stopping = true
+    req.keep_alive = false
+    done(req)
+    return
+  end
+  req:reply(500, nil, "Internal Server Error\n")
+end
+
+-- Callbacks run in pooled worker coroutines: a worker parks here between
+-- requests, so a request costs a wakeup rather than a new task.
+local idle_workers, nidle = {}, 0
+local MAX_IDLE_WORKERS = 256
+
+local function worker_body(w)
+  while true do
+    local req = w.req
+    w.req = nil
+    run_request(req)
+    if nidle >= MAX_IDLE_WORKERS then return end
+    nidle = nidle + 1
+    idle_workers[nidle] = w
+    repeat   -- a late cancel may wake it without a request
+      event.wait_as("http request", w, w)
+    until w.req
+  end
+end
+
+local function new_request(conn, method, url, headers, body, keep_alive, version)
+  -- Every field the reply path reads is present (false if unset), so no
+  -- lookup falls through to the class; 16 fields fill one hash size.
+  local req = setmetatable({ _conn = conn, method = method, url = url,
+                             headers = headers, body = body,
+                             keep_alive = keep_alive, version = version,
+                             _head = method == "HEAD", _status = false,
+                             _done = false, _rh = false, _close = false,
+                             _length = false, _out = false, _chunked = false,
+                             _worker = false }, Request)
+  local tail = conn._qtail + 1
+  conn._qtail = tail
+  conn._queue[tail] = req
+  local w
+  if nidle > 0 then
+    w = idle_workers[nidle]
+    idle_workers[nidle] = nil
+    nidle = nidle - 1
+    w.req = req
+    event.wakeup(w)
+  else
+    w = { req = req }
+    w.task = event.fork(worker_body, w)
+  end
+  req._worker = w
+  return req
+end
+
+-- Parse every buffered request (up to max_pipeline unanswered ones).
+function Conn:data()
+  if self._stopped then return end
+  local parser, stream, srv = self._parser, self._stream, self.httpd
+  local max_pipeline = srv.opts.max_pipeline
+  while true do
+    if self._qtail - self._qhead + 1 >= max_pipeline or self._wait_continue then
+      self._blocked = true
+      return   -- resumed by advance()
+    end
+    local kind, a, b, headers, body, keep_alive, version, more = parser:parse(stream)
+    if kind == "request" then
+      if self._header_deadline then
+        srv.slow[self] = nil
+        self._header_deadline = nil
+      end
+      new_request(self, a, b, headers, body, keep_alive, version)
+      if not keep_alive then
+        self._stopped = true
+        return
+      end
+      if not more then return end
+    elseif kind == nil then
+      if a then   -- partial headers: the header timeout runs
+        if not self._header_deadline then
+          self._header_deadline = event.now() + srv.opts.header_timeout
+          srv.slow[self] = true
+        end
+      else
+        self._header_deadline = nil
+        srv.slow[self] = nil
+      end
+      return
+    elseif kind == "continue" then
+      if self._qhead > self._qtail then
+        self:write(CONTINUE)
+      else
+        self._wait_continue = true
+        return
+      end
+    else   -- "error"
+      event.debug(("http: %s: %s"):format(tostring(self), b))
+      stop_with(self, a)
+      return
+    end
+  end
+end
+
+-- The oldest reply is complete: send the replies queued behind it that
+-- are ready, then resume parsing or close.
+advance = function(conn)
+  local queue = conn._queue
+  while true do
+    local req = queue[conn._qhead]
+    if req then
+      local out = req._out
+      if out then   -- its bytes waited for the replies before it
+        req._out = nil
+        conn._stream:write(table.unpack(out))
+      end
+      if not req._done then return end
+      queue[conn._qhead] = nil
+      conn._qhead = conn._qhead + 1
+      if not req.keep_alive then
+        conn._stopped = true
+        conn:close()
+        return
+      end
+    else
+      break
+    end
+  end
+  if conn._closed then return end
+  -- every reply is out
+  if conn._error then
+    send_error(conn, conn._error, true)
+    conn:close()
+    return
+  end
+  if conn._stopping then
+    conn:close()
+    return
+  end
+  if conn._idle_off then
+    conn._idle_off = nil
+    conn._stream:set_idle_timeout(conn.httpd.opts.idle_timeout)
+  end
+  if conn._wait_continue then
+    conn._wait_continue = nil
+    conn:write(CONTINUE)
+  end
+  if conn._blocked and not conn._stopped then
+    conn._blocked = nil
+    conn:data()
+  end
+end
+
+function Conn:disconnect()
+  local srv = self.httpd
+  srv.nconn = srv.nconn - 1
+  srv.conns[self] = nil
+  srv.slow[self] = nil
+end
+
+--[[ Servers ================================================================]]
+
+local Server = {}
+Server.__index = Server
+Server.__name = "evlua.http.server"
+
+-- One sweep per server checks header and handler deadlines, so the
+-- request path arms no timer. It runs while the server has connections
+-- and ticks at a quarter of the shortest timeout (at most once a second).
+function Server:_arm()
+  if self._sweep or self.closed then return end
+  self._sweep = event.timer(self._tick, function() self:_check() end)
+end
+
+local function expire(srv, req)
+  event.error(("http: %s %s: no reply after %gs"):format(
+    req.method, req.url, srv.opts.handler_timeout))
+  local w = req._worker
+  if w.task and w.req == nil then w.task:cancel() end
+  if req._status then   -- a streamed reply cut short
+    req._conn._stopping = true
+    req.keep_alive = false
+    done(req)
+  else
+    req:reply(503, nil, "Service Unavailable\n")
+  end
+end
+
+function Server:_check()
+  local now = event.now()
+  for conn in pairs(self.slow) do
+    local deadline = conn._header_deadline
+    if deadline and deadline <= now and not conn._closed then
+      event.debug(("http: %s: header timeout"):format(tostring(conn)))
+      stop_with(conn, 408)
+    end
+  end
+  local oldest = now - self.opts.handler_timeout
+  for conn in pairs(self.conns) do
+    local queue = conn._queue
+    if queue and conn._qhead <= conn._qtail then
+      -- A reply is pending: the idle timeout must not cut the connection
+      -- while the callback works. Requests answered within a tick never
+      -- get here, which keeps the timer calls off the request path; the
+      -- tick is at most a quarter of idle_timeout, so this comes first.
+      if not conn._idle_off then
+        conn._idle_off = true
+        conn._stream:set_idle_timeout(0)
+      end
+      for i = conn._qhead, conn._qtail do
+        local req = queue[i]
+        if req and not req._done then
+          -- stamped on the first tick that sees it: no clock read per
+          -- request; the timeout may fire up to a tick late
+          local since = req._since
+          if not since then
+            req._since = now
+          elseif since <= oldest then
+            expire(self, req)
+          end
+        end
+      end
+    end
+  end
+  if self.nconn == 0 and self._sweep then
+    self._sweep:cancel()
+    self._sweep = nil
+  end
+end
+
+-- httpd:close(): stop accepting; idle keep-alive connections close now,
+-- busy ones after their current replies.
+function Server:close()
+  if self.closed then return end
+  self.closed = true
+  self.listener:close()
+  for conn in pairs(self.conns) do
+    conn._stopping = true
+    conn._stopped = true
+    if conn._qhead and conn._qhead > conn._qtail then conn:close() end
+  end
+  if self._sweep then
+    self._sweep:cancel()
+    self._sweep = nil
+  end
+end
+
+-- httpd:port() -> the port it listens on
+function Server:port()
+  return self.listener:port()
+end
+
+-- httpd:stats() -> { connections =, inflight = } (requests not answered)
+function Server:stats()
+  local n = 0
+  for conn in pairs(self.conns) do
+    if conn._queue then n = n + conn._qtail - conn._qhead + 1 end
+  end
+  return { connections = self.nconn, inflight = n }
+end
+
+-- http.listen(ip, port, callback [, opts]) -> server | nil, err.
+-- callback(server, request, method, url, headers, body) runs in its own
+-- coroutine per request; opts: the limits and timeouts of http.defaults,
+-- plus backlog and reuseport (see event.listen).
+function http.listen(ip, port, callback, opts)
+  if type(callback) ~= "function" then
+    error("bad argument #3 to 'listen' (function expected, got "
+          .. type(callback) .. ")", 2)
+  end
+  if opts ~= nil and type(opts) ~= "table" then
+    error("bad argument #4 to 'listen' (table expected, got " .. type(opts) .. ")", 2)
+  end
+  local o = {}
+  for k, v in pairs(http.defaults) do o[k] = v end
+  for k, v in pairs(opts or {}) do
+    if http.defaults[k] == nil and k ~= "backlog" and k ~= "reuseport" then
+      error("bad argument #4 to 'listen' (unknown option '" .. tostring(k) .. "')", 2)
+    end
+    o[k] = v
+  end
+  for _, k in ipairs({ "header_timeout", "idle_timeout", "handler_timeout" }) do
+    if type(o[k]) ~= "number" or not (o[k] > 0) then
+      error("bad argument #4 to 'listen' (" .. k .. " must be a positive number)", 2)
+    end
+  end
+  core.http_parser("request", o)   -- raises on a bad limit
+  local srv = setmetatable({ callback = callback, opts = o, nconn = 0,
+                             conns = {}, slow = {} }, Server)
+  srv.server_header = o.server and ("Server: " .. o.server .. "\r\n") or ""
+  srv._tick = math.min(1, o.header_timeout / 4, o.handler_timeout / 4,
+                       o.idle_timeout / 4)
+  local class = Conn:inherit()
+  class.httpd = srv
+  local listener, err = event.listen(ip, port, function() end, class,
+                                     { backlog = o.backlog, reuseport = o.reuseport })
+  if not listener then return nil, err end
+  srv.listener = listener
+  return srv
+end
+
+http.connection = Conn
+
+--[[ Client =================================================================]]
+
+local client = require "evlua.http_client"
+http.request = client.request
+http.close_idle = client.close_idle
+
+return http

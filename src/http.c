@@ -1,0 +1,232 @@
+/*
+** http.c - incremental HTTP/1.x parsing on http-parser with limits (see
+** http.h). Limits are checked inside the parser callbacks, so a request
+** is refused as soon as it crosses one: URL length (414), header block
+** size and count (431), body size (413, from Content-Length before any
+** body byte), anything malformed (400).
+*/
+#include "http.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Buffers above this size are released after each message, so an idle
+** keep-alive connection does not hold the memory of its largest request. */
+#define KEEP_BUFFER 4096
+
+const char *evlua_http_bytes(const evlua_buffer *b) {
+  return b->data ? evlua_buffer_peek(b) : "";
+}
+
+/* Fail parsing with an HTTP status for the peer. */
+static int fail(evlua_http *h, int status) {
+  h->error_status = status;
+  return -1;
+}
+
+static int append(evlua_buffer *b, const char *at, size_t len) {
+  return evlua_buffer_append(b, at, len);
+}
+
+/* Count header bytes; 431 past the limit. */
+static int count_header(evlua_http *h, size_t len) {
+  h->header_bytes += len;
+  return h->header_bytes > h->max_header_size ? fail(h, 431) : 0;
+}
+
+/* Parser callbacks ==================================================== */
+
+static int on_message_begin(http_parser *p) {
+  evlua_http *h = (evlua_http *)p->data;
+  h->in_message = 1;
+  h->headers_done = 0;
+  h->nfields = 0;
+  h->header_bytes = 0;
+  h->in_value = 0;
+  h->want_continue = 0;
+  h->error_status = 0;
+  return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t len) {
+  evlua_http *h = (evlua_http *)p->data;
+  if (evlua_buffer_len(&h->url) + len > h->max_url) return fail(h, 414);
+  if (count_header(h, len)) return -1;
+  return append(&h->url, at, len) ? fail(h, 500) : 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len) {
+  evlua_http *h = (evlua_http *)p->data;
+  if (count_header(h, len)) return -1;
+  if (h->in_value || h->nfields == 0) {   /* a new header starts */
+    if (h->nfields >= h->max_headers) return fail(h, 431);
+    if (h->nfields == h->cap_fields) {
+      size_t cap = h->cap_fields ? h->cap_fields * 2 : 16;
+      evlua_http_field *f = realloc(h->fields, cap * sizeof *f);
+      if (!f) return fail(h, 500);
+      h->fields = f;
+      h->cap_fields = cap;
+    }
+    evlua_http_field *f = &h->fields[h->nfields++];
+    f->off = evlua_buffer_len(&h->hbuf);
+    f->name_len = f->value_len = 0;
+    h->in_value = 0;
+  }
+  h->fields[h->nfields - 1].name_len += len;
+  return append(&h->hbuf, at, len) ? fail(h, 500) : 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len) {
+  evlua_http *h = (evlua_http *)p->data;
+  if (count_header(h, len)) return -1;
+  if (h->nfields == 0) return fail(h, 400);
+  h->in_value = 1;
+  h->fields[h->nfields - 1].value_len += len;
+  return append(&h->hbuf, at, len) ? fail(h, 500) : 0;
+}
+
+static int ieq(const char *a, size_t alen, const char *b) {
+  size_t blen = strlen(b);
+  if (alen != blen) return 0;
+  for (size_t i = 0; i < alen; i++) {
+    char c = a[i];
+    if (c >= 'A' && c <= 'Z') c = (char)(c - 'A' + 'a');
+    if (c != b[i]) return 0;
+  }
+  return 1;
+}
+
+static int expects_continue(evlua_http *h) {
+  const char *base = evlua_http_bytes(&h->hbuf);
+  for (size_t i = 0; i < h->nfields; i++) {
+    const evlua_http_field *f = &h->fields[i];
+    if (ieq(base + f->off, f->name_len, "expect") &&
+        ieq(base + f->off + f->name_len, f->value_len, "100-continue"))
+      return 1;
+  }
+  return 0;
+}
+
+/* Returning 1 tells http-parser the message has no body (HEAD). */
+static int on_headers_complete(http_parser *p) {
+  evlua_http *h = (evlua_http *)p->data;
+  h->headers_done = 1;
+  if (p->type == HTTP_REQUEST) {
+    int has_body = (p->flags & F_CHUNKED) ||
+                   ((p->flags & F_CONTENTLENGTH) && p->content_length > 0);
+    /* Refuse an announced body before reading a byte of it. */
+    if ((p->flags & F_CONTENTLENGTH) && p->content_length > h->max_body)
+      return fail(h, 413);
+    if (has_body && p->http_minor >= 1 && expects_continue(h)) {
+      h->want_continue = 1;
+      http_parser_pause(p, 1);   /* let Lua answer 100 Continue first */
+    }
+    return 0;
+  }
+  if ((p->flags & F_CONTENTLENGTH) && p->content_length > h->max_body)
+    return fail(h, 413);
+  return h->skip_body ? 1 : 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t len) {
+  evlua_http *h = (evlua_http *)p->data;
+  if (evlua_buffer_len(&h->body) + len > h->max_body) return fail(h, 413);
+  return append(&h->body, at, len) ? fail(h, 500) : 0;
+}
+
+static int on_message_complete(http_parser *p) {
+  evlua_http *h = (evlua_http *)p->data;
+  h->in_message = 0;
+  h->complete = 1;
+  http_parser_pause(p, 1);   /* pipelined messages wait in the stream */
+  return 0;
+}
+
+static const http_parser_settings settings = {
+  .on_message_begin = on_message_begin,
+  .on_url = on_url,
+  .on_status = on_url,   /* the reason phrase of a response */
+  .on_header_field = on_header_field,
+  .on_header_value = on_header_value,
+  .on_headers_complete = on_headers_complete,
+  .on_body = on_body,
+  .on_message_complete = on_message_complete,
+};
+
+/* Entry points ======================================================== */
+
+void evlua_http_init(evlua_http *h, int response) {
+  memset(h, 0, sizeof *h);
+  h->max_url = EVLUA_HTTP_MAX_URL;
+  h->max_header_size = EVLUA_HTTP_MAX_HEADER_SIZE;
+  h->max_headers = EVLUA_HTTP_MAX_HEADERS;
+  h->max_body = EVLUA_HTTP_MAX_BODY;
+  http_parser_init(&h->p, response ? HTTP_RESPONSE : HTTP_REQUEST);
+  h->p.data = h;
+}
+
+void evlua_http_release(evlua_http *h) {
+  evlua_buffer_free(&h->url);
+  evlua_buffer_free(&h->hbuf);
+  evlua_buffer_free(&h->body);
+  free(h->fields);
+  h->fields = NULL;
+  h->cap_fields = h->nfields = 0;
+}
+
+static void reset_buffer(evlua_buffer *b) {
+  evlua_buffer_consume(b, evlua_buffer_len(b));
+  if (b->cap > KEEP_BUFFER) evlua_buffer_free(b);
+}
+
+void evlua_http_message_done(evlua_http *h) {
+  reset_buffer(&h->url);
+  reset_buffer(&h->hbuf);
+  reset_buffer(&h->body);
+  h->nfields = 0;
+  if (h->cap_fields > 64) {
+    free(h->fields);
+    h->fields = NULL;
+    h->cap_fields = 0;
+  }
+}
+
+int evlua_http_parse(evlua_http *h, const char *data, size_t len, int eof,
+                     size_t *used) {
+  http_parser *p = &h->p;
+  enum http_errno e = HTTP_PARSER_ERRNO(p);
+  *used = 0;
+  if (e != HPE_OK && e != HPE_PAUSED) return EVLUA_HTTP_ERROR;
+  if (e == HPE_PAUSED) http_parser_pause(p, 0);
+  h->complete = 0;
+  if (len == 0 && !(eof && h->in_message)) return EVLUA_HTTP_MORE;
+  /* len 0 tells http-parser the stream ended */
+  *used = http_parser_execute(p, &settings, len ? data : NULL, len);
+  e = HTTP_PARSER_ERRNO(p);
+  if (h->complete) return EVLUA_HTTP_MESSAGE;
+  if (e == HPE_PAUSED && h->want_continue) {
+    h->want_continue = 0;
+    return EVLUA_HTTP_CONTINUE;
+  }
+  if (e != HPE_OK) return EVLUA_HTTP_ERROR;
+  return EVLUA_HTTP_MORE;
+}
+
+int evlua_http_error(const evlua_http *h, const char **message) {
+  enum http_errno e = HTTP_PARSER_ERRNO(&h->p);
+  int status = h->error_status;
+  if (status == 0) status = e == HPE_HEADER_OVERFLOW ? 431 : 400;
+  if (e == HPE_CB_url || e == HPE_CB_header_field || e == HPE_CB_header_value ||
+      e == HPE_CB_headers_complete || e == HPE_CB_body) {
+    switch (status) {
+    case 413: *message = "body too large"; break;
+    case 414: *message = "url too long"; break;
+    case 431: *message = "header block too large"; break;
+    case 500: *message = "out of memory"; break;
+    default: *message = "malformed message"; break;
+    }
+  } else {
+    *message = http_errno_description(e);
+  }
+  return status;
+}

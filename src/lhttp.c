@@ -1,0 +1,200 @@
+/*
+** lhttp.c - HTTP/1.x message parsing for Lua: one parser userdata per
+** connection (an evlua_http, see http.h) reads requests (server) or
+** responses (client) straight from a stream's input buffer, taking the
+** bytes it parsed and leaving a pipelined next message in place.
+*/
+#include <lauxlib.h>
+
+#include "http.h"
+#include "lstream.h"
+#include "runtime.h"
+
+#define EVLUA_HTTP_PARSER "evlua.http_parser"
+
+static evlua_http *check_parser(lua_State *L, int idx) {
+  return (evlua_http *)luaL_checkudata(L, idx, EVLUA_HTTP_PARSER);
+}
+
+/* Results ============================================================= */
+
+/* Push the headers as a table: lowercase name -> value, or -> a list of
+** the values in order when the header came several times. Lowercases
+** the names in place (the message is done with afterwards). */
+static void push_headers(lua_State *L, evlua_http *h) {
+  lua_createtable(L, 0, (int)h->nfields);
+  if (h->nfields == 0) return;
+  char *base = h->hbuf.data + h->hbuf.start;
+  for (size_t i = 0; i < h->nfields; i++) {
+    evlua_http_field *f = &h->fields[i];
+    char *name = base + f->off;
+    for (size_t k = 0; k < f->name_len; k++)
+      if (name[k] >= 'A' && name[k] <= 'Z') name[k] = (char)(name[k] - 'A' + 'a');
+    lua_pushlstring(L, name, f->name_len);
+    lua_pushvalue(L, -1);
+    int t = lua_rawget(L, -3);
+    lua_pushlstring(L, name + f->name_len, f->value_len);
+    if (t == LUA_TNIL) {
+      lua_remove(L, -2);
+    } else if (t == LUA_TSTRING) {   /* second value: make a list */
+      lua_createtable(L, 2, 0);
+      lua_insert(L, -3);
+      lua_rawseti(L, -3, 2);
+      lua_rawseti(L, -2, 1);
+    } else {
+      lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+    }
+    lua_rawset(L, -3);
+  }
+}
+
+/* Push the complete message: see l_parse. */
+static int push_message(lua_State *L, evlua_http *h, const evlua_buffer *in) {
+  http_parser *p = &h->p;
+  int request = p->type == HTTP_REQUEST;
+  lua_pushstring(L, request ? "request" : "response");
+  if (request) lua_pushstring(L, http_method_str((enum http_method)p->method));
+  else lua_pushinteger(L, p->status_code);
+  lua_pushlstring(L, evlua_http_bytes(&h->url), evlua_buffer_len(&h->url));
+  push_headers(L, h);
+  lua_pushlstring(L, evlua_http_bytes(&h->body), evlua_buffer_len(&h->body));
+  lua_pushboolean(L, http_should_keep_alive(p) && !p->upgrade);
+  lua_pushinteger(L, p->http_major * 10 + p->http_minor);
+  lua_pushboolean(L, evlua_buffer_len(in) > 0);
+  evlua_http_message_done(h);
+  return 8;
+}
+
+static int push_error(lua_State *L, evlua_http *h) {
+  const char *message;
+  int status = evlua_http_error(h, &message);
+  lua_pushliteral(L, "error");
+  lua_pushinteger(L, status);
+  lua_pushstring(L, message);
+  return 3;
+}
+
+/* nil, whether the headers of a begun message are still incomplete (the
+** server's header timeout runs meanwhile) */
+static int need_more(lua_State *L, evlua_http *h) {
+  lua_pushnil(L);
+  lua_pushboolean(L, h->in_message && !h->headers_done);
+  return 2;
+}
+
+/* Methods ============================================================= */
+
+/* parser:parse(stream [, eof [, head]]) parses buffered bytes and returns
+**   nil, reading_headers     more bytes are needed; reading_headers
+**                            tells that a message's headers are partial
+**   "continue"               a request's headers asked for 100-continue
+**   "request", method, url, headers, body, keep_alive, version, more
+**   "response", status, reason, headers, body, keep_alive, version, more
+**   "error", status, message  (the connection should end: the parser
+**                             stays failed)
+** version is 10 or 11; more: bytes of a next message are buffered. eof:
+** the peer has closed (ends a response whose body runs to the end of the
+** stream). head: the response answers a HEAD request, so it has no body
+** whatever its headers say. */
+static int l_parse(lua_State *L) {
+  evlua_http *h = check_parser(L, 1);
+  lstream *ls = evlua_check_stream(L, 2);
+  int eof = lua_toboolean(L, 3);
+  if (!h->in_message) h->skip_body = lua_toboolean(L, 4);
+  evlua_buffer *in = &ls->s.in;
+  size_t used;
+  int r = evlua_http_parse(h, evlua_http_bytes(in), evlua_buffer_len(in), eof,
+                           &used);
+  if (used > 0) {
+    evlua_buffer_consume(in, used);
+    evlua_stream_consumed(&ls->s);
+  }
+  switch (r) {
+  case EVLUA_HTTP_MESSAGE: return push_message(L, h, in);
+  case EVLUA_HTTP_CONTINUE:
+    lua_pushliteral(L, "continue");
+    return 1;
+  case EVLUA_HTTP_ERROR: return push_error(L, h);
+  default: return need_more(L, h);
+  }
+}
+
+static int l_gc(lua_State *L) {
+  evlua_http_release(check_parser(L, 1));
+  return 0;
+}
+
+static size_t opt_limit(lua_State *L, int idx, const char *name, size_t def,
+                        size_t max) {
+  lua_getfield(L, idx, name);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    return def;
+  }
+  lua_Integer v = lua_tointeger(L, -1);
+  if (!lua_isinteger(L, -1) || v < 1 || (lua_Unsigned)v > max)
+    luaL_error(L, "bad limit '%s' (integer between 1 and %I expected)", name,
+               (lua_Integer)max);
+  lua_pop(L, 1);
+  return (size_t)v;
+}
+
+/* core.http_parser("request" | "response" [, limits]) -> parser.
+** limits: max_url, max_header_size, max_headers, max_body (bytes). */
+static int l_new(lua_State *L) {
+  static const char *const kinds[] = { "request", "response", NULL };
+  int kind = luaL_checkoption(L, 1, NULL, kinds);
+  if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
+  else {
+    lua_settop(L, 1);
+    lua_newtable(L);
+  }
+  evlua_http *h = (evlua_http *)lua_newuserdatauv(L, sizeof *h, 0);
+  evlua_http_init(h, kind == 1);   /* empty buffers: safe for __gc */
+  luaL_setmetatable(L, EVLUA_HTTP_PARSER);
+  /* http-parser stops at HTTP_MAX_HEADER_SIZE on its own: limits above
+  ** it would never be reached. */
+  h->max_url = opt_limit(L, 2, "max_url", EVLUA_HTTP_MAX_URL,
+                         HTTP_MAX_HEADER_SIZE);
+  h->max_header_size = opt_limit(L, 2, "max_header_size",
+                                 EVLUA_HTTP_MAX_HEADER_SIZE,
+                                 HTTP_MAX_HEADER_SIZE);
+  h->max_headers = opt_limit(L, 2, "max_headers", EVLUA_HTTP_MAX_HEADERS,
+                             10000);
+  h->max_body = opt_limit(L, 2, "max_body", EVLUA_HTTP_MAX_BODY,
+                          (size_t)1 << 40);
+  return 1;
+}
+/* core.http_status_text(code) -> the standard reason phrase or nil */
+static int l_status_text(lua_State *L) {
+  lua_Integer code = luaL_checkinteger(L, 1);
+  switch (code) {
+#define XX(num, name, string) case num: lua_pushliteral(L, #string); return 1;
+  HTTP_STATUS_MAP(XX)
+#undef XX
+  }
+  return 0;
+}
+
+void evlua_open_http(lua_State *L) {
+  static const luaL_Reg methods[] = {
+    { "parse", l_parse },
+    { NULL, NULL }
+  };
+  static const luaL_Reg meta[] = {
+    { "__gc", l_gc },
+    { "__index", NULL },
+    { NULL, NULL }
+  };
+  static const luaL_Reg funcs[] = {
+    { "http_parser", l_new },
+    { "http_status_text", l_status_text },
+    { NULL, NULL }
+  };
+  luaL_newmetatable(L, EVLUA_HTTP_PARSER);
+  luaL_setfuncs(L, meta, 0);
+  luaL_newlib(L, methods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  luaL_setfuncs(L, funcs, 0);
+}

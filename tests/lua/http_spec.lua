@@ -1,0 +1,630 @@
+-- tests/lua/http_spec.lua - the HTTP server and client: curl against a
+-- server in another process, raw sockets for pipelining and limits, a
+-- slowloris client, 500 keep-alive connections, and the evlua client
+-- against the evlua server and against nginx.
+local event = require "event"
+local http = require "evlua.http"
+local helper = require "helper"
+
+-- Raw replies ===============================================================
+
+-- Read one reply from a channel: status, headers (lowercase), body. The
+-- body is read by Content-Length, chunked encoding, or to the close.
+local function read_reply(ch, head)
+  local line, err = ch:wait_line(10)
+  if not line then return nil, err end
+  local status = tonumber(line:match("^HTTP/1%.%d (%d%d%d)"))
+  assert(status, "bad status line: " .. line)
+  local headers = {}
+  while true do
+    local h = assert(ch:wait_line(10))
+    if h == "" then break end
+    local k, v = h:match("^([^:]+):%s*(.*)$")
+    headers[k:lower()] = v
+  end
+  local body = ""
+  if head or status == 100 or status == 204 or status == 304 then
+    return status, headers, body
+  end
+  if headers["content-length"] then
+    local n = tonumber(headers["content-length"])
+    if n > 0 then body = assert(ch:wait_read(n, 10)) end
+  elseif headers["transfer-encoding"] == "chunked" then
+    local parts = {}
+    while true do
+      local size = tonumber(assert(ch:wait_line(10)), 16)
+      if size == 0 then
+        assert.equal("", ch:wait_line(10))
+        break
+      end
+      parts[#parts + 1] = assert(ch:wait_read(size, 10))
+      assert.equal("", ch:wait_line(10))
+    end
+    body = table.concat(parts)
+  else
+    local parts = {}
+    while true do
+      local chunk = ch:wait_read(nil, 10)
+      if not chunk then break end
+      parts[#parts + 1] = chunk
+    end
+    body = table.concat(parts)
+  end
+  return status, headers, body
+end
+
+-- Wait (bounded) until cond() holds; for server states without an event.
+local function eventually(cond, what)
+  for _ = 1, 1000 do
+    if cond() then return end
+    event.sleep(0.005)
+  end
+  error("timed out waiting for " .. what, 2)
+end
+
+-- Wait until the peer closes the channel; returns the seconds it took.
+local function await_close(ch, seconds)
+  local t0 = event.now()
+  while true do
+    local data, err = ch:wait_read(nil, seconds or 10)
+    if not data then
+      assert.equal("closed", err)
+      return event.now() - t0
+    end
+  end
+end
+
+local function echo_handler(_, req, method, url, headers, body)
+  if url == "/sleep" then event.sleep(0.2) end
+  req:reply_header("X-Method", method)
+  req:reply(200, "OK", url .. " " .. body)
+end
+
+local function server(handler, opts)
+  local srv = assert(http.listen("127.0.0.1", 0, handler or echo_handler, opts))
+  return srv, srv:port()
+end
+
+local function connect(port)
+  return assert(event.connect("127.0.0.1", port))
+end
+
+-- A server in another process, for blocking clients (curl) ==================
+
+local SERVER_SCRIPT = [[
+local event = require "event"
+local http = require "evlua.http"
+local srv = assert(http.listen("127.0.0.1", 0, function(_, req, method, url, headers, body)
+  if url == "/stream" then
+    for i = 1, 3 do
+      req:write("part" .. i .. "\n")
+      event.sleep(0.01)
+    end
+    return req:finish()
+  end
+  req:reply_header("X-Expect", headers.expect or "none")
+  req:reply_header("X-TE", headers["transfer-encoding"] or "none")
+  req:reply(200, "OK", method .. " " .. url .. " " .. #body .. " " .. body)
+end))
+print("port " .. srv:port())
+io.stdout:flush()
+]]
+
+local function spawn_server()
+  local _, out = helper.spawn_script(SERVER_SCRIPT)
+  return tonumber(helper.await_output(out, "port (%d+)"))
+end
+
+local function curl(args)
+  return helper.sh("curl -s -S --max-time 20 " .. args)
+end
+
+describe("http server with curl", function()
+  after_each(helper.cleanup)
+
+  it("answers GET, reusing one keep-alive connection", function()
+    local port = spawn_server()
+    local base = "http://127.0.0.1:" .. port
+    local out, err, rc = curl("-v " .. base .. "/a " .. base .. "/b")
+    assert.equal(0, rc, err)
+    assert.equal("GET /a 0 GET /b 0 ", out)
+    assert.truthy(err:find("Re-using existing connection", 1, true), err)
+    assert.truthy(err:find("< Server: evlua/", 1, true))
+    assert.truthy(err:find("< Date: %a%a%a, %d%d %a%a%a %d%d%d%d"))
+  end)
+
+  it("speaks HTTP/1.0 and closes after the reply", function()
+    local port = spawn_server()
+    local out, err, rc = curl("-i --http1.0 http://127.0.0.1:" .. port .. "/old")
+    assert.equal(0, rc, err)
+    assert.truthy(out:find("Connection: close\r\n", 1, true), out)
+    assert.truthy(out:find("\r\n\r\nGET /old 0 $"), out)
+    -- with keep-alive asked for, the connection stays
+    out, err = curl("-v --http1.0 -H 'Connection: keep-alive' http://127.0.0.1:"
+                    .. port .. "/x http://127.0.0.1:" .. port .. "/y")
+    assert.equal("GET /x 0 GET /y 0 ", out)
+    assert.truthy(err:find("< Connection: keep-alive", 1, true), err)
+    assert.truthy(err:find("Re-using existing connection", 1, true), err)
+  end)
+
+  it("takes chunked uploads", function()
+    local port = spawn_server()
+    local dir = helper.tmpdir()
+    local data = ("0123456789abcdef"):rep(20000)   -- 320000 bytes
+    helper.write_file(dir .. "/up", data)
+    local out, err, rc = curl("-H 'Transfer-Encoding: chunked' --data-binary @"
+                              .. dir .. "/up -D " .. dir .. "/h http://127.0.0.1:" .. port .. "/up")
+    assert.equal(0, rc, err)
+    assert.equal("POST /up 320000 " .. data, out)
+    assert.truthy(helper.slurp(dir .. "/h"):find("X-TE: chunked", 1, true))
+  end)
+
+  it("answers Expect: 100-continue before the body", function()
+    local port = spawn_server()
+    local out, err, rc = curl("-v -H 'Expect: 100-continue' --data-binary hello "
+                              .. "http://127.0.0.1:" .. port .. "/c")
+    assert.equal(0, rc, err)
+    assert.equal("POST /c 5 hello", out)
+    assert.truthy(err:find("< HTTP/1.1 100 Continue", 1, true), err)
+    assert.truthy(err:find("< X-Expect: 100-continue", 1, true), err)
+  end)
+
+  it("answers HEAD with the headers only", function()
+    local port = spawn_server()
+    local out, err, rc = curl("-I http://127.0.0.1:" .. port .. "/h")
+    assert.equal(0, rc, err)
+    assert.truthy(out:find("^HTTP/1.1 200 OK\r\n"), out)
+    assert.truthy(out:find("Content-Length: 10\r\n", 1, true), out)   -- "HEAD /h 0 "
+    assert.truthy(out:find("\r\n\r\n$"), out)
+  end)
+
+  it("streams a chunked reply", function()
+    local port = spawn_server()
+    local out, err, rc = curl("-i http://127.0.0.1:" .. port .. "/stream")
+    assert.equal(0, rc, err)
+    assert.truthy(out:find("Transfer-Encoding: chunked\r\n", 1, true), out)
+    assert.truthy(out:find("\r\n\r\npart1\npart2\npart3\n$"), out)
+  end)
+end)
+
+describe("http server", function()
+  after_each(helper.cleanup)
+
+  it("answers pipelined requests in order, each in its own coroutine", function()
+    local srv, port = server()
+    local ch = connect(port)
+    ch:write("GET /sleep HTTP/1.1\r\nHost: x\r\n\r\n"
+             .. "POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+             .. "GET /last HTTP/1.1\r\nHost: x\r\n\r\n")
+    local t0 = event.now()
+    local _, _, body1 = read_reply(ch)
+    local _, h2, body2 = read_reply(ch)
+    local _, _, body3 = read_reply(ch)
+    assert.same({ "/sleep ", "/p abc", "/last " }, { body1, body2, body3 })
+    assert.equal("POST", h2["x-method"])
+    assert.truthy(event.now() - t0 < 1)
+    ch:close()
+    srv:close()
+  end)
+
+  it("parses requests arriving byte by byte", function()
+    local srv, port = server()
+    local ch = connect(port)
+    local request = "POST /bytes?x=1 HTTP/1.1\r\nHost: x\r\nX-Long-Header: "
+                    .. ("h"):rep(300) .. "\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    .. "3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nTrailer: t\r\n\r\n"
+    for i = 1, #request do
+      ch:write(request:sub(i, i))
+      if i % 7 == 0 then event.sleep(0) end   -- let the server read pieces
+    end
+    local status, _, body = read_reply(ch)
+    assert.equal(200, status)
+    assert.equal("/bytes?x=1 abcde", body)
+    ch:close()
+    srv:close()
+  end)
+
+  it("answers 400 to a malformed request and closes", function()
+    local srv, port = server()
+    for _, bad in ipairs({ "GARBAGE\r\n\r\n", "GET / HTTP/1.1\r\nBad Header\r\n\r\n",
+                           "GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n",
+                           "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n" }) do
+      local ch = connect(port)
+      ch:write(bad)
+      assert.equal(400, (read_reply(ch)))
+      await_close(ch)
+    end
+    srv:close()
+  end)
+
+  it("answers the good requests before a malformed one", function()
+    local srv, port = server()
+    local ch = connect(port)
+    ch:write("GET /sleep HTTP/1.1\r\n\r\nBROKEN\r\n\r\n")
+    local status, _, body = read_reply(ch)
+    assert.equal(200, status)
+    assert.equal("/sleep ", body)
+    assert.equal(400, (read_reply(ch)))
+    await_close(ch)
+    srv:close()
+  end)
+
+  -- Each limit: a request at the limit passes, one byte or one item past
+  -- it gets the limit's status.
+  local function try(port, request)
+    local ch = connect(port)
+    ch:write(request)
+    local status, headers, body = read_reply(ch)
+    ch:close()
+    return status, headers, body
+  end
+
+  it("limits the URL length (414)", function()
+    local srv, port = server(nil, { max_url = 100 })
+    local url = "/" .. ("u"):rep(99)
+    assert.equal(200, try(port, "GET " .. url .. " HTTP/1.1\r\n\r\n"))
+    assert.equal(414, try(port, "GET " .. url .. "x HTTP/1.1\r\n\r\n"))
+    srv:close()
+  end)
+
+  it("limits the header block size (431)", function()
+    -- counted: URL + header names + header values
+    local srv, port = server(nil, { max_header_size = 200 })
+    local value = ("v"):rep(198)
+    assert.equal(200, try(port, "GET / HTTP/1.1\r\nX: " .. value .. "\r\n\r\n"))
+    assert.equal(431, try(port, "GET / HTTP/1.1\r\nX: " .. value .. "v\r\n\r\n"))
+    srv:close()
+  end)
+
+  it("limits the header count (431)", function()
+    local srv, port = server(nil, { max_headers = 5 })
+    local five = ("H: x\r\n"):rep(5)
+    assert.equal(200, try(port, "GET / HTTP/1.1\r\n" .. five .. "\r\n"))
+    assert.equal(431, try(port, "GET / HTTP/1.1\r\n" .. five .. "H: x\r\n\r\n"))
+    srv:close()
+  end)
+
+  it("limits the body size (413), from Content-Length before the body", function()
+    local srv, port = server(nil, { max_body = 100 })
+    local body = ("b"):rep(100)
+    local status, _, reply = try(port, "POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\n" .. body)
+    assert.equal(200, status)
+    assert.equal("/ " .. body, reply)
+    -- headers only: the 413 comes without waiting for the body
+    assert.equal(413, try(port, "POST / HTTP/1.1\r\nContent-Length: 101\r\n\r\n"))
+    local function chunked(n)
+      return "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+             .. ("%x\r\n%s\r\n0\r\n\r\n"):format(n, ("c"):rep(n))
+    end
+    assert.equal(200, try(port, chunked(100)))
+    assert.equal(413, try(port, chunked(101)))
+    srv:close()
+  end)
+
+  it("turns a callback error into 500 and goes on serving", function()
+    local logged = {}
+    local srv, port = server(function(_, req, _, url)
+      if url == "/boom" then error("kaboom") end
+      if url == "/none" then return end
+      req:reply(200, nil, "fine")
+    end)
+    local log = event.error
+    event.error = function(msg) logged[#logged + 1] = msg end
+    local ch = connect(port)
+    ch:write("GET /boom HTTP/1.1\r\n\r\nGET /none HTTP/1.1\r\n\r\nGET /ok HTTP/1.1\r\n\r\n")
+    local s1 = read_reply(ch)
+    local s2 = read_reply(ch)
+    local s3, _, b3 = read_reply(ch)
+    event.error = log
+    assert.same({ 500, 500, 200, "fine" }, { s1, s2, s3, b3 })
+    assert.truthy(logged[1]:find("kaboom", 1, true))
+    assert.truthy(logged[1]:find("stack traceback", 1, true))
+    assert.truthy(logged[2]:find("without replying", 1, true))
+    ch:close()
+    srv:close()
+  end)
+
+  it("answers 503 when a callback runs past the handler timeout", function()
+    local cancelled = {}
+    local srv, port = server(function(_, req)
+      local ok, err = event.sleep(30)
+      cancelled[#cancelled + 1] = err
+      if ok then req:reply(200) end
+    end, { handler_timeout = 0.2 })
+    local log = event.error
+    event.error = function() end
+    local ch = connect(port)
+    ch:write("GET / HTTP/1.1\r\n\r\n")
+    local t0 = event.now()
+    local status = read_reply(ch)
+    event.error = log
+    assert.equal(503, status)
+    assert.truthy(event.now() - t0 < 2)
+    assert.same({ "cancelled" }, cancelled)
+    ch:close()
+    srv:close()
+  end)
+
+  it("cuts off a slowloris client (408) while serving the others", function()
+    local srv, port = server(nil, { header_timeout = 0.5 })
+    local slow = connect(port)
+    local result = {}
+    local slow_task = event.fork(function()
+      local request = "GET / HTTP/1.1\r\nX-Slow: " .. ("s"):rep(100) .. "\r\n\r\n"
+      for i = 1, #request do   -- a byte every 20 ms: 2.6 s in all
+        if not slow:write(request:sub(i, i)) then break end
+        if slow:closed() then break end
+        event.sleep(0.02)
+      end
+    end)
+    local reader = event.fork(function()
+      local t0 = event.now()
+      result.status = read_reply(slow)
+      result.closed_after = await_close(slow) + (event.now() - t0)
+    end)
+    -- meanwhile another client is served again and again
+    local ch = connect(port)
+    local served = 0
+    while not result.closed_after do
+      ch:write("GET /fast HTTP/1.1\r\n\r\n")
+      local status = read_reply(ch)
+      assert.equal(200, status)
+      served = served + 1
+      event.sleep(0.01)
+    end
+    reader:join()
+    slow_task:join()
+    assert.equal(408, result.status)
+    assert.truthy(result.closed_after < 2, result.closed_after)
+    assert.truthy(served > 10, served)
+    ch:close()
+    srv:close()
+  end)
+
+  it("answers 408 to a connection that sends nothing within header_timeout", function()
+    local srv, port = server(nil, { header_timeout = 0.3 })
+    local ch = connect(port)
+    local t0 = event.now()
+    assert.equal(408, (read_reply(ch)))
+    await_close(ch)
+    local took = event.now() - t0
+    assert.truthy(took > 0.25 and took < 2, took)
+    srv:close()
+  end)
+
+  it("closes idle keep-alive connections after idle_timeout", function()
+    local srv, port = server(nil, { idle_timeout = 0.3 })
+    local ch = connect(port)
+    ch:write("GET / HTTP/1.1\r\n\r\n")
+    assert.equal(200, (read_reply(ch)))
+    local took = await_close(ch, 5)
+    assert.truthy(took > 0.2 and took < 2, took)
+    srv:close()
+  end)
+
+  it("limits concurrent connections (503)", function()
+    local srv, port = server(nil, { max_connections = 2 })
+    local a, b = connect(port), connect(port)
+    a:write("GET /a HTTP/1.1\r\n\r\n")
+    b:write("GET /b HTTP/1.1\r\n\r\n")
+    assert.equal(200, (read_reply(a)))
+    assert.equal(200, (read_reply(b)))
+    local c = connect(port)
+    assert.equal(503, (read_reply(c)))
+    await_close(c)
+    a:close()
+    b:close()
+    -- once they are gone, new connections are served again
+    eventually(function() return srv:stats().connections == 0 end, "disconnects")
+    local d = connect(port)
+    d:write("GET /d HTTP/1.1\r\n\r\n")
+    assert.equal(200, (read_reply(d)))
+    assert.equal(1, srv:stats().connections)
+    d:close()
+    srv:close()
+  end)
+
+  it("answers HEAD without a body and keeps the connection", function()
+    local srv, port = server()
+    local ch = connect(port)
+    ch:write("HEAD /h HTTP/1.1\r\n\r\nGET /g HTTP/1.1\r\n\r\n")
+    local status, headers, body = read_reply(ch, true)
+    assert.equal(200, status)
+    assert.equal("3", headers["content-length"])
+    assert.equal("", body)
+    local _, _, body2 = read_reply(ch)
+    assert.equal("/g ", body2)
+    ch:close()
+    srv:close()
+  end)
+
+  it("keeps repeated headers and looks names up in any case", function()
+    local seen
+    local srv, port = server(function(_, req, _, _, headers)
+      seen = { headers = headers, cookie = req:header("COOKIE"),
+               all = http.header_values(headers, "Cookie") }
+      req:reply_header("Set-Cookie", { "a=1", "b=2" })
+      req:reply(204)
+    end)
+    local ch = connect(port)
+    ch:write("GET / HTTP/1.1\r\nCookie: a\r\nX-One: 1\r\ncookie: b\r\n\r\n")
+    local status = read_reply(ch)
+    assert.equal(204, status)
+    assert.same({ "a", "b" }, seen.headers.cookie)
+    assert.equal("1", seen.headers["x-one"])
+    assert.equal("a, b", seen.cookie)
+    assert.same({ "a", "b" }, seen.all)
+    ch:close()
+    srv:close()
+  end)
+
+  it("serves 500 keep-alive connections x 20 requests", function()
+    local srv, port = server(function(_, req, _, url)
+      req:reply(200, nil, url)
+    end)
+    local CONNS, REQS = 500, 20
+    local ok, tasks = 0, {}
+    for c = 1, CONNS do
+      tasks[c] = event.fork(function()
+        local ch = assert(event.connect("127.0.0.1", port))
+        for r = 1, REQS do
+          local url = "/" .. c .. "/" .. r
+          ch:write("GET " .. url .. " HTTP/1.1\r\nHost: x\r\n\r\n")
+          local status, _, body = read_reply(ch)
+          if status == 200 and body == url then ok = ok + 1 end
+        end
+        ch:close()
+      end)
+    end
+    for _, t in ipairs(tasks) do t:join() end
+    assert.equal(CONNS * REQS, ok)
+    srv:close()
+  end)
+
+  it("raises on bad arguments", function()
+    assert.has_error(function() http.listen("127.0.0.1", 0, "nope") end)
+    assert.has_error(function() http.listen("127.0.0.1", 0, function() end, { bogus = 1 }) end)
+    assert.has_error(function() http.listen("127.0.0.1", 0, function() end, { max_url = 0 }) end)
+  end)
+end)
+
+describe("http client", function()
+  after_each(helper.cleanup)
+
+  it("talks to the evlua server, reusing connections", function()
+    local conns = 0
+    local srv, port = server(function(_, req, method, url, _, body)
+      if url == "/chunked" then
+        req:write("one,")
+        req:write("two")
+        return req:finish()
+      end
+      req:reply(201, "Made", method .. " " .. body)
+    end)
+    local base = "http://127.0.0.1:" .. port
+    local status, headers, body = http.request{ url = base .. "/x", method = "POST", body = "hi" }
+    assert.same({ 201, "POST hi" }, { status, body })
+    assert.truthy(headers.date)
+    conns = srv:stats().connections
+    for _ = 1, 5 do assert.equal(201, (http.request{ url = base .. "/y" })) end
+    assert.equal(conns, srv:stats().connections)   -- the same connection
+    status, headers, body = http.request{ url = base .. "/chunked" }
+    assert.same({ 200, "chunked", "one,two" }, { status, headers["transfer-encoding"], body })
+    status, headers, body = http.request{ url = base .. "/z", method = "HEAD" }
+    assert.same({ 201, "5", "" }, { status, headers["content-length"], body })   -- "HEAD "
+    http.close_idle()
+    srv:close()
+  end)
+
+  it("follows redirects only when asked", function()
+    local srv, port = server(function(_, req, _, url)
+      if url == "/old" then
+        req:reply_header("Location", "/new")
+        return req:reply(302)
+      end
+      req:reply(200, nil, "new place")
+    end)
+    local base = "http://127.0.0.1:" .. port
+    local status, headers = http.request{ url = base .. "/old" }
+    assert.same({ 302, "/new" }, { status, headers.location })
+    local s2, _, body = http.request{ url = base .. "/old", redirects = 3 }
+    assert.same({ 200, "new place" }, { s2, body })
+    http.close_idle()
+    srv:close()
+  end)
+
+  it("opens a new connection when the server closed the pooled one", function()
+    local srv, port = server(nil, { idle_timeout = 0.1 })
+    local base = "http://127.0.0.1:" .. port
+    assert.equal(200, (http.request{ url = base .. "/1" }))
+    -- the server drops the idle connection; the pooled one is now stale
+    eventually(function() return srv:stats().connections == 0 end, "idle close")
+    assert.equal(200, (http.request{ url = base .. "/2" }))
+    http.close_idle()
+    srv:close()
+  end)
+
+  it("returns nil, err for refused connections, timeouts and bad urls", function()
+    local port = helper.free_port()
+    local ok, err = http.request{ url = "http://127.0.0.1:" .. port .. "/" }
+    assert.is_nil(ok)
+    assert.equal("connection refused", err)
+    local srv, sport = server(function() event.sleep(5) end)
+    ok, err = http.request{ url = "http://127.0.0.1:" .. sport .. "/", timeout = 0.2 }
+    assert.same({ nil, "timeout" }, { ok, err })
+    assert.same({ nil, "unsupported scheme: ftp" }, { http.request{ url = "ftp://x/" } })
+    assert.has_error(function() http.request{ url = "http://x/", method = 1 } end)
+    srv:close()
+  end)
+
+  it("fetches a static file from nginx", function()
+    local dir = helper.tmpdir()
+    local port = helper.free_port()
+    local data = ("nginx static file\n"):rep(5000)
+    helper.write_file(dir .. "/file.txt", data)
+    helper.write_file(dir .. "/nginx.conf", ([[
+daemon off;
+worker_processes 1;
+pid %s/nginx.pid;
+error_log %s/error.log;
+events { worker_connections 64; }
+http {
+  access_log off;
+  client_body_temp_path %s;
+  proxy_temp_path %s;
+  fastcgi_temp_path %s;
+  uwsgi_temp_path %s;
+  scgi_temp_path %s;
+  server {
+    listen 127.0.0.1:%d;
+    root %s;
+    location /chunky { chunked_transfer_encoding on; return 200 "short"; }
+  }
+}
+]]):format(dir, dir, dir, dir, dir, dir, dir, port, dir))
+    local p = io.popen(("exec timeout 60 /usr/sbin/nginx -p %s -c %s/nginx.conf "
+                        .. ">%s/out 2>&1 & echo $!"):format(dir, dir, dir))
+    local pid = p:read("l")
+    p:close()
+    finally(function() helper.kill(pid) end)
+    -- nginx is up once it accepts connections
+    local status, headers, body
+    for _ = 1, 500 do
+      status, headers, body = http.request{ url = "http://127.0.0.1:" .. port .. "/file.txt" }
+      if status then break end
+      event.sleep(0.01)
+    end
+    assert.equal(200, status, headers)
+    assert.equal(data, body)
+    assert.truthy(headers.server:find("nginx", 1, true))
+    status, headers, body = http.request{ url = "http://127.0.0.1:" .. port .. "/missing" }
+    assert.equal(404, status)
+    status, headers, body = http.request{ url = "http://127.0.0.1:" .. port .. "/file.txt",
+                                          method = "HEAD" }
+    assert.same({ 200, tostring(#data), "" }, { status, headers["content-length"], body })
+    http.close_idle()
+  end)
+end)
+
+describe("http helpers", function()
+  it("parses URLs and query strings with percent-decoding", function()
+    local u = http.parse_url("http://example.com:8080/a%20b/c+d?x=1&y=a+b&x=2&flag#frag")
+    assert.equal("http", u.scheme)
+    assert.equal("example.com", u.host)
+    assert.equal(8080, u.port)
+    assert.equal("/a b/c+d", u.path)
+    assert.equal("/a%20b/c+d", u.raw_path)
+    assert.same({ x = { "1", "2" }, y = "a b", flag = "" }, u.query)
+    assert.equal("frag", u.fragment)
+    u = http.parse_url("/only/path")
+    assert.same({ "/only/path", {} }, { u.path, u.query })
+    assert.equal(80, http.parse_url("http://[::1]/").port)
+    assert.equal("::1", http.parse_url("http://[::1]:81/").host)
+    assert.same({ nil, "invalid url" }, { http.parse_url("nope") })
+    assert.equal("a b&c=d%", http.url_decode("a%20b%26c%3dd%"))
+    assert.equal("a%20b%26c%3Dd", http.url_encode("a b&c=d"))
+    assert.same({ ["a b"] = "c&d" }, http.parse_query("a+b=c%26d"))
+    assert.equal("OK", http.status_text(200))
+    assert.equal("Not Found", http.status_text(404))
+  end)
+end)
