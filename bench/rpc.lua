@@ -4,14 +4,18 @@
 --                                port) whose "echo" handler returns its
 --                                argument; prints "port N pid P", serves
 --                                until killed
---   sequential PORT SECONDS      one coroutine: ch:call("echo", payload),
+--   sequential PORT SECONDS [SERVER_PID]
+--                                one coroutine: ch:call("echo", payload),
 --                                wait for the result, repeat
---   pipelined PORT SECONDS DEPTH DEPTH coroutines, each looping on
+--   pipelined PORT SECONDS DEPTH [SERVER_PID]
+--                                DEPTH coroutines, each looping on
 --                                ch:call("echo", payload), so DEPTH calls
 --                                are in flight at all times
--- The payload is a 64-byte string. A client prints one line,
---   "<mode> <calls/s> cpu <fraction of one core this process used>"
--- after a short warm-up and a timed run of SECONDS, then closes.
+-- The payload is a 64-byte string. After a 0.2 s warm-up and a timed run
+-- of SECONDS a client prints one line and closes:
+--   "<mode> <calls/s> cpu <F> [server_cpu <F>]"
+-- F: CPU time (user + system) over the timed run's wall time, for this
+-- process and (given its pid) the server: 1.00 is one core kept busy.
 local event = require "event"
 local rpc = require "evlua.rpc"
 
@@ -34,22 +38,24 @@ local function server(port)
   print(("port %d pid %d"):format(listener:port(), pid))
 end
 
--- CPU seconds (user + system) this process has used so far.
+-- CPU seconds (user + system) process `pid` ("self" by default) has used
+-- so far, from /proc/PID/stat.
 local ticks_per_second
-local function cpu_seconds()
+local function cpu_seconds(pid)
   if not ticks_per_second then
     local getconf = io.popen("getconf CLK_TCK")
     ticks_per_second = getconf and getconf:read("n") or 100
     if getconf then getconf:close() end
   end
-  local f = assert(io.open("/proc/self/stat"))
+  local f = assert(io.open("/proc/" .. (pid or "self") .. "/stat"))
   local stat = f:read("a")
   f:close()
-  -- fields after the ")" that ends the command name: state is field 3,
-  -- utime and stime are fields 14 and 15
-  local rest = stat:match("%) (.*)")
+  -- the fields after the ")" that ends the command name start with
+  -- field 3 (state); utime and stime are fields 14 and 15
   local fields = {}
-  for word in rest:gmatch("%S+") do fields[#fields + 1] = word end
+  for word in stat:match("%) (.*)"):gmatch("%S+") do
+    fields[#fields + 1] = word
+  end
   return (tonumber(fields[12]) + tonumber(fields[13])) / ticks_per_second
 end
 
@@ -77,30 +83,43 @@ local function run_calls(ch, depth, deadline)
   return count
 end
 
-local function client(mode, port, seconds, depth)
+-- With the server's process id, its CPU use over the same timed run is
+-- printed too ("server_cpu F").
+local function client(mode, port, seconds, depth, server_pid)
   seconds = tonumber(seconds)
-  depth = math.tointeger(tonumber(depth)) or 1
   local ch = connect(port)
   run_calls(ch, depth, event.time() + WARMUP)
   event.update_now()
-  local cpu0, t0 = cpu_seconds(), event.time()
+  local cpu0 = cpu_seconds()
+  local server0 = server_pid and cpu_seconds(server_pid)
+  local t0 = event.time()
   local n = run_calls(ch, depth, t0 + seconds)
-  local dt, cpu = event.time() - t0, cpu_seconds() - cpu0
-  print(("%s %.0f cpu %.2f"):format(mode, n / dt, cpu / dt))
+  local dt = event.time() - t0
+  local line = ("%s %.0f cpu %.2f"):format(mode, n / dt,
+                                           (cpu_seconds() - cpu0) / dt)
+  if server_pid then
+    line = line .. (" server_cpu %.2f"):format(
+      (cpu_seconds(server_pid) - server0) / dt)
+  end
+  print(line)
   ch:close()
 end
 
 local modes = {
   server = server,
-  sequential = function(port, seconds) client("sequential", port, seconds, 1) end,
-  pipelined = function(port, seconds, depth)
-    client("pipelined", port, seconds, depth or 64)
+  sequential = function(port, seconds, server_pid)
+    client("sequential", port, seconds, 1, server_pid)
+  end,
+  pipelined = function(port, seconds, depth, server_pid)
+    client("pipelined", port, seconds, math.tointeger(tonumber(depth)),
+           server_pid)
   end,
 }
 local mode = modes[arg[1]]
 if not mode then
   io.stderr:write("usage: evlua bench/rpc.lua server PORT | sequential PORT "
-                  .. "SECONDS | pipelined PORT SECONDS DEPTH\n")
+                  .. "SECONDS [SERVER_PID] | pipelined PORT SECONDS DEPTH "
+                  .. "[SERVER_PID]\n")
   os.exit(2)
 end
 mode(select(2, ...))

@@ -6,7 +6,12 @@
 #   BENCH_ECHO_MIB          MiB streamed per throughput run (1024)
 #   BENCH_PINGPONG_SECONDS  length of a ping-pong run (2)
 #   BENCH_IDLE_CONNS        idle connections for the memory figure (10000)
+#   BENCH_RPC_SECONDS       length of an rpc run (2)
+#   BENCH_RPC_DEPTH         calls in flight in the pipelined rpc runs (64)
 #   BENCH_EVLUA             the evlua binary to measure (./evlua)
+#   BENCH_ONLY              sections to run, comma-separated
+#                           (loop,echo,memory,rpc,http: all of them)
+#   BENCH_HTTP_SECONDS, BENCH_HTTP_CONNS   see bench/http.sh
 set -eu
 cd "$(dirname "$0")/.."
 mkdir -p build/bench
@@ -15,11 +20,16 @@ ROUNDS=${BENCH_ROUNDS:-3}
 ECHO_MIB=${BENCH_ECHO_MIB:-1024}
 PP_SECONDS=${BENCH_PINGPONG_SECONDS:-2}
 IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
+RPC_SECONDS=${BENCH_RPC_SECONDS:-2}
+RPC_DEPTH=${BENCH_RPC_DEPTH:-64}
 EVLUA=${BENCH_EVLUA:-./evlua}
+ONLY=${BENCH_ONLY:-loop,echo,memory,rpc,http}
 ECHO_C=build/bench/echo
+RPC_C=build/bench/rpc
 
 cc -O2 -o build/bench/loop_bench bench/c/loop_bench.c -lev
 cc -O2 -o "$ECHO_C" bench/c/echo.c -lev
+cc -O2 -o "$RPC_C" bench/c/rpc.c -lev
 
 # Every process started in the background is recorded here and ended (by
 # its id) when the script exits, whichever way it exits. Each one also
@@ -42,6 +52,14 @@ fail() {
   exit 1
 }
 
+# want SECTION: whether BENCH_ONLY selects SECTION
+want() {
+  case ",$ONLY," in
+  *",$1,"*) return 0 ;;
+  esac
+  return 1
+}
+
 # best NAME FILE: the highest figure for NAME over the rounds in FILE
 best() { awk -v n="$1" '$1 == n && $2 > m { m = $2 } END { print m + 0 }' "$2"; }
 
@@ -57,29 +75,32 @@ header() {
 
 # == Loop ====================================================================
 
-: >build/bench/loop_c.txt
-: >build/bench/loop_evlua.txt
-i=0
-while [ "$i" -lt "$ROUNDS" ]; do   # interleave the two so both see the same machine
-  build/bench/loop_bench "$N" >>build/bench/loop_c.txt
-  "$EVLUA" bench/loop.lua "$N" >>build/bench/loop_evlua.txt
-  i=$((i + 1))
-done
+if want loop; then
+  : >build/bench/loop_c.txt
+  : >build/bench/loop_evlua.txt
+  i=0
+  while [ "$i" -lt "$ROUNDS" ]; do   # interleave the two so both see the same machine
+    build/bench/loop_bench "$N" >>build/bench/loop_c.txt
+    "$EVLUA" bench/loop.lua "$N" >>build/bench/loop_evlua.txt
+    i=$((i + 1))
+  done
 
-echo "Loop benchmarks (N=$N, best of $ROUNDS rounds, ops/s)"
-header
-for m in switches:coroutine-switches timers:timer-start+cancel-pairs expiries:timer-expiries; do
-  key=${m%%:*}
-  label=${m#*:}
-  row "$label" "$(best "$key" build/bench/loop_evlua.txt)" \
-    "$(best "$key" build/bench/loop_c.txt)"
-done
+  echo "Loop benchmarks (N=$N, best of $ROUNDS rounds, ops/s)"
+  header
+  for m in switches:coroutine-switches timers:timer-start+cancel-pairs expiries:timer-expiries; do
+    key=${m%%:*}
+    label=${m#*:}
+    row "$label" "$(best "$key" build/bench/loop_evlua.txt)" \
+      "$(best "$key" build/bench/loop_c.txt)"
+  done
+fi
 
 # == Channels: echo ==========================================================
 
-# start_server NAME COMMAND...: start an echo server in the background,
-# its stdout on a FIFO open as fd 4; sets SERVER_PID and PORT from the
-# "port N" line it prints once it listens.
+# start_server NAME COMMAND...: start a server in the background, its
+# stdout on a FIFO open as fd 4; sets SERVER_PID and PORT from the
+# "port N" line it prints once it listens, and SERVER_OS_PID from a
+# "pid P" after it (the rpc servers; SERVER_PID is timeout's).
 start_server() {
   fifo=$TMP/$1.out
   shift
@@ -89,8 +110,9 @@ start_server() {
   SERVER_PID=$!
   started "$SERVER_PID"
   exec 4<"$fifo"
-  read -r word PORT <&4 || fail "server '$*' exited before listening"
+  read -r word PORT rest <&4 || fail "server '$*' exited before listening"
   [ "$word" = port ] || fail "server '$*' printed '$word $PORT'"
+  SERVER_OS_PID=${rest#pid }
 }
 
 stop_server() {
@@ -130,40 +152,44 @@ echo_round() {
   stop_server
 }
 
-PAIRS="evlua:evlua c:c evlua:c c:evlua"   # server:client
-for p in $PAIRS; do : >"build/bench/echo_${p%%:*}_${p#*:}.txt"; done
-i=0
-while [ "$i" -lt "$ROUNDS" ]; do
-  for p in $PAIRS; do
-    echo_round "${p%%:*}" "${p#*:}" "build/bench/echo_${p%%:*}_${p#*:}.txt"
+if want echo; then
+  PAIRS="evlua:evlua c:c evlua:c c:evlua"   # server:client
+  for p in $PAIRS; do : >"build/bench/echo_${p%%:*}_${p#*:}.txt"; done
+  i=0
+  while [ "$i" -lt "$ROUNDS" ]; do
+    for p in $PAIRS; do
+      echo_round "${p%%:*}" "${p#*:}" "build/bench/echo_${p%%:*}_${p#*:}.txt"
+    done
+    i=$((i + 1))
   done
-  i=$((i + 1))
-done
 
-echo
-echo "Channel benchmarks (127.0.0.1, server and client in separate processes,"
-echo "$ECHO_MIB MiB per throughput run, ${PP_SECONDS} s per ping-pong run, best of $ROUNDS rounds)"
-header
-for m in "throughput:echo-throughput (MiB/s)" "pingpong:echo-pingpong (round trips/s)"; do
-  key=${m%%:*}
-  c=$(best "$key" build/bench/echo_c_c.txt)
-  row "${m#*:}" "$(best "$key" build/bench/echo_evlua_evlua.txt)" "$c"
-  row "  evlua server, C client" "$(best "$key" build/bench/echo_evlua_c.txt)" "$c"
-  row "  C server, evlua client" "$(best "$key" build/bench/echo_c_evlua.txt)" "$c"
-done
+  echo
+  echo "Channel benchmarks (127.0.0.1, server and client in separate processes,"
+  echo "$ECHO_MIB MiB per throughput run, ${PP_SECONDS} s per ping-pong run, best of $ROUNDS rounds)"
+  header
+  for m in "throughput:echo-throughput (MiB/s)" "pingpong:echo-pingpong (round trips/s)"; do
+    key=${m%%:*}
+    c=$(best "$key" build/bench/echo_c_c.txt)
+    row "${m#*:}" "$(best "$key" build/bench/echo_evlua_evlua.txt)" "$c"
+    row "  evlua server, C client" "$(best "$key" build/bench/echo_evlua_c.txt)" "$c"
+    row "  C server, evlua client" "$(best "$key" build/bench/echo_c_evlua.txt)" "$c"
+  done
+fi
 
 # == Channels: memory per idle connection ====================================
 
 # Each side holds IDLE_CONNS descriptors; the hard limit bounds the count.
 # (ulimit -n and -H are not POSIX, but dash and bash both have them.)
-# shellcheck disable=SC3045
-{
-  ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-  fds=$(ulimit -n)
-}
-if [ "$fds" != unlimited ] && [ "$IDLE_CONNS" -gt $((fds - 64)) ]; then
-  echo "bench: only $fds descriptors allowed, using $((fds - 64)) idle connections" >&2
-  IDLE_CONNS=$((fds - 64))
+if want memory; then
+  # shellcheck disable=SC3045
+  {
+    ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+    fds=$(ulimit -n)
+  }
+  if [ "$fds" != unlimited ] && [ "$IDLE_CONNS" -gt $((fds - 64)) ]; then
+    echo "bench: only $fds descriptors allowed, using $((fds - 64)) idle connections" >&2
+    IDLE_CONNS=$((fds - 64))
+  fi
 fi
 
 # idle_memory STYLE: an evlua server (bench/echo.lua memory) accepts
@@ -201,18 +227,107 @@ idle_memory() {
   exec 3>&- 4<&- 5<&-
 }
 
-idle_memory callback
-idle_memory coroutine
+if want memory; then
+  idle_memory callback
+  idle_memory coroutine
 
-echo
-echo "Memory per idle connection (evlua server, $IDLE_CONNS connections from a C client;"
-echo "bytes per connection; target: under 2048 bytes of user-space memory)"
-printf '%-22s %9s %9s %9s %9s  %s\n' "server style" "Lua heap" "C heap" \
-  "Lua+C" RSS verdict
-for style in callback coroutine; do
-  f=build/bench/idle_$style.txt
-  awk -v s="$style" '{ v[$1] = $2 } END {
-    verdict = (v["heap"] < 2048 && v["rss"] < 2048) ? "under 2 KiB" : "OVER 2 KiB"
-    printf "%-22s %9d %9d %9d %9d  %s\n", s, v["lua"], v["heap"] - v["lua"],
-      v["heap"], v["rss"], verdict }' "$f"
-done
+  echo
+  echo "Memory per idle connection (evlua server, $IDLE_CONNS connections from a C client;"
+  echo "bytes per connection; target: under 2048 bytes of user-space memory)"
+  printf '%-22s %9s %9s %9s %9s  %s\n' "server style" "Lua heap" "C heap" \
+    "Lua+C" RSS verdict
+  for style in callback coroutine; do
+    f=build/bench/idle_$style.txt
+    awk -v s="$style" '{ v[$1] = $2 } END {
+      verdict = (v["heap"] < 2048 && v["rss"] < 2048) ? "under 2 KiB" : "OVER 2 KiB"
+      printf "%-22s %9d %9d %9d %9d  %s\n", s, v["lua"], v["heap"] - v["lua"],
+        v["heap"], v["rss"], verdict }' "$f"
+  done
+fi
+
+# == RPC =====================================================================
+
+# rpc_run SERVER CLIENT MODE OUT: an rpc server (evlua or c) and one client
+# (evlua or c) in MODE (sequential or pipelined); the client's line
+# "MODE calls/s cpu F server_cpu F" is appended to OUT.
+rpc_run() {
+  if [ "$1" = evlua ]; then
+    start_server rpc "$EVLUA" bench/rpc.lua server 0
+  else
+    start_server rpc "$RPC_C" server 0
+  fi
+  mode=$3
+  if [ "$2" = evlua ]; then
+    set -- "$4" "$EVLUA" bench/rpc.lua "$mode" "$PORT" "$RPC_SECONDS"
+  else
+    set -- "$4" "$RPC_C" "$mode" "$PORT" "$RPC_SECONDS"
+  fi
+  if [ "$mode" = pipelined ]; then
+    client "$@" "$RPC_DEPTH" "$SERVER_OS_PID"
+  else
+    client "$@" "$SERVER_OS_PID"
+  fi
+  stop_server
+}
+
+# The baseline of the sequential calls: the C echo pair's 64-byte
+# ping-pong, run again here so it shares each round with the rpc runs.
+RPC_SEQ="evlua:evlua evlua:c c:evlua"
+RPC_PIPE="evlua:evlua evlua:c c:evlua c:c"
+if want rpc; then
+  : >build/bench/rpc_echo_c.txt
+  for p in $RPC_SEQ; do : >"build/bench/rpc_seq_${p%%:*}_${p#*:}.txt"; done
+  for p in $RPC_PIPE; do : >"build/bench/rpc_pipe_${p%%:*}_${p#*:}.txt"; done
+  i=0
+  while [ "$i" -lt "$ROUNDS" ]; do
+    start_server echo "$ECHO_C" server 0
+    client build/bench/rpc_echo_c.txt "$ECHO_C" pingpong "$PORT" "$RPC_SECONDS"
+    stop_server
+    for p in $RPC_SEQ; do
+      rpc_run "${p%%:*}" "${p#*:}" sequential \
+        "build/bench/rpc_seq_${p%%:*}_${p#*:}.txt"
+    done
+    for p in $RPC_PIPE; do
+      rpc_run "${p%%:*}" "${p#*:}" pipelined \
+        "build/bench/rpc_pipe_${p%%:*}_${p#*:}.txt"
+    done
+    i=$((i + 1))
+  done
+
+  # rpc_row LABEL FILE PEER: the best run in FILE against the figure PEER,
+  # with the server's and the client's CPU use in that run
+  rpc_row() {
+    awk -v l="$1" -v c="$3" '$2 > e { e = $2; cli = $4; srv = $6 } END {
+      printf "%-34s %14.0f %14.0f %8.3f %8.2f %6.2f\n", l, e, c,
+        (c > 0 ? e / c : 0), srv, cli }' "$2"
+  }
+
+  echo
+  echo "RPC benchmarks (MessagePack-RPC, ch:call(\"echo\", 64-byte string) on one"
+  echo "connection, 127.0.0.1, server and client in separate processes, ${RPC_SECONDS} s"
+  echo "per run, best of $ROUNDS rounds; cpu: CPU time / wall time of the server and"
+  echo "client processes in that run, 1.00 = one core busy)"
+  printf '%-34s %14s %14s %8s %8s %6s\n' benchmark evlua "C libev" ratio \
+    "cpu srv" cli
+  echo_c=$(best pingpong build/bench/rpc_echo_c.txt)
+  rpc_row "rpc-sequential (calls/s)" build/bench/rpc_seq_evlua_evlua.txt "$echo_c"
+  rpc_row "  evlua server, C client" build/bench/rpc_seq_evlua_c.txt "$echo_c"
+  rpc_row "  C server, evlua client" build/bench/rpc_seq_c_evlua.txt "$echo_c"
+  rpc_c=$(best pipelined build/bench/rpc_pipe_c_c.txt)
+  rpc_row "rpc-pipelined x$RPC_DEPTH (calls/s)" \
+    build/bench/rpc_pipe_evlua_evlua.txt "$rpc_c"
+  rpc_row "  evlua server, C client" build/bench/rpc_pipe_evlua_c.txt "$rpc_c"
+  rpc_row "  C server, evlua client" build/bench/rpc_pipe_c_evlua.txt "$rpc_c"
+  rpc_row "rpc-pipelined x$RPC_DEPTH vs target" \
+    build/bench/rpc_pipe_evlua_evlua.txt 300000
+  echo "C libev: sequential against the 64-byte echo-pingpong of bench/c/echo.c"
+  echo "(target: ratio >= 0.8), pipelined against the C rpc pair of bench/c/rpc.c;"
+  echo "the last line against the quality bar of 300000 calls/s (target: >= 1)."
+fi
+
+# == HTTP ====================================================================
+
+# wrk against evlua, nginx + Lua and nginx (knobs: see bench/http.sh)
+if want http; then
+  bench/http.sh
+fi
