@@ -17,6 +17,29 @@
 #define container_of(ptr, type, member) \
   ((type *)((char *)(ptr) - offsetof(type, member)))
 
+/* Output corking: a small write to a stream with nothing queued is only
+** appended to its queue, and the queues are written once per loop
+** iteration by a lowest-priority prepare watcher (after the Lua ready
+** queue ran), so the messages of one iteration share one write(2).
+** One loop per process: the list is static. */
+#define CORK_MAX (16 * 1024)
+static ev_prepare flusher;
+static int flusher_init;
+static evlua_stream *corked_list;
+
+static void start_flusher(struct ev_loop *loop);
+
+static void uncork(evlua_stream *s) {
+  if (!s->corked) return;
+  for (evlua_stream **p = &corked_list; *p; p = &(*p)->next_corked)
+    if (*p == s) {
+      *p = s->next_corked;
+      break;
+    }
+  s->corked = 0;
+  s->next_corked = NULL;
+}
+
 static void touch(evlua_stream *s) {
   s->last_activity = ev_now(s->loop);
 }
@@ -29,6 +52,7 @@ static void stop_all(evlua_stream *s) {
 
 /* Stop everything and release the fd; input stays readable. */
 static void release_fd(evlua_stream *s) {
+  uncork(s);
   if (s->state == EVLUA_STREAM_CLOSED) return;
   stop_all(s);
   if (s->state == EVLUA_STREAM_CLOSING) shutdown(s->fd, SHUT_WR);
@@ -183,6 +207,7 @@ void evlua_stream_init(evlua_stream *s, struct ev_loop *loop, int fd,
                        int connecting, const evlua_stream_handler *h,
                        void *data) {
   memset(s, 0, sizeof *s);
+  start_flusher(loop);
   s->loop = loop;
   s->fd = fd;
   s->handler = h;
@@ -224,18 +249,88 @@ static int queue_rest(evlua_stream *s, const struct iovec *iov, int n,
   return 0;
 }
 
+/* Write the corked queue of every stream listed. */
+static void on_flush(struct ev_loop *loop, ev_prepare *w, int revents) {
+  (void)w; (void)revents;
+  evlua_stream *s;
+  while ((s = corked_list) != NULL) {
+    corked_list = s->next_corked;
+    s->next_corked = NULL;
+    s->corked = 0;
+    if (s->state != EVLUA_STREAM_OPEN || ev_is_active(&s->ww)) continue;
+    size_t len = evlua_buffer_len(&s->out);
+    if (len == 0) continue;
+    ssize_t r;
+    do r = write(s->fd, evlua_buffer_peek(&s->out), len);
+    while (r < 0 && errno == EINTR);
+    if (r >= 0) {
+      evlua_buffer_consume(&s->out, (size_t)r);
+      s->bytes_out += (uint64_t)r;
+      touch(s);
+    } else if (errno != EAGAIN) {
+      s->write_error = errno;
+    }
+    if (evlua_buffer_len(&s->out) > 0 || s->write_error)
+      ev_io_start(loop, &s->ww);
+    else if (!s->was_full)
+      evlua_buffer_free(&s->out);
+  }
+}
+
+static void start_flusher(struct ev_loop *loop) {
+  if (!flusher_init) {
+    /* Always active, so that writes made by the Lua ready queue (itself a
+    ** prepare watcher, of higher priority) are flushed in the same
+    ** iteration; unref'd so it does not keep the loop alive. */
+    ev_prepare_init(&flusher, on_flush);
+    ev_set_priority(&flusher, EV_MINPRI);
+    ev_prepare_start(loop, &flusher);
+    ev_unref(loop);
+    flusher_init = 1;
+  }
+}
+
+static void cork(evlua_stream *s) {
+  if (s->corked) return;
+  s->corked = 1;
+  s->next_corked = corked_list;
+  corked_list = s;
+}
+
 int evlua_stream_write(evlua_stream *s, const struct iovec *iov, int n) {
   if (s->state != EVLUA_STREAM_OPEN && s->state != EVLUA_STREAM_CONNECTING) {
     errno = EPIPE;
     return -1;
   }
   size_t written = 0;
-  if (s->state == EVLUA_STREAM_OPEN && evlua_buffer_len(&s->out) == 0 &&
+  if (s->state == EVLUA_STREAM_OPEN && !ev_is_active(&s->ww) &&
       s->write_error == 0) {
+    size_t queued = evlua_buffer_len(&s->out), total = queued;
+    for (int i = 0; i < n; i++) total += iov[i].iov_len;
+    if (total < CORK_MAX && total < s->high_water) {
+      if (queue_rest(s, iov, n, 0) != 0) {
+        s->write_error = ENOMEM;
+        ev_io_start(s->loop, &s->ww);
+        return 0;
+      }
+      cork(s);
+      return 0;
+    }
+    /* A large write: the corked bytes and these go out now, in order. */
+    struct iovec v[65];
+    int nv = 0;
+    if (queued > 0) {
+      v[nv].iov_base = s->out.data + s->out.start;
+      v[nv++].iov_len = queued;
+    }
+    for (int i = 0; i < n && nv < 65; i++) v[nv++] = iov[i];
     ssize_t r;
-    do r = writev(s->fd, iov, n); while (r < 0 && errno == EINTR);
+    do r = writev(s->fd, v, nv); while (r < 0 && errno == EINTR);
     if (r >= 0) {
-      written = (size_t)r;
+      size_t done = (size_t)r;
+      size_t from_queue = done < queued ? done : queued;
+      evlua_buffer_consume(&s->out, from_queue);
+      written = done - from_queue;
       s->bytes_out += (uint64_t)r;
       touch(s);
     } else if (errno != EAGAIN) {

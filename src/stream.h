@@ -6,8 +6,11 @@
 ** Reading: bytes are read into `in` while it holds less than max_input;
 ** at the cap the read watcher stops (the peer is throttled by TCP) and
 ** resumes once the consumer calls evlua_stream_consumed.
-** Writing: evlua_stream_write tries the socket first and queues what it
-** could not write; above high_water the stream reports itself full until
+** Writing: small writes (under 16 KiB queued) are coalesced and written
+** once per loop iteration, before the loop polls again, so the messages
+** one iteration produces share a write(2); larger ones go to the socket
+** at once, after what was coalesced, and what the socket does not take is
+** queued; above high_water the stream reports itself full until
 ** the queue drains to low_water (then on_drain runs). The queue's memory
 ** is released when it empties, unless it went full on the way: a writer
 ** that keeps the queue full would otherwise regrow it every cycle.
@@ -64,6 +67,8 @@ struct evlua_stream {
   const char *close_reason; /* reason kept while flushing */
   const evlua_stream_handler *handler;
   void *data;               /* the handler's */
+  evlua_stream *next_corked; /* in the list of streams to flush */
+  int corked;
 };
 
 /* Defaults for new streams (see docs/channel.md). */
