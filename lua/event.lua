@@ -25,7 +25,8 @@ A task is one run of a function in a coroutine. Fields:
   id, fn, args (packed, until started), co (nil until started),
   state: "ready" (queued) | "running" | "waiting" (parked) | "dead",
   what, on: what a parked task waits for ("sleep", 2.5), ("wait", token)...
-  wakeargs: packed values to resume a queued task with,
+  wn, w1..w3 / wakeargs: the values to resume a queued task with (up to
+    three in fields, more packed),
   cancel_pending: the next wait fails with nil, "cancelled",
   results: packed join results once dead, joiners: tasks joining it.
 Coroutines are pooled: a finished task's coroutine runs the next task.
@@ -41,7 +42,6 @@ local pool, npool = {}, 0
 local POOL_MAX = 1024
 
 local ready, nready, spare = {}, 0, {}   -- the ready queue (two arrays)
-local NO_VALUES = { true, n = 1 }        -- what a bare wakeup delivers
 
 local function push_ready(task)
   nready = nready + 1
@@ -66,12 +66,21 @@ local function run(task)
     task_of[co] = task
     ok, err = co_resume(co, task)
   else
-    local w = task.wakeargs
-    if w then
-      task.wakeargs = nil
-      ok, err = co_resume(co, unpack(w, 1, w.n))
+    local n = task.wn
+    if n then   -- up to three values, kept in fields: no table per wakeup
+      local a, b, c = task.w1, task.w2, task.w3
+      task.wn, task.w1, task.w2, task.w3 = nil, nil, nil, nil
+      if n == 1 then ok, err = co_resume(co, a)
+      elseif n == 2 then ok, err = co_resume(co, a, b)
+      else ok, err = co_resume(co, a, b, c) end
     else
-      ok, err = co_resume(co)
+      local w = task.wakeargs
+      if w then
+        task.wakeargs = nil
+        ok, err = co_resume(co, unpack(w, 1, w.n))
+      else
+        ok, err = co_resume(co)
+      end
     end
   end
   if not ok then   -- tasks catch their own errors: this is a bug here
@@ -113,7 +122,9 @@ local function wake(task, ...)
   task.state = "ready"
   local deadline = deadline_of[task.co]
   if deadline then deadline:stop() end
-  if select("#", ...) > 0 then task.wakeargs = pack(...) end
+  local n = select("#", ...)
+  if n > 3 then task.wakeargs = pack(...)
+  elseif n > 0 then task.wn, task.w1, task.w2, task.w3 = n, ... end
   push_ready(task)
   return true
 end
@@ -378,11 +389,7 @@ function event.wakeup(token, ...)
   local task = waiters[token]
   if task == nil then return false end
   waiters[token] = nil
-  if select("#", ...) == 0 then
-    if not wake(task) then return false end
-    task.wakeargs = NO_VALUES
-    return true
-  end
+  if select("#", ...) == 0 then return wake(task, true) end
   return wake(task, ...)
 end
 

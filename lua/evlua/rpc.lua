@@ -28,7 +28,9 @@ local MSGID_LIMIT = 0xffffffff
 
 function RpcChannel:init()
   self._pending = {}
-  self._next_id = 0
+  self._next_id = 1
+  self._free_ids, self._nfree = {}, 0   -- msgids answered, for reuse
+  self._early = {}   -- task -> response that came before it waited
 end
 
 --[[ Serving ================================================================]]
@@ -91,7 +93,15 @@ local function process(ch, kind, ...)
     local token = ch._pending[msgid]
     if token then
       ch._pending[msgid] = nil
-      event.wakeup(token, RESPONSE, err, result)
+      -- answered: the id can serve again (a timed-out one never does, so
+      -- a late response cannot reach a newer call)
+      local nfree = ch._nfree + 1
+      ch._nfree = nfree
+      ch._free_ids[nfree] = msgid
+      if not event.wakeup(token, RESPONSE, err, result) then
+        -- the caller is still waiting for its request to be sent
+        ch._early[token] = { err, result }
+      end
     end
   elseif kind == 0 then
     event.fork(serve, ch, ...)
@@ -131,22 +141,40 @@ local function call(self, timeout, method, ...)
     error("bad argument #1 to 'call' (method name expected, got "
           .. type(method) .. ")", 3)
   end
-  if not event.running() then error("rpc call must run in a coroutine", 3) end
+  local task = event.running()
+  if not task then error("rpc call must run in a coroutine", 3) end
   if self._closed then return nil, "closed" end
-  local msgid = self._next_id
-  self._next_id = msgid < MSGID_LIMIT and msgid + 1 or 0
+  -- Small reused ids keep _pending in its array part; ever-new ids make
+  -- it a hash that can rehash on every call.
+  local msgid
+  local nfree = self._nfree
+  if nfree > 0 then
+    msgid = self._free_ids[nfree]
+    self._free_ids[nfree] = nil
+    self._nfree = nfree - 1
+  else
+    msgid = self._next_id
+    self._next_id = msgid < MSGID_LIMIT and msgid + 1 or 1
+  end
   local ok, err = self._stream:write_rpc_request(msgid, method, ...)
   if ok == nil then return nil, err end
-  local token = {}
+  local token = task   -- a task waits for one thing at a time
   self._pending[msgid] = token
   if ok == false then   -- the send queue is full: wait for it first
     local started = event.now()
     ok, err = self:_wait_drain()
     if not ok then
       self._pending[msgid] = nil
+      self._early[task] = nil
       return nil, err
     end
     if timeout then timeout = math.max(0, timeout - (event.now() - started)) end
+    local early = self._early[task]
+    if early then
+      self._early[task] = nil
+      if early[1] ~= nil then return nil, early[1] end
+      return early[2]
+    end
   end
   local tag, rerr, result = event.wait_as("call", method, token, timeout)
   if tag == RESPONSE then
