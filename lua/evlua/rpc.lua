@@ -64,13 +64,76 @@ local function reply(ch, msgid, method, ok, ...)
   return ch._stream:write_rpc_response(msgid, err)
 end
 
--- One request, in its own coroutine.
+-- One request, run by a worker coroutine (below).
 local function serve(ch, msgid, method, _, ...)
   local fn = handler_for(ch, method)
   if not fn then
     return ch._stream:write_rpc_response(msgid, "unknown method: " .. method)
   end
   return reply(ch, msgid, method, xpcall(fn, on_handler_error, ch, ...))
+end
+
+--[[ Request workers ========================================================
+Requests wait in one queue (flattened: ch, msgid, method, n, params...)
+served by a pool of worker coroutines, which costs far less than a new
+coroutine per request. A worker serves one request at a time; before it
+starts one while more are queued, it makes sure another worker is on its
+way, so a handler that waits (sleeps, calls another service) holds up
+nothing but itself. ]]
+
+local queue, qhead, qtail = {}, 1, 0
+local idle, nidle = {}, 0      -- tokens of parked workers
+local MAX_IDLE = 64
+local helper_scheduled = false
+local worker
+
+local function schedule_worker()
+  helper_scheduled = true
+  if nidle > 0 then
+    local token = idle[nidle]
+    idle[nidle], nidle = nil, nidle - 1
+    event.wakeup(token)
+  else
+    event.fork(worker, {}):set_name("rpc request worker")
+  end
+end
+
+-- Empty a job's slots (so the queue holds no stale references) and pass
+-- its parameters on.
+local function cleared(h, n, ...)
+  for i = h, h + 3 + n do queue[i] = nil end
+  return ...
+end
+
+worker = function(token)
+  while true do
+    helper_scheduled = false
+    while qhead <= qtail do
+      local h = qhead
+      local n = queue[h + 3]
+      qhead = h + 4 + n
+      if qhead > qtail then
+        qhead, qtail = 1, 0
+      elseif not helper_scheduled then
+        schedule_worker()
+      end
+      local ch, msgid, method = queue[h], queue[h + 1], queue[h + 2]
+      serve(ch, msgid, method, n,
+            cleared(h, n, table.unpack(queue, h + 4, h + 3 + n)))
+    end
+    if nidle >= MAX_IDLE then return end
+    nidle = nidle + 1
+    idle[nidle] = token
+    event.wait_as("wait", "rpc requests", token)
+  end
+end
+
+local function enqueue(ch, msgid, method, n, ...)
+  local t = qtail
+  queue[t + 1], queue[t + 2], queue[t + 3], queue[t + 4] = ch, msgid, method, n
+  for i = 1, n do queue[t + 4 + i] = (select(i, ...)) end
+  qtail = t + 4 + n
+  if not helper_scheduled then schedule_worker() end
 end
 
 -- One notification, in its own coroutine: nothing to answer.
@@ -104,7 +167,7 @@ local function process(ch, kind, ...)
       end
     end
   elseif kind == 0 then
-    event.fork(serve, ch, ...)
+    enqueue(ch, ...)
   elseif kind == 2 then
     event.fork(serve_notification, ch, ...)
   else
