@@ -387,13 +387,7 @@ static int send_scratch(lua_State *L, lstream *ls, evlua_buffer *b) {
   struct iovec iov = { b->data + b->start, evlua_buffer_len(b) };
   int r = evlua_stream_write(&ls->s, &iov, 1);
   scratch_done(b);
-  if (r != 0) {
-    luaL_pushfail(L);
-    lua_pushliteral(L, "closed");
-    return 2;
-  }
-  lua_pushboolean(L, !ls->s.full);
-  return 1;
+  return evlua_push_write_result(L, ls, r);
 }
 
 /* Start an RPC message in the scratch buffer: [kind, ...] of n items. */

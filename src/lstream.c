@@ -192,7 +192,11 @@ static int l_write(lua_State *L) {
     iov[i].iov_base = (void *)(uintptr_t)luaL_checklstring(L, i + 2, &len);
     iov[i].iov_len = len;
   }
-  if (evlua_stream_write(&ls->s, iov, n) != 0) {
+  return evlua_push_write_result(L, ls, evlua_stream_write(&ls->s, iov, n));
+}
+
+int evlua_push_write_result(lua_State *L, lstream *ls, int r) {
+  if (r != 0) {
     luaL_pushfail(L);
     lua_pushliteral(L, "closed");
     return 2;

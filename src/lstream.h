@@ -19,6 +19,10 @@ typedef struct lstream {
 /* Push a new stream userdata on fd (connecting or reading). */
 lstream *evlua_push_stream(lua_State *L, int fd, int connecting);
 
+/* Push what stream:write returns for evlua_stream_write's result r:
+** true, false (queued above the high-water mark) or nil, "closed". */
+int evlua_push_write_result(lua_State *L, lstream *ls, int r);
+
 /* The stream userdata at idx, or raise an argument error. */
 lstream *evlua_check_stream(lua_State *L, int idx);
 

@@ -17,14 +17,7 @@ local function echo_server(class)
   return listener, listener:port()
 end
 
--- Wait (bounded) until cond() is true; for states that have no event.
-local function eventually(cond, what)
-  for _ = 1, 1000 do
-    if cond() then return end
-    event.sleep(0.005)
-  end
-  error("timed out waiting for " .. what, 2)
-end
+local eventually = helper.eventually
 
 -- Deterministic pseudo-random chunk i of `size` bytes.
 local function chunk(i, size)

@@ -125,6 +125,17 @@ function helper.kill(pid, signal)
   os.execute(("kill -%s %s 2>/dev/null"):format(signal or "TERM", pid))
 end
 
+-- Wait (bounded, polling) until cond() is true: for states that have no
+-- event to wait on. Raises "timed out waiting for <what>" after ~5 s.
+function helper.eventually(cond, what)
+  local event = require "event"
+  for _ = 1, 1000 do
+    if cond() then return end
+    event.sleep(0.005)
+  end
+  error("timed out waiting for " .. what, 2)
+end
+
 -- A TCP port nobody listens on right now.
 function helper.free_port()
   local event = require "event"

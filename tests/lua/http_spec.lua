@@ -53,14 +53,7 @@ local function read_reply(ch, head)
   return status, headers, body
 end
 
--- Wait (bounded) until cond() holds; for server states without an event.
-local function eventually(cond, what)
-  for _ = 1, 1000 do
-    if cond() then return end
-    event.sleep(0.005)
-  end
-  error("timed out waiting for " .. what, 2)
-end
+local eventually = helper.eventually
 
 -- Wait until the peer closes the channel; returns the seconds it took.
 local function await_close(ch, seconds)
