@@ -159,6 +159,14 @@ print(n, sent.hexdigest() == got.hexdigest())
       return server ~= nil and writer:status() == "waiting"
         and server:stats().buffered_in == MAX_INPUT
     end, "the writer to block and the reader to stop")
+    -- The kernel's socket buffers may still take bytes for a while (they
+    -- grow on demand): wait until the writer has stayed put for 20 ms.
+    local last
+    for _ = 1, 250 do
+      if sent == last and writer:status() == "waiting" then break end
+      last = sent
+      event.sleep(0.02)
+    end
     local blocked_at = sent
     assert.is_true(blocked_at < COUNT)
     -- Bounded on both sides: the reader stopped reading at max_input, the
