@@ -11,16 +11,15 @@ CC ?= cc
 CFLAGS ?= -O2 -g
 WARNINGS = -Wall -Wextra -Wshadow -Wpointer-arith -Wcast-qual \
   -Wstrict-prototypes -Wmissing-prototypes -Wundef -Wformat=2
-PKG_CFLAGS = $(shell pkg-config --cflags lua5.4 libcares 2>/dev/null)
-PKG_LIBS = $(shell pkg-config --libs lua5.4 libcares 2>/dev/null)
+PKG_CFLAGS = $(shell pkg-config --cflags lua5.4 libcares hiredis 2>/dev/null)
+PKG_LIBS = $(shell pkg-config --libs lua5.4 libcares hiredis 2>/dev/null)
 # libev and http-parser ship no .pc file in Debian.
 LIBS = $(PKG_LIBS) -lev -lhttp_parser -lm
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARNINGS) $(PKG_CFLAGS) \
   -DEVLUA_SHARE_DIR='"$(SHARE_DIR)"' $(CFLAGS)
 
-CORE_SRC = src/runtime.c src/lcore.c src/ltimer.c src/lfdwatch.c \
-  src/log.c src/paths.c src/buffer.c src/net.c src/stream.c src/lstream.c \
-  src/llisten.c src/msgpack.c src/lmsgpack.c src/dns.c src/ldns.c src/http.c src/lhttp.c
+# Every C file in src/ is part of the runtime; main.c holds the launcher.
+CORE_SRC = $(filter-out src/main.c,$(sort $(wildcard src/*.c)))
 SRC = src/main.c $(CORE_SRC)
 OBJ = $(SRC:src/%.c=build/obj/%.o)
 ASAN_OBJ = $(SRC:src/%.c=build/asan/obj/%.o)

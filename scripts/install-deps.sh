@@ -4,20 +4,22 @@
 # dpkg-query once and prints nothing.
 set -e
 
-# Build: compiler, pkg-config, Lua 5.4, libev, c-ares and http-parser
-# headers.
+# Build: compiler, pkg-config, Lua 5.4, libev, c-ares, http-parser and
+# hiredis (its reply reader) headers.
 BUILD="gcc make pkg-config liblua5.4-dev libev-dev libc-ares-dev \
-libhttp-parser-dev"
+libhttp-parser-dev libhiredis-dev"
 # Tests: the stock interpreter (for comparisons), busted, cmocka, valgrind,
 # clang's sanitizer runtime for `make asan-test`, tmux (terminal tests), a
 # DNS server and python3 (a silent UDP peer) for the DNS tests, and
 # msgpack-rpc peers nobody here wrote: Neovim, and Python's msgpack and
 # pynvim (tests call /usr/bin/python3, Debian's, which has them); curl
-# and nginx as HTTP peers.
+# and nginx as HTTP peers; redis-server for the Redis client.
 TEST="lua5.4 lua-busted libcmocka-dev valgrind clang libclang-rt-14-dev tmux \
-dnsmasq-base python3 neovim python3-msgpack python3-pynvim curl nginx"
-# Benchmarks: wrk, and nginx with its Lua module as the HTTP peers.
-BENCH="wrk nginx libnginx-mod-http-lua"
+dnsmasq-base python3 neovim python3-msgpack python3-pynvim curl nginx \
+redis-server"
+# Benchmarks: wrk, and nginx with its Lua module as the HTTP peers;
+# redis-benchmark (redis-tools) as the Redis client's peer.
+BENCH="wrk nginx libnginx-mod-http-lua redis-tools"
 
 PACKAGES="$BUILD $TEST $BENCH"
 
