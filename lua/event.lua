@@ -69,14 +69,14 @@ local function run(task)
     local n = task.wn
     if n then   -- up to three values, kept in fields: no table per wakeup
       local a, b, c = task.w1, task.w2, task.w3
-      task.wn, task.w1, task.w2, task.w3 = nil, nil, nil, nil
+      task.wn, task.w1, task.w2, task.w3 = false, nil, nil, nil
       if n == 1 then ok, err = co_resume(co, a)
       elseif n == 2 then ok, err = co_resume(co, a, b)
       else ok, err = co_resume(co, a, b, c) end
     else
       local w = task.wakeargs
       if w then
-        task.wakeargs = nil
+        task.wakeargs = false
         ok, err = co_resume(co, unpack(w, 1, w.n))
       else
         ok, err = co_resume(co)
@@ -108,8 +108,11 @@ local function new_task(fn, ...)
           .. type(fn) .. ")", 3)
   end
   last_id = last_id + 1
+  -- Fields read on every switch are present (false) so that lookups
+  -- stop at the task instead of falling through to Task.
   local task = setmetatable({ id = last_id, fn = fn, args = pack(...),
-                              state = "ready" }, Task)
+                              state = "ready", wn = false, wakeargs = false,
+                              cancel_pending = false }, Task)
   live[task] = true
   nlive = nlive + 1
   return task
@@ -132,7 +135,7 @@ end
 local function resumed(task, ...)
   task.state, task.what, task.on = "running", nil, nil
   if task.cancel_pending then
-    task.cancel_pending = nil
+    task.cancel_pending = false
     return nil, "cancelled"
   end
   return ...
@@ -142,7 +145,7 @@ end
 -- deadline resumes it with nil, "timeout". Returns the wakeup's values.
 local function park(task, what, on, timeout)
   if task.cancel_pending then
-    task.cancel_pending = nil
+    task.cancel_pending = false
     return nil, "cancelled"
   end
   task.state, task.what, task.on = "waiting", what, on
@@ -337,7 +340,7 @@ function event.sleep(sec)
   check_duration(sec, "sleep", 1)
   if sec == 0 then  -- yield: run again on the next loop iteration
     if task.cancel_pending then
-      task.cancel_pending = nil
+      task.cancel_pending = false
       return nil, "cancelled"
     end
     task.state, task.what, task.on = "ready", "sleep", 0
@@ -391,6 +394,29 @@ function event.wakeup(token, ...)
   waiters[token] = nil
   if select("#", ...) == 0 then return wake(task, true) end
   return wake(task, ...)
+end
+
+-- Two shortcuts for the request paths of protocol modules (evlua.http),
+-- which keep their own idle worker tasks and need no token lookup:
+-- event._park(what, on) parks the running task until _resume(task, ...);
+-- event._resume(task, ...) resumes a parked task right away when called
+-- from a loop callback (a channel's data event), or queues it like
+-- event.wakeup when called from a task, so Lua code still never runs
+-- nested inside another task. Both return what park/wake return.
+function event._park(what, on)
+  return park(current("event._park"), what, on)
+end
+
+function event._resume(task, ...)
+  if task_of[co_running()] then return wake(task, ...) end
+  if task.state ~= "waiting" then return false end
+  local deadline = deadline_of[task.co]
+  if deadline then deadline:stop() end
+  local n = select("#", ...)
+  if n > 3 then task.wakeargs = pack(...)
+  elseif n > 0 then task.wn, task.w1, task.w2, task.w3 = n, ... end
+  run(task)
+  return true
 end
 
 --[[ Timers =================================================================]]

@@ -21,6 +21,9 @@ void evlua_buffer_init(evlua_buffer *b);
 /* Release the storage; the buffer is empty and usable afterwards. */
 void evlua_buffer_free(evlua_buffer *b);
 
+/* Free the blocks kept for reuse (at exit, so leak checkers see none). */
+void evlua_buffer_release_cache(void);
+
 static inline size_t evlua_buffer_len(const evlua_buffer *b) {
   return b->end - b->start;
 }

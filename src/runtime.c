@@ -149,6 +149,7 @@ void evlua_runtime_free(evlua_runtime *rt) {
   lua_close(rt->L);   /* __gc stops every watcher still running */
   ev_loop_destroy(rt->loop);
   evlua_buffer_free(&rt->scratch);
+  evlua_buffer_release_cache();
   free(rt);
 }
 

@@ -109,28 +109,51 @@ function Request:reply_header(key, value)
   end
 end
 
--- Formatting numbers costs a snprintf each: the status lines of the
--- standard reasons and the Content-Length lines of small bodies are kept.
+-- Formatting numbers costs a snprintf each, and every reply needs a
+-- status line, Date and Server: the "status line + Date + Server" prefix
+-- of each status is kept per server for the current second, and the
+-- Content-Length lines (with and without the blank line that ends the
+-- head) of small bodies are kept for good.
 local status_lines = setmetatable({}, { __index = function(t, status)
   local line = "HTTP/1.1 " .. status .. " " .. reason_for(status) .. "\r\nDate: "
   t[status] = line
   return line
 end })
-local length_lines = setmetatable({}, { __index = function(t, n)
-  local line = "Content-Length: " .. n .. "\r\n"
-  if n < 4096 then t[n] = line end
-  return line
-end })
+local function number_cache(format)
+  return setmetatable({}, { __index = function(t, n)
+    local line = format:format(n)
+    if n < 4096 then t[n] = line end
+    return line
+  end })
+end
+local length_lines = number_cache("Content-Length: %d\r\n")
+local length_ends = number_cache("Content-Length: %d\r\n\r\n")
 
--- The status line and headers; length: the Content-Length, or false for
--- a streamed body. One concatenation: this runs for every reply.
+local function status_prefix(srv, status)
+  local date = http_date()
+  local prefixes = srv._prefixes
+  if srv._prefix_date ~= date then
+    prefixes = {}
+    srv._prefixes, srv._prefix_date = prefixes, date
+  end
+  local prefix = prefixes[status]
+  if not prefix then
+    prefix = status_lines[status] .. date .. "\r\n" .. srv.server_header
+    prefixes[status] = prefix
+  end
+  return prefix
+end
+
+-- The status line and headers, as two strings (written one after the
+-- other, so the common reply needs no concatenation); length: the
+-- Content-Length, or false for a streamed body.
 local function head(req, status, reason, length)
   local conn = req._conn
   local keep = req.keep_alive and not req._close and not conn._stopping
-  local framing = ""
+  local framing, sized = "", false
   if length then
     if not req._length and status >= 200 and status ~= 204 and status ~= 304 then
-      framing = length_lines[length]
+      framing, sized = length_lines[length], true
     end
   elseif not req._length then
     if req.version >= 11 then
@@ -147,15 +170,20 @@ local function head(req, status, reason, length)
   elseif req.version < 11 then
     connection = "Connection: keep-alive\r\n"
   end
-  local rh = req._rh
-  local line
-  if reason == nil or reason == reasons[status] then
-    line = status_lines[status]
+  local srv = conn.httpd
+  local prefix
+  if reason == nil or reason == reason_for(status) then
+    prefix = status_prefix(srv, status)
   else
-    line = "HTTP/1.1 " .. status .. " " .. reason .. "\r\nDate: "
+    prefix = "HTTP/1.1 " .. status .. " " .. reason .. "\r\nDate: " .. http_date()
+             .. "\r\n" .. srv.server_header
   end
-  return line .. http_date() .. "\r\n" .. conn.httpd.server_header
-         .. (rh and table.concat(rh) or "") .. framing .. connection .. "\r\n"
+  local rh = req._rh
+  if not rh and connection == "" then
+    if sized then return prefix, length_ends[length] end
+    return prefix, framing .. "\r\n"
+  end
+  return prefix, (rh and table.concat(rh) or "") .. framing .. connection .. "\r\n"
 end
 
 local math_type = math.type
@@ -178,11 +206,15 @@ end
 function Request:reply(status, reason, body)
   check_status(status, "reply")
   if self._status then error("reply: already replied", 2) end
-  body = body == nil and "" or tostring(body)
+  if type(body) ~= "string" then body = body == nil and "" or tostring(body) end
   self._status = status
-  local h = head(self, status, reason, #body)
+  local prefix, rest = head(self, status, reason, #body)
   local ok, err
-  if self._head then ok, err = emit(self, h) else ok, err = emit(self, h, body) end
+  if self._head then
+    ok, err = emit(self, prefix, rest)
+  else
+    ok, err = emit(self, prefix, rest, body)
+  end
   done(self)
   return ok, err
 end
@@ -195,7 +227,7 @@ function Request:start(status, reason)
   if self._status then error("start: already replied", 2) end
   self._status = status
   self._streaming = true
-  return emit(self, head(self, status, reason, false))
+  return emit(self, head(self, status, reason, false))   -- both strings
 end
 
 -- req:write(chunk) -> true | nil, err: send part of a streamed reply; in
@@ -282,6 +314,8 @@ function Conn:init()
   -- instance instead of walking the class chain.
   self._reader = false
   self._closed = false
+  self._stopped, self._stopping, self._error = false, false, false
+  self._blocked, self._wait_continue, self._idle_off = false, false, false
   self._queue = {}
   self._qhead, self._qtail = 1, 0
   self._stream:set_idle_timeout(srv.opts.idle_timeout)
@@ -335,7 +369,7 @@ local function worker_body(w)
     nidle = nidle + 1
     idle_workers[nidle] = w
     repeat   -- a late cancel may wake it without a request
-      event.wait_as("http request", w, w)
+      event._park("http request", w)
     until w.req
   end
 end
@@ -353,18 +387,18 @@ local function new_request(conn, method, url, headers, body, keep_alive, version
   local tail = conn._qtail + 1
   conn._qtail = tail
   conn._queue[tail] = req
-  local w
   if nidle > 0 then
-    w = idle_workers[nidle]
+    local w = idle_workers[nidle]
     idle_workers[nidle] = nil
     nidle = nidle - 1
     w.req = req
-    event.wakeup(w)
+    req._worker = w
+    event._resume(w.task)
   else
-    w = { req = req }
+    local w = { req = req }
+    req._worker = w
     w.task = event.fork(worker_body, w)
   end
-  req._worker = w
   return req
 end
 
@@ -452,15 +486,15 @@ advance = function(conn)
     return
   end
   if conn._idle_off then
-    conn._idle_off = nil
+    conn._idle_off = false
     conn._stream:set_idle_timeout(conn.httpd.opts.idle_timeout)
   end
   if conn._wait_continue then
-    conn._wait_continue = nil
+    conn._wait_continue = false
     conn:write(CONTINUE)
   end
   if conn._blocked and not conn._stopped then
-    conn._blocked = nil
+    conn._blocked = false
     conn:data()
   end
 end
