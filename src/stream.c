@@ -28,6 +28,7 @@ static int flusher_init;
 static evlua_stream *corked_list;
 
 static void start_flusher(struct ev_loop *loop);
+static void flush_corked(struct ev_loop *loop, evlua_stream *s);
 
 static void uncork(evlua_stream *s) {
   if (!s->corked) return;
@@ -141,6 +142,14 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents) {
     touch(s);
     if (evlua_buffer_len(&s->in) >= s->max_input) ev_io_stop(s->loop, w);
     s->handler->on_data(s);
+    /* What the handler answered goes out now rather than at the end of
+    ** the loop iteration, so the peer can work on it while the other
+    ** ready streams are served. (s is still valid: the handler's Lua
+    ** code has returned, and nothing has run the collector since.) */
+    if (s->corked) {
+      uncork(s);
+      flush_corked(loop, s);
+    }
   } else if (r == 0) {
     enter_closing(s, "eof");
   } else if (errno != EAGAIN && errno != EINTR) {
@@ -249,6 +258,27 @@ static int queue_rest(evlua_stream *s, const struct iovec *iov, int n,
   return 0;
 }
 
+/* Write the queue of a stream just taken off the corked list. */
+static void flush_corked(struct ev_loop *loop, evlua_stream *s) {
+  if (s->state != EVLUA_STREAM_OPEN || ev_is_active(&s->ww)) return;
+  size_t len = evlua_buffer_len(&s->out);
+  if (len == 0) return;
+  ssize_t r;
+  do r = write(s->fd, evlua_buffer_peek(&s->out), len);
+  while (r < 0 && errno == EINTR);
+  if (r >= 0) {
+    evlua_buffer_consume(&s->out, (size_t)r);
+    s->bytes_out += (uint64_t)r;
+    touch(s);
+  } else if (errno != EAGAIN) {
+    s->write_error = errno;
+  }
+  if (evlua_buffer_len(&s->out) > 0 || s->write_error)
+    ev_io_start(loop, &s->ww);
+  else if (!s->was_full)
+    evlua_buffer_free(&s->out);
+}
+
 /* Write the corked queue of every stream listed. */
 static void on_flush(struct ev_loop *loop, ev_prepare *w, int revents) {
   (void)w; (void)revents;
@@ -257,23 +287,7 @@ static void on_flush(struct ev_loop *loop, ev_prepare *w, int revents) {
     corked_list = s->next_corked;
     s->next_corked = NULL;
     s->corked = 0;
-    if (s->state != EVLUA_STREAM_OPEN || ev_is_active(&s->ww)) continue;
-    size_t len = evlua_buffer_len(&s->out);
-    if (len == 0) continue;
-    ssize_t r;
-    do r = write(s->fd, evlua_buffer_peek(&s->out), len);
-    while (r < 0 && errno == EINTR);
-    if (r >= 0) {
-      evlua_buffer_consume(&s->out, (size_t)r);
-      s->bytes_out += (uint64_t)r;
-      touch(s);
-    } else if (errno != EAGAIN) {
-      s->write_error = errno;
-    }
-    if (evlua_buffer_len(&s->out) > 0 || s->write_error)
-      ev_io_start(loop, &s->ww);
-    else if (!s->was_full)
-      evlua_buffer_free(&s->out);
+    flush_corked(loop, s);
   }
 }
 
