@@ -74,19 +74,22 @@ static int push_error(lua_State *L, evlua_http *h) {
   return 3;
 }
 
-/* nil, whether the headers of a begun message are still incomplete (the
-** server's header timeout runs meanwhile) */
+/* nil, the part of a begun message still incomplete: "headers" or
+** "body" (the server's header or body timeout runs meanwhile), or false
+** between messages */
 static int need_more(lua_State *L, evlua_http *h) {
   lua_pushnil(L);
-  lua_pushboolean(L, h->in_message && !h->headers_done);
+  if (!h->in_message) lua_pushboolean(L, 0);
+  else if (!h->headers_done) lua_pushliteral(L, "headers");
+  else lua_pushliteral(L, "body");
   return 2;
 }
 
 /* Methods ============================================================= */
 
 /* parser:parse(stream [, eof [, head]]) parses buffered bytes and returns
-**   nil, reading_headers     more bytes are needed; reading_headers
-**                            tells that a message's headers are partial
+**   nil, partial             more bytes are needed; partial: "headers"
+**                            or "body" of a begun message, else false
 **   "continue"               a request's headers asked for 100-continue
 **   "request", method, url, headers, body, keep_alive, version, more
 **   "response", status, reason, headers, body, keep_alive, version, more

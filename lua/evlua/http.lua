@@ -29,6 +29,7 @@ http.defaults = {
   max_headers = 100,             -- header lines (431)
   max_body = 8 * 1024 * 1024,    -- request body bytes (413)
   header_timeout = 10,           -- s to receive a request's headers (408)
+  body_timeout = 60,             -- s to receive a request's body (408)
   idle_timeout = 60,             -- s a keep-alive connection may idle
   handler_timeout = 60,          -- s a callback has to reply (503)
   max_connections = 10000,       -- more are answered 503 and closed
@@ -322,6 +323,7 @@ function Conn:init()
   -- The first request's headers are due within header_timeout of the
   -- connection, so a client that connects and stays silent is cut too.
   self._header_deadline = event.now() + srv.opts.header_timeout
+  self._partial = "headers"
   srv.slow[self] = true
 end
 
@@ -417,6 +419,7 @@ function Conn:data()
       if self._header_deadline then
         srv.slow[self] = nil
         self._header_deadline = nil
+        self._partial = false
       end
       new_request(self, a, b, headers, body, keep_alive, version)
       if not keep_alive then
@@ -425,17 +428,24 @@ function Conn:data()
       end
       if not more then return end
     elseif kind == nil then
-      if a then   -- partial headers: the header timeout runs
-        if not self._header_deadline then
-          self._header_deadline = event.now() + srv.opts.header_timeout
+      if a then   -- a partial request: its header or body timeout runs
+        if self._partial ~= a then
+          self._partial = a
+          self._header_deadline = event.now() + (a == "headers"
+            and srv.opts.header_timeout or srv.opts.body_timeout)
           srv.slow[self] = true
         end
       else
+        self._partial = false
         self._header_deadline = nil
         srv.slow[self] = nil
       end
       return
     elseif kind == "continue" then
+      -- the client sends its body once told to go on: the body timeout
+      -- starts then, not while earlier replies are still being worked on
+      self._header_deadline, self._partial = nil, false
+      srv.slow[self] = nil
       if self._qhead > self._qtail then
         self:write(CONTINUE)
       else
@@ -539,7 +549,7 @@ function Server:_check()
   for conn in pairs(self.slow) do
     local deadline = conn._header_deadline
     if deadline and deadline <= now and not conn._closed then
-      event.debug(("http: %s: header timeout"):format(tostring(conn)))
+      event.debug(("http: %s: %s timeout"):format(tostring(conn), conn._partial))
       stop_with(conn, 408)
     end
   end
@@ -627,7 +637,8 @@ function http.listen(ip, port, callback, opts)
     end
     o[k] = v
   end
-  for _, k in ipairs({ "header_timeout", "idle_timeout", "handler_timeout" }) do
+  for _, k in ipairs({ "header_timeout", "body_timeout", "idle_timeout",
+                       "handler_timeout" }) do
     if type(o[k]) ~= "number" or not (o[k] > 0) then
       error("bad argument #4 to 'listen' (" .. k .. " must be a positive number)", 2)
     end
@@ -636,8 +647,8 @@ function http.listen(ip, port, callback, opts)
   local srv = setmetatable({ callback = callback, opts = o, nconn = 0,
                              conns = {}, slow = {} }, Server)
   srv.server_header = o.server and ("Server: " .. o.server .. "\r\n") or ""
-  srv._tick = math.min(1, o.header_timeout / 4, o.handler_timeout / 4,
-                       o.idle_timeout / 4)
+  srv._tick = math.min(1, o.header_timeout / 4, o.body_timeout / 4,
+                       o.handler_timeout / 4, o.idle_timeout / 4)
   local class = Conn:inherit()
   class.httpd = srv
   local listener, err = event.listen(ip, port, function() end, class,

@@ -374,6 +374,34 @@ describe("http server", function()
     srv:close()
   end)
 
+  it("answers 408 to a request body that trickles in past body_timeout", function()
+    local srv, port = server(nil, { body_timeout = 0.4 })
+    -- within the limit: a body sent in two parts 0.1 s apart is served
+    local ok = connect(port)
+    ok:write("POST /ok HTTP/1.1\r\nContent-Length: 10\r\n\r\n12345")
+    event.sleep(0.1)
+    ok:write("67890")
+    local status, _, body = read_reply(ok)
+    assert.equal(200, status)
+    assert.matches("1234567890", body, 1, true)
+    ok:close()
+    -- past it: a byte every 50 ms of a 100-byte body
+    local slow = connect(port)
+    slow:write("POST /slow HTTP/1.1\r\nContent-Length: 100\r\n\r\n")
+    local t0 = event.now()
+    local writer = event.fork(function()
+      for _ = 1, 100 do
+        if slow:closed() or not slow:write("x") then break end
+        event.sleep(0.05)
+      end
+    end)
+    assert.equal(408, (read_reply(slow)))
+    local took = await_close(slow) + (event.now() - t0)
+    assert.truthy(took > 0.3 and took < 3, took)
+    writer:cancel()
+    srv:close()
+  end)
+
   it("answers 408 to a connection that sends nothing within header_timeout", function()
     local srv, port = server(nil, { header_timeout = 0.3 })
     local ch = connect(port)
