@@ -12,8 +12,10 @@
 
 #define EVLUA_HTTP_PARSER "evlua.http_parser"
 
+static const void *parser_meta;
+
 static evlua_http *check_parser(lua_State *L, int idx) {
-  return (evlua_http *)luaL_checkudata(L, idx, EVLUA_HTTP_PARSER);
+  return (evlua_http *)evlua_checkudata(L, idx, parser_meta, EVLUA_HTTP_PARSER);
 }
 
 /* Results ============================================================= */
@@ -195,6 +197,7 @@ void evlua_open_http(lua_State *L) {
     { NULL, NULL }
   };
   luaL_newmetatable(L, EVLUA_HTTP_PARSER);
+  parser_meta = lua_topointer(L, -1);
   luaL_setfuncs(L, meta, 0);
   luaL_newlib(L, methods);
   lua_setfield(L, -2, "__index");

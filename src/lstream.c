@@ -18,9 +18,10 @@
 #define MAX_WRITE_PARTS 64
 
 static int dispatch_ref = LUA_NOREF;
+static const void *stream_meta;
 
 static lstream *check_stream(lua_State *L, int idx) {
-  return (lstream *)luaL_checkudata(L, idx, EVLUA_STREAM);
+  return (lstream *)evlua_checkudata(L, idx, stream_meta, EVLUA_STREAM);
 }
 
 lstream *evlua_check_stream(lua_State *L, int idx) {
@@ -380,6 +381,7 @@ void evlua_open_stream(lua_State *L) {
     { NULL, NULL }
   };
   luaL_newmetatable(L, EVLUA_STREAM);
+  stream_meta = lua_topointer(L, -1);
   luaL_setfuncs(L, meta, 0);
   luaL_newlib(L, methods);
   lua_setfield(L, -2, "__index");

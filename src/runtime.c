@@ -153,6 +153,17 @@ void evlua_runtime_free(evlua_runtime *rt) {
   free(rt);
 }
 
+void *evlua_checkudata(lua_State *L, int idx, const void *meta,
+                       const char *tname) {
+  void *p = lua_touserdata(L, idx);
+  if (p != NULL && lua_getmetatable(L, idx)) {
+    const void *mt = lua_topointer(L, -1);
+    lua_pop(L, 1);
+    if (mt == meta) return p;
+  }
+  return luaL_checkudata(L, idx, tname);
+}
+
 void evlua_anchor(lua_State *L, int idx, int *ref) {
   if (*ref != LUA_NOREF) return;
   lua_pushvalue(L, idx);

@@ -61,6 +61,13 @@ void evlua_runtime_set_ready(evlua_runtime *rt, int on);
 /* Message handler adding a traceback to an error (as lua.c does). */
 int evlua_traceback(lua_State *L);
 
+/* luaL_checkudata for the hot paths: compares the value's metatable with
+** meta (the pointer of the registered metatable, which lives as long as
+** the state) instead of looking tname up in the registry; falls back to
+** luaL_checkudata for its error message. */
+void *evlua_checkudata(lua_State *L, int idx, const void *meta,
+                       const char *tname);
+
 /* Anchor the value at idx in the registry (no-op if *ref already holds
 ** one) so the GC keeps it while a watcher is active; unanchor drops it. */
 void evlua_anchor(lua_State *L, int idx, int *ref);

@@ -68,11 +68,14 @@ http.Request = Request
 
 -- Send bytes of req in order: straight to the socket when req is the
 -- oldest unanswered request of its connection, else kept until it is.
-local function emit(req, ...)
+local function emit(req, a, b, c)   -- up to three strings
   local conn = req._conn
   if conn._closed then return nil, "closed" end
   if conn._queue[conn._qhead] == req then
-    local ok, err = conn._stream:write(...)
+    local stream, ok, err = conn._stream, nil, nil
+    if c then ok, err = stream:write(a, b, c)
+    elseif b then ok, err = stream:write(a, b)
+    else ok, err = stream:write(a) end
     if ok == false and event.running() then return conn:_wait_drain() end
     return ok, err
   end
@@ -81,7 +84,9 @@ local function emit(req, ...)
     out = {}
     req._out = out
   end
-  for i = 1, select("#", ...) do out[#out + 1] = (select(i, ...)) end
+  out[#out + 1] = a
+  if b then out[#out + 1] = b end
+  if c then out[#out + 1] = c end
   return true
 end
 
@@ -469,7 +474,7 @@ advance = function(conn)
     if req then
       local out = req._out
       if out then   -- its bytes waited for the replies before it
-        req._out = nil
+        req._out = false
         conn._stream:write(table.unpack(out))
       end
       if not req._done then return end
@@ -484,8 +489,10 @@ advance = function(conn)
       break
     end
   end
+  -- every reply is out: start the queue over, so that it stays in the
+  -- table's array part instead of growing keys forever
+  conn._qhead, conn._qtail = 1, 0
   if conn._closed then return end
-  -- every reply is out
   if conn._error then
     send_error(conn, conn._error, true)
     conn:close()
