@@ -404,7 +404,8 @@ end
 -- event.wakeup when called from a task, so Lua code still never runs
 -- nested inside another task. Both return what park/wake return.
 function event._park(what, on)
-  return park(current("event._park"), what, on)
+  local task = task_of[co_running()] or current("event._park")
+  return park(task, what, on)
 end
 
 function event._resume(task, ...)

@@ -49,15 +49,12 @@ local function http_date()
   return date_text
 end
 
-local reasons = {}   -- status -> reason phrase, filled on first use
-local function reason_for(status)
-  local r = reasons[status]
-  if not r then
-    r = core.http_status_text(status) or "Unknown"
-    reasons[status] = r
-  end
+-- status -> reason phrase, filled on first use
+local reasons = setmetatable({}, { __index = function(t, status)
+  local r = core.http_status_text(status) or "Unknown"
+  t[status] = r
   return r
-end
+end })
 
 --[[ Requests ===============================================================]]
 
@@ -121,7 +118,7 @@ end
 -- Content-Length lines (with and without the blank line that ends the
 -- head) of small bodies are kept for good.
 local status_lines = setmetatable({}, { __index = function(t, status)
-  local line = "HTTP/1.1 " .. status .. " " .. reason_for(status) .. "\r\nDate: "
+  local line = "HTTP/1.1 " .. status .. " " .. reasons[status] .. "\r\nDate: "
   t[status] = line
   return line
 end })
@@ -178,7 +175,7 @@ local function head(req, status, reason, length)
   end
   local srv = conn.httpd
   local prefix
-  if reason == nil or reason == reason_for(status) then
+  if reason == nil or reason == reasons[status] then
     prefix = status_prefix(srv, status)
   else
     prefix = "HTTP/1.1 " .. status .. " " .. reason .. "\r\nDate: " .. http_date()
@@ -210,7 +207,9 @@ end
 -- reply at once, with Content-Length. Raises if a reply was already
 -- started.
 function Request:reply(status, reason, body)
-  check_status(status, "reply")
+  if math_type(status) ~= "integer" or status < 100 or status > 999 then
+    check_status(status, "reply")
+  end
   if self._status then error("reply: already replied", 2) end
   if type(body) ~= "string" then body = body == nil and "" or tostring(body) end
   self._status = status
@@ -221,7 +220,9 @@ function Request:reply(status, reason, body)
   else
     ok, err = emit(self, prefix, rest, body)
   end
-  done(self)
+  self._done = true   -- done(self), inline: this runs for every request
+  local conn = self._conn
+  if conn._queue[conn._qhead] == self then advance(conn) end
   return ok, err
 end
 
@@ -296,7 +297,7 @@ Conn.__name = "evlua.http.connection"
 local CONTINUE = "HTTP/1.1 100 Continue\r\n\r\n"
 
 local function send_error(conn, status, close)
-  local reason = reason_for(status)
+  local reason = reasons[status]
   conn:write(("HTTP/1.1 %d %s\r\nDate: %s\r\n%sContent-Type: text/plain\r\n"
               .. "Content-Length: %d\r\n%s\r\n%s\n"):format(
     status, reason, http_date(), conn.httpd.server_header,
@@ -341,11 +342,9 @@ local function stop_with(conn, status)
   if conn._qhead > conn._qtail then advance(conn) end
 end
 
-local function run_request(req)
-  local srv = req._conn.httpd
-  local ok, err = xpcall(srv.callback, event.traceback, srv, req, req.method,
-                         req.url, req.headers, req.body)
-  if req._done then return end
+-- The callback has returned (ok) or failed (err) without finishing its
+-- reply: log, and finish or cut the reply.
+local function unfinished(req, ok, err)
   if not ok then
     event.error(("http: %s %s failed: %s"):format(req.method, req.url, err))
   elseif not req._status then
@@ -368,10 +367,14 @@ local idle_workers, nidle = {}, 0
 local MAX_IDLE_WORKERS = 256
 
 local function worker_body(w)
+  local traceback = event.traceback
   while true do
     local req = w.req
     w.req = nil
-    run_request(req)
+    local srv = req._conn.httpd
+    local ok, err = xpcall(srv.callback, traceback, srv, req, req.method,
+                           req.url, req.headers, req.body)
+    if not req._done then unfinished(req, ok, err) end
     if nidle >= MAX_IDLE_WORKERS then return end
     nidle = nidle + 1
     idle_workers[nidle] = w
