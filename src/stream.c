@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -291,8 +292,21 @@ static void on_flush(struct ev_loop *loop, ev_prepare *w, int revents) {
   }
 }
 
+/* At exit (os.exit right after a write), coalesced bytes still get one
+** try at the socket instead of being dropped. */
+static void flush_at_exit(void) {
+  for (evlua_stream *s = corked_list; s != NULL; s = s->next_corked) {
+    size_t len = evlua_buffer_len(&s->out);
+    if (s->state == EVLUA_STREAM_OPEN && len > 0 &&
+        write(s->fd, evlua_buffer_peek(&s->out), len) < 0) {
+      /* nothing more to do about it at exit */
+    }
+  }
+}
+
 static void start_flusher(struct ev_loop *loop) {
   if (!flusher_init) {
+    atexit(flush_at_exit);
     /* Always active, so that writes made by the Lua ready queue (itself a
     ** prepare watcher, of higher priority) are flushed in the same
     ** iteration; unref'd so it does not keep the loop alive. */

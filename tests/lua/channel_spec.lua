@@ -215,6 +215,21 @@ end)
 describe("peer failures", function()
   after_each(helper.cleanup)
 
+  it("bytes written just before os.exit still reach the peer", function()
+    local got
+    local Server = channel:inherit()
+    function Server:data() got = (got or "") .. self:read() end
+    local listener = assert(event.listen("127.0.0.1", 0, function() end, Server))
+    helper.spawn_script(([[
+      local event = require "event"
+      local ch = assert(event.connect("127.0.0.1", %d))
+      ch:write("last words\n")
+      os.exit(0)
+    ]]):format(listener:port()))
+    eventually(function() return got == "last words\n" end, "the bytes")
+    listener:close()
+  end)
+
   it("a peer killed mid-transfer (reset) reaches disconnect and fails readers", function()
     local reason
     local Server = channel:inherit()
