@@ -175,9 +175,14 @@ print(n, sent.hexdigest() == got.hexdigest())
     assert.is_true(server_stats.buffered_in <= MAX_INPUT)
     assert.is_true(client_stats.buffered_out >= HIGH)
     assert.is_true(client_stats.buffered_out <= HIGH + CHUNK)
-    event.sleep(0.05)                             -- nothing moves meanwhile
-    assert.equal(blocked_at, sent)
-    assert.equal(server_stats.buffered_in, server:stats().buffered_in)
+    -- While nobody reads, the writer stays blocked far from the end (the
+    -- kernel's autotuned socket buffers may take a few more MiB of the
+    -- 32, so this is not an exact standstill) and both sides stay bounded.
+    event.sleep(0.05)
+    assert.is_true(sent < COUNT // 2, sent)
+    assert.equal("waiting", (writer:status()))
+    assert.is_true(server:stats().buffered_in <= MAX_INPUT)
+    assert.is_true(ch:stats().buffered_out <= HIGH + CHUNK)
     -- Reading resumes the flow; every byte arrives in order.
     for i = 1, COUNT do
       assert.equal(chunk(i, CHUNK), server:wait_read(CHUNK, 10))
