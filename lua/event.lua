@@ -396,13 +396,14 @@ function event.wakeup(token, ...)
   return wake(task, ...)
 end
 
--- Two shortcuts for the request paths of protocol modules (evlua.http),
--- which keep their own idle worker tasks and need no token lookup:
+-- Shortcuts for the request paths of protocol modules (evlua.http,
+-- evlua.rpc): a reply or request that arrives in a channel's data event
+-- resumes its coroutine right away instead of on the next drain of the
+-- ready queue. Called from a task they queue it like event.wakeup, so Lua
+-- code still never runs nested inside another task.
 -- event._park(what, on) parks the running task until _resume(task, ...);
--- event._resume(task, ...) resumes a parked task right away when called
--- from a loop callback (a channel's data event), or queues it like
--- event.wakeup when called from a task, so Lua code still never runs
--- nested inside another task. Both return what park/wake return.
+-- event._resume(task, ...) resumes a parked task (false if not parked);
+-- event._wakeup_now(token, ...) is event.wakeup on these terms.
 function event._park(what, on)
   local task = task_of[co_running()] or current("event._park")
   return park(task, what, on)
@@ -418,6 +419,14 @@ function event._resume(task, ...)
   elseif n > 0 then task.wn, task.w1, task.w2, task.w3 = n, ... end
   run(task)
   return true
+end
+
+function event._wakeup_now(token, ...)
+  local task = waiters[token]
+  if task == nil then return false end
+  waiters[token] = nil
+  if select("#", ...) == 0 then return event._resume(task, true) end
+  return event._resume(task, ...)
 end
 
 --[[ Timers =================================================================]]
