@@ -22,7 +22,7 @@ end
 
 local function cores()
   local out = event.run_process({ "nproc" }, { stderr = "null" })
-  return math.tointeger(tonumber(out)) or 1
+  return math.tointeger(tonumber(out or "")) or 1
 end
 
 local http_port = setting(1, "EVLUA_HTTP_PORT", 8080)
