@@ -215,7 +215,13 @@ function process.run(cmd, opts)
   local proc, err
   proc, err, opts = spawn(cmd, opts, "run_process", 2)
   if not proc then return nil, err end
-  if opts.on_spawn then opts.on_spawn(proc) end
+  if opts.on_spawn then
+    local ok, e = pcall(opts.on_spawn, proc)
+    if not ok then   -- nobody will wait for it: do not leave it running
+      proc:terminate()
+      error(e, 0)
+    end
+  end
   local out, status = proc:wait()
   if out == nil and proc:running() then proc:terminate() end
   return out, status

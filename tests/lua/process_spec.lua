@@ -299,6 +299,15 @@ describe("event.run_process", function()
     helper.eventually(function() return zombies() == 0 end, "the child reaped")
   end)
 
+  it("terminates the process when on_spawn raises, and raises that error", function()
+    local pid
+    local ok, err = pcall(event.run_process, "sleep 100", {
+      on_spawn = function(p) pid = p.pid error("no thanks", 0) end })
+    assert.is_false(ok)
+    assert.equal("no thanks", err)
+    helper.eventually(function() return not alive(pid) end, "the process to die")
+  end)
+
   it("raises on programmer errors", function()
     -- a coroutine the scheduler did not start cannot wait
     assert.has_error(coroutine.wrap(function() event.run_process("true") end),
