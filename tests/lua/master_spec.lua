@@ -134,4 +134,20 @@ describe("examples/master.lua", function()
     for _, pid in ipairs(all) do assert.is_false(alive(pid)) end
     assert.is_nil(event.connect("127.0.0.1", http_port))
   end)
+
+  it("leaves no worker behind when the master is killed", function()
+    local http_port, control_port = helper.free_port(), helper.free_port()
+    master = assert(process.spawn({ helper.evlua, "examples/master.lua", http_port,
+                                    control_port, 1 },
+                                  { stderr = "stdout", timeout = 120 }))
+    helper.eventually(function()
+      control = control or rpc.connect("127.0.0.1", control_port)
+      return control and #workers() == 1
+    end, "1 registered worker")
+    local pid = workers()[1].pid
+    assert.is_true(master:kill("KILL"))   -- its group only: not the worker's
+    local out, status = master:wait(30)
+    assert.equal("KILL", status.signal_name, out)
+    helper.eventually(function() return not alive(pid) end, "the worker to stop")
+  end)
 end)
