@@ -9,8 +9,9 @@
 #   BENCH_RPC_SECONDS       length of an rpc run (2)
 #   BENCH_RPC_DEPTH         calls in flight in the pipelined rpc runs (64)
 #   BENCH_EVLUA             the evlua binary to measure (./evlua)
+#   BENCH_PROCESS_N         runs per process benchmark round (2000)
 #   BENCH_ONLY              sections to run, comma-separated
-#                           (loop,echo,memory,rpc,http: all of them)
+#                           (loop,echo,memory,rpc,http,process: all of them)
 #   BENCH_HTTP_SECONDS, BENCH_HTTP_CONNS   see bench/http.sh
 set -eu
 cd "$(dirname "$0")/.."
@@ -23,7 +24,7 @@ IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
 RPC_SECONDS=${BENCH_RPC_SECONDS:-2}
 RPC_DEPTH=${BENCH_RPC_DEPTH:-64}
 EVLUA=${BENCH_EVLUA:-./evlua}
-ONLY=${BENCH_ONLY:-loop,echo,memory,rpc,http}
+ONLY=${BENCH_ONLY:-loop,echo,memory,rpc,http,process}
 ECHO_C=build/bench/echo
 RPC_C=build/bench/rpc
 
@@ -330,4 +331,26 @@ fi
 # wrk against evlua, nginx + Lua and nginx (knobs: see bench/http.sh)
 if want http; then
   bench/http.sh
+fi
+
+# == Processes ===============================================================
+
+# run_process throughput beside Python's asyncio subprocesses (Debian's
+# python3): /bin/true, 16 at a time, stdout captured
+if want process; then
+  PROCESS_N=${BENCH_PROCESS_N:-2000}
+  : >build/bench/process_evlua.txt
+  : >build/bench/process_python.txt
+  i=0
+  while [ "$i" -lt "$ROUNDS" ]; do
+    client build/bench/process_evlua.txt "$EVLUA" bench/process.lua "$PROCESS_N" 16
+    client build/bench/process_python.txt /usr/bin/python3 bench/process.py "$PROCESS_N" 16
+    i=$((i + 1))
+  done
+  echo
+  echo "Process benchmarks ($PROCESS_N runs of /bin/true, 16 at a time, output captured,"
+  echo "best of $ROUNDS rounds)"
+  printf '%-34s %14s %14s %8s\n' benchmark evlua "py asyncio" ratio
+  row "run_process (runs/s)" "$(best spawns build/bench/process_evlua.txt)" \
+    "$(best spawns build/bench/process_python.txt)"
 fi

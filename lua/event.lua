@@ -460,6 +460,29 @@ function event.timeout(sec, fn)
   return core.timer(fire, fn):start(sec)
 end
 
+--[[ Signals ================================================================]]
+
+local function on_signal(_, fn, signum)
+  spawn_now(fn, core.signal_name(signum) or signum)
+end
+
+-- event.signal(name, fn) -> handle; fn(name) runs in a new coroutine each
+-- time the signal arrives ("TERM", "SIGINT", 1...), until handle:cancel().
+-- While handled, the signal loses its default action.
+function event.signal(name, fn)
+  local signum = core.signal_number(name)
+  if not signum then
+    error("bad argument #1 to 'signal' (unknown signal " .. tostring(name) .. ")", 2)
+  end
+  check_callback(fn, "signal")
+  local ok, watcher = pcall(core.signal, signum, on_signal, fn)
+  if not ok then
+    error("bad argument #1 to 'signal' (" .. tostring(name)
+          .. " is reserved by the runtime)", 2)
+  end
+  return watcher:start()
+end
+
 --[[ Loop and time ==========================================================]]
 
 event.now = core.now
@@ -500,6 +523,8 @@ function event.connect(...) return require("evlua.net").connect(...) end
 function event.bind(...) return require("evlua.net").bind(...) end
 -- event.dns(host [, opts]) -> list of addresses | nil, err
 function event.dns(...) return require("evlua.dns").resolve(...) end
+-- event.run_process(cmd [, opts]) -> output, status | nil, err
+function event.run_process(...) return require("evlua.process").run(...) end
 
 --[[ Introspection ==========================================================]]
 

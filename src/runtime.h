@@ -86,6 +86,8 @@ void evlua_open_stream(lua_State *L);
 void evlua_open_listener(lua_State *L);
 void evlua_open_msgpack(lua_State *L);
 void evlua_open_http(lua_State *L);
+void evlua_open_process(lua_State *L);
+void evlua_open_signal(lua_State *L);
 
 #endif
 

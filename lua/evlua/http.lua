@@ -524,6 +524,7 @@ function Conn:disconnect()
   srv.nconn = srv.nconn - 1
   srv.conns[self] = nil
   srv.slow[self] = nil
+  if srv.nconn == 0 and srv.closed then event.wakeup(srv) end   -- shutdown
 end
 
 --[[ Servers ================================================================]]
@@ -611,6 +612,21 @@ function Server:close()
     self._sweep:cancel()
     self._sweep = nil
   end
+end
+
+-- httpd:shutdown([timeout]) -> true | nil, "timeout". In a coroutine:
+-- close(), then wait until every connection has sent its replies and
+-- closed; after timeout seconds the connections left are cut.
+function Server:shutdown(timeout)
+  self:close()
+  if self.nconn == 0 then return true end
+  local ok, err = event.wait_as("http shutdown", self, self, timeout)
+  if ok then return true end
+  for conn in pairs(self.conns) do
+    conn:close_immediately()   -- no disconnect callback: do its work
+    Conn.disconnect(conn)
+  end
+  return nil, err
 end
 
 -- httpd:port() -> the port it listens on

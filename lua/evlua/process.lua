@@ -1,0 +1,237 @@
+-- evlua/process.lua - child processes: event.run_process, and
+-- process.spawn for callers that need the process while it runs. The
+-- bytes and the events are C (src/process.c: posix_spawn, pipes, libev's
+-- child watcher); this module checks arguments and shapes the results.
+
+local core = require "evlua.core"
+local event = require "event"
+
+local process = {}
+
+-- Defaults; the opts of spawn/run_process override them per call.
+process.defaults = {
+  max_output = 16 * 1024 * 1024,   -- bytes of stdout + stderr kept
+  kill_after = 5,                  -- s from SIGTERM to SIGKILL
+}
+
+local SHELL = "/bin/sh"
+
+local OPTIONS = {
+  cwd = "string", env = "table", clear_env = "boolean", stdin = "string",
+  stdout = "string", stderr = "string", timeout = "number",
+  kill_after = "number", max_output = "number", lines = "boolean",
+  on_spawn = "function",
+}
+local STDOUT_MODES = { capture = true, inherit = true, null = true }
+local STDERR_MODES = { capture = true, inherit = true, null = true, stdout = true }
+
+local function bad(fname, argn, msg, level)
+  error(("bad argument #%d to '%s' (%s)"):format(argn, fname, msg), level + 1)
+end
+
+-- The environment list ("NAME=value") for opts.env / opts.clear_env, or
+-- nil to inherit ours unchanged.
+local function environment(opts, fname, level)
+  if not opts.env and not opts.clear_env then return nil end
+  local vars = opts.clear_env and {} or core.environ()
+  for k, v in pairs(opts.env or {}) do
+    if type(k) ~= "string" or k == "" or k:find("=", 1, true) then
+      bad(fname, 2, "env names must be strings without '='", level + 1)
+    end
+    if v == false then
+      vars[k] = nil
+    elseif type(v) == "string" or type(v) == "number" then
+      vars[k] = tostring(v)
+    else
+      bad(fname, 2, "env value for " .. k .. " must be a string or false", level + 1)
+    end
+  end
+  local list = {}
+  for k, v in pairs(vars) do list[#list + 1] = k .. "=" .. v end
+  return list
+end
+
+-- The spec for core.process_spawn and a label, or raise for the caller
+-- `level` frames up.
+local function make_spec(cmd, opts, fname, level)
+  local spec, label = {}, nil
+  if type(cmd) == "string" then
+    spec.file, spec.argv, label = SHELL, { SHELL, "-c", cmd }, cmd
+  elseif type(cmd) == "table" then
+    local argv = {}
+    for i = 1, #cmd do
+      local a = cmd[i]
+      if type(a) ~= "string" and type(a) ~= "number" then
+        bad(fname, 1, "argv entries must be strings", level + 1)
+      end
+      argv[i] = tostring(a)
+    end
+    if #argv == 0 then bad(fname, 1, "argv is empty", level + 1) end
+    spec.file, spec.argv, label = argv[1], argv, table.concat(argv, " ")
+  else
+    bad(fname, 1, "string or argv table expected, got " .. type(cmd), level + 1)
+  end
+  if opts == nil then opts = {} end
+  if type(opts) ~= "table" then
+    bad(fname, 2, "table expected, got " .. type(opts), level + 1)
+  end
+  for k, v in pairs(opts) do
+    local want = OPTIONS[k]
+    if not want then bad(fname, 2, "unknown option '" .. tostring(k) .. "'", level + 1) end
+    if type(v) ~= want then
+      bad(fname, 2, k .. " must be a " .. want, level + 1)
+    end
+  end
+  if opts.stdout and not STDOUT_MODES[opts.stdout] then
+    bad(fname, 2, "stdout must be \"capture\", \"inherit\" or \"null\"", level + 1)
+  end
+  if opts.stderr and not STDERR_MODES[opts.stderr] then
+    bad(fname, 2, "stderr must be \"inherit\", \"capture\", \"stdout\" or \"null\"", level + 1)
+  end
+  for _, k in ipairs({ "timeout", "kill_after", "max_output" }) do
+    local v = opts[k]
+    if v ~= nil and not (v > 0 and v < math.huge) then
+      bad(fname, 2, k .. " must be a positive number", level + 1)
+    end
+  end
+  spec.cwd = opts.cwd
+  spec.env = environment(opts, fname, level + 1)
+  spec.input = opts.stdin
+  spec.stdout = opts.stdout or "capture"
+  spec.stderr = opts.stderr or "inherit"
+  spec.timeout = opts.timeout
+  spec.kill_after = opts.kill_after or process.defaults.kill_after
+  spec.max_output = opts.max_output or process.defaults.max_output
+  return spec, label, opts
+end
+
+--[[ Process handles ========================================================]]
+
+local Process = {}
+Process.__index = Process
+Process.__name = "evlua.process"
+
+local function on_done(_, proc)
+  event.wakeup(proc)
+end
+
+-- Lines of s: split at "\n"; a last line without "\n" counts too.
+local function split_lines(s)
+  local lines, n, pos = {}, 0, 1
+  while true do
+    local nl = s:find("\n", pos, true)
+    if not nl then break end
+    n = n + 1
+    lines[n] = s:sub(pos, nl - 1)
+    pos = nl + 1
+  end
+  if pos <= #s then lines[n + 1] = s:sub(pos) end
+  return lines
+end
+
+local function spawn(cmd, opts, fname, level)
+  local spec, label
+  spec, label, opts = make_spec(cmd, opts, fname, level + 1)
+  local proc = setmetatable({ cmd = label, _lines = opts.lines,
+                              _stderr = spec.stderr == "capture" }, Process)
+  local ud, err = core.process_spawn(spec, on_done, proc)
+  if not ud then return nil, err end
+  proc._ud, proc.pid = ud, ud:pid()
+  return proc, nil, opts
+end
+
+-- process.spawn(cmd [, opts]) -> process | nil, err. The process runs on
+-- its own; proc:wait() collects what event.run_process returns.
+function process.spawn(cmd, opts)
+  local proc, err = spawn(cmd, opts, "spawn", 2)
+  return proc, err
+end
+
+-- proc:running() -> true until the process has exited and its output is
+-- complete
+function Process:running()
+  return self._ud:running()
+end
+
+-- Collect the result once done: output, status | nil, err.
+function Process:_result()
+  local r = self._r
+  if not r then
+    local out, err, code, sig, why = self._ud:result()
+    r = { out = out, err = err, code = code, sig = sig, why = why }
+    self._r = r
+    self._ud:close()   -- frees the buffers now rather than at the next GC
+  end
+  if r.why then return nil, r.why end
+  local status = { code = r.code, signal = r.sig, pid = self.pid,
+                   signal_name = r.sig and core.signal_name(r.sig) or nil,
+                   stderr = self._stderr and r.err or nil }
+  if self._lines then return split_lines(r.out), status end
+  return r.out, status
+end
+
+-- proc:wait([timeout]) -> output, status | nil, err (see docs/process.md).
+-- In a coroutine; one coroutine at a time may wait for a process.
+function Process:wait(timeout)
+  if self._r == nil and self._ud:running() then
+    local ok, err = event.wait_as("process", self.cmd, self, timeout)
+    if not ok and self._ud:running() then return nil, err end
+  end
+  return self:_result()
+end
+
+local function signal_number(sig, fname)
+  local n = core.signal_number(sig == nil and "TERM" or sig)
+  if not n then bad(fname, 1, "unknown signal " .. tostring(sig), 3) end
+  return n
+end
+
+-- proc:kill([sig]) -> true | nil, "exited". sig: "TERM" (default),
+-- "SIGKILL", 9... It goes to the process group: the child's children too.
+function Process:kill(sig)
+  local n = signal_number(sig, "kill")
+  if self._r then return nil, "exited" end
+  return self._ud:signal(n)
+end
+
+-- proc:terminate(): SIGTERM now, SIGKILL kill_after seconds later if the
+-- process is still there. Idempotent.
+function Process:terminate()
+  if not self._r then self._ud:terminate() end
+end
+
+function Process:__tostring()
+  return ("process %d (%s)"):format(self.pid, self.cmd)
+end
+
+--[[ event.run_process ======================================================]]
+
+-- event.run_process(cmd [, opts]) -> output, status | nil, err. In a
+-- coroutine. Cancelling the coroutine terminates the process.
+function process.run(cmd, opts)
+  if not event.running() then
+    error("event.run_process must run in a coroutine", 2)
+  end
+  local proc, err
+  proc, err, opts = spawn(cmd, opts, "run_process", 2)
+  if not proc then return nil, err end
+  if opts.on_spawn then
+    local ok, e = pcall(opts.on_spawn, proc)
+    if not ok then   -- nobody will wait for it: do not leave it running
+      proc:terminate()
+      error(e, 0)
+    end
+  end
+  local out, status = proc:wait()
+  if out == nil and proc:running() then proc:terminate() end
+  return out, status
+end
+
+-- process.pid() -> the pid of this process
+process.pid = core.getpid
+-- process.signal_number(name | number) -> number | nil
+process.signal_number = core.signal_number
+-- process.signal_name(number) -> "TERM" | nil
+process.signal_name = core.signal_name
+
+return process

@@ -1,0 +1,400 @@
+-- tests/lua/process_spec.lua - child processes (event.run_process,
+-- evlua.process) and signal handlers (event.signal), against real
+-- programs: sh, cat, head, sleep, printf, ls.
+local event = require "event"
+local process = require "evlua.process"
+local helper = require "helper"
+
+local MiB = 1024 * 1024
+
+-- Whether pid is alive (a zombie has released everything: dead).
+local function alive(pid)
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if not f then return false end
+  local stat = f:read("a")
+  f:close()
+  return stat:match("^%d+ %b() (%a)") ~= "Z"
+end
+
+-- The fds open in this process, listed from a child (ls /proc/<pid>/fd).
+local function fd_count()
+  local out, status = event.run_process({ "ls", "/proc/" .. process.pid() .. "/fd" },
+                                        { lines = true })
+  assert(out, status)
+  assert.equal(0, status.code)
+  return #out
+end
+
+-- Children of this process that are zombies (not reaped).
+local function zombies()
+  local out = assert(event.run_process({ "ps", "--no-headers", "-o", "stat=",
+                                         "--ppid", tostring(process.pid()) },
+                                       { lines = true }))
+  local n = 0
+  for _, stat in ipairs(out) do
+    if stat:match("^Z") then n = n + 1 end
+  end
+  return n
+end
+
+describe("event.run_process", function()
+  after_each(helper.cleanup)
+
+  it("captures 1 MiB of output exactly", function()
+    local dir = helper.tmpdir()
+    local bytes = {}
+    for i = 1, MiB / 4 do bytes[i] = string.pack("<I4", (i * 2654435761) % 2^32) end
+    local data = table.concat(bytes)
+    helper.write_file(dir .. "/data", data)
+    local out, status = event.run_process("cat " .. dir .. "/data")
+    assert.equal(0, status.code)
+    assert.equal(MiB, #out)
+    assert.is_true(out == data, "the bytes differ")
+  end)
+
+  it("feeds stdin while it reads stdout (1 MiB each way, no deadlock)", function()
+    local data = ("0123456789abcdef"):rep(MiB / 16)
+    local out, status = event.run_process({ "cat" }, { stdin = data })
+    assert.equal(0, status.code)
+    assert.is_true(out == data, "the bytes differ")
+    -- without stdin the child reads /dev/null: end of file at once
+    assert.equal("0\n", (event.run_process("wc -c")))
+    assert.equal("", (event.run_process({ "cat" }, { stdin = "" })))
+  end)
+
+  it("reports exit codes", function()
+    for _, code in ipairs({ 0, 1, 3, 255 }) do
+      local out, status = event.run_process("echo out; exit " .. code)
+      assert.equal("out\n", out)
+      assert.equal(code, status.code)
+      assert.is_nil(status.signal)
+      assert.is_number(status.pid)
+    end
+  end)
+
+  it("reports the signal that ended the process", function()
+    local out, status = event.run_process("echo before; kill -TERM $$; echo after")
+    assert.equal("before\n", out)
+    assert.is_nil(status.code)
+    assert.equal(15, status.signal)
+    assert.equal("TERM", status.signal_name)
+    local _, st = event.run_process("kill -9 $$")
+    assert.same({ 9, "KILL" }, { st.signal, st.signal_name })
+  end)
+
+  it("runs an argv table without a shell", function()
+    local out, status = event.run_process({ "printf", "%s|", "a b", "$HOME", "*", 42 })
+    assert.equal(0, status.code)
+    assert.equal("a b|$HOME|*|42|", out)
+  end)
+
+  it("returns nil, err when the program cannot run", function()
+    local out, err = event.run_process({ "/nonexistent/program" })
+    assert.is_nil(out)
+    assert.equal("/nonexistent/program: no such file or directory", err)
+    out, err = event.run_process({ "no-such-program-evlua" })
+    assert.is_nil(out)
+    assert.matches("no such file or directory", err, 1, true)
+    -- through the shell, the shell reports it with 127
+    local _, status = event.run_process("no-such-program-evlua", { stderr = "null" })
+    assert.equal(127, status.code)
+    out, err = event.run_process("pwd", { cwd = "/nonexistent/dir" })
+    assert.is_nil(out)
+    assert.equal("/nonexistent/dir: no such file or directory", err)
+  end)
+
+  it("splits the output into lines with opts.lines", function()
+    local lines = event.run_process({ "printf", "a\nb\n\nlast" }, { lines = true })
+    assert.same({ "a", "b", "", "last" }, lines)
+    assert.same({ "x" }, (event.run_process("echo x", { lines = true })))
+    assert.same({}, (event.run_process("true", { lines = true })))
+  end)
+
+  it("captures stderr on request, merges or drops it", function()
+    local cmd = "echo out; echo err >&2"
+    local out, status = event.run_process(cmd, { stderr = "capture" })
+    assert.equal("out\n", out)
+    assert.equal("err\n", status.stderr)
+    out, status = event.run_process(cmd, { stderr = "stdout" })
+    assert.equal("out\nerr\n", out)
+    assert.is_nil(status.stderr)
+    out = event.run_process(cmd, { stderr = "null" })
+    assert.equal("out\n", out)
+    out, status = event.run_process(cmd, { stdout = "null", stderr = "capture" })
+    assert.equal("", out)
+    assert.equal("err\n", status.stderr)
+  end)
+
+  it("runs in opts.cwd with opts.env", function()
+    local dir = helper.tmpdir()
+    assert.equal(dir .. "\n", (event.run_process("pwd", { cwd = dir })))
+    local out = event.run_process({ "/usr/bin/env" },
+                                  { env = { EVLUA_A = "one", HOME = false } })
+    assert.matches("\nEVLUA_A=one\n", "\n" .. out, 1, true)
+    assert.not_matches("\nHOME=", "\n" .. out, 1, true)
+    assert.matches("\nPATH=" .. os.getenv("PATH") .. "\n", "\n" .. out, 1, true)
+    out = event.run_process({ "/usr/bin/env" }, { clear_env = true, env = { ONLY = 1 } })
+    assert.equal("ONLY=1\n", out)
+  end)
+
+  it("kills a process at its timeout: nil, 'timeout'", function()
+    local t0 = event.now()
+    local out, err = event.run_process("sleep 100", { timeout = 0.2 })
+    assert.is_nil(out)
+    assert.equal("timeout", err)
+    assert.is_true(event.now() - t0 < 10)
+  end)
+
+  -- A shell that writes `file` once it is set up; its timeout fires 1 s
+  -- after the start, well after that.
+  local function spawn_ready(script, opts)
+    local file = helper.tmpdir() .. "/ready"
+    local proc = assert(process.spawn(script:gsub("READY", file), opts))
+    helper.eventually(function()
+      local f = io.open(file)
+      local text = f and f:read("a")
+      if f then f:close() end
+      return text and text ~= ""
+    end, "the script to start")
+    return proc, helper.slurp(file)
+  end
+
+  it("reaches the children of a shell at the timeout (process group)", function()
+    local proc, pid = spawn_ready("sleep 100 & echo $! >READY; wait", { timeout = 1 })
+    pid = assert(tonumber(pid))
+    assert.is_true(alive(pid))
+    assert.same({ nil, "timeout" }, { proc:wait() })
+    helper.eventually(function() return not alive(pid) end, "the sleep to die")
+  end)
+
+  it("sends SIGKILL kill_after seconds after an ignored SIGTERM", function()
+    local t0 = event.now()
+    local proc = spawn_ready("trap '' TERM; echo >READY; sleep 100",
+                             { timeout = 1, kill_after = 0.3 })
+    assert.same({ nil, "timeout" }, { proc:wait() })
+    local took = event.now() - t0
+    assert.is_true(took >= 1.3 - 0.01, "took " .. took)
+    assert.is_true(took < 10, "took " .. took)
+  end)
+
+  it("bounds the output: max_output bytes are fine, one more kills it", function()
+    local out, status = event.run_process("head -c 65536 /dev/zero",
+                                          { max_output = 65536 })
+    assert.equal(65536, #out)
+    assert.equal(0, status.code)
+    local err
+    out, err = event.run_process("head -c 65537 /dev/zero", { max_output = 65536 })
+    assert.same({ nil, "output too large" }, { out, err })
+    -- stderr counts too
+    out, err = event.run_process("head -c 40000 /dev/zero >&2; head -c 40000 /dev/zero",
+                                 { max_output = 65536, stderr = "capture" })
+    assert.same({ nil, "output too large" }, { out, err })
+    -- an endless writer is stopped
+    out, err = event.run_process({ "yes" }, { max_output = MiB })
+    assert.same({ nil, "output too large" }, { out, err })
+    assert.equal(16 * MiB, process.defaults.max_output)
+  end)
+
+  it("reads until end of file: output of a background child is kept", function()
+    local out, status = event.run_process("(sleep 0.2; echo late) & echo early")
+    assert.equal(0, status.code)
+    assert.equal("early\nlate\n", out)
+  end)
+
+  it("runs 50 processes at once while a timer keeps its schedule", function()
+    -- Starting a process is synchronous (posix_spawn returns once the
+    -- child has called exec): the 50 starts are one burst of work. While
+    -- they run, the loop must stay free: the timer ticks on schedule.
+    local period, ticks, last, max_gap = 0.01, 0, nil, 0
+    local timer = event.timer(period, function()
+      event.update_now()
+      local now = event.now()
+      if last then
+        ticks = ticks + 1
+        max_gap = math.max(max_gap, now - last)
+      end
+      last = now
+    end)
+    local spawned, all_spawned = 0, nil
+    local function started()
+      spawned = spawned + 1
+      if spawned == 50 then   -- measure from here
+        event.update_now()
+        all_spawned, last, ticks, max_gap = event.now(), nil, 0, 0
+      end
+    end
+    local t0 = event.now()
+    local tasks = {}
+    for i = 1, 50 do
+      tasks[i] = event.fork(event.run_process, "sleep 1; echo " .. i,
+                            { on_spawn = started })
+    end
+    for i = 1, 50 do
+      local ok, out, status = tasks[i]:join()
+      assert.is_true(ok)
+      assert.equal(i .. "\n", out)
+      assert.equal(0, status.code)
+    end
+    timer:cancel()
+    event.update_now()
+    local took, waited = event.now() - t0, event.now() - all_spawned
+    -- together, not one after the other (that would be 50 s)
+    assert.is_true(took < 10, "took " .. took)
+    assert.is_true(ticks >= waited / period / 4,
+                   ("%d ticks in %.2fs"):format(ticks, waited))
+    assert.is_true(max_gap < 0.5, ("the loop stalled for %.3fs"):format(max_gap))
+  end)
+
+  it("leaks no fd and leaves no zombie after 1,000 runs", function()
+    fd_count()   -- the first run loads what later runs reuse
+    local before = fd_count()
+    local failures = 0
+    local workers = {}
+    for w = 1, 10 do
+      workers[w] = event.fork(function()
+        for i = 1, 100 do
+          local opts = ({ {}, { stderr = "capture" }, { stdin = "x" } })[i % 3 + 1]
+          local out, status = event.run_process({ "echo", w, i }, opts)
+          if out ~= w .. " " .. i .. "\n" or status.code ~= 0 then
+            failures = failures + 1
+          end
+        end
+      end)
+    end
+    for w = 1, 10 do assert.is_true((workers[w]:join())) end
+    assert.equal(0, failures)
+    local after = fd_count()
+    if after ~= before then   -- say which one, for whoever debugs it
+      io.stderr:write((event.run_process({ "ls", "-l", "/proc/" .. process.pid() .. "/fd" })))
+    end
+    assert.equal(before, after)
+    assert.equal(0, zombies())
+  end)
+
+  it("gives the child only fds 0-2, even ones opened without O_CLOEXEC", function()
+    local f = assert(io.open("/dev/null"))   -- stdio opens without O_CLOEXEC
+    local out = event.run_process({ "ls", "/proc/self/fd" }, { lines = true })
+    f:close()
+    table.sort(out)
+    assert.same({ "0", "1", "2", "3" }, out)   -- 3: ls's own directory
+  end)
+
+  it("shows up in event.ps as 'process <cmd>' while it waits", function()
+    local task = event.fork(event.run_process, "sleep 0.3")
+    helper.eventually(function()
+      return event.ps():find("[waiting process sleep 0.3]", 1, true)
+    end, "the process in event.ps")
+    assert.is_true((task:join()))
+  end)
+
+  it("terminates the process when the waiting coroutine is cancelled", function()
+    local proc
+    local task = event.fork(event.run_process, "sleep 100",
+                            { on_spawn = function(p) proc = p end })
+    helper.eventually(function() return proc ~= nil end, "the spawn")
+    assert.is_true(alive(proc.pid))
+    task:cancel()
+    assert.same({ true, nil, "cancelled" }, { task:join() })
+    helper.eventually(function() return not alive(proc.pid) end, "the process to die")
+    helper.eventually(function() return zombies() == 0 end, "the child reaped")
+  end)
+
+  it("terminates the process when on_spawn raises, and raises that error", function()
+    local pid
+    local ok, err = pcall(event.run_process, "sleep 100", {
+      on_spawn = function(p) pid = p.pid error("no thanks", 0) end })
+    assert.is_false(ok)
+    assert.equal("no thanks", err)
+    helper.eventually(function() return not alive(pid) end, "the process to die")
+  end)
+
+  it("raises on programmer errors", function()
+    -- a coroutine the scheduler did not start cannot wait
+    assert.has_error(coroutine.wrap(function() event.run_process("true") end),
+                     "event.run_process must run in a coroutine")
+    local function check(cmd, opts, msg)
+      local ok, err = pcall(event.run_process, cmd, opts)
+      assert.is_false(ok)
+      assert.matches(msg, err, 1, true)
+    end
+    check(nil, nil, "bad argument #1 to 'run_process' (string or argv table expected, got nil)")
+    check({}, nil, "bad argument #1 to 'run_process' (argv is empty)")
+    check("true", { tiemout = 1 }, "unknown option 'tiemout'")
+    check("true", { timeout = -1 }, "timeout must be a positive number")
+    check("true", { stdout = "stdout" }, "stdout must be")
+    check("true", { env = { ["A=B"] = "x" } }, "env names")
+  end)
+end)
+
+describe("process.spawn", function()
+  it("gives a handle: pid, wait with a timeout, kill with a signal", function()
+    local proc = assert(process.spawn("echo started; sleep 100"))
+    assert.is_true(alive(proc.pid))
+    assert.is_true(proc:running())
+    assert.same({ nil, "timeout" }, { proc:wait(0.05) })
+    assert.is_true(proc:kill("USR2"))
+    local out, status = proc:wait(10)
+    assert.equal("started\n", out)
+    assert.equal("USR2", status.signal_name)
+    assert.same({ nil, "exited" }, { proc:kill() })
+    assert.equal("started\n", (proc:wait()))   -- the result stays
+    assert.has_error(function() proc:kill("NOPE") end)
+  end)
+end)
+
+describe("event.signal", function()
+  after_each(helper.cleanup)
+
+  it("runs a handler in a coroutine for each signal, until cancelled", function()
+    local got = {}
+    local h = event.signal("SIGUSR2", function(name)
+      got[#got + 1] = name
+      event.sleep(0)   -- it is a coroutine
+    end)
+    local pid = process.pid()
+    assert(event.run_process({ "kill", "-USR2", pid }))
+    helper.eventually(function() return #got == 1 end, "the first signal")
+    assert(event.run_process({ "kill", "-USR2", pid }))
+    helper.eventually(function() return #got == 2 end, "the second signal")
+    assert.same({ "USR2", "USR2" }, got)
+    h:cancel()
+    h:cancel()   -- idempotent
+    assert.is_false(h:active())
+  end)
+
+  it("lets a script stop cleanly on SIGTERM", function()
+    local out, err, rc = helper.run_script([[
+      local event = require "event"
+      local process = require "evlua.process"
+      local l = assert(event.listen("127.0.0.1", 0, function() end))
+      event.signal("TERM", function(name)
+        print("got " .. name)
+        l:close()   -- nothing left: the process ends
+      end)
+      event.fork(event.run_process, { "kill", "-TERM", process.pid() })
+    ]])
+    assert.equal(0, rc, err)
+    assert.equal("got TERM\n", out)
+  end)
+
+  it("does not keep the process alive by itself", function()
+    local out, err, rc = helper.run_script([[
+      local event = require "event"
+      event.signal("HUP", function() end)
+      print("done")
+    ]])
+    assert.equal(0, rc, err)
+    assert.equal("done\n", out)
+  end)
+
+  it("refuses unknown and reserved signals", function()
+    assert.has_error(function() event.signal("NOPE", function() end) end,
+                     "bad argument #1 to 'signal' (unknown signal NOPE)")
+    for _, name in ipairs({ "USR1", "CHLD", "KILL", "STOP" }) do
+      assert.has_error(function() event.signal(name, function() end) end,
+                       "bad argument #1 to 'signal' (" .. name
+                       .. " is reserved by the runtime)")
+    end
+    assert.has_error(function() event.signal("TERM") end)
+  end)
+end)
