@@ -6,6 +6,11 @@
 local core = require "evlua.core"
 local event = require "event"
 
+-- SIGUSR1 interrupts user code only, never evlua's own library (the
+-- directory event.lua was loaded from): see src/interrupt.c.
+core.interrupt_library(debug.getinfo(event.fork, "S").source
+                       :match("^(@.*[/\\])event%.lua$") or "@<no library>")
+
 local USAGE = [==[
 usage: %s [options] [script [args]]
 Available options are:
