@@ -35,15 +35,20 @@ static _Atomic(lua_State *) running_thread = NULL;
 static volatile sig_atomic_t signals_received, signals_idle;
 static long interrupts_raised, interrupts_ignored;
 
-/* Chunk names starting with this prefix are evlua's own library. */
-static char library_prefix[1024];
-static size_t library_prefix_len;
+/* Chunk names starting with one of these prefixes are evlua's own
+** library (normally one: the directory of event.lua). */
+#define MAX_LIBRARY_PREFIXES 8
+static char *library_prefixes[MAX_LIBRARY_PREFIXES];
+static int library_count;
 
 enum { USER_ON_TOP, USER_BELOW, NO_USER };
 
 static int is_library(const char *source) {
-  return library_prefix_len > 0 &&
-         strncmp(source, library_prefix, library_prefix_len) == 0;
+  for (int i = 0; i < library_count; i++) {
+    const char *prefix = library_prefixes[i];
+    if (strncmp(source, prefix, strlen(prefix)) == 0) return 1;
+  }
+  return 0;
 }
 
 /* Where does the thread stand? On USER_ON_TOP, *top describes the
@@ -199,13 +204,16 @@ static int l_wrap(lua_State *L) {
 
 /*}====================================================================*/
 
-/* core.interrupt_library(prefix): chunk names of evlua's library */
+/* core.interrupt_library(prefix): chunk names starting with prefix are
+** library code, never interrupted. The strings are kept for the life of
+** the process (a handful, set at start-up). */
 static int l_interrupt_library(lua_State *L) {
-  size_t len;
-  const char *prefix = luaL_checklstring(L, 1, &len);
-  luaL_argcheck(L, len < sizeof library_prefix, 1, "prefix too long");
-  memcpy(library_prefix, prefix, len + 1);
-  library_prefix_len = len;
+  const char *prefix = luaL_checkstring(L, 1);
+  if (library_count == MAX_LIBRARY_PREFIXES)
+    return luaL_error(L, "too many library prefixes");
+  char *copy = strdup(prefix);
+  if (copy == NULL) return luaL_error(L, "not enough memory");
+  library_prefixes[library_count++] = copy;
   return 0;
 }
 
