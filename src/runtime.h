@@ -88,6 +88,7 @@ void evlua_open_listener(lua_State *L);
 void evlua_open_msgpack(lua_State *L);
 void evlua_open_http(lua_State *L);
 void evlua_open_interrupt(lua_State *L);
+void evlua_open_import(lua_State *L);
 
 #endif
 

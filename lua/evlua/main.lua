@@ -11,6 +11,10 @@ local event = require "event"
 core.interrupt_library(debug.getinfo(event.fork, "S").source
                        :match("^(@.*[/\\])event%.lua$") or "@<no library>")
 
+-- import(file): hot-reloadable loading (docs/import.md), a global as in
+-- the original project.
+_G.import = require "evlua.import"
+
 local USAGE = [==[
 usage: %s [options] [script [args]]
 Available options are:
