@@ -38,7 +38,7 @@ static long interrupts_raised, interrupts_ignored;
 /* Chunk names starting with one of these prefixes are evlua's own
 ** library (normally one: the directory of event.lua). */
 #define MAX_LIBRARY_PREFIXES 8
-static char *library_prefixes[MAX_LIBRARY_PREFIXES];
+static char library_prefixes[MAX_LIBRARY_PREFIXES][1024];
 static int library_count;
 
 enum { USER_ON_TOP, USER_BELOW, NO_USER };
@@ -205,15 +205,14 @@ static int l_wrap(lua_State *L) {
 /*}====================================================================*/
 
 /* core.interrupt_library(prefix): chunk names starting with prefix are
-** library code, never interrupted. The strings are kept for the life of
-** the process (a handful, set at start-up). */
+** library code, never interrupted (a handful, set at start-up). */
 static int l_interrupt_library(lua_State *L) {
-  const char *prefix = luaL_checkstring(L, 1);
+  size_t len;
+  const char *prefix = luaL_checklstring(L, 1, &len);
+  luaL_argcheck(L, len < sizeof library_prefixes[0], 1, "prefix too long");
   if (library_count == MAX_LIBRARY_PREFIXES)
     return luaL_error(L, "too many library prefixes");
-  char *copy = strdup(prefix);
-  if (copy == NULL) return luaL_error(L, "not enough memory");
-  library_prefixes[library_count++] = copy;
+  memcpy(library_prefixes[library_count++], prefix, len + 1);
   return 0;
 }
 
