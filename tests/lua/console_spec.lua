@@ -133,6 +133,8 @@ describe("evlua console", function()
     assert.equal(1, rc)                              -- one command failed
     out, err, rc = console_cli(port, {}, "ping\neval 'x'")   -- no final newline
     assert.same({ "pong\nx\n", "", 0 }, { out, err, rc })
+    out, err, rc = helper.sh("tools/console " .. port, "ping\n")
+    assert.same({ "pong\n", "", 0 }, { out, err, rc })
   end)
 
   it("asks for the password first when the console has one", function()
