@@ -130,15 +130,17 @@ describe("import.reload", function()
       local M = { log = {} }
       local ticks = 0
       local function tick() ticks = ticks + 1 M.log[#M.log + 1] = "tick v1" end
-      local function step() M.log[#M.log + 1] = "step v1" end
+      local function step(how) M.log[#M.log + 1] = "step v1 " .. how end
       local function once() M.log[#M.log + 1] = "once v1" end
       local old = select(2, ...)
       if not old then
         M.timer = event.timer(0.002, tick)
         M.timeout = event.timeout(3600, once)
         M.loop = event.fork(function()
+          local step_local = step
           while not M.stop do
-            step()
+            step("upvalue")
+            step_local("local")
             M.log[#M.log + 1] = "loop v1"
             event.sleep(0.002)
           end
@@ -160,8 +162,8 @@ describe("import.reload", function()
     m.timeout:start(0.001)      -- due now: its callback is the new code
     helper.eventually(function()
       local seen = table.concat(m.log, ",")
-      return seen:find("tick v2", 1, true) and seen:find("step v2", 1, true)
-             and seen:find("once v2", 1, true)
+      return seen:find("tick v2", 1, true) and seen:find("step v2 upvalue", 1, true)
+             and seen:find("step v2 local", 1, true) and seen:find("once v2", 1, true)
     end, "the new code")
     assert.is_true(m.ticks() > before)              -- the tick counter went on
     local seen = table.concat(m.log, ",")
@@ -269,6 +271,19 @@ describe("import.reload", function()
     assert.same({ "new local", 11 }, { m.added() })  -- new code shares the state
     m.bump()
     assert.same({ "new local", 12 }, { m.added() })
+  end)
+
+  it("reloads a file that returns a function", function()
+    local path = module_file(dir, "fn.lua", [[
+      local calls = 0
+      return function() calls = calls + 1 return "v1", calls end
+    ]])
+    local f = import(path)
+    f()
+    edit(path, '"v1"', '"v2"')
+    assert.is_true(import.reload(path))
+    assert.same({ "v2", 2 }, { f() })               -- the caller's local too
+    assert.equal(f, import(path))
   end)
 
   it("reloads a module whose file ends with a tail call", function()
