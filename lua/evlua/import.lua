@@ -109,7 +109,6 @@ local function new_planner(rec)
     functions = setmetatable({}, WEAK_KEYS),   -- the new version's
     newfuncs = {},    -- list of them, for upvalue joins
   }
-  local seen = {}     -- new object -> true
   local pair_tables, pair_functions, visit
 
   local function mine(v)
@@ -152,34 +151,28 @@ local function new_planner(rec)
     if known then return known[1], known[2] end
   end
 
-  -- Walk a new value that has no counterpart (or whose counterpart was
-  -- handled): record the file's functions and their tables.
+  -- New functions wait in a queue: their variables are paired once the
+  -- tables have been, so that every function reachable by a table path
+  -- already knows its old counterpart.
+  local queue, queued = plan.newfuncs, {}
+  local visited, paired = {}, {}   -- new tables walked / paired
+
+  local function enqueue(nf)
+    if queued[nf] then return end
+    queued[nf] = true
+    plan.functions[nf] = true
+    queue[#queue + 1] = nf
+  end
+
+  -- Walk a new value that has no counterpart: record the file's
+  -- functions and the function keys of its tables.
   visit = function(v)
     local t = type(v)
     if t == "function" then
-      if not mine(v) or seen[v] then return end
-      seen[v] = true
-      plan.functions[v] = true
-      plan.newfuncs[#plan.newfuncs + 1] = v
-      for i = 1, math.huge do
-        local name, uv = getupvalue(v, i)
-        if name == nil then break end
-        local ut = type(uv)
-        if name ~= "_ENV" and (ut == "function" or ut == "table") then
-          local of, j = old_variable(v, name)
-          local ov = of and select(2, getupvalue(of, j))
-          if ut == "function" and type(ov) == "function" and ov ~= uv and mine(uv) then
-            pair_functions(ov, uv)
-          elseif ut == "table" and type(ov) == "table" and ov ~= uv then
-            pair_tables(ov, uv)
-          else
-            visit(uv)
-          end
-        end
-      end
+      if mine(v) then enqueue(v) end
     elseif t == "table" then
-      if seen[v] or is_shared_root(v) then return end
-      seen[v] = true
+      if visited[v] or paired[v] or is_shared_root(v) then return end
+      visited[v] = true
       local keys = {}
       for k, x in next, v do
         if mine(x) then keys[k] = true end
@@ -193,14 +186,14 @@ local function new_planner(rec)
   pair_functions = function(of, nf)
     if plan.fmap[of] == nil then plan.fmap[of] = nf end
     if plan.back[nf] == nil then plan.back[nf] = of end
-    visit(nf)
+    enqueue(nf)
   end
 
   -- The old table stays (others hold it); it takes the new functions and
   -- new keys; values it already has are state and stay.
   pair_tables = function(old, new)
-    if seen[new] or is_shared_root(old) or is_shared_root(new) then return end
-    seen[new] = true
+    if paired[new] or is_shared_root(old) or is_shared_root(new) then return end
+    paired[new] = true
     local keys = {}
     for k, nv in next, new do
       local ov = rawget(old, k)
@@ -232,6 +225,34 @@ local function new_planner(rec)
     local om, nm = getmetatable_raw(old), getmetatable_raw(new)
     if type(om) == "table" and type(nm) == "table" and om ~= nm then
       pair_tables(om, nm)
+    elseif nm ~= om then
+      visit(nm)
+    end
+  end
+
+  -- Pair the queued functions' variables (upvalues) that hold tables or
+  -- functions with the old ones; this may queue more functions.
+  function plan.pair_variables()
+    local i = 1
+    while queue[i] do
+      local nf = queue[i]
+      i = i + 1
+      for u = 1, math.huge do
+        local name, uv = getupvalue(nf, u)
+        if name == nil then break end
+        local ut = type(uv)
+        if name ~= "_ENV" and (ut == "function" or ut == "table") then
+          local of, j = old_variable(nf, name)
+          local ov = of and select(2, getupvalue(of, j))
+          if ut == "function" and type(ov) == "function" and ov ~= uv and mine(uv) then
+            pair_functions(ov, uv)
+          elseif ut == "table" and type(ov) == "table" and ov ~= uv then
+            pair_tables(ov, uv)
+          else
+            visit(uv)
+          end
+        end
+      end
     end
   end
 
@@ -390,8 +411,9 @@ local function load_file(path)
   order[#order + 1] = path
   local plan = new_planner(rec)
   plan.visit(value)
-  plan.visit(env)
   plan.visit(locals)
+  plan.visit(env)
+  plan.pair_variables()
   remember(rec, plan, source)
   return rec
 end
@@ -426,20 +448,21 @@ local function reload_record(rec, source)
   rec.loading = nil
   if not ok then return nil, value end
   local plan = new_planner(rec)
+  local old, new_value = rec.value, nil
   local planned, perr = pcall(function()
-    plan.pair_tables(rec.env, env)
-    plan.pair_tables(rec.locals, locals)
-    local old = rec.value
     if type(old) == "table" and type(value) == "table" then
       plan.pair_tables(old, value)
     elseif type(old) == "function" and plan.mine(value) then
       plan.pair_functions(old, value)
-      rec.new_value = value
+      new_value = value
     end
+    plan.pair_tables(rec.locals, locals)
+    plan.pair_tables(rec.env, env)
+    plan.pair_variables()
   end)
   if not planned then return nil, "reload failed while planning: " .. tostring(perr) end
   apply(rec, plan)
-  if rec.new_value then rec.value, rec.new_value = rec.new_value, nil end
+  if new_value then rec.value = new_value end
   remember(rec, plan, source)
   return true
 end

@@ -75,6 +75,14 @@ describe("import", function()
                      "bad argument #1 to 'import' (string expected, got number)")
   end)
 
+  it("reports a file that imports itself while it loads", function()
+    local path = module_file(dir, "cycle.lua", "return import(...)")
+    local ok, err = pcall(import, path)
+    assert.is_false(ok)
+    assert.matches("import cycle: " .. path:gsub("%p", "%%%0") .. " is still loading", err)
+    assert.same({}, within(dir, import.files()))    -- and it is not recorded
+  end)
+
   it("keeps a file's globals in its own environment, returned when the file returns nothing", function()
     local path = module_file(dir, "globals.lua", [[
       hits = 0
