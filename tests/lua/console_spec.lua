@@ -125,6 +125,27 @@ describe("evlua console", function()
     assert.same({ "", "error: unknown command 'frobnicate' (try help)\n", 1 }, { out, err, rc })
   end)
 
+  it("replies with the error when kill -USR1 breaks a dead loop in an eval", function()
+    local port, pid = start_server()
+    local dir = helper.tmpdir()
+    -- The eval marks a file, then loops on the same line: once the file
+    -- exists, the loop is all that runs in the server.
+    local code = ("eval io.open(%q, 'w'):close() while true do end"):format(dir .. "/started")
+    helper.sh(("(%s console %d %s >%s/out 2>%s/err; echo $? >%s/rc) &")
+              :format(helper.quote(helper.evlua), port, helper.quote(code), dir, dir, dir))
+    helper.eventually(function()
+      local f = io.open(dir .. "/started")
+      if f then f:close() end
+      return f ~= nil
+    end, "the eval's loop")
+    helper.kill(pid, "USR1")
+    helper.await_output(dir .. "/rc", "%d")
+    assert.equal("1\n", helper.slurp(dir .. "/rc"))
+    assert.equal("", helper.slurp(dir .. "/out"))
+    assert.matches("^error: console:1: interrupted\nstack traceback:", helper.slurp(dir .. "/err"))
+    assert.same({ "pong\n", "", 0 }, { console_cli(port, { "ping" }) })
+  end)
+
   it("runs commands from stdin and stops at quit", function()
     local port = start_server()
     local out, err, rc = console_cli(port, {}, "ping\n\neval 6 * 7\nnope\nquit\nping\n")
