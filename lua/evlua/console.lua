@@ -12,6 +12,7 @@ local console = {}
 console.DEFAULT_HOST = "127.0.0.1"
 console.EVAL_TIMEOUT = 10       -- seconds an eval may take
 console.MAX_LINE = 64 * 1024    -- longest command line
+console.MAX_SESSIONS = 16       -- connections served at once
 
 --[[ Commands ===============================================================
 console.commands[name] = { usage =, help =, run = function(session, args) }
@@ -256,7 +257,8 @@ local function check_options(opts)
 end
 
 -- console.listen(port | { port =, host =, password =, eval_timeout =,
--- max_line = }) -> listener | nil, err. host defaults to 127.0.0.1.
+-- max_line =, max_sessions = }) -> listener | nil, err. host defaults to
+-- 127.0.0.1.
 function console.listen(opts)
   opts = check_options(opts)
   local session_defaults = {
@@ -264,11 +266,22 @@ function console.listen(opts)
     eval_timeout = opts.eval_timeout or console.EVAL_TIMEOUT,
   }
   local max_line = opts.max_line or console.MAX_LINE
+  local max_sessions = opts.max_sessions or console.MAX_SESSIONS
+  local sessions = 0
   return event.listen(opts.host or console.DEFAULT_HOST, opts.port, function(_, ch)
+    if sessions >= max_sessions then
+      reply(ch, "error", "too many console sessions (" .. max_sessions .. ")")
+      ch:close()
+      return
+    end
+    sessions = sessions + 1
     ch:set_limits({ max_line = max_line })
     event.running():set_name("console session " .. tostring(ch):gsub("^channel ", ""))
     local session = setmetatable({ channel = ch }, { __index = session_defaults })
-    serve(session, ch)
+    local ok, err = pcall(serve, session, ch)
+    sessions = sessions - 1
+    ch:close()
+    if not ok then error(err, 0) end
   end)
 end
 

@@ -228,6 +228,27 @@ describe("console.listen", function()
     l:close()
   end)
 
+  it("serves up to max_sessions connections at once", function()
+    local l = assert(console.listen({ port = 0, max_sessions = 2 }))
+    local a = assert(client.connect("127.0.0.1", l:port(), nil, 10))
+    local b = assert(client.connect("127.0.0.1", l:port(), nil, 10))
+    assert.same({ "ok", "pong" }, { a:command("ping") })
+    assert.same({ "ok", "pong" }, { b:command("ping") })
+    local c = assert(client.connect("127.0.0.1", l:port(), nil, 10))
+    assert.same({ "error", "too many console sessions (2)" }, { c:command("ping") })
+    c:close()
+    assert.same({ "ok", "bye" }, { a:command("quit") })
+    -- The session ends when the console has closed its side.
+    helper.eventually(function()
+      local d = assert(client.connect("127.0.0.1", l:port(), nil, 10))
+      local status = d:command("ping")
+      d:close()
+      return status == "ok"
+    end, "a free session")
+    b:close()
+    l:close()
+  end)
+
   it("lets a process add its own commands", function()
     console.commands.hello = {
       usage = "hello <name>", help = "greet",
