@@ -41,7 +41,9 @@ int evlua_pcall(lua_State *L, int nargs, int nresults) {
   int base = lua_gettop(L) - nargs;   /* function index */
   lua_pushcfunction(L, evlua_traceback);
   lua_insert(L, base);
+  lua_State *prev = evlua_interrupt_enter(L);
   int status = lua_pcall(L, nargs, nresults, base);
+  evlua_interrupt_leave(L, prev);
   if (status != LUA_OK) {
     log_lua_error(L, -1, "callback failed");
     lua_pop(L, 1);
@@ -61,7 +63,9 @@ static void resume_thread(lua_State *L, lua_State *co, int nargs) {
   }
   lua_xmove(L, co, nargs);
   int nres = 0;
+  lua_State *prev = evlua_interrupt_enter(co);
   int status = lua_resume(co, L, nargs, &nres);
+  evlua_interrupt_leave(co, prev);
   if (status == LUA_OK || status == LUA_YIELD) {
     lua_pop(co, nres);
     return;
@@ -133,6 +137,7 @@ evlua_runtime *evlua_runtime_new(void) {
   ev_idle_init(&rt->spin_watcher, on_spin);
   *(evlua_runtime **)lua_getextraspace(rt->L) = rt;
   luaL_openlibs(rt->L);
+  evlua_interrupt_install(rt->L);
   luaL_getsubtable(rt->L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   lua_pushcfunction(rt->L, luaopen_evlua_core);
   lua_setfield(rt->L, -2, "evlua.core");

@@ -77,6 +77,14 @@ void evlua_unanchor(lua_State *L, int *ref);
 ** targ) and an optional argument as user values 1 and 2 of userdata ud. */
 void evlua_set_target(lua_State *L, int ud, int targ);
 
+/* SIGUSR1 breaks dead loops (interrupt.c): install the handler and the
+** tracking coroutine.resume/wrap. Every run of Lua code is bracketed by
+** prev = evlua_interrupt_enter(thread) ... evlua_interrupt_leave(thread,
+** prev) so the handler knows which thread to interrupt. */
+void evlua_interrupt_install(lua_State *L);
+lua_State *evlua_interrupt_enter(lua_State *L);
+void evlua_interrupt_leave(lua_State *L, lua_State *prev);
+
 /* Module openers, one per binding file. */
 int luaopen_evlua_core(lua_State *L);
 void evlua_open_timer(lua_State *L);
@@ -88,6 +96,8 @@ void evlua_open_msgpack(lua_State *L);
 void evlua_open_http(lua_State *L);
 void evlua_open_process(lua_State *L);
 void evlua_open_signal(lua_State *L);
+void evlua_open_interrupt(lua_State *L);
+void evlua_open_import(lua_State *L);
 
 #endif
 

@@ -6,6 +6,15 @@
 local core = require "evlua.core"
 local event = require "event"
 
+-- SIGUSR1 interrupts user code only, never evlua's own library (the
+-- directory event.lua was loaded from): see src/interrupt.c.
+core.interrupt_library(debug.getinfo(event.fork, "S").source
+                       :match("^(@.*[/\\])event%.lua$") or "@<no library>")
+
+-- import(file): hot-reloadable loading (docs/import.md), a global as in
+-- the original project.
+_G.import = require "evlua.import"
+
 local USAGE = [==[
 usage: %s [options] [script [args]]
 Available options are:
@@ -13,11 +22,13 @@ Available options are:
   -i        enter interactive mode after executing 'script'
   -l mod    require library 'mod' into global 'mod'
   -v        show version information
+  --console [HOST:]PORT  open a console port (docs/console.md)
   --        stop handling options
   -         stop handling options and execute stdin
 A script NAME that is not a file is looked up as NAME.lua in the current
 directory, in $EVLUA_SCRIPT_PATH (directories separated by ':') and in
 evlua's examples directory.
+`%s console [HOST:]PORT [command]` connects to a console port.
 ]==]
 
 local function report(progname, msg)
@@ -38,6 +49,12 @@ local function parse(argv)
     elseif a == "-" or a:sub(1, 1) ~= "-" then
       opts.script = i
       return opts
+    elseif a == "--console" then
+      i = i + 1
+      opts.console = argv[i]
+      if opts.console == nil then return nil, "'--console' needs argument" end
+      i = i + 1
+      goto continue
     end
     local flag, value = a:sub(2, 2), a:sub(3)
     if flag == "e" or flag == "l" then
@@ -57,6 +74,7 @@ local function parse(argv)
       return nil, "unrecognized option '" .. a .. "'"
     end
     i = i + 1
+    ::continue::
   end
   return opts
 end
@@ -124,12 +142,43 @@ local function load_chunks(opts, argv, info)
   return steps
 end
 
+-- --console [HOST:]PORT: open the console port before the script runs.
+local function open_console(spec)
+  local host, port = spec:match("^(.*):(%d+)$")
+  if not host then host, port = nil, spec:match("^%d+$") end
+  port = math.tointeger(tonumber(port))
+  if not port then error("--console: bad address '" .. spec .. "'", 0) end
+  local listener, err = require("evlua.console").listen({
+    host = host ~= "" and host or nil, port = port,
+    password = os.getenv("EVLUA_CONSOLE_PASSWORD"),
+  })
+  if not listener then error("--console " .. spec .. ": " .. err, 0) end
+  core.log("info", "console listening on " .. (host or "127.0.0.1") .. ":"
+           .. listener:port())
+end
+
+-- `evlua console ...`: the console client (a file named "console" in the
+-- current directory still runs as a script).
+local function console_client(argv, progname)
+  _G.arg = make_arg(argv, 1)
+  local args = table.move(argv, 2, #argv, 1, {})
+  event._start_main(function()
+    core.exit(require("evlua.console_client").main(args))
+  end, function(traceback)
+    report(progname, traceback)
+    core.exit(1)
+  end)
+end
+
 return function(argv, info)
   local progname = argv[0]
+  if argv[1] == "console" and not file_exists("console") then
+    return console_client(argv, progname)
+  end
   local opts, err = parse(argv)
   if not opts then
     report(progname, err)
-    io.stderr:write(USAGE:format(progname))
+    io.stderr:write(USAGE:format(progname, progname))
     return 1
   end
   if opts.script then argv[opts.script] = find_script(argv[opts.script], info) end
@@ -150,8 +199,9 @@ return function(argv, info)
       steps[1] = assert(loadfile(nil))   -- the script is on stdin
     end
   end
-  if #steps == 0 and not repl then return 0 end
+  if #steps == 0 and not repl and not opts.console then return 0 end
   local function main_chunk()
+    if opts.console then open_console(opts.console) end
     for i = 1, #steps do
       if i == #steps and not repl then return steps[i]() end
       steps[i]()

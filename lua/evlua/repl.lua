@@ -35,6 +35,8 @@ local function line_reader(fd)
   end
 end
 
+repl.line_reader = line_reader   -- line_reader(fd) -> read_line(): line | nil, err
+
 local function incomplete(err)
   return err and err:sub(-5) == "<eof>"
 end

@@ -1,0 +1,288 @@
+-- evlua/console.lua - a console port into a running process: one command
+-- per line, each answered with a framed reply (docs/console.md):
+--   "ok <n>\n" or "error <n>\n", then exactly n bytes of text.
+-- The client is `evlua console [HOST:]PORT` (evlua/console_client.lua).
+
+local core = require "evlua.core"
+local event = require "event"
+local import = require "evlua.import"
+
+local console = {}
+
+console.DEFAULT_HOST = "127.0.0.1"
+console.EVAL_TIMEOUT = 10       -- seconds an eval may take
+console.MAX_LINE = 64 * 1024    -- longest command line
+console.MAX_SESSIONS = 16       -- connections served at once
+
+--[[ Commands ===============================================================
+console.commands[name] = { usage =, help =, run = function(session, args) }
+run returns the reply text, or raises / returns nil, err for an error
+reply. A process may add its own commands to this table.
+==========================================================================]]
+
+local commands = {}
+console.commands = commands
+
+local function kib(bytes) return ("%.1f KiB"):format(bytes / 1024) end
+
+-- Open streams and listeners are anchored in the registry while open.
+local function count_objects(metatable_name)
+  local reg = debug.getregistry()
+  local mt = reg[metatable_name]
+  local n = 0
+  if mt == nil then return 0 end
+  for _, v in pairs(reg) do
+    if type(v) == "userdata" and debug.getmetatable(v) == mt then n = n + 1 end
+  end
+  return n
+end
+
+local function pid()
+  local f = io.open("/proc/self/stat")
+  if not f then return "?" end
+  local stat = f:read("l")
+  f:close()
+  return stat:match("^%d+") or "?"
+end
+
+local function format_uptime(s)
+  local d, h, m = s // 86400, s % 86400 // 3600, s % 3600 // 60
+  local text = ("%02d:%02d:%06.3f"):format(h, m, s % 60)
+  if d > 0 then text = ("%dd "):format(d) .. text end
+  return text
+end
+
+commands.ping = {
+  usage = "ping", help = "check that the process answers",
+  run = function() return "pong" end,
+}
+
+commands.mem = {
+  usage = "mem", help = "memory: the Lua heap and all of the C heap (malloc, Lua included)",
+  run = function()
+    return ("lua heap: %s\nc heap: %s"):format(kib(collectgarbage("count") * 1024),
+                                               kib(core.c_heap()))
+  end,
+}
+
+commands.gc = {
+  usage = "gc", help = "run a full garbage collection",
+  run = function()
+    local before = collectgarbage("count") * 1024
+    collectgarbage("collect")
+    local after = collectgarbage("count") * 1024
+    return ("lua heap: %s -> %s (freed %s)"):format(kib(before), kib(after),
+                                                    kib(before - after))
+  end,
+}
+
+commands.stats = {
+  usage = "stats", help = "connections, coroutines, timers, uptime",
+  run = function()
+    local s = event.stats()
+    return table.concat({
+      "connections: " .. count_objects("evlua.stream"),
+      "listeners: " .. count_objects("evlua.listener"),
+      "coroutines: " .. s.tasks .. " (" .. s.ready .. " ready)",
+      "timers: " .. s.timers,
+      "fd watches: " .. s.fdwatches,
+      "loop iterations: " .. s.iterations,
+      "uptime: " .. format_uptime(s.uptime),
+      "pid: " .. pid(),
+    }, "\n")
+  end,
+}
+
+local function ps()
+  local text = event.ps()
+  if text == "" then return "no coroutines" end
+  return text
+end
+commands.ps = { usage = "ps", help = "every coroutine, what it waits on, its traceback", run = ps }
+commands.tasks = { usage = "tasks", help = "the same as ps", run = ps }
+
+commands.reload = {
+  usage = "reload [file]",
+  help = "reload an imported file, or every imported file changed on disk",
+  run = function(_, args)
+    if args ~= "" then
+      local ok, err = import.reload(args)
+      if not ok then return nil, err end
+      return "reloaded " .. args
+    end
+    local done, errors = import.auto_reload()
+    local lines = {}
+    for _, path in ipairs(done) do lines[#lines + 1] = "reloaded " .. path end
+    if errors then
+      local failed = {}
+      for path, err in pairs(errors) do failed[#failed + 1] = err end
+      table.sort(failed)
+      for _, err in ipairs(failed) do lines[#lines + 1] = "failed: " .. err end
+      return nil, table.concat(lines, "\n")
+    end
+    if #lines == 0 then return "nothing changed" end
+    return table.concat(lines, "\n")
+  end,
+}
+
+-- Compile like the REPL: an expression first, then a statement.
+local function compile_eval(code, env)
+  local fn = load("return " .. code, "=console", "t", env)
+  if fn then return fn end
+  return load(code, "=console", "t", env)
+end
+
+local function pack_results(ok, ...)
+  return ok, table.pack(...)
+end
+
+commands.eval = {
+  usage = "eval <lua>",
+  help = "run Lua code in the process (in a coroutine; it may wait), print its results",
+  run = function(session, code)
+    if code == "" then return nil, "usage: eval <lua>" end
+    local output = {}
+    -- print() writes into the reply; every other global is the process's.
+    local env = setmetatable({
+      print = function(...)
+        local parts = table.pack(...)
+        for i = 1, parts.n do parts[i] = tostring(parts[i]) end
+        output[#output + 1] = table.concat(parts, "\t", 1, parts.n)
+      end,
+    }, { __index = _G, __newindex = _G })
+    local fn, err = compile_eval(code, env)
+    if not fn then return nil, err end
+    local task = event.fork(function() return pack_results(xpcall(fn, event.traceback)) end)
+    task:set_name("console eval")
+    local done, ok, results = task:join(session.eval_timeout)
+    if done == nil then
+      task:cancel()
+      return nil, ("eval: no result after %g s (cancelled at its next wait)")
+                  :format(session.eval_timeout)
+    end
+    if not ok then return nil, tostring(results[1]) end
+    if results.n > 0 then
+      for i = 1, results.n do results[i] = tostring(results[i]) end
+      output[#output + 1] = table.concat(results, "\t", 1, results.n)
+    end
+    return table.concat(output, "\n")
+  end,
+}
+
+commands.help = {
+  usage = "help", help = "this list",
+  run = function()
+    local names = {}
+    for name in pairs(commands) do names[#names + 1] = name end
+    table.sort(names)
+    local width = 0
+    for _, name in ipairs(names) do width = math.max(width, #commands[name].usage) end
+    local lines = {}
+    for _, name in ipairs(names) do
+      local c = commands[name]
+      lines[#lines + 1] = ("%-" .. width .. "s  %s"):format(c.usage, c.help)
+    end
+    lines[#lines + 1] = ("%-" .. width .. "s  %s"):format("quit", "close this console")
+    return table.concat(lines, "\n")
+  end,
+}
+
+--[[ Sessions ===============================================================]]
+
+local function reply(ch, status, text)
+  text = tostring(text or "")
+  return ch:write(status, " ", #text, "\n", text)
+end
+
+local function run_command(session, name, args)
+  local command = commands[name]
+  if not command then
+    return nil, "unknown command '" .. name .. "' (try help)"
+  end
+  local ok, text, err = xpcall(command.run, event.traceback, session, args)
+  if not ok then return nil, text end
+  if text == nil then return nil, err or "failed" end
+  return text
+end
+
+-- Serve one connection: read a line, answer it, until quit or close.
+local function serve(session, ch)
+  local authenticated = session.password == nil
+  while true do
+    local line, err = ch:wait_line()
+    if not line then
+      if err == "line too long" then reply(ch, "error", "line too long") ch:close() end
+      return
+    end
+    local name, args = line:match("^%s*(%S*)%s*(.-)%s*$")
+    if name == "auth" then
+      if session.password ~= nil and args ~= session.password then
+        reply(ch, "error", "wrong password")
+        ch:close()
+        return
+      end
+      authenticated = true
+      reply(ch, "ok", "authenticated")
+    elseif not authenticated then
+      reply(ch, "error", "password required (auth <password>)")
+      ch:close()
+      return
+    elseif name == "quit" or name == "exit" then
+      reply(ch, "ok", "bye")
+      ch:close()
+      return
+    elseif name ~= "" then
+      local text, cerr = run_command(session, name, args)
+      if text then reply(ch, "ok", text) else reply(ch, "error", cerr) end
+    else
+      reply(ch, "ok", "")
+    end
+  end
+end
+
+local function check_options(opts)
+  if math.type(opts) == "integer" then opts = { port = opts } end
+  if type(opts) ~= "table" then
+    error("bad argument #1 to 'listen' (port or options table expected, got "
+          .. type(opts) .. ")", 3)
+  end
+  local port = opts.port
+  if math.type(port) ~= "integer" or port < 0 or port > 65535 then
+    error("bad argument #1 to 'listen' (port between 0 and 65535 expected)", 3)
+  end
+  if opts.password ~= nil and type(opts.password) ~= "string" then
+    error("bad argument #1 to 'listen' (password must be a string)", 3)
+  end
+  return opts
+end
+
+-- console.listen(port | { port =, host =, password =, eval_timeout =,
+-- max_line =, max_sessions = }) -> listener | nil, err. host defaults to
+-- 127.0.0.1.
+function console.listen(opts)
+  opts = check_options(opts)
+  local session_defaults = {
+    password = opts.password,
+    eval_timeout = opts.eval_timeout or console.EVAL_TIMEOUT,
+  }
+  local max_line = opts.max_line or console.MAX_LINE
+  local max_sessions = opts.max_sessions or console.MAX_SESSIONS
+  local sessions = 0
+  return event.listen(opts.host or console.DEFAULT_HOST, opts.port, function(_, ch)
+    if sessions >= max_sessions then
+      reply(ch, "error", "too many console sessions (" .. max_sessions .. ")")
+      ch:close()
+      return
+    end
+    sessions = sessions + 1
+    ch:set_limits({ max_line = max_line })
+    event.running():set_name("console session " .. tostring(ch):gsub("^channel ", ""))
+    local session = setmetatable({ channel = ch }, { __index = session_defaults })
+    local ok, err = pcall(serve, session, ch)
+    sessions = sessions - 1
+    ch:close()
+    if not ok then error(err, 0) end
+  end)
+end
+
+return console

@@ -1,0 +1,183 @@
+-- evlua/console_client.lua - `evlua console [options] [HOST:]PORT
+-- [command...]`: talk to a process's console port (evlua/console.lua).
+-- One command as arguments, commands on stdin, or an interactive prompt.
+
+local core = require "evlua.core"
+local event = require "event"
+
+local client = {}
+
+client.USAGE = [[
+usage: evlua console [-p password] [-t seconds] [HOST:]PORT [command...]
+  Connects to the console port of an evlua process (HOST defaults to
+  127.0.0.1) and runs the command given as arguments, the commands read
+  from stdin (one per line), or an interactive prompt on a terminal.
+  -p password  send this password first (default: $EVLUA_CONSOLE_PASSWORD)
+  -t seconds   how long to wait for a reply (default 60)
+  Commands: ping, mem, gc, stats, ps, reload [file], eval <lua>, help, quit.
+]]
+
+local Session = {}
+Session.__index = Session
+
+-- Read one framed reply: "ok <n>" | "error <n>", then n bytes.
+local function read_reply(ch, timeout)
+  local header, err = ch:wait_line(timeout)
+  if not header then return nil, err end
+  local status, n = header:match("^(%a+) (%d+)$")
+  if not status then return nil, "bad reply from the console: " .. header end
+  local parts, left = {}, tonumber(n)
+  while left > 0 do
+    local chunk, rerr = ch:wait_read(math.min(left, 64 * 1024), timeout)
+    if not chunk then return nil, rerr end
+    parts[#parts + 1] = chunk
+    left = left - #chunk
+  end
+  return status, table.concat(parts)
+end
+
+-- session:command(line) -> "ok" | "error", text | nil, err (the
+-- connection failed)
+function Session:command(line)
+  if line:find("\n", 1, true) then
+    error("bad argument #1 to 'command' (one line expected)", 2)
+  end
+  local ok, err = self.channel:write(line, "\n")
+  if not ok then return nil, err end
+  return read_reply(self.channel, self.timeout)
+end
+
+function Session:close()
+  self.channel:close()
+end
+
+-- client.connect(host, port [, password [, timeout]]) -> session |
+-- nil, err. In a coroutine.
+function client.connect(host, port, password, timeout)
+  local ch, err = event.connect(host, port, nil, timeout)
+  if not ch then return nil, err end
+  local session = setmetatable({ channel = ch, timeout = timeout }, Session)
+  if password then
+    local status, text = session:command("auth " .. password)
+    if status ~= "ok" then
+      ch:close()
+      return nil, text
+    end
+  end
+  return session
+end
+
+local function write_body(out, text)
+  if text == "" then return end
+  out:write(text)
+  if text:sub(-1) ~= "\n" then out:write("\n") end
+  out:flush()
+end
+
+-- Send one line and print the reply; returns true if it succeeded,
+-- false for an error reply, nil when the connection is gone.
+local function run_line(session, line)
+  local status, text = session:command(line)
+  if status == "ok" then
+    write_body(io.stdout, text)
+    return true
+  elseif status == "error" then
+    write_body(io.stderr, "error: " .. text)
+    return false
+  end
+  write_body(io.stderr, "evlua console: " .. tostring(text))
+  return nil
+end
+
+local function parse(args)
+  local opts = { password = os.getenv("EVLUA_CONSOLE_PASSWORD"), timeout = 60 }
+  local i = 1
+  while args[i] and args[i]:sub(1, 1) == "-" do
+    local a = args[i]
+    if a == "-p" or a == "-t" then
+      local value = args[i + 1]
+      if value == nil then return nil, "'" .. a .. "' needs argument" end
+      if a == "-p" then
+        opts.password = value
+      else
+        opts.timeout = tonumber(value)
+        if not opts.timeout or opts.timeout <= 0 then
+          return nil, "'-t' needs a positive number of seconds"
+        end
+      end
+      i = i + 2
+    elseif a == "-h" or a == "--help" then
+      opts.help = true
+      return opts
+    else
+      return nil, "unrecognized option '" .. a .. "'"
+    end
+  end
+  local target = args[i]
+  if not target then return nil, "HOST:PORT expected" end
+  local host, port = target:match("^(.*):(%d+)$")
+  if not host then host, port = "127.0.0.1", target:match("^%d+$") end
+  port = math.tointeger(tonumber(port))
+  if not port or port > 65535 then return nil, "bad address '" .. target .. "'" end
+  opts.host, opts.port = host ~= "" and host or "127.0.0.1", port
+  if args[i + 1] then opts.command = table.concat(args, " ", i + 1) end
+  return opts
+end
+
+-- Commands from a reader, one per line; interactive shows a prompt.
+local function command_loop(session, read_line, prompt)
+  local failed = false
+  while true do
+    if prompt then
+      io.stdout:write(prompt)
+      io.stdout:flush()
+    end
+    local line = read_line()
+    if not line then break end
+    if line:match("%S") then
+      local ok = run_line(session, line)
+      if ok == nil then return 1 end
+      if not ok then failed = true end
+      if line:match("^%s*quit%s*$") or line:match("^%s*exit%s*$") then break end
+    end
+  end
+  if prompt then io.stdout:write("\n") end
+  return failed and 1 or 0
+end
+
+-- client.main(args) -> exit status; args are the words after "console".
+function client.main(args)
+  local opts, err = parse(args)
+  if not opts then
+    io.stderr:write("evlua console: ", err, "\n", client.USAGE)
+    return 2
+  end
+  if opts.help then
+    io.stdout:write(client.USAGE)
+    return 0
+  end
+  local session
+  session, err = client.connect(opts.host, opts.port, opts.password, opts.timeout)
+  if not session then
+    io.stderr:write(("evlua console: %s:%d: %s\n"):format(opts.host, opts.port, err))
+    return 1
+  end
+  local code
+  if opts.command then
+    local ok = run_line(session, opts.command)
+    code = ok and 0 or 1
+  else
+    local read_line = require("evlua.repl").line_reader(0)
+    local prompt
+    if core.isatty(0) then
+      print(("connected to %s:%d (help lists the commands; quit or Ctrl-D leaves)")
+            :format(opts.host, opts.port))
+      prompt = ("%s:%d> "):format(opts.host, opts.port)
+    end
+    code = command_loop(session, read_line, prompt)
+  end
+  session:close()
+  return code
+end
+
+return client

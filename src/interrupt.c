@@ -1,0 +1,253 @@
+/*
+** interrupt.c - breaking out of a Lua dead loop with SIGUSR1.
+**
+** The signal handler cannot touch the Lua state beyond lua_sethook, the
+** one call Lua allows from a signal handler (lua.c's laction does the
+** same for SIGINT). Hooks belong to one thread (lua_State), and the code
+** that loops runs in a coroutine, not in the main thread; so the runtime
+** records which thread runs Lua right now: evlua_pcall and every resume
+** (the runtime's own, coroutine.resume and coroutine.wrap, which this
+** file replaces) bracket their work with evlua_interrupt_enter/leave.
+** When no Lua code runs (the loop sleeps in epoll) the signal is counted
+** and otherwise ignored.
+**
+** The hook then decides, on the thread that was running:
+**   - the innermost Lua frame is user code: raise "<where>: interrupted";
+**   - it is evlua's library (the scheduler, channels...) called from user
+**     code further down the stack: stay armed, raise once control is back
+**     in user code (raising inside the scheduler would lose its state);
+**   - no user code on the stack at all (the scheduler itself between two
+**     tasks): nothing loops there; disarm and log that nothing was hit.
+** A thread that yields or returns leaves the hook behind disarmed, so a
+** late signal never hits unrelated code afterwards.
+*/
+#include <lauxlib.h>
+#include <lualib.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "log.h"
+#include "runtime.h"
+
+/* The thread running Lua code now, NULL while none does. */
+static _Atomic(lua_State *) running_thread = NULL;
+static volatile sig_atomic_t signals_received, signals_idle;
+static long interrupts_raised, interrupts_ignored;
+
+/* Chunk names starting with one of these prefixes are evlua's own
+** library (normally one: the directory of event.lua). */
+#define MAX_LIBRARY_PREFIXES 8
+static char library_prefixes[MAX_LIBRARY_PREFIXES][1024];
+static int library_count;
+
+enum { USER_ON_TOP, USER_BELOW, NO_USER };
+
+static int is_library(const char *source) {
+  for (int i = 0; i < library_count; i++) {
+    const char *prefix = library_prefixes[i];
+    if (strncmp(source, prefix, strlen(prefix)) == 0) return 1;
+  }
+  return 0;
+}
+
+/* Where does the thread stand? On USER_ON_TOP, *top describes the
+** innermost Lua frame (for the error position). */
+static int classify(lua_State *L, lua_Debug *top) {
+  lua_Debug ar;
+  int seen_lua = 0;
+  for (int level = 0; lua_getstack(L, level, &ar); level++) {
+    lua_getinfo(L, "Sl", &ar);
+    if (ar.what[0] == 'C') continue;   /* look at its caller */
+    if (!is_library(ar.source)) {
+      if (seen_lua) return USER_BELOW;
+      *top = ar;
+      return USER_ON_TOP;
+    }
+    seen_lua = 1;
+  }
+  return NO_USER;
+}
+
+static void interrupt_hook(lua_State *L, lua_Debug *event) {
+  (void)event;
+  lua_Debug top;
+  switch (classify(L, &top)) {
+  case USER_BELOW:
+    return;   /* stay armed until user code runs again */
+  case NO_USER:
+    lua_sethook(L, NULL, 0, 0);
+    interrupts_ignored++;
+    evlua_log(EVLUA_LOG_WARN, "SIGUSR1: only evlua's scheduler was running; "
+              "nothing interrupted");
+    return;
+  default:
+    lua_sethook(L, NULL, 0, 0);
+    interrupts_raised++;
+    if (top.currentline > 0)
+      lua_pushfstring(L, "%s:%d: interrupted", top.short_src,
+                      top.currentline);
+    else
+      lua_pushliteral(L, "interrupted");
+    lua_error(L);
+  }
+}
+
+/* Async-signal-safe: an atomic load and lua_sethook only. */
+static void on_sigusr1(int sig) {
+  (void)sig;
+  signals_received++;
+  lua_State *L = atomic_load_explicit(&running_thread, memory_order_relaxed);
+  if (L == NULL) {
+    signals_idle++;
+    return;
+  }
+  lua_sethook(L, interrupt_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT,
+              1);
+}
+
+lua_State *evlua_interrupt_enter(lua_State *L) {
+  /* A thread inherits its creator's hook: drop a stale one first. */
+  if (lua_gethook(L) == interrupt_hook) lua_sethook(L, NULL, 0, 0);
+  return atomic_exchange_explicit(&running_thread, L, memory_order_relaxed);
+}
+
+void evlua_interrupt_leave(lua_State *L, lua_State *prev) {
+  atomic_store_explicit(&running_thread, prev, memory_order_relaxed);
+  /* After the store a signal arms prev, not L: clearing L is final. */
+  if (lua_gethook(L) == interrupt_hook) lua_sethook(L, NULL, 0, 0);
+}
+
+/*{====================================================================
+** coroutine.resume and coroutine.wrap, recording the running thread.
+** Same behaviour as lcorolib.c's; only the bracketing is new.
+**=====================================================================*/
+
+/* Resume co with narg values from L's top; returns the number of results
+** moved to L, or -1 with an error message on top of L. */
+static int resume_tracked(lua_State *L, lua_State *co, int narg) {
+  if (!lua_checkstack(co, narg)) {
+    lua_pushliteral(L, "too many arguments to resume");
+    return -1;
+  }
+  lua_xmove(L, co, narg);
+  int nres;
+  lua_State *prev = evlua_interrupt_enter(co);
+  int status = lua_resume(co, L, narg, &nres);
+  evlua_interrupt_leave(co, prev);
+  if (status == LUA_OK || status == LUA_YIELD) {
+    if (!lua_checkstack(L, nres + 1)) {
+      lua_pop(co, nres);
+      lua_pushliteral(L, "too many results to resume");
+      return -1;
+    }
+    lua_xmove(co, L, nres);
+    return nres;
+  }
+  lua_xmove(co, L, 1);
+  return -1;
+}
+
+static lua_State *check_co(lua_State *L) {
+  lua_State *co = lua_tothread(L, 1);
+  luaL_argexpected(L, co, 1, "coroutine");
+  return co;
+}
+
+static int l_resume(lua_State *L) {
+  lua_State *co = check_co(L);
+  int r = resume_tracked(L, co, lua_gettop(L) - 1);
+  if (r < 0) {
+    lua_pushboolean(L, 0);
+    lua_insert(L, -2);
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  lua_insert(L, -(r + 1));
+  return r + 1;
+}
+
+static int close_errored(lua_State *co, lua_State *L) {
+#if LUA_VERSION_RELEASE_NUM >= 50406
+  return lua_closethread(co, L);
+#else
+  (void)L;
+  return lua_resetthread(co);
+#endif
+}
+
+static int l_auxwrap(lua_State *L) {
+  lua_State *co = lua_tothread(L, lua_upvalueindex(1));
+  int r = resume_tracked(L, co, lua_gettop(L));
+  if (r >= 0) return r;
+  int status = lua_status(co);
+  if (status != LUA_OK && status != LUA_YIELD) {   /* error in co */
+    status = close_errored(co, L);                 /* its tbc variables */
+    lua_xmove(co, L, 1);
+  }
+  if (status != LUA_ERRMEM && lua_type(L, -1) == LUA_TSTRING) {
+    luaL_where(L, 1);
+    lua_insert(L, -2);
+    lua_concat(L, 2);
+  }
+  return lua_error(L);
+}
+
+static int l_wrap(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_State *co = lua_newthread(L);
+  lua_pushvalue(L, 1);
+  lua_xmove(L, co, 1);
+  lua_pushcclosure(L, l_auxwrap, 1);
+  return 1;
+}
+
+/*}====================================================================*/
+
+/* core.interrupt_library(prefix): chunk names starting with prefix are
+** library code, never interrupted (a handful, set at start-up). */
+static int l_interrupt_library(lua_State *L) {
+  size_t len;
+  const char *prefix = luaL_checklstring(L, 1, &len);
+  luaL_argcheck(L, len < sizeof library_prefixes[0], 1, "prefix too long");
+  if (library_count == MAX_LIBRARY_PREFIXES)
+    return luaL_error(L, "too many library prefixes");
+  memcpy(library_prefixes[library_count++], prefix, len + 1);
+  return 0;
+}
+
+/* core.interrupt_stats() -> { received =, idle =, raised =, ignored = } */
+static int l_interrupt_stats(lua_State *L) {
+  lua_createtable(L, 0, 4);
+  lua_pushinteger(L, signals_received);
+  lua_setfield(L, -2, "received");
+  lua_pushinteger(L, signals_idle);
+  lua_setfield(L, -2, "idle");
+  lua_pushinteger(L, interrupts_raised);
+  lua_setfield(L, -2, "raised");
+  lua_pushinteger(L, interrupts_ignored);
+  lua_setfield(L, -2, "ignored");
+  return 1;
+}
+
+void evlua_interrupt_install(lua_State *L) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_sigusr1;
+  sa.sa_flags = SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGUSR1, &sa, NULL);
+  lua_getglobal(L, LUA_COLIBNAME);
+  lua_pushcfunction(L, l_resume);
+  lua_setfield(L, -2, "resume");
+  lua_pushcfunction(L, l_wrap);
+  lua_setfield(L, -2, "wrap");
+  lua_pop(L, 1);
+}
+
+void evlua_open_interrupt(lua_State *L) {
+  lua_pushcfunction(L, l_interrupt_library);
+  lua_setfield(L, -2, "interrupt_library");
+  lua_pushcfunction(L, l_interrupt_stats);
+  lua_setfield(L, -2, "interrupt_stats");
+}

@@ -1,0 +1,311 @@
+-- tests/lua/console_spec.lua - the console port (evlua.console) and its
+-- client (`evlua console`): every command's output, scripting from stdin,
+-- passwords, limits, the --console flag and the prompt on a terminal.
+local helper = require "helper"
+local event = require "event"
+local console = require "evlua.console"
+local client = require "evlua.console_client"
+
+local function escape(s) return (s:gsub("%p", "%%%0")) end
+
+-- Start a server process with a console on a free port; `setup` is Lua
+-- run before it says "ready". Returns port, pid, output path, dir.
+local function start_server(setup, console_opts)
+  local port = helper.free_port()
+  local dir = helper.tmpdir()
+  local pid, out = helper.spawn_script(([[
+io.stdout:setvbuf("no")
+local event = require "event"
+local opts = %s
+opts.port = %d
+assert(require("evlua.console").listen(opts))
+%s
+print("ready")
+]]):format(console_opts or "{}", port, setup or ""), { dir })
+  helper.await_output(out, "ready")
+  return port, pid, out, dir
+end
+
+-- `evlua console 127.0.0.1:PORT args...`
+local function console_cli(port, args, stdin, env)
+  local argv = { "console", "127.0.0.1:" .. port }
+  for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
+  return helper.run(argv, stdin, env)
+end
+
+describe("evlua console", function()
+  after_each(helper.cleanup)
+
+  it("answers every command, one command per run", function()
+    local port, _, _, dir = start_server([[
+      local dir = arg[1]
+      local f = assert(io.open(dir .. "/mod.lua", "w"))
+      f:write("local n = 0\nlocal M = {}\nfunction M.version() n = n + 1 return 'v1', n end\nreturn M\n")
+      f:close()
+      mod = import(dir .. "/mod.lua")
+      event.timer(60, function() end)
+      event.fork(function() event.wait({}) end):set_name("idle worker")
+      app = assert(event.listen("127.0.0.1", 0, function(_, ch) peer = ch end))
+    ]], "{ eval_timeout = 0.2 }")
+
+    local out, err, rc = console_cli(port, { "ping" })
+    assert.same({ "pong\n", "", 0 }, { out, err, rc })
+
+    out, err, rc = console_cli(port, { "mem" })
+    assert.equal(0, rc, err)
+    assert.matches("^lua heap: %d+%.%d KiB\nc heap: %d+%.%d KiB\n$", out)
+
+    out = console_cli(port, { "gc" })
+    assert.matches("^lua heap: [%d.]+ KiB %-> [%d.]+ KiB %(freed %-?[%d.]+ KiB%)\n$", out)
+
+    -- A connection to the app's listener, kept open while stats runs.
+    local app_port = tonumber((console_cli(port, { "eval", "app:port()" })))
+    local ch = assert(event.connect("127.0.0.1", app_port))
+    helper.eventually(function()
+      return console_cli(port, { "eval", "peer ~= nil" }) == "true\n"
+    end, "the app's connection")
+    out, err, rc = console_cli(port, { "stats" })
+    assert.equal(0, rc, err)
+    -- 2 connections: the app's and this console's; 2 listeners; the idle
+    -- worker and the console session; the app's timer.
+    assert.matches("^connections: 2\nlisteners: 2\ncoroutines: 2 %(0 ready%)\n"
+                   .. "timers: 1\nfd watches: 0\nloop iterations: %d+\n"
+                   .. "uptime: %d%d:%d%d:%d%d%.%d%d%d\npid: %d+\n$", out)
+    ch:close()
+
+    out = console_cli(port, { "ps" })
+    assert.matches("idle worker [waiting wait table: ", out, 1, true)
+    assert.matches("console ", out, 1, true)
+    assert.matches("idle worker [waiting wait table: ", (console_cli(port, { "tasks" })), 1, true)
+
+    out = console_cli(port, { "eval", "1 + 1" })
+    assert.equal("2\n", out)
+    out = console_cli(port, { "eval", "print('a', 1) print('b') return 'c', nil" })
+    assert.equal("a\t1\nb\nc\tnil\n", out)
+    out = console_cli(port, { "eval", "require('event').sleep(0.01) return 'slept'" })
+    assert.equal("slept\n", out)
+    out = console_cli(port, { "eval", "x_set_by_console = 5" })
+    assert.equal("", out)
+    assert.equal("5\n", (console_cli(port, { "eval", "x_set_by_console" })))
+    out, err, rc = console_cli(port, { "eval", "error('boom')" })
+    assert.same({ "", 1 }, { out, rc })
+    assert.matches("^error: console:1: boom\nstack traceback:\n", err)
+    out, err, rc = console_cli(port, { "eval", "require('event').sleep(5)" })
+    assert.same({ "", 1 }, { out, rc })
+    assert.equal("error: eval: no result after 0.2 s (cancelled at its next wait)\n", err)
+    out, err, rc = console_cli(port, { "eval", "return +" })
+    assert.equal(1, rc)
+    assert.matches("^error: console:1: unexpected symbol", err)
+
+    out = console_cli(port, { "eval", "mod.version()" })
+    assert.equal("v1\t1\n", out)
+    local path = require("evlua.core").realpath(dir .. "/mod.lua")
+    helper.write_file(path, helper.slurp(path):gsub("'v1'", "'v2'"))
+    out, err, rc = console_cli(port, { "reload" })
+    assert.same({ "reloaded " .. path .. "\n", "", 0 }, { out, err, rc })
+    assert.equal("nothing changed\n", (console_cli(port, { "reload" })))
+    assert.equal("v2\t2\n", (console_cli(port, { "eval", "mod.version()" })))
+    out = console_cli(port, { "reload", path })
+    assert.equal("reloaded " .. path .. "\n", out)
+    helper.write_file(path, "return {")
+    out, err, rc = console_cli(port, { "reload" })
+    assert.same({ "", 1 }, { out, rc })
+    assert.matches("^error: failed: " .. escape(path) .. ":1: ", err)
+    out, err, rc = console_cli(port, { "reload", path })
+    assert.same({ "", 1 }, { out, rc })
+    assert.matches("^error: " .. escape(path) .. ":1: ", err)
+    assert.equal("v2\t3\n", (console_cli(port, { "eval", "mod.version()" })))
+
+    out = console_cli(port, { "help" })
+    for _, name in ipairs({ "ping", "mem", "gc", "stats", "ps", "tasks", "reload", "eval", "help", "quit" }) do
+      assert.matches("\n?" .. name .. "[^\n]*  %S", out)
+    end
+
+    out, err, rc = console_cli(port, { "frobnicate" })
+    assert.same({ "", "error: unknown command 'frobnicate' (try help)\n", 1 }, { out, err, rc })
+  end)
+
+  it("replies with the error when kill -USR1 breaks a dead loop in an eval", function()
+    local port, pid = start_server()
+    local dir = helper.tmpdir()
+    -- The eval marks a file, then loops on the same line: once the file
+    -- exists, the loop is all that runs in the server.
+    local code = ("eval io.open(%q, 'w'):close() while true do end"):format(dir .. "/started")
+    helper.sh(("(%s console %d %s >%s/out 2>%s/err; echo $? >%s/rc) &")
+              :format(helper.quote(helper.evlua), port, helper.quote(code), dir, dir, dir))
+    helper.eventually(function()
+      local f = io.open(dir .. "/started")
+      if f then f:close() end
+      return f ~= nil
+    end, "the eval's loop")
+    helper.kill(pid, "USR1")
+    helper.await_output(dir .. "/rc", "%d")
+    assert.equal("1\n", helper.slurp(dir .. "/rc"))
+    assert.equal("", helper.slurp(dir .. "/out"))
+    assert.matches("^error: console:1: interrupted\nstack traceback:", helper.slurp(dir .. "/err"))
+    assert.same({ "pong\n", "", 0 }, { console_cli(port, { "ping" }) })
+  end)
+
+  it("runs commands from stdin and stops at quit", function()
+    local port = start_server()
+    local out, err, rc = console_cli(port, {}, "ping\n\neval 6 * 7\nnope\nquit\nping\n")
+    assert.equal("pong\n42\nbye\n", out)
+    assert.equal("error: unknown command 'nope' (try help)\n", err)
+    assert.equal(1, rc)                              -- one command failed
+    out, err, rc = console_cli(port, {}, "ping\neval 'x'")   -- no final newline
+    assert.same({ "pong\nx\n", "", 0 }, { out, err, rc })
+    out, err, rc = helper.sh("tools/console " .. port, "ping\n")
+    assert.same({ "pong\n", "", 0 }, { out, err, rc })
+  end)
+
+  it("asks for the password first when the console has one", function()
+    local port = start_server(nil, "{ password = 's3cret' }")
+    local out, err, rc = console_cli(port, { "ping" })
+    assert.same({ "", 1 }, { out, rc })
+    assert.equal("error: password required (auth <password>)\n", err)
+    out, err, rc = helper.run({ "console", "-p", "wrong", "127.0.0.1:" .. port, "ping" })
+    assert.same({ "", 1 }, { out, rc })
+    assert.equal("evlua console: 127.0.0.1:" .. port .. ": wrong password\n", err)
+    out, err, rc = helper.run({ "console", "-p", "s3cret", tostring(port), "ping" })
+    assert.same({ "pong\n", "", 0 }, { out, err, rc })
+    out, err, rc = console_cli(port, { "ping" }, nil, { EVLUA_CONSOLE_PASSWORD = "s3cret" })
+    assert.same({ "pong\n", "", 0 }, { out, err, rc })
+  end)
+
+  it("reports a console nobody listens on and bad arguments", function()
+    local port = helper.free_port()
+    local out, err, rc = console_cli(port, { "ping" })
+    assert.same({ "", 1 }, { out, rc })
+    assert.equal("evlua console: 127.0.0.1:" .. port .. ": connection refused\n", err)
+    out, err, rc = helper.run({ "console" })
+    assert.equal(2, rc)
+    assert.matches("^evlua console: HOST:PORT expected\nusage: evlua console", err)
+    out, err, rc = helper.run({ "console", "-x", "1" })
+    assert.equal(2, rc)
+    assert.matches("unrecognized option '-x'", err, 1, true)
+  end)
+
+  it("opens with --console and serves the script's globals", function()
+    local port = helper.free_port()
+    local out, err, rc = helper.run({ "--console", tostring(port), "-e", ([[
+      answer = 42
+      local client = require "evlua.console_client"
+      local s = assert(client.connect("127.0.0.1", %d))
+      print(s:command("eval answer"))
+      print(s:command("ping"))
+      s:close()
+      os.exit(0)
+    ]]):format(port) })
+    assert.equal(0, rc, err)
+    assert.equal("ok\t42\nok\tpong\n", out)
+    assert.matches("INFO console listening on 127.0.0.1:" .. port, err, 1, true)
+    _, err, rc = helper.run({ "--console", "nonsense", "-e", "print(1)" })
+    assert.equal(1, rc)
+    assert.matches("--console: bad address 'nonsense'", err, 1, true)
+  end)
+end)
+
+describe("console.listen", function()
+  it("listens on 127.0.0.1 unless told otherwise", function()
+    local l = assert(console.listen(0))
+    assert.equal("127.0.0.1", l:addr())
+    l:close()
+    assert.has_error(function() console.listen("80") end,
+                     "bad argument #1 to 'listen' (port or options table expected, got string)")
+    assert.has_error(function() console.listen({ port = 70000 }) end,
+                     "bad argument #1 to 'listen' (port between 0 and 65535 expected)")
+  end)
+
+  it("takes lines up to max_line bytes and closes on a longer one", function()
+    local l = assert(console.listen({ port = 0, max_line = 100 }))
+    local s = assert(client.connect("127.0.0.1", l:port(), nil, 10))
+    local at_limit = "eval '" .. ("x"):rep(93) .. "'"
+    assert.equal(100, #at_limit)
+    assert.same({ "ok", ("x"):rep(93) }, { s:command(at_limit) })
+    assert.same({ "error", "line too long" }, { s:command(at_limit .. "x") })
+    assert.same({ nil, "closed" }, { s:command("ping") })
+    s:close()
+    l:close()
+  end)
+
+  it("serves up to max_sessions connections at once", function()
+    local l = assert(console.listen({ port = 0, max_sessions = 2 }))
+    local a = assert(client.connect("127.0.0.1", l:port(), nil, 10))
+    local b = assert(client.connect("127.0.0.1", l:port(), nil, 10))
+    assert.same({ "ok", "pong" }, { a:command("ping") })
+    assert.same({ "ok", "pong" }, { b:command("ping") })
+    local c = assert(client.connect("127.0.0.1", l:port(), nil, 10))
+    assert.same({ "error", "too many console sessions (2)" }, { c:command("ping") })
+    c:close()
+    assert.same({ "ok", "bye" }, { a:command("quit") })
+    -- The session ends when the console has closed its side.
+    helper.eventually(function()
+      local d = assert(client.connect("127.0.0.1", l:port(), nil, 10))
+      local status = d:command("ping")
+      d:close()
+      return status == "ok"
+    end, "a free session")
+    b:close()
+    l:close()
+  end)
+
+  it("lets a process add its own commands", function()
+    console.commands.hello = {
+      usage = "hello <name>", help = "greet",
+      run = function(_, args) return "hello, " .. args end,
+    }
+    local l = assert(console.listen(0))
+    local s = assert(client.connect("127.0.0.1", l:port(), nil, 10))
+    assert.same({ "ok", "hello, you" }, { s:command("hello you") })
+    local _, help = s:command("help")
+    assert.matches("hello <name>%s+greet", help)
+    console.commands.hello = nil
+    s:close()
+    l:close()
+  end)
+end)
+
+describe("evlua console on a terminal", function()
+  local session = "evlua-console-" .. os.time() .. "-" .. math.random(1e6)
+  local function tmux(args)
+    local out, err, rc = helper.sh("tmux " .. args)
+    assert.equal(0, rc, err)
+    return out
+  end
+  -- Poll the screen until it shows `text` (the terminal gives no event).
+  local function screen_shows(text)
+    for _ = 1, 500 do
+      local screen = helper.sh("tmux capture-pane -p -t " .. session)
+      if screen:find(text, 1, true) then return screen end
+      event.sleep(0.01)
+    end
+    return helper.sh("tmux capture-pane -p -t " .. session)
+  end
+
+  after_each(function()
+    helper.sh("tmux kill-session -t " .. session)
+    helper.cleanup()
+  end)
+
+  it("prompts, runs commands and exits on end of input", function()
+    local port = start_server("counter = 0")
+    local marker = helper.tmpdir() .. "/exited"
+    tmux(("new-session -d -x 100 -y 20 -s %s %s"):format(session,
+      helper.quote("sh -c '" .. helper.evlua .. " console " .. port
+                   .. "; echo rc=$? > " .. marker .. "; sleep 60'")))
+    local prompt = "127.0.0.1:" .. port .. "> "
+    assert.matches("connected to 127.0.0.1:" .. port, screen_shows(prompt), 1, true)
+    tmux("send-keys -t " .. session .. " ping Enter")
+    -- (tmux drops the trailing space of the last prompt)
+    assert.matches(prompt .. "ping\npong\n" .. prompt:sub(1, -2), screen_shows("pong\n"), 1, true)
+    tmux("send-keys -t " .. session .. " " .. helper.quote("eval counter + 42") .. " Enter")
+    assert.matches(prompt .. "eval counter + 42\n42\n" .. prompt:sub(1, -2), screen_shows("\n42\n"), 1, true)
+    tmux("send-keys -t " .. session .. " C-d")
+    for _ = 1, 500 do
+      local f = io.open(marker)
+      if f then f:close() break end
+      event.sleep(0.01)
+    end
+    assert.equal("rc=0\n", helper.slurp(marker))
+  end)
+end)
