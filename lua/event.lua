@@ -228,6 +228,8 @@ local function settle(task, results)
   end
 end
 
+local main_failed   -- set by event._start_main: reports the main chunk's error
+
 -- Settle a task with what its xpcall returned; report an error.
 local function finish(task, ok, ...)
   if ok then return settle(task, pack(true, ...)) end
