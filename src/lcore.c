@@ -147,6 +147,7 @@ int luaopen_evlua_core(lua_State *L) {
   evlua_open_listener(L);
   evlua_open_msgpack(L);   /* adds stream methods: after streams */
   evlua_open_http(L);
+  evlua_open_redis(L);   /* adds stream methods: after streams */
   lua_pushliteral(L, EVLUA_VERSION);
   lua_setfield(L, -2, "version");
   lua_pushfstring(L, "evlua %s (%s, libev %d.%d)", EVLUA_VERSION,

@@ -79,6 +79,7 @@ void evlua_open_stream(lua_State *L);
 void evlua_open_listener(lua_State *L);
 void evlua_open_msgpack(lua_State *L);
 void evlua_open_http(lua_State *L);
+void evlua_open_redis(lua_State *L);
 
 #endif
 

@@ -1,0 +1,852 @@
+-- evlua/redis.lua - a Redis client for coroutine code, on channels.
+--
+-- One client is one connection that any number of coroutines share: each
+-- command is written at once (the stream coalesces the writes of one loop
+-- iteration into one send) and its coroutine waits in a FIFO; replies come
+-- in order, so the data callback hands each one to the head of the FIFO.
+-- N coroutines issuing commands at once cost one round trip.
+--
+-- Replies (decoded in C by src/lredis.c, straight from the input buffer):
+-- status and bulk strings -> strings, integers -> integers, arrays ->
+-- tables; a nil reply -> nil (false inside an array, which has no holes);
+-- an error reply -> nil, "ERR ..." (inside an array or a pipeline, an
+-- error object { err = "ERR ..." }, see redis.is_error).
+-- Transport failures -> nil, "timeout" | "closed" | a connect error; the
+-- next command reconnects (at most once per backoff delay) and sends AUTH
+-- and SELECT again.
+
+local core = require "evlua.core"
+local event = require "event"
+local Channel = require "evlua.channel"
+
+local type, select, error, setmetatable, tostring, unpack =
+  type, select, error, setmetatable, tostring, table.unpack
+local running, wait_as, wakeup = event.running, event.wait_as, event.wakeup
+
+local redis = {}
+
+redis.defaults = {
+  host = "127.0.0.1",
+  port = 6379,
+  db = 0,
+  timeout = 10,                      -- seconds: connect, and each command
+  max_reply = 64 * 1024 * 1024,      -- bytes of one reply
+  max_elements = 8 * 1024 * 1024,    -- elements of one array
+  max_depth = 32,                    -- arrays nested in arrays
+  reconnect_delay = 0.1,             -- first wait after a failed connect
+  max_reconnect_delay = 5,           -- the wait doubles up to this
+  max_messages = 10000,              -- subscriber: messages held unread
+}
+
+-- Error replies inside arrays and pipelines.
+local ErrorReply = { __name = "evlua.redis.error" }
+ErrorReply.__index = ErrorReply
+function ErrorReply:__tostring() return self.err end
+
+-- redis.is_error(v) -> true when v is an error reply from inside an array
+-- or a pipeline (its message is v.err)
+function redis.is_error(v)
+  return type(v) == "table" and getmetatable(v) == ErrorReply
+end
+
+local DROPPED = setmetatable({}, { __name = "dropped reply" })
+
+--[[ Options ================================================================]]
+
+-- "redis://[[user]:password@]host[:port][/db]"
+local function parse_url(url)
+  local rest = url:match("^redis://(.*)$")
+  if not rest then return nil, "invalid redis url: " .. url end
+  local opts = {}
+  local userinfo, hostpart = rest:match("^(.*)@(.*)$")
+  if userinfo then
+    local user, password = userinfo:match("^(.-):(.*)$")
+    if user then
+      opts.username = user ~= "" and user or nil
+      opts.password = password
+    else
+      opts.password = userinfo
+    end
+    rest = hostpart
+  end
+  local host, port, db = rest:match("^([^:/]*):?(%d*)/?(%d*)$")
+  if not host then return nil, "invalid redis url: " .. url end
+  if host ~= "" then opts.host = host end
+  if port ~= "" then opts.port = math.tointeger(tonumber(port)) end
+  if db ~= "" then opts.db = math.tointeger(tonumber(db)) end
+  return opts
+end
+
+-- The options of a connect call, with the defaults filled in.
+local function options(opts, fname)
+  if type(opts) == "string" then
+    local parsed, err = parse_url(opts)
+    if not parsed then error("bad argument #1 to '" .. fname .. "' (" .. err .. ")", 3) end
+    opts = parsed
+  elseif opts == nil then
+    opts = {}
+  elseif type(opts) ~= "table" then
+    error("bad argument #1 to '" .. fname .. "' (options table or url expected)", 3)
+  end
+  local o = {}
+  if opts.url then
+    local parsed, err = parse_url(opts.url)
+    if not parsed then error("bad argument #1 to '" .. fname .. "' (" .. err .. ")", 3) end
+    for k, v in pairs(parsed) do o[k] = v end
+  end
+  for k, v in pairs(opts) do if k ~= "url" then o[k] = v end end
+  for k, v in pairs(redis.defaults) do if o[k] == nil then o[k] = v end end
+  if type(o.timeout) ~= "number" or not (o.timeout > 0) then
+    error("bad argument #1 to '" .. fname .. "' (timeout must be a positive number)", 3)
+  end
+  if math.type(o.db) ~= "integer" or o.db < 0 then
+    error("bad argument #1 to '" .. fname .. "' (db must be a non-negative integer)", 3)
+  end
+  return o
+end
+
+--[[ Connections ============================================================
+A connection is a channel whose FIFO holds, per command in flight, its
+waiting task, or a batch (pipeline) with the command's index in it, or
+DROPPED when the waiter gave up (timeout, cancel). ]]
+
+local Conn = Channel:inherit()
+Conn.__name = "evlua.redis.connection"
+
+function Conn:init()
+  self._fifo, self._slot = {}, {}
+  self._head, self._tail = 1, 0
+end
+
+-- The stream method that encodes and queues a command (from src/lredis.c).
+local write_command
+
+-- A fatal problem with the connection: pending commands get err.
+function Conn:_fail(err)
+  event.error(("redis: closing %s: %s"):format(tostring(self), err))
+  self._error = err
+  self:close_immediately()
+end
+
+-- Hand a reply to the head of the FIFO; false when nothing waited for it.
+local function deliver(ch, ok, value)
+  local h = ch._head
+  if h > ch._tail then return false end
+  local fifo = ch._fifo
+  local w = fifo[h]
+  fifo[h] = nil
+  local slot = ch._slot[h]
+  if h == ch._tail then
+    ch._head, ch._tail = 1, 0
+  else
+    ch._head = h + 1
+  end
+  if slot then
+    ch._slot[h] = nil
+    w:_reply(slot, ok, value)
+  elseif w ~= DROPPED then
+    wakeup(w, ok, value)
+  end
+  return true
+end
+
+-- Every complete reply in the input buffer, in order.
+function Conn:data()
+  local stream, resp = self._stream, self._resp
+  while true do
+    local ok, value = resp:read(stream)
+    if ok == nil then
+      if value then self:_fail(value) end
+      return
+    end
+    if not deliver(self, ok, value) then
+      return self:_fail("unexpected reply")
+    end
+  end
+end
+
+-- Queue a waiter (task, or batch with its slot) for the next reply.
+local function push_waiter(ch, w, slot)
+  local t = ch._tail + 1
+  ch._tail = t
+  ch._fifo[t] = w
+  if slot then ch._slot[t] = slot end
+  return t
+end
+
+function Conn:_ended(reason)
+  Channel._ended(self, reason)
+  local err = self._error or "closed"
+  local fifo, slots = self._fifo, self._slot
+  local head, tail = self._head, self._tail
+  self._fifo, self._slot, self._head, self._tail = {}, {}, 1, 0
+  for i = head, tail do
+    local w, slot = fifo[i], slots[i]
+    if slot then
+      w:_reply(slot, nil, err)
+    elseif w ~= DROPPED and w ~= nil then
+      wakeup(w, nil, err)
+    end
+  end
+end
+
+-- Wait for the send queue to drain if the last write filled it.
+local function wait_room(ch)
+  if ch._stream:full() then return ch:_wait_drain() end
+  return true
+end
+
+--[[ Batches: the replies of a pipeline ======================================]]
+
+local Batch = {}
+Batch.__index = Batch
+
+local function new_batch(task)
+  return setmetatable({ task = task, n = 0, got = 0, results = {} }, Batch)
+end
+
+function Batch:_reply(i, ok, value)
+  if self.failed then return end
+  if ok == nil then
+    self.failed = value
+    wakeup(self.task, nil, value)
+    return
+  end
+  if ok then
+    self.results[i] = value
+  else
+    self.results[i] = setmetatable({ err = value }, ErrorReply)
+  end
+  local got = self.got + 1
+  self.got = got
+  if got == self.n and self.sealed then wakeup(self.task, true) end
+end
+
+-- Send one command of the batch on ch.
+local function batch_send(b, ch, ...)
+  if b.failed then return end
+  local ok, err = write_command(ch._stream, ...)
+  if ok == nil then
+    b.failed = err
+    return
+  end
+  local n = b.n + 1
+  b.n = n
+  push_waiter(ch, b, n)
+  return n
+end
+
+-- Wait until every reply of the batch is in: results (with n) | nil, err.
+local function batch_wait(b, timeout, what)
+  b.sealed = true
+  if not b.failed and b.got < b.n then
+    local ok, err = wait_as("redis", what, b.task, timeout)
+    if not ok and not b.failed then b.failed = err end
+  end
+  if b.failed then
+    b.failed = b.failed or "closed"
+    return nil, b.failed
+  end
+  local results = b.results
+  results.n = b.n
+  return results
+end
+
+--[[ Linking: connect, authenticate, select, with backoff ===================]]
+
+-- Open a connection of class for the options; AUTH and SELECT are sent
+-- first. Returns the channel or nil, err.
+local function open(o, class)
+  local ch, err = event.connect(o.host, o.port, class, o.timeout)
+  if not ch then return nil, err end
+  ch._resp = core.resp_reader(o.max_reply, o.max_elements, o.max_depth,
+                              ErrorReply)
+  local max_input = ch._stream:limits()
+  if o.max_reply + 4096 > max_input then
+    ch:set_limits({ max_input = o.max_reply + 4096 })
+  end
+  if not write_command then write_command = ch._stream.write_command end
+  if o.password or o.db ~= 0 then
+    local b = new_batch(running())
+    if o.password then
+      if o.username then
+        batch_send(b, ch, "AUTH", o.username, o.password)
+      else
+        batch_send(b, ch, "AUTH", o.password)
+      end
+    end
+    if o.db ~= 0 then batch_send(b, ch, "SELECT", o.db) end
+    local results, berr = batch_wait(b, o.timeout, "connect")
+    if results then
+      for i = 1, results.n do
+        if redis.is_error(results[i]) then berr = results[i].err end
+      end
+    end
+    if berr then
+      ch:close_immediately()
+      return nil, berr
+    end
+  end
+  return ch
+end
+
+-- The open connection of obj (a client or subscriber), connecting if
+-- there is none. One coroutine connects, the others wait for it; after a
+-- failure nobody tries again before the backoff delay has passed (they
+-- get the last error at once).
+local function link(obj)
+  local ch = obj._ch
+  if ch and not ch._closed then return ch end
+  if obj._closed then return nil, "closed" end
+  local task = running()
+  local connecting = obj._connecting
+  if connecting then
+    connecting[#connecting + 1] = task
+    local got, err = wait_as("redis", "connect", task, obj._opts.timeout)
+    if got then return got end
+    return nil, err
+  end
+  if event.now() < (obj._retry_at or 0) then return nil, obj._last_error end
+  connecting = {}
+  obj._connecting = connecting
+  local err
+  ch, err = open(obj._opts, obj._class)
+  obj._connecting = nil
+  if ch and obj._closed then   -- closed by its owner meanwhile
+    ch:close_immediately()
+    ch, err = nil, "closed"
+  end
+  local o = obj._opts
+  if ch then
+    obj._ch, obj._delay, obj._retry_at = ch, nil, nil
+    ch._owner = obj
+    if obj._linked then
+      local ok, lerr = obj:_linked(ch)
+      if not ok then ch, err = nil, lerr end
+    end
+  else
+    local delay = obj._delay and obj._delay * 2 or o.reconnect_delay
+    if delay > o.max_reconnect_delay then delay = o.max_reconnect_delay end
+    obj._delay, obj._last_error = delay, err
+    obj._retry_at = event.now() + delay
+  end
+  for i = 1, #connecting do
+    if ch then wakeup(connecting[i], ch) else wakeup(connecting[i], nil, err) end
+  end
+  return ch, err
+end
+
+--[[ Command classes ========================================================
+Any method name a class does not define is a command: r:get(k) sends GET,
+r:client_list() sends CLIENT LIST (an underscore separates words). ]]
+
+local function command_class(class, send)
+  class.__index = class
+  return setmetatable(class, { __index = function(cls, name)
+    if type(name) ~= "string" or not name:match("^%a[%w_]*$") then return nil end
+    local words = {}
+    for w in name:gmatch("[^_]+") do words[#words + 1] = w:upper() end
+    local fn
+    if #words == 1 then
+      local c = words[1]
+      fn = function(self, ...) return send(self, c, ...) end
+    elseif #words == 2 then
+      local a, b = words[1], words[2]
+      fn = function(self, ...) return send(self, a, b, ...) end
+    else
+      local n = #words
+      fn = function(self, ...)
+        local args = { unpack(words, 1, n) }
+        local extra = select("#", ...)
+        for i = 1, extra do args[n + i] = (select(i, ...)) end
+        return send(self, unpack(args, 1, n + extra))
+      end
+    end
+    rawset(cls, name, fn)
+    return fn
+  end })
+end
+
+--[[ Client =================================================================]]
+
+local Client = {}
+
+local function check_running(fname)
+  local task = running()
+  if not task then error("redis " .. fname .. " must run in a coroutine", 3) end
+  return task
+end
+
+local function call(self, timeout, ...)
+  local task = running()
+  if not task then error("redis commands must run in a coroutine", 3) end
+  local ch = self._ch
+  if ch == nil or ch._closed then
+    local err
+    ch, err = link(self)
+    if not ch then return nil, err end
+  end
+  if ch._full then
+    ch._full = nil
+    local ok, err = wait_room(ch)
+    if not ok then return nil, err end
+  end
+  local ok, err = write_command(ch._stream, ...)
+  if not ok then
+    if ok == nil then return nil, err end
+    ch._full = true   -- queued above the high-water mark
+  end
+  local t = push_waiter(ch, task)
+  local tag, value = wait_as("redis", (...), task, timeout)
+  if tag then return value end
+  if tag == nil and ch._fifo[t] == task then ch._fifo[t] = DROPPED end
+  return nil, value
+end
+
+command_class(Client, function(self, ...)
+  return call(self, self._timeout, ...)
+end)
+
+local function check_name(name, fname)
+  if type(name) ~= "string" and type(name) ~= "number" then
+    error("bad argument #1 to '" .. fname .. "' (command name expected, got "
+          .. type(name) .. ")", 3)
+  end
+end
+
+-- r:call(name, args...) -> reply | nil, err: any command, words as
+-- separate arguments (r:call("CLIENT", "LIST")).
+function Client:call(name, ...)
+  check_name(name, "call")
+  return call(self, self._timeout, name, ...)
+end
+
+-- r:timed_call(seconds, name, args...): call with its own timeout (for
+-- blocking commands such as BLPOP, give one above theirs).
+function Client:timed_call(timeout, name, ...)
+  if type(timeout) ~= "number" or not (timeout >= 0) then
+    error("bad argument #1 to 'timed_call' (non-negative number expected)", 2)
+  end
+  check_name(name, "timed_call")
+  return call(self, timeout, name, ...)
+end
+
+-- r:select(db): SELECT, remembered for reconnects.
+function Client:select(db)
+  local ok, err = call(self, self._timeout, "SELECT", db)
+  if ok then self._opts.db = math.tointeger(tonumber(db)) or self._opts.db end
+  return ok, err
+end
+
+local Pipeline = {}
+
+local function pipeline_send(p, ...)
+  return batch_send(p._batch, p._ch, ...)
+end
+command_class(Pipeline, pipeline_send)
+
+-- p:call(name, args...) queues any command.
+function Pipeline:call(name, ...)
+  check_name(name, "call")
+  return pipeline_send(self, name, ...)
+end
+
+-- r:pipeline(fn) -> results | nil, err. fn(p) queues commands (p:set(k,
+-- v), p:get(k), p:call(...)), which go out at once; then all replies are
+-- awaited. results[i] is the reply of the i-th command (nil for a nil
+-- reply, an error object for an error reply), results.n their count.
+function Client:pipeline(fn)
+  local task = check_running("pipeline")
+  if type(fn) ~= "function" then
+    error("bad argument #1 to 'pipeline' (function expected)", 2)
+  end
+  local ch, err = link(self)
+  if not ch then return nil, err end
+  local b = new_batch(task)
+  local p = setmetatable({ _batch = b, _ch = ch }, Pipeline)
+  local ok, ferr = pcall(fn, p)
+  if not ok then
+    b.failed = "aborted"
+    error(ferr, 0)
+  end
+  if ch._stream:full() then wait_room(ch) end
+  return batch_wait(b, self._timeout, "pipeline")
+end
+
+local Recorder = {}
+command_class(Recorder, function(t, ...)
+  local cmds = t._cmds
+  cmds[#cmds + 1] = table.pack(...)
+end)
+function Recorder:call(name, ...)
+  check_name(name, "call")
+  local cmds = self._cmds
+  cmds[#cmds + 1] = table.pack(name, ...)
+end
+
+-- r:transaction(fn) -> the replies of the commands | nil, err. fn(t)
+-- records commands (t:incr(k), t:call(...)); they are sent as MULTI,
+-- the commands, EXEC, in one piece, so no other coroutine's command can
+-- land inside. A command the server refuses to queue aborts it all
+-- (nil, "EXECABORT ..."); a command failing while it runs gives an error
+-- object in its place.
+function Client:transaction(fn)
+  check_running("transaction")
+  if type(fn) ~= "function" then
+    error("bad argument #1 to 'transaction' (function expected)", 2)
+  end
+  local t = setmetatable({ _cmds = {} }, Recorder)
+  fn(t)
+  local cmds = t._cmds
+  local results, err = self:pipeline(function(p)
+    p:call("MULTI")
+    for i = 1, #cmds do p:call(unpack(cmds[i], 1, cmds[i].n)) end
+    p:call("EXEC")
+  end)
+  if not results then return nil, err end
+  for i = 1, results.n - 1 do
+    if redis.is_error(results[i]) then
+      local exec = results[results.n]
+      if redis.is_error(exec) then return nil, exec.err end
+      return nil, results[i].err
+    end
+  end
+  local exec = results[results.n]
+  if redis.is_error(exec) then return nil, exec.err end
+  if exec == nil then return nil, "aborted" end
+  return exec
+end
+
+local function refuse(what, instead)
+  return function()
+    error(("redis: %s on a shared client; use %s"):format(what, instead), 2)
+  end
+end
+Client.multi = refuse("MULTI", "r:transaction(fn)")
+Client.exec = refuse("EXEC", "r:transaction(fn)")
+Client.discard = refuse("DISCARD", "r:transaction(fn)")
+Client.monitor = refuse("MONITOR", "a connection of its own")
+
+-- r:close(): close the connection; waiting commands get nil, "closed",
+-- and the client cannot be used any more.
+function Client:close()
+  self._closed = true
+  local ch = self._ch
+  self._ch = nil
+  if ch then ch:close_immediately() end
+end
+
+Client.__close = Client.close
+
+-- r:connected() -> whether a connection is open now
+function Client:connected()
+  local ch = self._ch
+  return ch ~= nil and not ch._closed
+end
+
+function Client:__tostring()
+  local o = self._opts
+  return ("redis client %s:%s/%d"):format(o.host, o.port, o.db)
+end
+Client.__name = "evlua.redis.client"
+
+-- redis.connect(opts | url) -> client | nil, err. In a coroutine.
+-- opts: host, port, password, username, db, timeout, and limits (see
+-- redis.defaults); url: "redis://[[user]:password@]host[:port][/db]".
+function redis.connect(opts)
+  check_running("connect")
+  local o = options(opts, "connect")
+  local r = setmetatable({ _opts = o, _timeout = o.timeout, _class = Conn },
+                         Client)
+  local ch, err = link(r)
+  if not ch then return nil, err end
+  return r
+end
+
+--[[ Pub/sub ================================================================
+A subscriber has a connection of its own (a subscribed connection only
+takes (P)(UN)SUBSCRIBE and PING). Messages queue up (at most max_messages;
+beyond that the connection is read no further until they are received)
+and sub:receive() takes them in order. After a disconnect, receive reports
+nil, "closed" once; the next call reconnects and subscribes again to
+every channel and pattern (messages published meanwhile are lost). ]]
+
+local SubConn = Conn:inherit()
+SubConn.__name = "evlua.redis.subscriber"
+
+local CONFIRMS = { subscribe = "channels", unsubscribe = "channels",
+                   psubscribe = "patterns", punsubscribe = "patterns" }
+
+-- A confirmation of (un)subscribing: update the owner's sets and count
+-- it against the command waiting at the FIFO's head.
+local function confirmed(ch, sub, kind, name)
+  local set = sub["_" .. CONFIRMS[kind]]
+  if kind:sub(1, 2) == "un" or kind:sub(1, 3) == "pun" then
+    if name then set[name] = nil end
+  else
+    set[name] = true
+  end
+  local h = ch._head
+  if h > ch._tail then return end
+  local w = ch._fifo[h]
+  w.left = w.left - 1
+  if w.left <= 0 or (w.all and next(set) == nil) then deliver(ch, true, true) end
+end
+
+function SubConn:_parse()
+  local sub = self._owner
+  local stream, resp = self._stream, self._resp
+  local queue = sub._queue
+  while queue.tail - queue.head + 1 < sub._opts.max_messages do
+    local ok, v = resp:read(stream)
+    if ok == nil then
+      if v then self:_fail(v) end
+      return
+    end
+    local kind = type(v) == "table" and v[1]
+    if kind == "message" or kind == "pmessage" then
+      local t = queue.tail + 1
+      queue.tail = t
+      queue[t] = v
+      if sub._receiver then
+        local r = sub._receiver
+        sub._receiver = nil
+        wakeup(r, true)
+      end
+    elseif kind and CONFIRMS[kind] then
+      confirmed(self, sub, kind, v[2] or nil)
+    elseif kind == "pong" or ok == false or v == "PONG" then
+      local h = self._head
+      if h <= self._tail then
+        local w = self._fifo[h]
+        if ok == false then deliver(self, false, v)
+        elseif w.pong then deliver(self, true, true) end
+      end
+    end
+  end
+end
+
+function SubConn:data()
+  -- before it has an owner, the connection only gets AUTH/SELECT replies
+  if self._owner then return self:_parse() end
+  return Conn.data(self)
+end
+
+function SubConn:_ended(reason)
+  Conn._ended(self, reason)
+  local sub = self._owner
+  if sub and sub._ch == self then
+    sub._lost = true
+    local r = sub._receiver
+    if r then
+      sub._receiver = nil
+      wakeup(r, nil, self._error or "closed")
+    end
+  end
+end
+
+-- FIFO entries of a subscriber are tables { left = confirmations to
+-- come, all = unsubscribing from everything, pong = a PING }; the waiting
+-- task waits on its entry.
+local function sub_command(sub, entry, ...)
+  local ch, err = link(sub)
+  if not ch then return nil, err end
+  local ok, werr = write_command(ch._stream, ...)
+  if ok == nil then return nil, werr end
+  push_waiter(ch, entry)
+  local tag, value = wait_as("redis", (...), entry, sub._opts.timeout)
+  if tag then return true end
+  return nil, value
+end
+
+local Subscriber = {}
+Subscriber.__index = Subscriber
+Subscriber.__name = "evlua.redis.subscriber"
+
+local function check_names(fname, ...)
+  for i = 1, select("#", ...) do
+    local v = select(i, ...)
+    if type(v) ~= "string" then
+      error(("bad argument #%d to '%s' (string expected, got %s)")
+            :format(i, fname, type(v)), 3)
+    end
+  end
+end
+
+local function subscribe(self, cmd, set, fname, ...)
+  check_running(fname)
+  local n = select("#", ...)
+  if n == 0 then
+    error("bad argument #1 to '" .. fname .. "' (channel name expected)", 3)
+  end
+  check_names(fname, ...)
+  return sub_command(self, { left = n }, cmd, ...)
+end
+
+-- sub:subscribe(channel, ...) / sub:psubscribe(pattern, ...) -> true |
+-- nil, err, once the server confirmed every one.
+function Subscriber:subscribe(...)
+  return subscribe(self, "SUBSCRIBE", "_channels", "subscribe", ...)
+end
+
+function Subscriber:psubscribe(...)
+  return subscribe(self, "PSUBSCRIBE", "_patterns", "psubscribe", ...)
+end
+
+local function unsubscribe(self, cmd, setname, fname, ...)
+  check_running(fname)
+  check_names(fname, ...)
+  local n = select("#", ...)
+  if n == 0 then
+    local count = 0
+    for _ in pairs(self[setname]) do count = count + 1 end
+    return sub_command(self, { left = math.max(count, 1), all = true }, cmd)
+  end
+  return sub_command(self, { left = n }, cmd, ...)
+end
+
+-- sub:unsubscribe([channel, ...]) / sub:punsubscribe([pattern, ...]):
+-- without names, from every one.
+function Subscriber:unsubscribe(...)
+  return unsubscribe(self, "UNSUBSCRIBE", "_channels", "unsubscribe", ...)
+end
+
+function Subscriber:punsubscribe(...)
+  return unsubscribe(self, "PUNSUBSCRIBE", "_patterns", "punsubscribe", ...)
+end
+
+-- sub:ping() -> true | nil, err
+function Subscriber:ping()
+  check_running("ping")
+  return sub_command(self, { left = 1, pong = true }, "PING")
+end
+
+-- sub:receive([timeout]) -> kind, channel, message[, pattern] |
+-- nil, "timeout" | nil, "closed" | nil, err. kind is "message" or
+-- "pmessage" (then pattern is the pattern that matched).
+function Subscriber:receive(timeout)
+  local task = check_running("receive")
+  local queue = self._queue
+  while true do
+    local h = queue.head
+    if h <= queue.tail then
+      local v = queue[h]
+      queue[h] = nil
+      if h == queue.tail then queue.head, queue.tail = 1, 0
+      else queue.head = h + 1 end
+      local ch = self._ch
+      if ch and not ch._closed and ch._stream:buffered() > 0 then
+        ch:_parse()   -- reading may have paused at max_messages
+      end
+      if v[1] == "pmessage" then return "pmessage", v[3], v[4], v[2] end
+      return v[1], v[2], v[3]
+    end
+    if self._closed then return nil, "closed" end
+    if self._lost then
+      self._lost = nil
+      return nil, "closed"
+    end
+    local ch, err = link(self)
+    if not ch then return nil, err end
+    if self._receiver then
+      error("receive: another coroutine is already receiving", 2)
+    end
+    self._receiver = task
+    local ok, werr = wait_as("redis", "receive", task, timeout)
+    if self._receiver == task then self._receiver = nil end
+    if not ok then return nil, werr end
+  end
+end
+
+-- sub:listen(fn): call fn(kind, channel, message, pattern) for every
+-- message until fn returns false or the subscriber is closed. Returns
+-- what ended it: true (fn returned false) | nil, err.
+function Subscriber:listen(fn)
+  check_running("listen")
+  while true do
+    local kind, channel, message, pattern = self:receive()
+    if kind then
+      if fn(kind, channel, message, pattern) == false then return true end
+    elseif self._closed then
+      return nil, channel
+    end
+  end
+end
+
+-- A new connection: subscribe again to what we had.
+function Subscriber:_linked(ch)
+  local channels, patterns = {}, {}
+  for name in pairs(self._channels) do channels[#channels + 1] = name end
+  for name in pairs(self._patterns) do patterns[#patterns + 1] = name end
+  if #channels > 0 then
+    local ok, err = sub_command(self, { left = #channels }, "SUBSCRIBE", unpack(channels))
+    if not ok then return nil, err end
+  end
+  if #patterns > 0 then
+    local ok, err = sub_command(self, { left = #patterns }, "PSUBSCRIBE", unpack(patterns))
+    if not ok then return nil, err end
+  end
+  return ch
+end
+
+-- sub:close(): close the connection; a waiting receive gets nil, "closed".
+function Subscriber:close()
+  self._closed = true
+  local ch = self._ch
+  self._ch = nil
+  if ch then ch:close_immediately() end
+  local r = self._receiver
+  if r then
+    self._receiver = nil
+    wakeup(r, nil, "closed")
+  end
+end
+
+Subscriber.__close = Subscriber.close
+
+-- redis.subscriber(opts | url) -> subscriber | nil, err. In a coroutine.
+function redis.subscriber(opts)
+  check_running("subscriber")
+  local o = options(opts, "subscriber")
+  local sub = setmetatable({ _opts = o, _class = SubConn, _channels = {},
+                             _patterns = {}, _queue = { head = 1, tail = 0 } },
+                           Subscriber)
+  local ch, err = link(sub)
+  if not ch then return nil, err end
+  return sub
+end
+
+-- r:subscribe(channel, ...) / r:psubscribe(pattern, ...) -> a subscriber
+-- on a new connection with the client's options, subscribed | nil, err
+function Client:subscribe(...)
+  local sub, err = redis.subscriber(self._opts)
+  if not sub then return nil, err end
+  local ok, serr = sub:subscribe(...)
+  if not ok then
+    sub:close()
+    return nil, serr
+  end
+  return sub
+end
+
+function Client:psubscribe(...)
+  local sub, err = redis.subscriber(self._opts)
+  if not sub then return nil, err end
+  local ok, serr = sub:psubscribe(...)
+  if not ok then
+    sub:close()
+    return nil, serr
+  end
+  return sub
+end
+
+-- r:subscriber() -> a subscriber with the client's options, not
+-- subscribed yet | nil, err
+function Client:subscriber()
+  return redis.subscriber(self._opts)
+end
+
+redis.client = Client
+redis.connection = Conn
+
+return redis
