@@ -52,8 +52,9 @@ static lua_Integer opt_positive(lua_State *L, int idx, lua_Integer def,
 }
 
 /* core.resp_reader([max_reply [, max_elements [, max_depth [, error_mt]]]])
-** -> a reader for one connection. max_reply bounds the bytes of one reply
-** (a bulk string included), max_elements one array, max_depth nesting. */
+** -> a reader for one connection. max_reply bounds the bytes one reply
+** takes on the wire, max_elements the elements of one array, max_depth
+** the nesting of arrays; error_mt is given to error replies in arrays. */
 static int l_reader_new(lua_State *L) {
   size_t max_reply = (size_t)opt_positive(L, 1, DEFAULT_MAX_REPLY,
                                           (lua_Integer)1 << 40);
@@ -146,6 +147,11 @@ static int l_reader_read(lua_State *L) {
   }
   const char *p = evlua_buffer_peek(in);
   long n = resp_scan(sc, p, have, &r->lim);
+  if (n > 0 && (size_t)n > r->max_reply) {
+    luaL_pushfail(L);
+    lua_pushfstring(L, "reply larger than %I bytes", (lua_Integer)r->max_reply);
+    return 2;
+  }
   if (n > 0) {
     int nres = push_top(L, r, 1, p, (size_t)n);
     evlua_buffer_consume(in, (size_t)n);

@@ -232,6 +232,7 @@ local function batch_send(b, ch, ...)
   end
   local n = b.n + 1
   b.n = n
+  b.ch = ch
   push_waiter(ch, b, n)
   return n
 end
@@ -241,7 +242,13 @@ local function batch_wait(b, timeout, what)
   b.sealed = true
   if not b.failed and b.got < b.n then
     local ok, err = wait_as("redis", what, b.task, timeout)
-    if not ok and not b.failed then b.failed = err end
+    if not ok and not b.failed then
+      b.failed = err
+      if err == "timeout" and b.ch and not b.ch._closed then
+        b.ch._error = "timeout"
+        b.ch:close_immediately()
+      end
+    end
   end
   if b.failed then
     b.failed = b.failed or "closed"
@@ -377,6 +384,21 @@ local function check_running(fname)
   return task
 end
 
+-- A waiter stopped waiting for the reply at FIFO index t. Cancelled:
+-- the reply is dropped when it comes. Timed out: the replies are in
+-- order, so everything sent after it waits behind it (a BLPOP that
+-- blocks for ever, a hung server); the connection is closed, the
+-- commands behind it fail with "timeout" too, and the next command
+-- connects afresh.
+local function given_up(ch, t, w, err)
+  if ch._fifo[t] ~= w then return end   -- answered or failed meanwhile
+  ch._fifo[t] = DROPPED
+  if err == "timeout" and not ch._closed then
+    ch._error = "timeout"
+    ch:close_immediately()
+  end
+end
+
 local function call(self, timeout, ...)
   local task = running()
   if not task then error("redis commands must run in a coroutine", 3) end
@@ -399,7 +421,7 @@ local function call(self, timeout, ...)
   local t = push_waiter(ch, task)
   local tag, value = wait_as("redis", (...), task, timeout)
   if tag then return value end
-  if tag == nil and ch._fifo[t] == task then ch._fifo[t] = DROPPED end
+  if tag == nil then given_up(ch, t, task, value) end
   return nil, value
 end
 
@@ -756,6 +778,12 @@ function Subscriber:receive(timeout)
     if self._receiver == task then self._receiver = nil end
     if not ok then return nil, werr end
   end
+end
+
+-- sub:queued() -> the number of messages received and not taken yet
+function Subscriber:queued()
+  local q = self._queue
+  return q.tail - q.head + 1
 end
 
 -- sub:listen(fn): call fn(kind, channel, message, pattern) for every
