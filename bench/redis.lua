@@ -6,6 +6,8 @@
 --               (redis-benchmark -c 1)
 --   concurrent  N coroutines sharing one client, each looping on a
 --               command (redis-benchmark -c N; here one connection)
+--   clients     N clients (N connections), one coroutine each
+--               (redis-benchmark -c N: the same connections)
 --   pipelined   one coroutine sending pipelines of N commands
 --               (redis-benchmark -c 1 -P N)
 -- Like redis-benchmark without -r, every command uses the key
@@ -51,6 +53,23 @@ local function concurrent(r, cmd, deadline, n)
   return count
 end
 
+-- r is a list of clients here, one coroutine on each
+local function clients(list, cmd, deadline)
+  local count = 0
+  local tasks = {}
+  for i, r in ipairs(list) do
+    tasks[i] = event.fork(function()
+      local c = single(r, cmd, deadline)
+      count = count + c
+    end)
+  end
+  for i = 1, #tasks do
+    local ok, err = tasks[i]:join()
+    if not ok then error(err, 0) end
+  end
+  return count
+end
+
 local function pipelined(r, cmd, deadline, n)
   local count = 0
   local fill = cmd == "set"
@@ -64,18 +83,28 @@ local function pipelined(r, cmd, deadline, n)
   return count
 end
 
-local modes = { single = single, concurrent = concurrent, pipelined = pipelined }
+local modes = { single = single, concurrent = concurrent, clients = clients,
+                pipelined = pipelined }
 
 local mode, port, seconds, n = arg[1], tonumber(arg[2]), tonumber(arg[3]),
   math.tointeger(tonumber(arg[4] or 1))
 local run = modes[mode]
 if not run or not port or not seconds then
-  io.stderr:write("usage: evlua bench/redis.lua single|concurrent|pipelined "
+  io.stderr:write("usage: evlua bench/redis.lua single|concurrent|clients|pipelined "
                   .. "PORT SECONDS [N]\n")
   os.exit(2)
 end
 
-local r = assert(redis.connect({ port = math.tointeger(port) }))
+local function connect()
+  return assert(redis.connect({ port = math.tointeger(port) }))
+end
+local r
+if mode == "clients" then
+  r = {}
+  for i = 1, n do r[i] = connect() end
+else
+  r = connect()
+end
 for _, cmd in ipairs({ "set", "get" }) do
   event.update_now()
   run(r, cmd, event.now() + WARMUP, n)
@@ -84,4 +113,8 @@ for _, cmd in ipairs({ "set", "get" }) do
   local count = run(r, cmd, t0 + seconds, n)
   print(("%s %s %.0f"):format(mode, cmd, count / (event.time() - t0)))
 end
-r:close()
+if mode == "clients" then
+  for _, c in ipairs(r) do c:close() end
+else
+  r:close()
+end

@@ -38,6 +38,28 @@ static resp_scanner *scanner_of(reader *r) {
   return (resp_scanner *)(void *)(r + 1);
 }
 
+/* The functions on the hot path (reading a reply, writing a command) get
+** the stream and reader metatables as upvalues 1 and 2: comparing with
+** them is much cheaper than luaL_checkudata's lookup by name. */
+static void *check_fast(lua_State *L, int idx, int upvalue,
+                        const char *tname) {
+  void *p = lua_touserdata(L, idx);
+  if (p != NULL && lua_getmetatable(L, idx)) {
+    int same = lua_rawequal(L, -1, lua_upvalueindex(upvalue));
+    lua_pop(L, 1);
+    if (same) return p;
+  }
+  return luaL_checkudata(L, idx, tname);   /* raises the usual error */
+}
+
+static lstream *fast_stream(lua_State *L, int idx) {
+  return (lstream *)check_fast(L, idx, 1, EVLUA_STREAM);
+}
+
+static reader *fast_reader(lua_State *L, int idx) {
+  return (reader *)check_fast(L, idx, 2, EVLUA_RESP_READER);
+}
+
 static reader *check_reader(lua_State *L, int idx) {
   return (reader *)luaL_checkudata(L, idx, EVLUA_RESP_READER);
 }
@@ -135,8 +157,8 @@ static int push_top(lua_State *L, reader *r, int ridx, const char *p,
 ** reply) | nil (incomplete) | nil, err (the bytes are not a valid reply,
 ** or more than max_reply: the connection is unusable). */
 static int l_reader_read(lua_State *L) {
-  reader *r = check_reader(L, 1);
-  lstream *ls = evlua_check_stream(L, 2);
+  reader *r = fast_reader(L, 1);
+  lstream *ls = fast_stream(L, 2);
   evlua_buffer *in = &ls->s.in;
   size_t have = evlua_buffer_len(in);
   resp_scanner *sc = scanner_of(r);
@@ -245,7 +267,7 @@ static int encode_command(lua_State *L, evlua_buffer *b, int first, int last,
 /* stream:write_command(name, args...) -> as stream:write. Arguments are
 ** strings or numbers. */
 static int l_write_command(lua_State *L) {
-  lstream *ls = evlua_check_stream(L, 1);
+  lstream *ls = fast_stream(L, 1);
   int top = lua_gettop(L);
   luaL_argcheck(L, top >= 2, 2, "command name expected");
   evlua_buffer *b = scratch(L);
@@ -301,12 +323,20 @@ void evlua_open_redis(lua_State *L) {
     { NULL, NULL }
   };
   luaL_newmetatable(L, EVLUA_RESP_READER);
-  luaL_newlib(L, reader_methods);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  int reader_mt = lua_gettop(L);
   luaL_getmetatable(L, EVLUA_STREAM);
-  lua_getfield(L, -1, "__index");
-  luaL_setfuncs(L, stream_methods, 0);
-  lua_pop(L, 2);
+  int stream_mt = lua_gettop(L);
+  /* reader methods: reader.__index = { ... } with the two upvalues */
+  lua_newtable(L);
+  lua_pushvalue(L, stream_mt);
+  lua_pushvalue(L, reader_mt);
+  luaL_setfuncs(L, reader_methods, 2);
+  lua_setfield(L, reader_mt, "__index");
+  /* stream methods, added to the stream's __index table */
+  lua_getfield(L, stream_mt, "__index");
+  lua_pushvalue(L, stream_mt);
+  lua_pushvalue(L, reader_mt);
+  luaL_setfuncs(L, stream_methods, 2);
+  lua_pop(L, 3);
   luaL_setfuncs(L, funcs, 0);
 }

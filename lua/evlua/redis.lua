@@ -107,19 +107,30 @@ end
 
 --[[ Connections ============================================================
 A connection is a channel whose FIFO holds, per command in flight, its
-waiting task, or a batch (pipeline) with the command's index in it, or
-DROPPED when the waiter gave up (timeout, cancel). ]]
+waiting task, or a batch (pipeline) with the command's index in it
+(_slot), or DROPPED when the waiter gave up (cancelled).
+
+Deadlines: commands with the client's own timeout are sent in order and
+answered in order, so the oldest one waiting is the first to expire. One
+timer per connection (the watchdog) watches it, instead of a timer per
+command; a command with a timeout of its own (timed_call) waits with it.
+When a command times out, everything sent after it waits behind it (a
+BLPOP that blocks for ever, a hung server): the connection is closed,
+every command waiting fails with "timeout", and the next command
+connects afresh. ]]
 
 local Conn = Channel:inherit()
 Conn.__name = "evlua.redis.connection"
 
 function Conn:init()
-  self._fifo, self._slot = {}, {}
+  self._fifo, self._slot, self._deadline = {}, {}, {}
   self._head, self._tail = 1, 0
+  self._watching, self._full = false, false
 end
 
--- The stream method that encodes and queues a command (from src/lredis.c).
-local write_command
+-- The C functions that encode and queue a command on a stream, and read
+-- the next reply (src/lredis.c), looked up on the first connection.
+local write_command, read_reply
 
 -- A fatal problem with the connection: pending commands get err.
 function Conn:_fail(err)
@@ -128,6 +139,55 @@ function Conn:_fail(err)
   self:close_immediately()
 end
 
+local function timed_out(ch)
+  if not ch._closed then
+    ch._error = "timeout"
+    ch:close_immediately()
+  end
+end
+
+-- The watchdog fired: fail the connection if the oldest deadline passed,
+-- else sleep until it.
+local function watchdog(timer, ch)
+  local deadline = ch._deadline
+  for i = ch._head, ch._tail do
+    local d = deadline[i]
+    if d then
+      local left = d - event.now()
+      if left <= 0 then return timed_out(ch) end
+      timer:start(left)
+      return
+    end
+  end
+  ch._watching = false
+end
+
+local function watch(ch, timeout)
+  ch._watching = true
+  local timer = ch._watchdog
+  if not timer then
+    timer = core.timer(watchdog, ch)
+    ch._watchdog = timer
+  end
+  timer:start(timeout)
+end
+
+-- Queue a waiter (task, or batch with its slot) for the next reply, with
+-- the client's timeout if given.
+local function push_waiter(ch, w, slot, timeout)
+  local t = ch._tail + 1
+  ch._tail = t
+  ch._fifo[t] = w
+  if slot then ch._slot[t] = slot end
+  if timeout then
+    ch._deadline[t] = event.now() + timeout
+    if not ch._watching then watch(ch, timeout) end
+  end
+  return t
+end
+
+local batch_reply
+
 -- Hand a reply to the head of the FIFO; false when nothing waited for it.
 local function deliver(ch, ok, value)
   local h = ch._head
@@ -135,6 +195,7 @@ local function deliver(ch, ok, value)
   local fifo = ch._fifo
   local w = fifo[h]
   fifo[h] = nil
+  ch._deadline[h] = nil
   local slot = ch._slot[h]
   if h == ch._tail then
     ch._head, ch._tail = 1, 0
@@ -143,7 +204,7 @@ local function deliver(ch, ok, value)
   end
   if slot then
     ch._slot[h] = nil
-    w:_reply(slot, ok, value)
+    batch_reply(w, slot, ok, value)
   elseif w ~= DROPPED then
     wakeup(w, ok, value)
   end
@@ -154,7 +215,7 @@ end
 function Conn:data()
   local stream, resp = self._stream, self._resp
   while true do
-    local ok, value = resp:read(stream)
+    local ok, value = read_reply(resp, stream)
     if ok == nil then
       if value then self:_fail(value) end
       return
@@ -165,25 +226,19 @@ function Conn:data()
   end
 end
 
--- Queue a waiter (task, or batch with its slot) for the next reply.
-local function push_waiter(ch, w, slot)
-  local t = ch._tail + 1
-  ch._tail = t
-  ch._fifo[t] = w
-  if slot then ch._slot[t] = slot end
-  return t
-end
-
 function Conn:_ended(reason)
   Channel._ended(self, reason)
+  if self._watchdog then self._watchdog:stop() end
+  self._watching = false
   local err = self._error or "closed"
   local fifo, slots = self._fifo, self._slot
   local head, tail = self._head, self._tail
-  self._fifo, self._slot, self._head, self._tail = {}, {}, 1, 0
+  self._fifo, self._slot, self._deadline = {}, {}, {}
+  self._head, self._tail = 1, 0
   for i = head, tail do
     local w, slot = fifo[i], slots[i]
     if slot then
-      w:_reply(slot, nil, err)
+      batch_reply(w, slot, nil, err)
     elseif w ~= DROPPED and w ~= nil then
       wakeup(w, nil, err)
     end
@@ -196,66 +251,63 @@ local function wait_room(ch)
   return true
 end
 
---[[ Batches: the replies of a pipeline ======================================]]
+--[[ Batches: the replies of a pipeline ======================================
+A batch is the object a pipeline function gets (p:set(...) sends SET at
+once) and collects the replies: _task, _ch, _n sent, _got answered,
+_results, _failed (an error ends it), _sealed (all sent). ]]
 
 local Batch = {}
-Batch.__index = Batch
 
-local function new_batch(task)
-  return setmetatable({ task = task, n = 0, got = 0, results = {} }, Batch)
+local function new_batch(task, ch, timeout)
+  -- every field is set: a nil one would be looked up through the
+  -- command factory on each access
+  return setmetatable({ _task = task, _ch = ch, _timeout = timeout, _n = 0,
+                        _got = 0, _results = {}, _failed = false,
+                        _sealed = false }, Batch)
 end
 
-function Batch:_reply(i, ok, value)
-  if self.failed then return end
+batch_reply = function(b, i, ok, value)
+  if b._failed then return end
   if ok == nil then
-    self.failed = value
-    wakeup(self.task, nil, value)
+    b._failed = value
+    wakeup(b._task, nil, value)
     return
   end
   if ok then
-    self.results[i] = value
+    b._results[i] = value
   else
-    self.results[i] = setmetatable({ err = value }, ErrorReply)
+    b._results[i] = setmetatable({ err = value }, ErrorReply)
   end
-  local got = self.got + 1
-  self.got = got
-  if got == self.n and self.sealed then wakeup(self.task, true) end
+  local got = b._got + 1
+  b._got = got
+  if got == b._n and b._sealed then wakeup(b._task, true) end
 end
 
--- Send one command of the batch on ch.
-local function batch_send(b, ch, ...)
-  if b.failed then return end
+-- Send one command of the batch.
+local function batch_send(b, ...)
+  if b._failed then return end
+  local ch = b._ch
   local ok, err = write_command(ch._stream, ...)
   if ok == nil then
-    b.failed = err
+    b._failed = err
     return
   end
-  local n = b.n + 1
-  b.n = n
-  b.ch = ch
-  push_waiter(ch, b, n)
+  local n = b._n + 1
+  b._n = n
+  push_waiter(ch, b, n, b._timeout)
   return n
 end
 
 -- Wait until every reply of the batch is in: results (with n) | nil, err.
-local function batch_wait(b, timeout, what)
-  b.sealed = true
-  if not b.failed and b.got < b.n then
-    local ok, err = wait_as("redis", what, b.task, timeout)
-    if not ok and not b.failed then
-      b.failed = err
-      if err == "timeout" and b.ch and not b.ch._closed then
-        b.ch._error = "timeout"
-        b.ch:close_immediately()
-      end
-    end
+local function batch_wait(b, what)
+  b._sealed = true
+  if not b._failed and b._got < b._n then
+    local ok, err = wait_as("redis", what, b._task)
+    if not ok and not b._failed then b._failed = err end
   end
-  if b.failed then
-    b.failed = b.failed or "closed"
-    return nil, b.failed
-  end
-  local results = b.results
-  results.n = b.n
+  if b._failed then return nil, b._failed end
+  local results = b._results
+  results.n = b._n
   return results
 end
 
@@ -272,18 +324,20 @@ local function open(o, class)
   if o.max_reply + 4096 > max_input then
     ch:set_limits({ max_input = o.max_reply + 4096 })
   end
-  if not write_command then write_command = ch._stream.write_command end
+  if not write_command then
+    write_command, read_reply = ch._stream.write_command, ch._resp.read
+  end
   if o.password or o.db ~= 0 then
-    local b = new_batch(running())
+    local b = new_batch(running(), ch, o.timeout)
     if o.password then
       if o.username then
-        batch_send(b, ch, "AUTH", o.username, o.password)
+        batch_send(b, "AUTH", o.username, o.password)
       else
-        batch_send(b, ch, "AUTH", o.password)
+        batch_send(b, "AUTH", o.password)
       end
     end
-    if o.db ~= 0 then batch_send(b, ch, "SELECT", o.db) end
-    local results, berr = batch_wait(b, o.timeout, "connect")
+    if o.db ~= 0 then batch_send(b, "SELECT", o.db) end
+    local results, berr = batch_wait(b, "connect")
     if results then
       for i = 1, results.n do
         if redis.is_error(results[i]) then berr = results[i].err end
@@ -313,19 +367,19 @@ local function link(obj)
     if got then return got end
     return nil, err
   end
-  if event.now() < (obj._retry_at or 0) then return nil, obj._last_error end
+  if event.now() < obj._retry_at then return nil, obj._last_error end
   connecting = {}
   obj._connecting = connecting
   local err
   ch, err = open(obj._opts, obj._class)
-  obj._connecting = nil
+  obj._connecting = false
   if ch and obj._closed then   -- closed by its owner meanwhile
     ch:close_immediately()
     ch, err = nil, "closed"
   end
   local o = obj._opts
   if ch then
-    obj._ch, obj._delay, obj._retry_at = ch, nil, nil
+    obj._ch, obj._delay, obj._retry_at = ch, false, 0
     ch._owner = obj
     if obj._linked then
       local ok, lerr = obj:_linked(ch)
@@ -384,32 +438,20 @@ local function check_running(fname)
   return task
 end
 
--- A waiter stopped waiting for the reply at FIFO index t. Cancelled:
--- the reply is dropped when it comes. Timed out: the replies are in
--- order, so everything sent after it waits behind it (a BLPOP that
--- blocks for ever, a hung server); the connection is closed, the
--- commands behind it fail with "timeout" too, and the next command
--- connects afresh.
-local function given_up(ch, t, w, err)
-  if ch._fifo[t] ~= w then return end   -- answered or failed meanwhile
-  ch._fifo[t] = DROPPED
-  if err == "timeout" and not ch._closed then
-    ch._error = "timeout"
-    ch:close_immediately()
-  end
-end
-
+-- call(self, timeout, ...): send a command and wait for its reply.
+-- timeout is nil for the client's own (the connection's watchdog watches
+-- it) or the seconds of a timed_call.
 local function call(self, timeout, ...)
   local task = running()
   if not task then error("redis commands must run in a coroutine", 3) end
   local ch = self._ch
-  if ch == nil or ch._closed then
+  if not ch or ch._closed then
     local err
     ch, err = link(self)
     if not ch then return nil, err end
   end
   if ch._full then
-    ch._full = nil
+    ch._full = false
     local ok, err = wait_room(ch)
     if not ok then return nil, err end
   end
@@ -418,15 +460,18 @@ local function call(self, timeout, ...)
     if ok == nil then return nil, err end
     ch._full = true   -- queued above the high-water mark
   end
-  local t = push_waiter(ch, task)
+  local t = push_waiter(ch, task, nil, not timeout and self._timeout or nil)
   local tag, value = wait_as("redis", (...), task, timeout)
   if tag then return value end
-  if tag == nil then given_up(ch, t, task, value) end
+  if tag == nil and ch._fifo[t] == task then   -- still unanswered
+    ch._fifo[t] = DROPPED
+    if value == "timeout" then timed_out(ch) end
+  end
   return nil, value
 end
 
 command_class(Client, function(self, ...)
-  return call(self, self._timeout, ...)
+  return call(self, nil, ...)
 end)
 
 local function check_name(name, fname)
@@ -440,7 +485,7 @@ end
 -- separate arguments (r:call("CLIENT", "LIST")).
 function Client:call(name, ...)
   check_name(name, "call")
-  return call(self, self._timeout, name, ...)
+  return call(self, nil, name, ...)
 end
 
 -- r:timed_call(seconds, name, args...): call with its own timeout (for
@@ -455,22 +500,17 @@ end
 
 -- r:select(db): SELECT, remembered for reconnects.
 function Client:select(db)
-  local ok, err = call(self, self._timeout, "SELECT", db)
+  local ok, err = call(self, nil, "SELECT", db)
   if ok then self._opts.db = math.tointeger(tonumber(db)) or self._opts.db end
   return ok, err
 end
 
-local Pipeline = {}
-
-local function pipeline_send(p, ...)
-  return batch_send(p._batch, p._ch, ...)
-end
-command_class(Pipeline, pipeline_send)
+command_class(Batch, batch_send)
 
 -- p:call(name, args...) queues any command.
-function Pipeline:call(name, ...)
+function Batch:call(name, ...)
   check_name(name, "call")
-  return pipeline_send(self, name, ...)
+  return batch_send(self, name, ...)
 end
 
 -- r:pipeline(fn) -> results | nil, err. fn(p) queues commands (p:set(k,
@@ -484,15 +524,14 @@ function Client:pipeline(fn)
   end
   local ch, err = link(self)
   if not ch then return nil, err end
-  local b = new_batch(task)
-  local p = setmetatable({ _batch = b, _ch = ch }, Pipeline)
-  local ok, ferr = pcall(fn, p)
+  local b = new_batch(task, ch, self._timeout)
+  local ok, ferr = pcall(fn, b)
   if not ok then
-    b.failed = "aborted"
+    b._failed = "aborted"
     error(ferr, 0)
   end
   if ch._stream:full() then wait_room(ch) end
-  return batch_wait(b, self._timeout, "pipeline")
+  return batch_wait(b, "pipeline")
 end
 
 local Recorder = {}
@@ -554,7 +593,7 @@ Client.monitor = refuse("MONITOR", "a connection of its own")
 function Client:close()
   self._closed = true
   local ch = self._ch
-  self._ch = nil
+  self._ch = false
   if ch then ch:close_immediately() end
 end
 
@@ -563,7 +602,7 @@ Client.__close = Client.close
 -- r:connected() -> whether a connection is open now
 function Client:connected()
   local ch = self._ch
-  return ch ~= nil and not ch._closed
+  return ch and not ch._closed or false
 end
 
 function Client:__tostring()
@@ -578,8 +617,12 @@ Client.__name = "evlua.redis.client"
 function redis.connect(opts)
   check_running("connect")
   local o = options(opts, "connect")
-  local r = setmetatable({ _opts = o, _timeout = o.timeout, _class = Conn },
-                         Client)
+  -- every field is set: a nil one would be looked up through the command
+  -- factory on each access
+  local r = setmetatable({ _opts = o, _timeout = o.timeout, _class = Conn,
+                           _ch = false, _closed = false, _connecting = false,
+                           _retry_at = 0, _delay = false, _last_error = false,
+                           _linked = false }, Client)
   local ch, err = link(r)
   if not ch then return nil, err end
   return r
@@ -837,8 +880,9 @@ function redis.subscriber(opts)
   check_running("subscriber")
   local o = options(opts, "subscriber")
   local sub = setmetatable({ _opts = o, _class = SubConn, _channels = {},
-                             _patterns = {}, _queue = { head = 1, tail = 0 } },
-                           Subscriber)
+                             _patterns = {}, _queue = { head = 1, tail = 0 },
+                             _retry_at = 0, _delay = false,
+                             _connecting = false }, Subscriber)
   local ch, err = link(sub)
   if not ch then return nil, err end
   return sub
