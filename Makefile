@@ -27,7 +27,7 @@ ASAN_FLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
   -fno-sanitize-recover=undefined
 
 C_TESTS = build/tests/test_log build/tests/test_paths build/tests/test_buffer \
-  build/tests/test_msgpack build/tests/test_http
+  build/tests/test_msgpack build/tests/test_http build/tests/test_resp
 
 .PHONY: all deps test asan asan-test bench fuzz install uninstall clean
 all: deps evlua
@@ -55,6 +55,7 @@ build/asan/obj/%.o: src/%.c
 
 build/tests/test_msgpack: src/buffer.c
 build/tests/test_http: src/buffer.c
+build/tests/test_resp: src/buffer.c
 build/tests/test_http: TEST_LIBS = -lhttp_parser
 
 build/tests/test_%: tests/c/test_%.c src/%.c

@@ -270,7 +270,9 @@ batch_reply = function(b, i, ok, value)
   if b._failed then return end
   if ok == nil then
     b._failed = value
-    wakeup(b._task, nil, value)
+    -- before it is sealed, the task may be waiting for something else
+    -- inside the pipeline function (batch_wait sees _failed then)
+    if b._sealed then wakeup(b._task, nil, value) end
     return
   end
   if ok then
@@ -633,8 +635,9 @@ A subscriber has a connection of its own (a subscribed connection only
 takes (P)(UN)SUBSCRIBE and PING). Messages queue up (at most max_messages;
 beyond that the connection is read no further until they are received)
 and sub:receive() takes them in order. After a disconnect, receive reports
-nil, "closed" once; the next call reconnects and subscribes again to
-every channel and pattern (messages published meanwhile are lost). ]]
+nil, "closed" once; the next call reconnects (retrying at the backoff's
+pace while it waits) and subscribes again to every channel and pattern
+(messages published meanwhile are lost). ]]
 
 local SubConn = Conn:inherit()
 SubConn.__name = "evlua.redis.subscriber"
@@ -673,9 +676,9 @@ function SubConn:_parse()
       local t = queue.tail + 1
       queue.tail = t
       queue[t] = v
-      if sub._receiver then
-        local r = sub._receiver
-        sub._receiver = nil
+      local r = sub._receiver
+      if r then
+        sub._receiver = false
         wakeup(r, true)
       end
     elseif kind and CONFIRMS[kind] then
@@ -701,11 +704,13 @@ function SubConn:_ended(reason)
   Conn._ended(self, reason)
   local sub = self._owner
   if sub and sub._ch == self then
-    sub._lost = true
+    -- the loss is reported once: to the waiting receive, or the next one
     local r = sub._receiver
     if r then
-      sub._receiver = nil
+      sub._receiver = false
       wakeup(r, nil, self._error or "closed")
+    else
+      sub._lost = true
     end
   end
 end
@@ -791,6 +796,10 @@ end
 -- "pmessage" (then pattern is the pattern that matched).
 function Subscriber:receive(timeout)
   local task = check_running("receive")
+  if timeout ~= nil and (type(timeout) ~= "number" or not (timeout >= 0)) then
+    error("bad argument #1 to 'receive' (non-negative number expected)", 2)
+  end
+  local deadline = timeout and event.now() + timeout
   local queue = self._queue
   while true do
     local h = queue.head
@@ -808,18 +817,27 @@ function Subscriber:receive(timeout)
     end
     if self._closed then return nil, "closed" end
     if self._lost then
-      self._lost = nil
+      self._lost = false
       return nil, "closed"
     end
+    local left = deadline and deadline - event.now()
+    if left and left <= 0 then return nil, "timeout" end
     local ch, err = link(self)
-    if not ch then return nil, err end
-    if self._receiver then
-      error("receive: another coroutine is already receiving", 2)
+    if not ch then
+      -- keep trying, at the backoff's pace, while the caller waits
+      local pause = math.max(self._retry_at - event.now(), 0.001)
+      if left and pause >= left then return nil, err end
+      local ok, serr = event.sleep(pause)
+      if not ok then return nil, serr end
+    else
+      if self._receiver then
+        error("receive: another coroutine is already receiving", 2)
+      end
+      self._receiver = task
+      local ok, werr = wait_as("redis", "receive", task, left)
+      if self._receiver == task then self._receiver = false end
+      if not ok then return nil, werr end
     end
-    self._receiver = task
-    local ok, werr = wait_as("redis", "receive", task, timeout)
-    if self._receiver == task then self._receiver = nil end
-    if not ok then return nil, werr end
   end
 end
 
@@ -868,7 +886,7 @@ function Subscriber:close()
   if ch then ch:close_immediately() end
   local r = self._receiver
   if r then
-    self._receiver = nil
+    self._receiver = false
     wakeup(r, nil, "closed")
   end
 end
@@ -882,7 +900,8 @@ function redis.subscriber(opts)
   local sub = setmetatable({ _opts = o, _class = SubConn, _channels = {},
                              _patterns = {}, _queue = { head = 1, tail = 0 },
                              _retry_at = 0, _delay = false,
-                             _connecting = false }, Subscriber)
+                             _connecting = false, _receiver = false,
+                             _lost = false }, Subscriber)
   local ch, err = link(sub)
   if not ch then return nil, err end
   return sub
