@@ -214,6 +214,9 @@ end
 -- Every complete reply in the input buffer, in order.
 function Conn:data()
   local stream, resp = self._stream, self._resp
+  -- bytes before the connection is set up (an early error from a full
+  -- server) wait for the first reply
+  if not resp then return end
   while true do
     local ok, value = read_reply(resp, stream)
     if ok == nil then
@@ -385,7 +388,10 @@ local function link(obj)
     ch._owner = obj
     if obj._linked then
       local ok, lerr = obj:_linked(ch)
-      if not ok then ch, err = nil, lerr end
+      if not ok then
+        ch:close_immediately()
+        obj._ch, ch, err = false, nil, lerr
+      end
     end
   else
     local delay = obj._delay and obj._delay * 2 or o.reconnect_delay

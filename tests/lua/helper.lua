@@ -165,7 +165,8 @@ function helper.redis_server(opts)
   local pid = p:read("l")
   p:close()
   spawned[#spawned + 1] = pid
-  helper.await_output(log, "Ready to accept connections", 10)
+  -- generous: a loaded machine running sanitizer builds is slow to fork
+  helper.await_output(log, "Ready to accept connections", 30)
   return {
     port = port, pid = pid, dir = dir, log = log,
     stop = function(signal)
