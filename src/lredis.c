@@ -12,6 +12,7 @@
 #include <lauxlib.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "lstream.h"
 #include "resp.h"
@@ -218,8 +219,14 @@ static const char *arg_bytes(lua_State *L, int idx, size_t *len) {
   if (t == LUA_TSTRING) return lua_tolstring(L, idx, len);
   if (t == LUA_TNUMBER) {
     if (!lua_isinteger(L, idx)) {
+      /* the shortest form that reads back as the same double */
+      double d = (double)lua_tonumber(L, idx);
       char num[64];
-      int n = snprintf(num, sizeof num, "%.17g", (double)lua_tonumber(L, idx));
+      int n = 0;
+      for (int digits = 15; digits <= 17; digits++) {
+        n = snprintf(num, sizeof num, "%.*g", digits, d);
+        if (strtod(num, NULL) == d) break;
+      }
       lua_pushlstring(L, num, (size_t)n);
       lua_replace(L, idx);
     }

@@ -104,7 +104,9 @@ describe("redis replies", function()
 
   it("sends numbers as their decimal text, floats with every digit", function()
     assert.equal("OK", r:set("f", 0.1))
-    assert.equal(0.1, tonumber(r:get("f")))
+    assert.equal("0.1", r:get("f"))
+    assert.equal("OK", r:set("third", 1 / 3))
+    assert.equal(1 / 3, tonumber(r:get("third")))
     assert.equal("OK", r:set("i", 12345678901234))
     assert.equal("12345678901234", r:get("i"))
     assert.equal("3.5", r:incrbyfloat("fl", 3.5))
@@ -608,6 +610,12 @@ describe("RESP codec", function()
     assert.equal("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\na\0b\r\n",
                  core.resp_command("SET", "k", "a\0b"))
     assert.equal("*2\r\n$4\r\nINCR\r\n$2\r\n42\r\n", core.resp_command("INCR", 42))
+    -- floats: the shortest text that reads back as the same number
+    assert.equal("*1\r\n$3\r\n0.1\r\n", core.resp_command(0.1))
+    local third = core.resp_command(1 / 3):match("\r\n([^$*]-)\r\n$")
+    assert.equal(1 / 3, tonumber(third))
+    assert.equal("*1\r\n$3\r\ninf\r\n", core.resp_command(math.huge))
+    assert.has_error(function() core.resp_command("SET", true) end)
     local big = ("b"):rep(100000)
     assert.equal("*2\r\n$4\r\nECHO\r\n$100000\r\n" .. big .. "\r\n",
                  core.resp_command("ECHO", big))
