@@ -212,8 +212,9 @@ static void scratch_done(evlua_buffer *b) {
   if (b->cap > 1024 * 1024) evlua_buffer_free(b);
 }
 
-/* The bytes of argument idx: a string, or a number in decimal (floats
-** with every significant digit, unlike tostring). */
+/* The bytes of argument idx: a string, or a number in decimal (a float
+** in the shortest form that reads back the same: tostring's 14 digits
+** would lose precision). */
 static const char *arg_bytes(lua_State *L, int idx, size_t *len) {
   int t = lua_type(L, idx);
   if (t == LUA_TSTRING) return lua_tolstring(L, idx, len);
