@@ -288,8 +288,8 @@ batch_reply = function(b, i, ok, value)
   if got == b._n and b._sealed then wakeup(b._task, true) end
 end
 
--- Send one command of the batch.
-local function batch_send(b, ...)
+-- Send one command of the batch (the batch's timeout applies).
+local function batch_send(b, _, ...)
   if b._failed then return end
   local ch = b._ch
   local ok, err = write_command(ch._stream, ...)
@@ -336,12 +336,12 @@ local function open(o, class)
     local b = new_batch(running(), ch, o.timeout)
     if o.password then
       if o.username then
-        batch_send(b, "AUTH", o.username, o.password)
+        batch_send(b, nil, "AUTH", o.username, o.password)
       else
-        batch_send(b, "AUTH", o.password)
+        batch_send(b, nil, "AUTH", o.password)
       end
     end
-    if o.db ~= 0 then batch_send(b, "SELECT", o.db) end
+    if o.db ~= 0 then batch_send(b, nil, "SELECT", o.db) end
     local results, berr = batch_wait(b, "connect")
     if results then
       for i = 1, results.n do
@@ -407,7 +407,8 @@ end
 
 --[[ Command classes ========================================================
 Any method name a class does not define is a command: r:get(k) sends GET,
-r:client_list() sends CLIENT LIST (an underscore separates words). ]]
+r:client_list() sends CLIENT LIST (an underscore separates words), as
+send(self, nil, words..., args...) (the nil: no timeout of its own). ]]
 
 local function command_class(class, send)
   class.__index = class
@@ -418,17 +419,17 @@ local function command_class(class, send)
     local fn
     if #words == 1 then
       local c = words[1]
-      fn = function(self, ...) return send(self, c, ...) end
+      fn = function(self, ...) return send(self, nil, c, ...) end
     elseif #words == 2 then
       local a, b = words[1], words[2]
-      fn = function(self, ...) return send(self, a, b, ...) end
+      fn = function(self, ...) return send(self, nil, a, b, ...) end
     else
       local n = #words
       fn = function(self, ...)
         local args = { unpack(words, 1, n) }
         local extra = select("#", ...)
         for i = 1, extra do args[n + i] = (select(i, ...)) end
-        return send(self, unpack(args, 1, n + extra))
+        return send(self, nil, unpack(args, 1, n + extra))
       end
     end
     rawset(cls, name, fn)
@@ -478,9 +479,7 @@ local function call(self, timeout, ...)
   return nil, value
 end
 
-command_class(Client, function(self, ...)
-  return call(self, nil, ...)
-end)
+command_class(Client, call)
 
 local function check_name(name, fname)
   if type(name) ~= "string" and type(name) ~= "number" then
@@ -518,7 +517,7 @@ command_class(Batch, batch_send)
 -- p:call(name, args...) queues any command.
 function Batch:call(name, ...)
   check_name(name, "call")
-  return batch_send(self, name, ...)
+  return batch_send(self, nil, name, ...)
 end
 
 -- r:pipeline(fn) -> results | nil, err. fn(p) queues commands (p:set(k,
@@ -543,7 +542,7 @@ function Client:pipeline(fn)
 end
 
 local Recorder = {}
-command_class(Recorder, function(t, ...)
+command_class(Recorder, function(t, _, ...)
   local cmds = t._cmds
   cmds[#cmds + 1] = table.pack(...)
 end)
