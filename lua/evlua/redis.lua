@@ -96,7 +96,7 @@ local function options(opts, fname)
   end
   for k, v in pairs(opts) do if k ~= "url" then o[k] = v end end
   for k, v in pairs(redis.defaults) do if o[k] == nil then o[k] = v end end
-  if type(o.timeout) ~= "number" or not (o.timeout > 0) then
+  if type(o.timeout) ~= "number" or not (o.timeout > 0 and o.timeout < math.huge) then
     error("bad argument #1 to '" .. fname .. "' (timeout must be a positive number)", 3)
   end
   if math.type(o.db) ~= "integer" or o.db < 0 then
@@ -385,8 +385,8 @@ local function link(obj)
   local o = obj._opts
   if ch then
     obj._ch, obj._delay, obj._retry_at = ch, false, 0
-    ch._owner = obj
-    if obj._linked then
+    if obj._linked then   -- a subscriber: its connection hands it messages
+      ch._owner = obj
       local ok, lerr = obj:_linked(ch)
       if not ok then
         ch:close_immediately()
@@ -605,6 +605,14 @@ function Client:close()
 end
 
 Client.__close = Client.close
+
+-- A client nobody references any more closes its connection (a client's
+-- connection does not reference it back; a waiting command's coroutine
+-- does, so none is waiting then).
+function Client:__gc()
+  local ch = self._ch
+  if ch and not ch._closed then ch:close_immediately() end
+end
 
 -- r:connected() -> whether a connection is open now
 function Client:connected()

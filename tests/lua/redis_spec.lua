@@ -592,6 +592,21 @@ describe("redis failures", function()
     r:close()
   end)
 
+  it("closes the connection of a client nobody references", function()
+    local r = connect()
+    do
+      local dropped = connect()
+      assert.equal("OK", dropped:client_setname("dropped-client"))
+    end
+    assert.matches("name=dropped%-client", r:client_list())
+    collectgarbage("collect")
+    collectgarbage("collect")
+    helper.eventually(function()
+      return not r:client_list():find("name=dropped-client", 1, true)
+    end, "the server to see the connection closed")
+    r:close()
+  end)
+
   it("fails waiting commands with 'closed' when the client is closed", function()
     local r = connect()
     local t = event.fork(function() return r:timed_call(5, "BLPOP", "nothing", 2) end)
