@@ -1,7 +1,8 @@
 /*
-** lredis.c - the Redis protocol for Lua: commands are encoded as RESP
-** straight into a stream's output, and a reader userdata (one per
-** connection) decodes replies straight from a stream's input buffer.
+** lredis.c - the Redis protocol for Lua: one C call encodes a command
+** from its Lua arguments and queues it on a stream (no Lua strings are
+** built), and a reader userdata (one per connection) decodes replies
+** straight from a stream's input buffer.
 **
 ** Replies as Lua values: status and bulk strings are strings (binary
 ** safe), integers are integers, arrays are tables (1..n). A nil bulk or
@@ -59,10 +60,6 @@ static lstream *fast_stream(lua_State *L, int idx) {
 
 static reader *fast_reader(lua_State *L, int idx) {
   return (reader *)check_fast(L, idx, 2, EVLUA_RESP_READER);
-}
-
-static reader *check_reader(lua_State *L, int idx) {
-  return (reader *)luaL_checkudata(L, idx, EVLUA_RESP_READER);
 }
 
 /* Reader ============================================================== */
@@ -193,12 +190,6 @@ static int l_reader_read(lua_State *L) {
   return 2;
 }
 
-/* reader:pending() -> whether a reply is partly scanned */
-static int l_reader_pending(lua_State *L) {
-  lua_pushboolean(L, scanner_of(check_reader(L, 1))->pos > 0);
-  return 1;
-}
-
 /* Commands ============================================================ */
 
 static evlua_buffer *scratch(lua_State *L) {
@@ -318,7 +309,6 @@ static int l_encode_command(lua_State *L) {
 void evlua_open_redis(lua_State *L) {
   static const luaL_Reg reader_methods[] = {
     { "read", l_reader_read },
-    { "pending", l_reader_pending },
     { NULL, NULL }
   };
   static const luaL_Reg stream_methods[] = {
