@@ -7,7 +7,7 @@ local redis = require "evlua.redis"
 
 local type, select, error, setmetatable, unpack =
   type, select, error, setmetatable, table.unpack
-local running, wait_as, wakeup = event.running, event.wait_as, event.wakeup
+local wait_as, wakeup = event.wait_as, event.wakeup
 
 local internal = redis._internal
 local Conn, deliver, push_waiter, link, options, check_running =
@@ -17,8 +17,9 @@ local Conn, deliver, push_waiter, link, options, check_running =
 --[[ Pub/sub ================================================================
 A subscriber has a connection of its own (a subscribed connection only
 takes (P)(UN)SUBSCRIBE and PING). Messages queue up (at most max_messages;
-beyond that the connection is read no further until they are received)
-and sub:receive() takes them in order. After a disconnect, receive reports
+beyond that no more of the input is decoded until they are received, and
+TCP slows the server down once the input buffer is full) and
+sub:receive() takes them in order. After a disconnect, receive reports
 nil, "closed" once; the next call reconnects (retrying at the backoff's
 pace while it waits) and subscribes again to every channel and pattern
 (messages published meanwhile are lost). ]]
