@@ -249,15 +249,15 @@ static int encode_command(lua_State *L, evlua_buffer *b, int first, int last,
   for (int i = first; i <= last; i++) {
     size_t len;
     const char *s = arg_bytes(L, i, &len);
-    check_mem(L, resp_put_bulk_header(b, len));
     if (len >= BIG_ARGUMENT && np < MAX_IOV - 2) {
+      check_mem(L, resp_put_bulk_header(b, len));
       pieces[np++] = (piece){ NULL, seg, evlua_buffer_len(b) - seg };
       pieces[np++] = (piece){ s, 0, len };
       seg = evlua_buffer_len(b);
+      check_mem(L, evlua_buffer_append(b, "\r\n", 2));
     } else {
-      check_mem(L, evlua_buffer_append(b, s, len));
+      check_mem(L, resp_put_bulk(b, s, len));
     }
-    check_mem(L, evlua_buffer_append(b, "\r\n", 2));
   }
   pieces[np++] = (piece){ NULL, seg, evlua_buffer_len(b) - seg };
   return np;

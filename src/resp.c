@@ -165,10 +165,8 @@ const char *resp_strerror(long code) {
 
 /* Encoding ============================================================ */
 
-/* Append "<c><n>\r\n". */
-static int put_header(evlua_buffer *b, char c, size_t n) {
-  char *p = evlua_buffer_reserve(b, 24);
-  if (p == NULL) return -1;
+/* Write "<c><n>\r\n" at p (room for 24 bytes); returns its length. */
+static size_t write_header(char *p, char c, size_t n) {
   char digits[20];
   int nd = 0;
   do {
@@ -180,7 +178,25 @@ static int put_header(evlua_buffer *b, char c, size_t n) {
   while (nd > 0) p[k++] = digits[--nd];
   p[k++] = '\r';
   p[k++] = '\n';
-  evlua_buffer_commit(b, k);
+  return k;
+}
+
+static int put_header(evlua_buffer *b, char c, size_t n) {
+  char *p = evlua_buffer_reserve(b, 24);
+  if (p == NULL) return -1;
+  evlua_buffer_commit(b, write_header(p, c, n));
+  return 0;
+}
+
+int resp_put_bulk(evlua_buffer *b, const char *s, size_t len) {
+  if (len > ((size_t)-1) / 2) return -1;
+  char *p = evlua_buffer_reserve(b, len + 26);
+  if (p == NULL) return -1;
+  size_t k = write_header(p, '$', len);
+  memcpy(p + k, s, len);
+  p[k + len] = '\r';
+  p[k + len + 1] = '\n';
+  evlua_buffer_commit(b, k + len + 2);
   return 0;
 }
 

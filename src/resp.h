@@ -86,5 +86,7 @@ const char *resp_strerror(long code);
 /* Encoding: a command as an array of bulk strings. */
 int resp_put_array_header(evlua_buffer *b, size_t n);
 int resp_put_bulk_header(evlua_buffer *b, size_t len);
+/* A whole bulk string: header, bytes, "\r\n". 0, or -1 out of memory. */
+int resp_put_bulk(evlua_buffer *b, const char *s, size_t len);
 
 #endif

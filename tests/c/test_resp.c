@@ -133,9 +133,11 @@ static void encoding(void **state) {
   assert_int_equal(resp_put_array_header(&b, 2), 0);
   assert_int_equal(resp_put_bulk_header(&b, 0), 0);
   assert_int_equal(resp_put_bulk_header(&b, 1234567890123), 0);
-  const char *want = "*2\r\n$0\r\n$1234567890123\r\n";
-  assert_int_equal(evlua_buffer_len(&b), strlen(want));
-  assert_memory_equal(evlua_buffer_peek(&b), want, strlen(want));
+  assert_int_equal(resp_put_bulk(&b, "a\0\r\n", 4), 0);
+  const char *want = "*2\r\n$0\r\n$1234567890123\r\n$4\r\na\0\r\n\r\n";
+  size_t want_len = 2 + 2 + 2 + 2 + 14 + 2 + 2 + 2 + 4 + 2;
+  assert_int_equal(evlua_buffer_len(&b), want_len);
+  assert_memory_equal(evlua_buffer_peek(&b), want, want_len);
   evlua_buffer_free(&b);
 }
 
