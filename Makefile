@@ -11,8 +11,8 @@ CC ?= cc
 CFLAGS ?= -O2 -g
 WARNINGS = -Wall -Wextra -Wshadow -Wpointer-arith -Wcast-qual \
   -Wstrict-prototypes -Wmissing-prototypes -Wundef -Wformat=2
-PKG_CFLAGS = $(shell pkg-config --cflags lua5.4 libcares hiredis 2>/dev/null)
-PKG_LIBS = $(shell pkg-config --libs lua5.4 libcares hiredis 2>/dev/null)
+PKG_CFLAGS = $(shell pkg-config --cflags lua5.4 libcares 2>/dev/null)
+PKG_LIBS = $(shell pkg-config --libs lua5.4 libcares 2>/dev/null)
 # libev and http-parser ship no .pc file in Debian.
 LIBS = $(PKG_LIBS) -lev -lhttp_parser -lm
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARNINGS) $(PKG_CFLAGS) \
@@ -27,7 +27,8 @@ ASAN_FLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
   -fno-sanitize-recover=undefined
 
 C_TESTS = build/tests/test_log build/tests/test_paths build/tests/test_buffer \
-  build/tests/test_msgpack build/tests/test_http build/tests/test_process
+  build/tests/test_msgpack build/tests/test_http build/tests/test_process \
+  build/tests/test_resp
 
 .PHONY: all deps test asan asan-test bench fuzz install uninstall clean
 all: deps evlua
@@ -55,6 +56,7 @@ build/asan/obj/%.o: src/%.c
 
 build/tests/test_msgpack: src/buffer.c
 build/tests/test_http: src/buffer.c
+build/tests/test_resp: src/buffer.c
 build/tests/test_http: TEST_LIBS = -lhttp_parser
 build/tests/test_process: src/buffer.c
 build/tests/test_process: TEST_LIBS = -lev
@@ -72,7 +74,7 @@ asan-test: asan
 
 # Fuzz the network decoders with libFuzzer (clang), FUZZ_SECONDS each.
 FUZZ_SECONDS ?= 30
-FUZZERS = build/fuzz/fuzz_msgpack build/fuzz/fuzz_http
+FUZZERS = build/fuzz/fuzz_msgpack build/fuzz/fuzz_http build/fuzz/fuzz_resp
 fuzz: deps $(FUZZERS)
 	@for f in $(FUZZERS); do \
 	  mkdir -p build/fuzz/corpus-$$(basename $$f); \
@@ -81,6 +83,10 @@ fuzz: deps $(FUZZERS)
 	done
 
 build/fuzz/fuzz_msgpack: tests/fuzz/fuzz_msgpack.c src/msgpack.c src/buffer.c
+	@mkdir -p $(@D)
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc -o $@ $^
+
+build/fuzz/fuzz_resp: tests/fuzz/fuzz_resp.c src/resp.c src/buffer.c
 	@mkdir -p $(@D)
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc -o $@ $^
 

@@ -9,9 +9,10 @@
 #   BENCH_RPC_SECONDS       length of an rpc run (2)
 #   BENCH_RPC_DEPTH         calls in flight in the pipelined rpc runs (64)
 #   BENCH_EVLUA             the evlua binary to measure (./evlua)
+#   BENCH_REDIS_SECONDS     length of each evlua redis run (2)
 #   BENCH_PROCESS_N         runs per process benchmark round (2000)
 #   BENCH_ONLY              sections to run, comma-separated
-#                           (loop,echo,memory,rpc,http,process: all of them)
+#                           (loop,echo,memory,rpc,redis,http,process: all)
 #   BENCH_HTTP_SECONDS, BENCH_HTTP_CONNS   see bench/http.sh
 set -eu
 cd "$(dirname "$0")/.."
@@ -24,7 +25,8 @@ IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
 RPC_SECONDS=${BENCH_RPC_SECONDS:-2}
 RPC_DEPTH=${BENCH_RPC_DEPTH:-64}
 EVLUA=${BENCH_EVLUA:-./evlua}
-ONLY=${BENCH_ONLY:-loop,echo,memory,rpc,http,process}
+REDIS_SECONDS=${BENCH_REDIS_SECONDS:-2}
+ONLY=${BENCH_ONLY:-loop,echo,memory,rpc,redis,http,process}
 ECHO_C=build/bench/echo
 RPC_C=build/bench/rpc
 
@@ -324,6 +326,81 @@ if want rpc; then
   echo "C libev: sequential against the 64-byte echo-pingpong of bench/c/echo.c"
   echo "(target: ratio >= 0.8), pipelined against the C rpc pair of bench/c/rpc.c;"
   echo "the last line against the quality bar of 300000 calls/s (target: >= 1)."
+fi
+
+# == Redis ===================================================================
+
+# One redis-server (no persistence) on a free port serves both clients,
+# run one after the other: redis-benchmark and bench/redis.lua, GET and
+# SET with the same 3-byte value and fixed key, in three shapes (see
+# bench/README.md). redis-benchmark takes a request count: about
+# REDIS_SECONDS worth at the rates this machine gives.
+if want redis; then
+  REDIS_PORT=$("$EVLUA" -e 'local l = assert(require("event").listen("127.0.0.1", 0, function() end)) print(l:port()) l:close()')
+  timeout 1800 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" \
+    --appendonly no --dir "$TMP" >"$TMP/redis.log" 2>&1 &
+  REDIS_PID=$!
+  started "$REDIS_PID"
+  tries=0
+  until [ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]; do
+    tries=$((tries + 1))
+    [ "$tries" -lt 100 ] || fail "redis-server did not start: $(cat "$TMP/redis.log")"
+    sleep 0.05
+  done
+
+  # redis_peer MODE OUT ARGS...: redis-benchmark's SET and GET rates as
+  # "MODE set N" / "MODE get N" lines appended to OUT
+  redis_peer() {
+    mode=$1 out=$2
+    shift 2
+    timeout 120 redis-benchmark -p "$REDIS_PORT" -t set,get --csv "$@" 2>/dev/null |
+      awk -F'"' -v m="$mode" '$2 == "SET" || $2 == "GET" { print m, tolower($2), $4 }' >>"$out" ||
+      fail "redis-benchmark $* failed"
+  }
+
+  RB=build/bench/redis_peer.txt
+  EV=build/bench/redis_evlua.txt
+  : >"$RB"
+  : >"$EV"
+  i=0
+  while [ "$i" -lt "$ROUNDS" ]; do
+    redis_peer single "$RB" -c 1 -n $((25000 * REDIS_SECONDS))
+    client "$EV" "$EVLUA" bench/redis.lua single "$REDIS_PORT" "$REDIS_SECONDS"
+    redis_peer concurrent "$RB" -c 50 -n $((50000 * REDIS_SECONDS))
+    sed -n 's/^concurrent /clients /p' "$RB" | tail -n 2 >>"$RB"
+    client "$EV" "$EVLUA" bench/redis.lua concurrent "$REDIS_PORT" "$REDIS_SECONDS" 50
+    client "$EV" "$EVLUA" bench/redis.lua clients "$REDIS_PORT" "$REDIS_SECONDS" 50
+    redis_peer pipelined "$RB" -c 1 -P 16 -n $((250000 * REDIS_SECONDS))
+    client "$EV" "$EVLUA" bench/redis.lua pipelined "$REDIS_PORT" "$REDIS_SECONDS" 16
+    i=$((i + 1))
+  done
+  kill "$REDIS_PID" 2>/dev/null || true
+  wait "$REDIS_PID" 2>/dev/null || true
+  forget "$REDIS_PID"
+
+  # redis_best MODE CMD FILE: the best rate of MODE CMD over the rounds
+  redis_best() {
+    awk -v m="$1" -v c="$2" '$1 == m && $2 == c && $3 > b { b = $3 } END { print b + 0 }' "$3"
+  }
+
+  echo
+  echo "Redis benchmarks (GET/SET ops/s, 3-byte value, one redis-server on 127.0.0.1,"
+  echo "evlua.redis (bench/redis.lua) and redis-benchmark taking turns, best of $ROUNDS"
+  echo "rounds; target: ratio >= 0.9)"
+  printf '%-34s %14s %14s %8s\n' benchmark evlua redis-benchmark ratio
+  for m in "single:1 connection, unpipelined" \
+           "concurrent:50 coroutines (vs -c 50)" \
+           "clients:  50 clients (vs -c 50)" \
+           "pipelined:pipelines of 16 (vs -P 16)"; do
+    key=${m%%:*}
+    for cmd in set get; do
+      row "${m#*:} $(echo "$cmd" | tr a-z A-Z)" "$(redis_best "$key" "$cmd" "$EV")" \
+        "$(redis_best "$key" "$cmd" "$RB")"
+    done
+  done
+  echo "50 coroutines share one evlua client (one connection, their commands"
+  echo "pipelined); \"50 clients\" gives each coroutine a client of its own, as"
+  echo "redis-benchmark -c 50 has 50 connections. -P 16 runs with -c 1."
 fi
 
 # == HTTP ====================================================================

@@ -4,10 +4,11 @@
 # dpkg-query once and prints nothing.
 set -e
 
-# Build: compiler, pkg-config, Lua 5.4, libev, c-ares, http-parser and
-# hiredis (its reply reader) headers.
+# Build: compiler, pkg-config, Lua 5.4, libev, c-ares and http-parser
+# headers. (Redis replies are read by src/resp.c, not hiredis: see
+# docs/redis.md.)
 BUILD="gcc make pkg-config liblua5.4-dev libev-dev libc-ares-dev \
-libhttp-parser-dev libhiredis-dev"
+libhttp-parser-dev"
 # Tests: the stock interpreter (for comparisons), busted, cmocka, valgrind,
 # clang's sanitizer runtime for `make asan-test`, tmux (terminal tests), a
 # DNS server and python3 (a silent UDP peer) for the DNS tests, and

@@ -151,6 +151,7 @@ int luaopen_evlua_core(lua_State *L) {
   evlua_open_signal(L);
   evlua_open_interrupt(L);
   evlua_open_import(L);
+  evlua_open_redis(L);   /* adds stream methods: after streams */
   lua_pushliteral(L, EVLUA_VERSION);
   lua_setfield(L, -2, "version");
   lua_pushfstring(L, "evlua %s (%s, libev %d.%d)", EVLUA_VERSION,

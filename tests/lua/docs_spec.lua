@@ -28,6 +28,13 @@ local p = io.popen("ls docs/*.md")
 for f in p:lines() do files[#files + 1] = f end
 p:close()
 
+-- Examples of evlua.redis talk to a server on the default port 6379: each
+-- such example gets a fresh redis-server on a free port, and 6379 in its
+-- code becomes that port.
+local function uses_redis(code)
+  return code:find("evlua.redis", 1, true) ~= nil
+end
+
 for _, file in ipairs(files) do
   describe(file, function()
     after_each(helper.cleanup)
@@ -35,7 +42,12 @@ for _, file in ipairs(files) do
       -- Snippets that only show the shape of a call (a bare require) are
       -- still run, to catch typos in module names.
       it("example at line " .. ex.line .. " runs", function()
-        local out, err, rc = helper.run_script(ex.code)
+        local code = ex.code
+        if uses_redis(code) then
+          local server = helper.redis_server()
+          code = code:gsub("6379", tostring(server.port))
+        end
+        local out, err, rc = helper.run_script(code)
         assert.equal(0, rc, err)
         if ex.output then assert.equal(ex.output, out) end
       end)

@@ -145,4 +145,39 @@ function helper.free_port()
   return port
 end
 
+-- Start a redis-server on 127.0.0.1 (a free port, or opts.port) without
+-- persistence; opts.args: more "--name value" arguments as a list. Waits
+-- (in a coroutine) until it accepts connections. Returns a table with
+-- port, pid, dir and stop() (SIGKILL by default, as a crash would;
+-- stop("TERM") for a clean shutdown). helper.cleanup() kills it too.
+function helper.redis_server(opts)
+  opts = opts or {}
+  local dir = helper.tmpdir()
+  local port = opts.port or helper.free_port()
+  local args = { "--port", port, "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", dir, "--daemonize", "no" }
+  for _, a in ipairs(opts.args or {}) do args[#args + 1] = a end
+  local quoted = {}
+  for i, a in ipairs(args) do quoted[i] = shell_quote(a) end
+  local log = dir .. "/redis.log"
+  local p = io.popen(("exec redis-server %s >%s 2>&1 & echo $!"):format(
+    table.concat(quoted, " "), log))
+  local pid = p:read("l")
+  p:close()
+  spawned[#spawned + 1] = pid
+  -- generous: a loaded machine running sanitizer builds is slow to fork
+  helper.await_output(log, "Ready to accept connections", 30)
+  return {
+    port = port, pid = pid, dir = dir, log = log,
+    stop = function(signal)
+      os.execute(("kill -%s %s 2>/dev/null"):format(signal or "KILL", pid))
+      -- wait until it is gone, so the port is free for a restart
+      for _ = 1, 500 do
+        if not os.execute("kill -0 " .. pid .. " 2>/dev/null") then return end
+        require("event").sleep(0.01)
+      end
+    end,
+  }
+end
+
 return helper
