@@ -85,6 +85,15 @@ function helper.run_script(source, args, env)
   return out, err, rc, path
 end
 
+-- Whether process pid is alive (a zombie has released everything: dead).
+function helper.alive(pid)
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if not f then return false end
+  local stat = f:read("a")   -- nil if it ended since the open
+  f:close()
+  return stat ~= nil and stat:match("^%d+ %b() (%a)") ~= "Z"
+end
+
 -- Start `source` as an evlua script in the background (the loop of the
 -- test keeps running). Returns its pid and the path of its stdout+stderr.
 function helper.spawn_script(source, args)

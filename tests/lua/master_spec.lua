@@ -7,14 +7,7 @@ local process = require "evlua.process"
 local rpc = require "evlua.rpc"
 local helper = require "helper"
 
--- Whether pid is alive (a zombie has released everything: dead).
-local function alive(pid)
-  local f = io.open("/proc/" .. pid .. "/stat")
-  if not f then return false end
-  local stat = f:read("a")
-  f:close()
-  return stat:match("^%d+ %b() (%a)") ~= "Z"
-end
+local alive = helper.alive
 
 -- GET / over `n` connections with curl; returns the list of worker pids
 -- that answered, or nil, err if a request failed.

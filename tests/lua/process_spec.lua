@@ -7,14 +7,7 @@ local helper = require "helper"
 
 local MiB = 1024 * 1024
 
--- Whether pid is alive (a zombie has released everything: dead).
-local function alive(pid)
-  local f = io.open("/proc/" .. pid .. "/stat")
-  if not f then return false end
-  local stat = f:read("a")
-  f:close()
-  return stat:match("^%d+ %b() (%a)") ~= "Z"
-end
+local alive = helper.alive
 
 -- The fds open in this process, listed from a child (ls /proc/<pid>/fd).
 local function fd_count()
