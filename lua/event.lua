@@ -120,14 +120,19 @@ end
 
 -- Queue a parked task to resume with the given values. Returns false if
 -- it is not parked (already woken, or dead).
-local function wake(task, ...)
-  if task.state ~= "waiting" then return false end
-  task.state = "ready"
+-- Stop a parked task's deadline and keep the values to resume it with.
+local function set_wakeup(task, ...)
   local deadline = deadline_of[task.co]
   if deadline then deadline:stop() end
   local n = select("#", ...)
   if n > 3 then task.wakeargs = pack(...)
   elseif n > 0 then task.wn, task.w1, task.w2, task.w3 = n, ... end
+end
+
+local function wake(task, ...)
+  if task.state ~= "waiting" then return false end
+  task.state = "ready"
+  set_wakeup(task, ...)
   push_ready(task)
   return true
 end
@@ -414,11 +419,7 @@ end
 function event._resume(task, ...)
   if task_of[co_running()] then return wake(task, ...) end
   if task.state ~= "waiting" then return false end
-  local deadline = deadline_of[task.co]
-  if deadline then deadline:stop() end
-  local n = select("#", ...)
-  if n > 3 then task.wakeargs = pack(...)
-  elseif n > 0 then task.wn, task.w1, task.w2, task.w3 = n, ... end
+  set_wakeup(task, ...)
   run(task)
   return true
 end

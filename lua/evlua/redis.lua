@@ -660,10 +660,10 @@ end
 
 -- r:subscribe(channel, ...) / r:psubscribe(pattern, ...) -> a subscriber
 -- on a new connection with the client's options, subscribed | nil, err
-function Client:subscribe(...)
-  local sub, err = redis.subscriber(self._opts)
+local function subscribed(client, method, ...)
+  local sub, err = redis.subscriber(client._opts)
   if not sub then return nil, err end
-  local ok, serr = sub:subscribe(...)
+  local ok, serr = sub[method](sub, ...)
   if not ok then
     sub:close()
     return nil, serr
@@ -671,16 +671,8 @@ function Client:subscribe(...)
   return sub
 end
 
-function Client:psubscribe(...)
-  local sub, err = redis.subscriber(self._opts)
-  if not sub then return nil, err end
-  local ok, serr = sub:psubscribe(...)
-  if not ok then
-    sub:close()
-    return nil, serr
-  end
-  return sub
-end
+function Client:subscribe(...) return subscribed(self, "subscribe", ...) end
+function Client:psubscribe(...) return subscribed(self, "psubscribe", ...) end
 
 -- r:subscriber() -> a subscriber with the client's options, not
 -- subscribed yet | nil, err

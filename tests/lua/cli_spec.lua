@@ -246,45 +246,20 @@ describe("interactive prompt", function()
 end)
 
 describe("interactive prompt on a terminal", function()
-  local session = "evlua-test-" .. os.time() .. "-" .. math.random(1e6)
-  local function tmux(args)
-    local out, err, rc = helper.sh("tmux " .. args)
-    assert.equal(0, rc, err)
-    return out
-  end
-  -- Poll the screen until it shows `text` (the terminal gives no event).
-  local function screen_shows(text)
-    local event = require "event"
-    for _ = 1, 500 do
-      local screen = helper.sh("tmux capture-pane -p -t " .. session)
-      if screen:find(text, 1, true) then return screen end
-      event.sleep(0.01)
-    end
-    return helper.sh("tmux capture-pane -p -t " .. session)
-  end
-
+  local term
   after_each(function()
-    helper.sh("tmux kill-session -t " .. session)
+    if term then term:close() end
     helper.cleanup()
   end)
 
   it("starts with evlua alone, evaluates lines, exits on end of input", function()
-    local marker = helper.tmpdir() .. "/exited"
-    tmux(("new-session -d -x 100 -y 20 -s %s %s"):format(session,
-      helper.quote("sh -c '" .. helper.evlua .. "; echo rc=$? > " .. marker
-                   .. "; sleep 60'")))
-    assert.matches(")\n>", screen_shows(")\n>"), 1, true)  -- banner, then prompt
-    tmux("send-keys -t " .. session .. " " .. helper.quote("6 * 7") .. " Enter")
-    assert.matches("\n42\n", screen_shows("\n42\n"), 1, true)
-    tmux("send-keys -t " .. session .. " " ..
-         helper.quote("require('event').sleep(0.01) print('after sleep')") .. " Enter")
-    assert.matches("after sleep", screen_shows("after sleep"), 1, true)
-    tmux("send-keys -t " .. session .. " C-d")
-    for _ = 1, 500 do
-      local f = io.open(marker)
-      if f then f:close() break end
-      require("event").sleep(0.01)
-    end
-    assert.equal("rc=0\n", helper.slurp(marker))
+    term = helper.terminal(helper.evlua)
+    assert.matches(")\n>", term:shows(")\n>"), 1, true)  -- banner, then prompt
+    term:keys(helper.quote("6 * 7") .. " Enter")
+    assert.matches("\n42\n", term:shows("\n42\n"), 1, true)
+    term:keys(helper.quote("require('event').sleep(0.01) print('after sleep')") .. " Enter")
+    assert.matches("after sleep", term:shows("after sleep"), 1, true)
+    term:keys("C-d")
+    assert.equal("rc=0\n", term:exit_status())
   end)
 end)

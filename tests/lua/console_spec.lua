@@ -266,46 +266,23 @@ describe("console.listen", function()
 end)
 
 describe("evlua console on a terminal", function()
-  local session = "evlua-console-" .. os.time() .. "-" .. math.random(1e6)
-  local function tmux(args)
-    local out, err, rc = helper.sh("tmux " .. args)
-    assert.equal(0, rc, err)
-    return out
-  end
-  -- Poll the screen until it shows `text` (the terminal gives no event).
-  local function screen_shows(text)
-    for _ = 1, 500 do
-      local screen = helper.sh("tmux capture-pane -p -t " .. session)
-      if screen:find(text, 1, true) then return screen end
-      event.sleep(0.01)
-    end
-    return helper.sh("tmux capture-pane -p -t " .. session)
-  end
-
+  local term
   after_each(function()
-    helper.sh("tmux kill-session -t " .. session)
+    if term then term:close() end
     helper.cleanup()
   end)
 
   it("prompts, runs commands and exits on end of input", function()
     local port = start_server("counter = 0")
-    local marker = helper.tmpdir() .. "/exited"
-    tmux(("new-session -d -x 100 -y 20 -s %s %s"):format(session,
-      helper.quote("sh -c '" .. helper.evlua .. " console " .. port
-                   .. "; echo rc=$? > " .. marker .. "; sleep 60'")))
+    term = helper.terminal(helper.evlua .. " console " .. port)
     local prompt = "127.0.0.1:" .. port .. "> "
-    assert.matches("connected to 127.0.0.1:" .. port, screen_shows(prompt), 1, true)
-    tmux("send-keys -t " .. session .. " ping Enter")
+    assert.matches("connected to 127.0.0.1:" .. port, term:shows(prompt), 1, true)
+    term:keys("ping Enter")
     -- (tmux drops the trailing space of the last prompt)
-    assert.matches(prompt .. "ping\npong\n" .. prompt:sub(1, -2), screen_shows("pong\n"), 1, true)
-    tmux("send-keys -t " .. session .. " " .. helper.quote("eval counter + 42") .. " Enter")
-    assert.matches(prompt .. "eval counter + 42\n42\n" .. prompt:sub(1, -2), screen_shows("\n42\n"), 1, true)
-    tmux("send-keys -t " .. session .. " C-d")
-    for _ = 1, 500 do
-      local f = io.open(marker)
-      if f then f:close() break end
-      event.sleep(0.01)
-    end
-    assert.equal("rc=0\n", helper.slurp(marker))
+    assert.matches(prompt .. "ping\npong\n" .. prompt:sub(1, -2), term:shows("pong\n"), 1, true)
+    term:keys(helper.quote("eval counter + 42") .. " Enter")
+    assert.matches(prompt .. "eval counter + 42\n42\n" .. prompt:sub(1, -2), term:shows("\n42\n"), 1, true)
+    term:keys("C-d")
+    assert.equal("rc=0\n", term:exit_status())
   end)
 end)

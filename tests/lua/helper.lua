@@ -85,6 +85,46 @@ function helper.run_script(source, args, env)
   return out, err, rc, path
 end
 
+-- A terminal for interactive programs: command runs in a detached tmux
+-- session (100x20). term:keys(k) types tmux key names (quote text with
+-- helper.quote), term:shows(text) polls the screen until it shows text
+-- and returns the screen (the terminal gives no event to wait for),
+-- term:exit_status() waits for the command to end and returns "rc=N\n",
+-- term:close() kills the session.
+function helper.terminal(command)
+  local event = require "event"
+  local session = ("evlua-term-%d-%d"):format(os.time(), math.random(1e6))
+  local marker = helper.tmpdir() .. "/exited"
+  local function tmux(args)
+    local out, err, rc = helper.sh("tmux " .. args)
+    assert(rc == 0, err)
+    return out
+  end
+  local function screen() return helper.sh("tmux capture-pane -p -t " .. session) end
+  tmux(("new-session -d -x 100 -y 20 -s %s %s"):format(session, shell_quote(
+    "sh -c '" .. command .. "; echo rc=$? > " .. marker .. "; sleep 60'")))
+  local term = {}
+  function term:keys(keys) tmux("send-keys -t " .. session .. " " .. keys) end
+  function term:shows(text)
+    for _ = 1, 500 do
+      local s = screen()
+      if s:find(text, 1, true) then return s end
+      event.sleep(0.01)
+    end
+    return screen()
+  end
+  function term:exit_status()
+    for _ = 1, 500 do
+      local f = io.open(marker)
+      if f then f:close() break end
+      event.sleep(0.01)
+    end
+    return slurp(marker)
+  end
+  function term:close() helper.sh("tmux kill-session -t " .. session) end
+  return term
+end
+
 -- Whether process pid is alive (a zombie has released everything: dead).
 function helper.alive(pid)
   local f = io.open("/proc/" .. pid .. "/stat")
