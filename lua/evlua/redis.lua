@@ -49,6 +49,17 @@ function redis.is_error(v)
   return type(v) == "table" and getmetatable(v) == ErrorReply
 end
 
+-- redis.to_map(list) -> { [field] = value } from the flat field, value,
+-- ... arrays of HGETALL, CONFIG GET and the like
+function redis.to_map(list)
+  if type(list) ~= "table" then
+    error("bad argument #1 to 'to_map' (table expected, got " .. type(list) .. ")", 2)
+  end
+  local map = {}
+  for i = 1, #list - 1, 2 do map[list[i]] = list[i + 1] end
+  return map
+end
+
 local DROPPED = setmetatable({}, { __name = "dropped reply" })
 
 --[[ Options ================================================================]]

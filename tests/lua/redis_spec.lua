@@ -58,9 +58,8 @@ describe("redis replies", function()
     assert.same({ 1, { 2, { 3, { "four" } } }, "x", {} }, v)
     r:hset("h", "f1", "v1", "f2", "v2")
     local flat = r:hgetall("h")
-    local map = {}
-    for i = 1, #flat, 2 do map[flat[i]] = flat[i + 1] end
-    assert.same({ f1 = "v1", f2 = "v2" }, map)
+    assert.equal(4, #flat)
+    assert.same({ f1 = "v1", f2 = "v2" }, redis.to_map(flat))
   end)
 
   it("returns nil, err for an error reply and keeps the connection", function()
