@@ -126,6 +126,7 @@ evlua_runtime *evlua_runtime_new(void) {
     free(rt);
     return NULL;
   }
+  evlua_alloc_install(rt->L);
   /* A peer that goes away must cost an EPIPE on that socket, not the
   ** process. */
   signal(SIGPIPE, SIG_IGN);

@@ -34,6 +34,11 @@ typedef struct evlua_runtime {
 ** cannot be created. The caller owns it; release with evlua_runtime_free. */
 evlua_runtime *evlua_runtime_new(void);
 
+/* Give L the runtime's allocator (src/lalloc.c): malloc with lists of
+** freed small blocks, which the collector's batch frees would otherwise
+** push through malloc's slow paths. */
+void evlua_alloc_install(lua_State *L);
+
 /* Close the Lua state (running every __gc) and destroy the loop. */
 void evlua_runtime_free(evlua_runtime *rt);
 
