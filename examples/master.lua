@@ -80,8 +80,12 @@ function handlers.workers()
   return list
 end
 
-local control = assert(rpc.listen("127.0.0.1", control_port, handlers,
-                                  WorkerChannel))
+local control, err = rpc.listen("127.0.0.1", control_port, handlers,
+                                WorkerChannel)
+if not control then
+  event.error(("master: control port %d: %s"):format(control_port, err))
+  os.exit(1)
+end
 event.info(("master: control port %d, %d workers on http port %d")
            :format(control:port(), nworkers, http_port))
 
