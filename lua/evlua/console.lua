@@ -93,6 +93,28 @@ commands.stats = {
   end,
 }
 
+commands.top = {
+  usage = "top [seconds]",
+  help = "CPU use, loop iterations/s and counts over an interval (1 s)",
+  run = function(_, args)
+    local seconds = args == "" and 1 or tonumber(args)
+    if not seconds or seconds <= 0 or seconds > 60 then
+      return nil, "top: seconds between 0 and 60 expected"
+    end
+    local before, cpu, start = event.stats(), os.clock(), event.time()
+    event.sleep(seconds)
+    local after, elapsed = event.stats(), event.time() - start
+    return table.concat({
+      ("cpu: %.1f%% of one core"):format((os.clock() - cpu) / elapsed * 100),
+      ("loop iterations/s: %.0f"):format((after.iterations - before.iterations) / elapsed),
+      "lua heap: " .. kib(collectgarbage("count") * 1024),
+      "connections: " .. count_objects("evlua.stream"),
+      "coroutines: " .. after.tasks .. " (" .. after.ready .. " ready)",
+      "timers: " .. after.timers,
+    }, "\n")
+  end,
+}
+
 local function ps()
   local text = event.ps()
   if text == "" then return "no coroutines" end

@@ -146,6 +146,29 @@ describe("evlua console", function()
     assert.same({ "pong\n", "", 0 }, { console_cli(port, { "ping" }) })
   end)
 
+  it("measures CPU use and loop iterations with top", function()
+    -- a process that keeps one core busy in short slices on its loop
+    local port = start_server([[
+      event.fork(function()
+        while true do
+          local t = os.clock()
+          while os.clock() - t < 0.005 do end
+          event.sleep(0)
+        end
+      end)
+    ]])
+    local out, err, rc = console_cli(port, { "top", "0.3" })
+    assert.equal(0, rc, err)
+    local cpu, iterations = out:match("^cpu: ([%d.]+)%% of one core\nloop iterations/s: (%d+)\n")
+    assert.truthy(cpu, out)
+    assert.truthy(tonumber(cpu) > 20, out)
+    assert.truthy(tonumber(iterations) > 10, out)
+    assert.matches("\nlua heap: [%d.]+ KiB\nconnections: %d+\ncoroutines: %d+ %(%d+ ready%)\ntimers: %d+\n$", out)
+    out, err, rc = console_cli(port, { "top", "x" })
+    assert.not_equal(0, rc)
+    assert.matches("top: seconds between 0 and 60 expected", err, 1, true)
+  end)
+
   it("runs commands from stdin and stops at quit", function()
     local port = start_server()
     local out, err, rc = console_cli(port, {}, "ping\n\neval 6 * 7\nnope\nquit\nping\n")
