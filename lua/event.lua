@@ -403,14 +403,14 @@ function event.wakeup(token, ...)
   return wake(task, ...)
 end
 
--- Shortcuts for the request paths of protocol modules (evlua.http,
--- evlua.rpc): a reply or request that arrives in a channel's data event
--- resumes its coroutine right away instead of on the next drain of the
--- ready queue. Called from a task they queue it like event.wakeup, so Lua
--- code still never runs nested inside another task.
+-- Shortcuts for the request path of evlua.http: a request that arrives
+-- in a channel's data event resumes its worker right away instead of on
+-- the next drain of the ready queue. Called from a task they queue it
+-- like event.wakeup, so Lua code still never runs nested inside another
+-- task. (evlua.rpc keeps the ready queue: its one worker drains a whole
+-- batch of requests per wakeup, which pipelined calls need.)
 -- event._park(what, on) parks the running task until _resume(task, ...);
--- event._resume(task, ...) resumes a parked task (false if not parked);
--- event._wakeup_now(token, ...) is event.wakeup on these terms.
+-- event._resume(task, ...) resumes a parked task (false if not parked).
 function event._park(what, on)
   local task = task_of[co_running()] or current("event._park")
   return park(task, what, on)
@@ -422,14 +422,6 @@ function event._resume(task, ...)
   set_wakeup(task, ...)
   run(task)
   return true
-end
-
-function event._wakeup_now(token, ...)
-  local task = waiters[token]
-  if task == nil then return false end
-  waiters[token] = nil
-  if select("#", ...) == 0 then return event._resume(task, true) end
-  return event._resume(task, ...)
 end
 
 --[[ Timers =================================================================]]

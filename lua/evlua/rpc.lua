@@ -92,7 +92,7 @@ local function schedule_worker()
   if nidle > 0 then
     local token = idle[nidle]
     idle[nidle], nidle = nil, nidle - 1
-    event._wakeup_now(token)
+    event.wakeup(token)
   else
     event.fork(worker, {}):set_name("rpc request worker")
   end
@@ -161,7 +161,7 @@ local function process(ch, kind, ...)
       local nfree = ch._nfree + 1
       ch._nfree = nfree
       ch._free_ids[nfree] = msgid
-      if not event._wakeup_now(token, RESPONSE, err, result) then
+      if not event.wakeup(token, RESPONSE, err, result) then
         -- the caller is still waiting for its request to be sent
         ch._early[token] = { err, result }
       end
