@@ -114,12 +114,15 @@ function helper.terminal(command)
     return screen()
   end
   function term:exit_status()
+    -- the shell creates the file before it writes the line: wait for both
     for _ = 1, 500 do
       local f = io.open(marker)
-      if f then f:close() break end
+      local text = f and f:read("a")
+      if f then f:close() end
+      if text and text:find("\n", 1, true) then return text end
       event.sleep(0.01)
     end
-    return slurp(marker)
+    return io.open(marker) and slurp(marker) or nil
   end
   function term:close() helper.sh("tmux kill-session -t " .. session) end
   return term
