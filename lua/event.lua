@@ -118,8 +118,6 @@ local function new_task(fn, ...)
   return task
 end
 
--- Queue a parked task to resume with the given values. Returns false if
--- it is not parked (already woken, or dead).
 -- Stop a parked task's deadline and keep the values to resume it with.
 local function set_wakeup(task, ...)
   local deadline = deadline_of[task.co]
@@ -129,6 +127,8 @@ local function set_wakeup(task, ...)
   elseif n > 0 then task.wn, task.w1, task.w2, task.w3 = n, ... end
 end
 
+-- Queue a parked task to resume with the given values. Returns false if
+-- it is not parked (already woken, or dead).
 local function wake(task, ...)
   if task.state ~= "waiting" then return false end
   task.state = "ready"

@@ -10,20 +10,10 @@
 
 /* Streams read in 64 KiB chunks and free their input buffer whenever it
 ** empties, so busy connections would malloc and free a 64 KiB block per
-** read: a few blocks of that size are kept for reuse instead. (Not under
-** AddressSanitizer, which should see every block's lifetime.) */
+** read: a few blocks of that size are kept for reuse instead. */
 #define CACHED_CAPACITY (64 * 1024)
 #define CACHE_SLOTS 16
-#if defined(__SANITIZE_ADDRESS__)
-#define BLOCK_CACHE 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define BLOCK_CACHE 0
-#endif
-#endif
-#ifndef BLOCK_CACHE
-#define BLOCK_CACHE 1
-#endif
+#define BLOCK_CACHE (!EVLUA_ASAN)
 
 static char *block_cache[CACHE_SLOTS];
 static int cached_blocks;

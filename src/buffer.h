@@ -9,6 +9,19 @@
 
 #include <stddef.h>
 
+/* 1 in an AddressSanitizer build: the caches of freed blocks (here and
+** in lalloc.c) stay off there, so that it sees every block's lifetime. */
+#if defined(__SANITIZE_ADDRESS__)
+#define EVLUA_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define EVLUA_ASAN 1
+#endif
+#endif
+#ifndef EVLUA_ASAN
+#define EVLUA_ASAN 0
+#endif
+
 typedef struct evlua_buffer {
   char *data;      /* storage, owned; NULL when released */
   size_t start;    /* offset of the first unread byte */

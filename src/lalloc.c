@@ -19,17 +19,7 @@
 #define SMALL_MAX 1024                  /* bytes: larger blocks are not kept */
 #define CACHED_MAX ((size_t)2 << 20)    /* bytes kept in the lists at most */
 
-/* AddressSanitizer should see every block's lifetime: no lists there. */
-#if defined(__SANITIZE_ADDRESS__)
-#define KEEP_BLOCKS 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define KEEP_BLOCKS 0
-#endif
-#endif
-#ifndef KEEP_BLOCKS
-#define KEEP_BLOCKS 1
-#endif
+#define KEEP_BLOCKS (!EVLUA_ASAN)   /* see buffer.h */
 
 typedef struct free_block {
   struct free_block *next;
