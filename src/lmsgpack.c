@@ -137,18 +137,6 @@ static void encode_value(encoder *e, int idx) {
   }
 }
 
-/* The runtime's scratch buffer, emptied, ready for one message. */
-static evlua_buffer *scratch(lua_State *L) {
-  evlua_buffer *b = &evlua_runtime_get(L)->scratch;
-  evlua_buffer_consume(b, evlua_buffer_len(b));
-  return b;
-}
-
-/* Release a scratch buffer that a big message made large. */
-static void scratch_done(evlua_buffer *b) {
-  evlua_buffer_consume(b, evlua_buffer_len(b));
-  if (b->cap > 1024 * 1024) evlua_buffer_free(b);
-}
 
 static void encoder_init(encoder *e, lua_State *L, evlua_buffer *b,
                          int max_depth) {
@@ -168,12 +156,12 @@ static int check_depth(lua_State *L, int idx) {
 static int l_encode(lua_State *L) {
   luaL_checkany(L, 1);
   encoder e;
-  evlua_buffer *b = scratch(L);
+  evlua_buffer *b = evlua_scratch(L);
   encoder_init(&e, L, b, check_depth(L, 2));
   lua_settop(L, 1);
   encode_value(&e, 1);
   lua_pushlstring(L, evlua_buffer_peek(b), evlua_buffer_len(b));
-  scratch_done(b);
+  evlua_scratch_done(b);
   return 1;
 }
 
@@ -386,14 +374,14 @@ static void encode_range(encoder *e, int first, int last) {
 static int send_scratch(lua_State *L, lstream *ls, evlua_buffer *b) {
   struct iovec iov = { b->data + b->start, evlua_buffer_len(b) };
   int r = evlua_stream_write(&ls->s, &iov, 1);
-  scratch_done(b);
+  evlua_scratch_done(b);
   return evlua_push_write_result(L, ls, r);
 }
 
 /* Start an RPC message in the scratch buffer: [kind, ...] of n items. */
 static evlua_buffer *begin_message(lua_State *L, encoder *e, uint32_t n,
                                    int kind) {
-  evlua_buffer *b = scratch(L);
+  evlua_buffer *b = evlua_scratch(L);
   encoder_init(e, L, b, DEFAULT_MAX_DEPTH);
   check_mem(e, mp_put_array(b, n));
   check_mem(e, mp_put_int(b, kind));

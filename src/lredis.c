@@ -192,16 +192,6 @@ static int l_reader_read(lua_State *L) {
 
 /* Commands ============================================================ */
 
-static evlua_buffer *scratch(lua_State *L) {
-  evlua_buffer *b = &evlua_runtime_get(L)->scratch;
-  evlua_buffer_consume(b, evlua_buffer_len(b));
-  return b;
-}
-
-static void scratch_done(evlua_buffer *b) {
-  evlua_buffer_consume(b, evlua_buffer_len(b));
-  if (b->cap > 1024 * 1024) evlua_buffer_free(b);
-}
 
 /* The bytes of argument idx: a string, or a number in decimal (a float
 ** in the shortest form that reads back the same: tostring's 14 digits
@@ -269,7 +259,7 @@ static int l_write_command(lua_State *L) {
   lstream *ls = fast_stream(L, 1);
   int top = lua_gettop(L);
   luaL_argcheck(L, top >= 2, 2, "command name expected");
-  evlua_buffer *b = scratch(L);
+  evlua_buffer *b = evlua_scratch(L);
   piece pieces[MAX_IOV];
   int np = encode_command(L, b, 2, top, pieces);
   struct iovec iov[MAX_IOV];
@@ -282,7 +272,7 @@ static int l_write_command(lua_State *L) {
     iov[n++].iov_len = pieces[i].len;
   }
   int r = evlua_stream_write(&ls->s, iov, n);
-  scratch_done(b);
+  evlua_scratch_done(b);
   return evlua_push_write_result(L, ls, r);
 }
 
@@ -291,7 +281,7 @@ static int l_write_command(lua_State *L) {
 static int l_encode_command(lua_State *L) {
   int top = lua_gettop(L);
   luaL_argcheck(L, top >= 1, 1, "command name expected");
-  evlua_buffer *b = scratch(L);
+  evlua_buffer *b = evlua_scratch(L);
   piece pieces[MAX_IOV];
   int np = encode_command(L, b, 1, top, pieces);
   luaL_Buffer out;
@@ -301,7 +291,7 @@ static int l_encode_command(lua_State *L) {
     else luaL_addlstring(&out, b->data + b->start + pieces[i].off,
                          pieces[i].len);
   }
-  scratch_done(b);
+  evlua_scratch_done(b);
   luaL_pushresult(&out);
   return 1;
 }

@@ -159,6 +159,17 @@ void evlua_runtime_free(evlua_runtime *rt) {
   free(rt);
 }
 
+evlua_buffer *evlua_scratch(lua_State *L) {
+  evlua_buffer *b = &evlua_runtime_get(L)->scratch;
+  evlua_buffer_consume(b, evlua_buffer_len(b));
+  return b;
+}
+
+void evlua_scratch_done(evlua_buffer *b) {
+  evlua_buffer_consume(b, evlua_buffer_len(b));
+  if (b->cap > 1024 * 1024) evlua_buffer_free(b);
+}
+
 void *evlua_checkudata(lua_State *L, int idx, const void *meta,
                        const char *tname) {
   void *p = lua_touserdata(L, idx);

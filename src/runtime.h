@@ -66,6 +66,12 @@ void evlua_runtime_set_ready(evlua_runtime *rt, int on);
 /* Message handler adding a traceback to an error (as lua.c does). */
 int evlua_traceback(lua_State *L);
 
+/* The runtime's scratch buffer, emptied, ready for one message (encoders
+** build outgoing messages there); evlua_scratch_done empties it again
+** and releases it if a big message made it large. */
+evlua_buffer *evlua_scratch(lua_State *L);
+void evlua_scratch_done(evlua_buffer *b);
+
 /* luaL_checkudata for the hot paths: compares the value's metatable with
 ** meta (the pointer of the registered metatable, which lives as long as
 ** the state) instead of looking tname up in the registry; falls back to
