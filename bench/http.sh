@@ -16,21 +16,8 @@ CONNS=${BENCH_HTTP_CONNS:-50}
 EVLUA=${BENCH_EVLUA:-./evlua}
 NGX_MODULES=/usr/lib/nginx/modules
 
-TMP=$(mktemp -d /tmp/evlua-bench-http.XXXXXX)
-PIDS=""
-cleanup() {
-  for p in $PIDS; do kill "$p" 2>/dev/null || true; done
-  for p in $PIDS; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-fail() {
-  echo "bench: $*" >&2
-  exit 1
-}
+BENCH_TMP_NAME=bench-http
+. bench/lib.sh   # $TMP, started, fail; servers end with the script
 
 # nginx_conf NAME PORT LOCATION_BODY [MODULES]: a config in $TMP/NAME
 nginx_conf() {
@@ -54,7 +41,7 @@ start() {
   shift
   timeout 900 "$@" >"$TMP/$name.out" 2>&1 &
   PID=$!
-  PIDS="$PIDS $PID"
+  started "$PID"
 }
 
 # wrk_round NAME PORT: one wrk run, "NAME req/s p50_us p99_us" appended
@@ -85,7 +72,7 @@ command -v wrk >/dev/null || fail "wrk is missing (scripts/install-deps.sh)"
 rm -f "$TMP/evlua.fifo"
 mkfifo "$TMP/evlua.fifo"
 timeout 900 "$EVLUA" bench/http.lua server 0 >"$TMP/evlua.fifo" &
-PIDS="$PIDS $!"
+started "$!"
 exec 4<"$TMP/evlua.fifo"
 read -r word EVLUA_PORT <&4 || fail "evlua server exited before listening"
 [ "$word" = port ] || fail "evlua server printed '$word $EVLUA_PORT'"

@@ -34,26 +34,10 @@ cc -O2 -o build/bench/loop_bench bench/c/loop_bench.c -lev
 cc -O2 -o "$ECHO_C" bench/c/echo.c -lev
 cc -O2 -o "$RPC_C" bench/c/rpc.c -lev
 
-# Every process started in the background is recorded here and ended (by
-# its id) when the script exits, whichever way it exits. Each one also
-# runs under timeout(1), so nothing outlives a killed script for long.
-TMP=$(mktemp -d /tmp/evlua-bench.XXXXXX)
-PIDS=""
-started() { PIDS="$PIDS $1"; }
-forget() { PIDS=$(echo " $PIDS " | sed "s/ $1 / /"); }
-cleanup() {
-  for p in $PIDS; do kill "$p" 2>/dev/null || true; done
-  for p in $PIDS; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-fail() {
-  echo "bench: $*" >&2
-  exit 1
-}
+# $TMP, started/forget (background processes ended at exit; each also
+# runs under timeout(1), so nothing outlives a killed script for long),
+# fail.
+. bench/lib.sh
 
 # want SECTION: whether BENCH_ONLY selects SECTION
 want() {
