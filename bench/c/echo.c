@@ -28,47 +28,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "bench_net.h"
+
 #define BUF_SIZE (64 * 1024)
 #define MSG_SIZE 64
 #define MAX_CONNECTING 256   /* idle mode: connects in flight at once */
 
 static struct ev_loop *loop;
-
-static void die(const char *what) {
-  perror(what);
-  exit(1);
-}
-
-static void set_nodelay(int fd) {
-  int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-}
-
-static void set_nonblock(int fd) {
-  int fl = fcntl(fd, F_GETFL);
-  if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) die("fcntl");
-}
-
-static struct sockaddr_in loopback(int port) {
-  struct sockaddr_in sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons((unsigned short)port);
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  return sa;
-}
-
-/* A connected, non-blocking TCP socket to 127.0.0.1:port (blocking
-** connect first: the benchmarks time what happens after it). */
-static int connect_to(int port) {
-  struct sockaddr_in sa = loopback(port);
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) die("socket");
-  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) die("connect");
-  set_nodelay(fd);
-  set_nonblock(fd);
-  return fd;
-}
 
 /* server ============================================================== */
 

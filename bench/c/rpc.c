@@ -35,6 +35,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "bench_net.h"
+
 #define IN_SIZE (256 * 1024)
 #define OUT_SIZE (512 * 1024)
 #define PAYLOAD_SIZE 64
@@ -43,28 +45,9 @@
 
 static struct ev_loop *loop;
 
-static void die(const char *what) {
-  perror(what);
-  exit(1);
-}
-
 static void fail(const char *what) {
   fprintf(stderr, "rpc: %s\n", what);
   exit(1);
-}
-
-static struct sockaddr_in loopback(int port) {
-  struct sockaddr_in sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons((unsigned short)port);
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  return sa;
-}
-
-static void set_nodelay(int fd) {
-  int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
 /* MessagePack ========================================================= */
@@ -353,13 +336,7 @@ static double run_calls(conn *c, long depth, double seconds) {
 
 static int run_client(const char *mode, int port, double seconds, long depth,
                       const char *server_pid) {
-  struct sockaddr_in sa = loopback(port);
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) die("socket");
-  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) die("connect");
-  set_nodelay(fd);
-  int fl = fcntl(fd, F_GETFL);
-  if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) die("fcntl");
+  int fd = connect_to(port);
   conn *c = conn_new(fd, on_client_readable, on_writable);
   run_calls(c, depth, WARMUP);
   ev_now_update(loop);
