@@ -328,7 +328,7 @@ function Conn:init()
   self._stream:set_idle_timeout(srv.opts.idle_timeout)
   -- The first request's headers are due within header_timeout of the
   -- connection, so a client that connects and stays silent is cut too.
-  self._header_deadline = event.now() + srv.opts.header_timeout
+  self._read_deadline = event.now() + srv.opts.header_timeout
   self._partial = "headers"
   srv.slow[self] = true
 end
@@ -424,9 +424,9 @@ function Conn:data()
     end
     local kind, a, b, headers, body, keep_alive, version, more = parser:parse(stream)
     if kind == "request" then
-      if self._header_deadline then
+      if self._read_deadline then
         srv.slow[self] = nil
-        self._header_deadline = nil
+        self._read_deadline = nil
         self._partial = false
       end
       new_request(self, a, b, headers, body, keep_alive, version)
@@ -439,20 +439,20 @@ function Conn:data()
       if a then   -- a partial request: its header or body timeout runs
         if self._partial ~= a then
           self._partial = a
-          self._header_deadline = event.now() + (a == "headers"
+          self._read_deadline = event.now() + (a == "headers"
             and srv.opts.header_timeout or srv.opts.body_timeout)
           srv.slow[self] = true
         end
       else
         self._partial = false
-        self._header_deadline = nil
+        self._read_deadline = nil
         srv.slow[self] = nil
       end
       return
     elseif kind == "continue" then
       -- the client sends its body once told to go on: the body timeout
       -- starts then, not while earlier replies are still being worked on
-      self._header_deadline, self._partial = nil, false
+      self._read_deadline, self._partial = nil, false
       srv.slow[self] = nil
       if self._qhead > self._qtail then
         self:write(CONTINUE)
@@ -558,7 +558,7 @@ end
 function Server:_check()
   local now = event.now()
   for conn in pairs(self.slow) do
-    local deadline = conn._header_deadline
+    local deadline = conn._read_deadline
     if deadline and deadline <= now and not conn._closed then
       event.debug(("http: %s: %s timeout"):format(tostring(conn), conn._partial))
       stop_with(conn, 408)
