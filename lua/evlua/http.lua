@@ -426,7 +426,7 @@ function Conn:data()
     if kind == "request" then
       if self._read_deadline then
         srv.slow[self] = nil
-        self._read_deadline = nil
+        self._read_deadline = false
         self._partial = false
       end
       new_request(self, a, b, headers, body, keep_alive, version)
@@ -445,14 +445,14 @@ function Conn:data()
         end
       else
         self._partial = false
-        self._read_deadline = nil
+        self._read_deadline = false
         srv.slow[self] = nil
       end
       return
     elseif kind == "continue" then
       -- the client sends its body once told to go on: the body timeout
       -- starts then, not while earlier replies are still being worked on
-      self._read_deadline, self._partial = nil, false
+      self._read_deadline, self._partial = false, false
       srv.slow[self] = nil
       if self._qhead > self._qtail then
         self:write(CONTINUE)
