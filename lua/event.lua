@@ -409,18 +409,27 @@ end
 -- like event.wakeup, so Lua code still never runs nested inside another
 -- task. (evlua.rpc keeps the ready queue: its one worker drains a whole
 -- batch of requests per wakeup, which pipelined calls need.)
--- event._park(what, on) parks the running task until _resume(task, ...);
--- event._resume(task, ...) resumes a parked task (false if not parked).
-function event._park(what, on)
-  local task = task_of[co_running()] or current("event._park")
-  return park(task, what, on)
+-- event._park(task, what, on) parks task, the running one, until
+-- _resume(task) (or a cancel: then it returns nil, "cancelled");
+-- event._resume(task) resumes a parked task (false if not parked).
+function event._park(task, what, on)
+  if task.cancel_pending then
+    task.cancel_pending = false
+    return nil, "cancelled"
+  end
+  task.state, task.what, task.on = "waiting", what, on
+  return resumed(task, co_yield())
 end
 
-function event._resume(task, ...)
-  if task_of[co_running()] then return wake(task, ...) end
+function event._resume(task)
+  local _, main = co_running()
+  if not main then return wake(task) end
   if task.state ~= "waiting" then return false end
-  set_wakeup(task, ...)
-  run(task)
+  task.state = "running"   -- run(task), less what _park never sets
+  local ok, err = co_resume(task.co)
+  if not ok then
+    core.log("error", "evlua scheduler: " .. traceback(task.co, tostring(err)))
+  end
   return true
 end
 

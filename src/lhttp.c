@@ -5,6 +5,8 @@
 ** bytes it parsed and leaving a pipelined next message in place.
 */
 #include <lauxlib.h>
+#include <stdint.h>
+#include <time.h>
 
 #include "http.h"
 #include "lstream.h"
@@ -124,6 +126,105 @@ static int l_parse(lua_State *L) {
   }
 }
 
+/* Replies ============================================================= */
+
+/* The flags of core.http_reply */
+enum {
+  REPLY_KEEP_ALIVE = 1,     /* the connection stays open after it */
+  REPLY_HTTP11 = 2,         /* the request was HTTP/1.1 (else 1.0) */
+  REPLY_HEAD = 4,           /* answers HEAD: the head only */
+  REPLY_OWN_LENGTH = 8,     /* extra headers hold Content-Length */
+  REPLY_OWN_CLOSE = 16      /* extra headers hold Connection: close */
+};
+
+/* The Date header's value, formatted once per second of loop time. */
+static const char *http_date(lua_State *L) {
+  static char text[40];
+  static time_t second = -1;
+  time_t now = (time_t)ev_now(evlua_runtime_get(L)->loop);
+  if (now != second) {
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(text, sizeof text, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    second = now;
+  }
+  return text;
+}
+
+/* The standard reason phrase of code, or NULL. */
+static const char *status_text(lua_Integer code) {
+  switch (code) {
+#define XX(num, name, string) case num: return #string;
+  HTTP_STATUS_MAP(XX)
+#undef XX
+  }
+  return NULL;
+}
+
+/* Append the decimal digits of n (>= 0) to b. */
+static void add_number(luaL_Buffer *b, size_t n) {
+  char digits[24];
+  int i = sizeof digits;
+  do {
+    digits[--i] = (char)('0' + n % 10);
+    n /= 10;
+  } while (n > 0);
+  luaL_addlstring(b, digits + i, sizeof digits - (size_t)i);
+}
+
+/* core.http_reply(stream | nil, status, reason | nil, body, flags
+**                 [, extra_headers [, server_header]])
+** formats a whole reply with Content-Length (see the REPLY_* flags):
+** with a stream, writes it and returns what stream:write returns; with
+** nil, returns the bytes (a reply that waits behind earlier ones).
+** extra_headers and server_header are complete "Name: value\r\n" lines. */
+static int l_reply(lua_State *L) {
+  lstream *ls = lua_isnil(L, 1) ? NULL : evlua_check_stream(L, 1);
+  lua_Integer status = luaL_checkinteger(L, 2);
+  const char *reason = luaL_optstring(L, 3, NULL);
+  size_t body_len, extra_len, server_len;
+  const char *body = luaL_checklstring(L, 4, &body_len);
+  lua_Integer flags = luaL_checkinteger(L, 5);
+  const char *extra = luaL_optlstring(L, 6, "", &extra_len);
+  const char *server = luaL_optlstring(L, 7, "", &server_len);
+  luaL_argcheck(L, status >= 100 && status <= 999, 2, "status code expected");
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  luaL_addstring(&b, "HTTP/1.1 ");
+  add_number(&b, (size_t)status);
+  luaL_addchar(&b, ' ');
+  if (!reason) reason = status_text(status);
+  luaL_addstring(&b, reason ? reason : "Unknown");
+  luaL_addstring(&b, "\r\nDate: ");
+  luaL_addstring(&b, http_date(L));
+  luaL_addstring(&b, "\r\n");
+  luaL_addlstring(&b, server, server_len);
+  luaL_addlstring(&b, extra, extra_len);
+  if (!(flags & REPLY_OWN_LENGTH) && status >= 200 && status != 204 &&
+      status != 304) {
+    luaL_addstring(&b, "Content-Length: ");
+    add_number(&b, body_len);
+    luaL_addstring(&b, "\r\n");
+  }
+  if (!(flags & REPLY_KEEP_ALIVE)) {
+    if (!(flags & REPLY_OWN_CLOSE)) luaL_addstring(&b, "Connection: close\r\n");
+  } else if (!(flags & REPLY_HTTP11)) {
+    luaL_addstring(&b, "Connection: keep-alive\r\n");
+  }
+  luaL_addstring(&b, "\r\n");
+  if (flags & REPLY_HEAD) body_len = 0;
+  if (!ls) {
+    luaL_addlstring(&b, body, body_len);
+    luaL_pushresult(&b);
+    return 1;
+  }
+  struct iovec iov[2] = {
+    { (void *)luaL_buffaddr(&b), luaL_bufflen(&b) },
+    { (void *)(uintptr_t)body, body_len }
+  };
+  return evlua_push_write_result(L, ls, evlua_stream_write(&ls->s, iov, 2));
+}
+
 static int l_gc(lua_State *L) {
   evlua_http_release(check_parser(L, 1));
   return 0;
@@ -172,13 +273,10 @@ static int l_new(lua_State *L) {
 }
 /* core.http_status_text(code) -> the standard reason phrase or nil */
 static int l_status_text(lua_State *L) {
-  lua_Integer code = luaL_checkinteger(L, 1);
-  switch (code) {
-#define XX(num, name, string) case num: lua_pushliteral(L, #string); return 1;
-  HTTP_STATUS_MAP(XX)
-#undef XX
-  }
-  return 0;
+  const char *text = status_text(luaL_checkinteger(L, 1));
+  if (!text) return 0;
+  lua_pushstring(L, text);
+  return 1;
 }
 
 void evlua_open_http(lua_State *L) {
@@ -194,6 +292,7 @@ void evlua_open_http(lua_State *L) {
   static const luaL_Reg funcs[] = {
     { "http_parser", l_new },
     { "http_status_text", l_status_text },
+    { "http_reply", l_reply },
     { NULL, NULL }
   };
   luaL_newmetatable(L, EVLUA_HTTP_PARSER);

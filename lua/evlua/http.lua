@@ -203,9 +203,13 @@ local function done(req)
   if conn._queue[conn._qhead] == req then advance(conn) end
 end
 
+-- The flags of core.http_reply
+local KEEP_ALIVE, HTTP11, HEAD, OWN_LENGTH, OWN_CLOSE = 1, 2, 4, 8, 16
+local http_reply = core.http_reply
+
 -- req:reply(status [, reason [, body]]) -> true | nil, err: the whole
--- reply at once, with Content-Length. Raises if a reply was already
--- started.
+-- reply at once, with Content-Length, formatted by core.http_reply.
+-- Raises if a reply was already started.
 function Request:reply(status, reason, body)
   if math_type(status) ~= "integer" or status < 100 or status > 999 then
     check_status(status, "reply")
@@ -213,15 +217,30 @@ function Request:reply(status, reason, body)
   if self._status then error("reply: already replied", 2) end
   if type(body) ~= "string" then body = body == nil and "" or tostring(body) end
   self._status = status
-  local prefix, rest = head(self, status, reason, #body)
-  local ok, err
-  if self._head then
-    ok, err = emit(self, prefix, rest)
-  else
-    ok, err = emit(self, prefix, rest, body)
+  local conn = self._conn
+  local flags, extra = 0, nil
+  if self.keep_alive and not conn._stopping then flags = KEEP_ALIVE end
+  local rh = self._rh
+  if rh then
+    extra = table.concat(rh)
+    if self._close then flags = OWN_CLOSE end   -- and not KEEP_ALIVE
+    if self._length then flags = flags | OWN_LENGTH end
+  end
+  if self.version >= 11 then flags = flags | HTTP11 end
+  if self.method == "HEAD" then flags = flags | HEAD end
+  self.keep_alive = flags & KEEP_ALIVE ~= 0
+  local ok, err = true, nil
+  if conn._closed then
+    ok, err = nil, "closed"
+  elseif conn._queue[conn._qhead] == self then
+    ok, err = http_reply(conn._stream, status, reason, body, flags, extra,
+                         conn.httpd.server_header)
+    if ok == false and event.running() then ok, err = conn:_wait_drain() end
+  else   -- it waits for the replies before it
+    self._out = { http_reply(nil, status, reason, body, flags, extra,
+                             conn.httpd.server_header) }
   end
   self._done = true   -- done(self), inline: this runs for every request
-  local conn = self._conn
   if conn._queue[conn._qhead] == self then advance(conn) end
   return ok, err
 end
@@ -234,6 +253,7 @@ function Request:start(status, reason)
   if self._status then error("start: already replied", 2) end
   self._status = status
   self._streaming = true
+  self._head = self.method == "HEAD"
   return emit(self, head(self, status, reason, false))   -- both strings
 end
 
@@ -367,7 +387,7 @@ local idle_workers, nidle = {}, 0
 local MAX_IDLE_WORKERS = 256
 
 local function worker_body(w)
-  local traceback = event.traceback
+  local traceback, park, task = event.traceback, event._park, w.task
   while true do
     local req = w.req
     w.req = nil
@@ -379,21 +399,19 @@ local function worker_body(w)
     nidle = nidle + 1
     idle_workers[nidle] = w
     repeat   -- a late cancel may wake it without a request
-      event._park("http request", w)
+      park(task, "http request", w)
     until w.req
   end
 end
 
 local function new_request(conn, method, url, headers, body, keep_alive, version)
-  -- Every field the reply path reads is present (false if unset), so no
-  -- lookup falls through to the class; 16 fields fill one hash size.
+  -- The fields the reply path reads are present (false if unset), so
+  -- their lookups do not fall through to the class.
   local req = setmetatable({ _conn = conn, method = method, url = url,
                              headers = headers, body = body,
                              keep_alive = keep_alive, version = version,
-                             _head = method == "HEAD", _status = false,
-                             _done = false, _rh = false, _close = false,
-                             _length = false, _out = false, _chunked = false,
-                             _worker = false }, Request)
+                             _status = false, _done = false, _rh = false,
+                             _out = false, _worker = false }, Request)
   local tail = conn._qtail + 1
   conn._qtail = tail
   conn._queue[tail] = req
