@@ -6,6 +6,8 @@
 */
 #include <lauxlib.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 #include "http.h"
@@ -137,20 +139,6 @@ enum {
   REPLY_OWN_CLOSE = 16      /* extra headers hold Connection: close */
 };
 
-/* The Date header's value, formatted once per second of loop time. */
-static const char *http_date(lua_State *L) {
-  static char text[40];
-  static time_t second = -1;
-  time_t now = (time_t)ev_now(evlua_runtime_get(L)->loop);
-  if (now != second) {
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(text, sizeof text, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-    second = now;
-  }
-  return text;
-}
-
 /* The standard reason phrase of code, or NULL. */
 static const char *status_text(lua_Integer code) {
   switch (code) {
@@ -161,68 +149,139 @@ static const char *status_text(lua_Integer code) {
   return NULL;
 }
 
-/* Append the decimal digits of n (>= 0) to b. */
-static void add_number(luaL_Buffer *b, size_t n) {
+/* Every reply starts with a status line, Date and Server: that prefix is
+** kept per status (one slot each of a few) for the current second. */
+#define PREFIX_SLOTS 8
+#define PREFIX_MAX 256
+
+typedef struct reply_prefix {
+  lua_Integer status;
+  time_t second;
+  size_t server_len, len;
+  char server[PREFIX_MAX], text[PREFIX_MAX];
+} reply_prefix;
+
+static reply_prefix prefixes[PREFIX_SLOTS];
+
+/* The prefix of a reply with the standard reason phrase, or NULL when
+** server is too long to keep. */
+static const reply_prefix *standard_prefix(lua_State *L, lua_Integer status,
+                                           const char *server,
+                                           size_t server_len) {
+  time_t now = (time_t)ev_now(evlua_runtime_get(L)->loop);
+  reply_prefix *p = &prefixes[status % PREFIX_SLOTS];
+  if (p->status == status && p->second == now &&
+      p->server_len == server_len && memcmp(p->server, server, server_len) == 0)
+    return p;
+  const char *reason = status_text(status);
+  if (server_len + 100 > PREFIX_MAX) return NULL;
+  struct tm tm;
+  char date[40];
+  gmtime_r(&now, &tm);
+  strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  int n = snprintf(p->text, sizeof p->text, "HTTP/1.1 %d %s\r\nDate: %s\r\n%s",
+                   (int)status, reason ? reason : "Unknown", date, server);
+  if (n < 0 || (size_t)n >= sizeof p->text) return NULL;
+  p->len = (size_t)n;
+  memcpy(p->server, server, server_len);
+  p->server_len = server_len;
+  p->status = status;
+  p->second = now;
+  return p;
+}
+
+static char *put(char *at, const char *s, size_t len) {
+  memcpy(at, s, len);
+  return at + len;
+}
+#define PUT_LITERAL(at, lit) put((at), (lit), sizeof(lit) - 1)
+
+/* Write the decimal digits of n (sprintf costs more than the reply). */
+static char *put_number(char *at, size_t n) {
   char digits[24];
-  int i = sizeof digits;
+  char *d = digits + sizeof digits;
   do {
-    digits[--i] = (char)('0' + n % 10);
+    *--d = (char)('0' + n % 10);
     n /= 10;
   } while (n > 0);
-  luaL_addlstring(b, digits + i, sizeof digits - (size_t)i);
+  return put(at, d, (size_t)(digits + sizeof digits - d));
+}
+
+/* Write the status line, Date and Server of a reply at `at`. */
+static char *put_prefix(lua_State *L, char *at, lua_Integer status,
+                        const char *reason, const char *server,
+                        size_t server_len) {
+  const char *standard = status_text(status);
+  if (!reason || (standard && strcmp(reason, standard) == 0)) {
+    const reply_prefix *p = standard_prefix(L, status, server, server_len);
+    if (p) return put(at, p->text, p->len);
+    if (!reason) reason = standard ? standard : "Unknown";
+  }
+  time_t now = (time_t)ev_now(evlua_runtime_get(L)->loop);
+  struct tm tm;
+  gmtime_r(&now, &tm);
+  at = PUT_LITERAL(at, "HTTP/1.1 ");
+  at = put_number(at, (size_t)status);
+  at = PUT_LITERAL(at, " ");
+  at = put(at, reason, strlen(reason));
+  at = PUT_LITERAL(at, "\r\nDate: ");
+  at += strftime(at, 40, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  at = PUT_LITERAL(at, "\r\n");
+  return put(at, server, server_len);
 }
 
 /* core.http_reply(stream | nil, status, reason | nil, body, flags
 **                 [, extra_headers [, server_header]])
 ** formats a whole reply with Content-Length (see the REPLY_* flags):
 ** with a stream, writes it and returns what stream:write returns; with
-** nil, returns the bytes (a reply that waits behind earlier ones).
-** extra_headers and server_header are complete "Name: value\r\n" lines. */
+** nil, returns the head and the body, to be written later (a reply that
+** waits behind earlier ones). extra_headers and server_header are
+** complete "Name: value\r\n" lines. */
 static int l_reply(lua_State *L) {
   lstream *ls = lua_isnil(L, 1) ? NULL : evlua_check_stream(L, 1);
   lua_Integer status = luaL_checkinteger(L, 2);
-  const char *reason = luaL_optstring(L, 3, NULL);
-  size_t body_len, extra_len, server_len;
+  size_t reason_len = 0, body_len, extra_len, server_len;
+  const char *reason = luaL_optlstring(L, 3, NULL, &reason_len);
   const char *body = luaL_checklstring(L, 4, &body_len);
   lua_Integer flags = luaL_checkinteger(L, 5);
   const char *extra = luaL_optlstring(L, 6, "", &extra_len);
   const char *server = luaL_optlstring(L, 7, "", &server_len);
   luaL_argcheck(L, status >= 100 && status <= 999, 2, "status code expected");
-  luaL_Buffer b;
-  luaL_buffinit(L, &b);
-  luaL_addstring(&b, "HTTP/1.1 ");
-  add_number(&b, (size_t)status);
-  luaL_addchar(&b, ' ');
-  if (!reason) reason = status_text(status);
-  luaL_addstring(&b, reason ? reason : "Unknown");
-  luaL_addstring(&b, "\r\nDate: ");
-  luaL_addstring(&b, http_date(L));
-  luaL_addstring(&b, "\r\n");
-  luaL_addlstring(&b, server, server_len);
-  luaL_addlstring(&b, extra, extra_len);
+  /* room for the fixed text, the numbers and the date */
+  size_t room = 200 + reason_len + server_len + extra_len;
+  evlua_buffer *scratch = evlua_scratch(L);
+  char *head = evlua_buffer_reserve(scratch, room);
+  if (!head) return luaL_error(L, "out of memory");
+  char *at = put_prefix(L, head, status, reason, server, server_len);
+  at = put(at, extra, extra_len);
   if (!(flags & REPLY_OWN_LENGTH) && status >= 200 && status != 204 &&
-      status != 304) {
-    luaL_addstring(&b, "Content-Length: ");
-    add_number(&b, body_len);
-    luaL_addstring(&b, "\r\n");
+      status != 304)
+  {
+    at = PUT_LITERAL(at, "Content-Length: ");
+    at = put_number(at, body_len);
+    at = PUT_LITERAL(at, "\r\n");
   }
   if (!(flags & REPLY_KEEP_ALIVE)) {
-    if (!(flags & REPLY_OWN_CLOSE)) luaL_addstring(&b, "Connection: close\r\n");
+    if (!(flags & REPLY_OWN_CLOSE)) at = PUT_LITERAL(at, "Connection: close\r\n");
   } else if (!(flags & REPLY_HTTP11)) {
-    luaL_addstring(&b, "Connection: keep-alive\r\n");
+    at = PUT_LITERAL(at, "Connection: keep-alive\r\n");
   }
-  luaL_addstring(&b, "\r\n");
+  at = PUT_LITERAL(at, "\r\n");
   if (flags & REPLY_HEAD) body_len = 0;
+  int results;
   if (!ls) {
-    luaL_addlstring(&b, body, body_len);
-    luaL_pushresult(&b);
-    return 1;
+    lua_pushlstring(L, head, (size_t)(at - head));
+    lua_pushlstring(L, body, body_len);
+    results = 2;
+  } else {
+    struct iovec iov[2] = {
+      { head, (size_t)(at - head) },
+      { (void *)(uintptr_t)body, body_len }
+    };
+    results = evlua_push_write_result(L, ls, evlua_stream_write(&ls->s, iov, 2));
   }
-  struct iovec iov[2] = {
-    { (void *)luaL_buffaddr(&b), luaL_bufflen(&b) },
-    { (void *)(uintptr_t)body, body_len }
-  };
-  return evlua_push_write_result(L, ls, evlua_stream_write(&ls->s, iov, 2));
+  evlua_scratch_done(scratch);
+  return results;
 }
 
 static int l_gc(lua_State *L) {
