@@ -230,9 +230,10 @@ function Request:reply(status, reason, body)
   if self.method == "HEAD" then flags = flags | HEAD end
   self.keep_alive = flags & KEEP_ALIVE ~= 0
   local ok, err = true, nil
+  local oldest = conn._queue[conn._qhead] == self
   if conn._closed then
     ok, err = nil, "closed"
-  elseif conn._queue[conn._qhead] == self then
+  elseif oldest then
     ok, err = http_reply(conn._stream, status, reason, body, flags, extra,
                          conn.httpd.server_header)
     if ok == false and event.running() then ok, err = conn:_wait_drain() end
@@ -241,7 +242,7 @@ function Request:reply(status, reason, body)
                              conn.httpd.server_header) }
   end
   self._done = true   -- done(self), inline: this runs for every request
-  if conn._queue[conn._qhead] == self then advance(conn) end
+  if oldest then advance(conn) end
   return ok, err
 end
 
@@ -405,26 +406,28 @@ local function worker_body(w)
 end
 
 local function new_request(conn, method, url, headers, body, keep_alive, version)
-  -- The fields the reply path reads are present (false if unset), so
-  -- their lookups do not fall through to the class.
+  local w
+  if nidle > 0 then
+    w = idle_workers[nidle]
+    idle_workers[nidle] = nil
+    nidle = nidle - 1
+  else
+    w = {}
+  end
+  -- _status and _done are read on every request: present, so that their
+  -- lookups do not fall through to the class (the rarely set fields may).
   local req = setmetatable({ _conn = conn, method = method, url = url,
                              headers = headers, body = body,
                              keep_alive = keep_alive, version = version,
-                             _status = false, _done = false, _rh = false,
-                             _out = false, _worker = false }, Request)
+                             _status = false, _done = false, _worker = w },
+                           Request)
   local tail = conn._qtail + 1
   conn._qtail = tail
   conn._queue[tail] = req
-  if nidle > 0 then
-    local w = idle_workers[nidle]
-    idle_workers[nidle] = nil
-    nidle = nidle - 1
-    w.req = req
-    req._worker = w
+  w.req = req
+  if w.task then
     event._resume(w.task)
   else
-    local w = { req = req }
-    req._worker = w
     w.task = event.fork(worker_body, w)
   end
   return req
@@ -489,26 +492,27 @@ end
 -- The oldest reply is complete: send the replies queued behind it that
 -- are ready, then resume parsing or close.
 advance = function(conn)
-  local queue = conn._queue
-  while true do
-    local req = queue[conn._qhead]
-    if req then
-      local out = req._out
-      if out then   -- its bytes waited for the replies before it
-        req._out = false
-        conn._stream:write(table.unpack(out))
-      end
-      if not req._done then return end
-      queue[conn._qhead] = nil
-      conn._qhead = conn._qhead + 1
-      if not req.keep_alive then
-        conn._stopped = true
-        conn:close()
-        return
-      end
-    else
-      break
+  local queue, h = conn._queue, conn._qhead
+  local req = queue[h]
+  while req do
+    local out = req._out
+    if out then   -- its bytes waited for the replies before it
+      req._out = false
+      conn._stream:write(table.unpack(out))
     end
+    if not req._done then
+      conn._qhead = h
+      return
+    end
+    queue[h] = nil
+    h = h + 1
+    if not req.keep_alive then
+      conn._qhead = h
+      conn._stopped = true
+      conn:close()
+      return
+    end
+    req = queue[h]
   end
   -- every reply is out: start the queue over, so that it stays in the
   -- table's array part instead of growing keys forever
