@@ -418,7 +418,13 @@ function event._park(task, what, on)
     return nil, "cancelled"
   end
   task.state, task.what, task.on = "waiting", what, on
-  return resumed(task, co_yield())
+  local ok, err = co_yield()
+  task.state, task.what, task.on = "running", nil, nil   -- resumed(), inline
+  if task.cancel_pending then
+    task.cancel_pending = false
+    return nil, "cancelled"
+  end
+  return ok, err
 end
 
 function event._resume(task)

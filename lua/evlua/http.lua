@@ -189,7 +189,7 @@ local function head(req, status, reason, length)
   return prefix, (rh and table.concat(rh) or "") .. framing .. connection .. "\r\n"
 end
 
-local math_type = math.type
+local math_type, type = math.type, type
 local function check_status(status, fname)
   if math_type(status) ~= "integer" or status < 100 or status > 999 then
     error("bad argument #1 to '" .. fname .. "' (status code expected)", 3)
@@ -204,7 +204,8 @@ local function done(req)
 end
 
 -- The flags of core.http_reply
-local KEEP_ALIVE, HTTP11, HEAD, OWN_LENGTH, OWN_CLOSE = 1, 2, 4, 8, 16
+local KEEP_ALIVE <const>, HTTP11 <const>, HEAD <const> = 1, 2, 4
+local OWN_LENGTH <const>, OWN_CLOSE <const> = 8, 16
 local http_reply = core.http_reply
 
 -- req:reply(status [, reason [, body]]) -> true | nil, err: the whole
@@ -387,6 +388,8 @@ end
 local idle_workers, nidle = {}, 0
 local MAX_IDLE_WORKERS = 256
 
+local resume = event._resume
+
 local function worker_body(w)
   local traceback, park, task = event.traceback, event._park, w.task
   while true do
@@ -403,34 +406,6 @@ local function worker_body(w)
       park(task, "http request", w)
     until w.req
   end
-end
-
-local function new_request(conn, method, url, headers, body, keep_alive, version)
-  local w
-  if nidle > 0 then
-    w = idle_workers[nidle]
-    idle_workers[nidle] = nil
-    nidle = nidle - 1
-  else
-    w = {}
-  end
-  -- _status and _done are read on every request: present, so that their
-  -- lookups do not fall through to the class (the rarely set fields may).
-  local req = setmetatable({ _conn = conn, method = method, url = url,
-                             headers = headers, body = body,
-                             keep_alive = keep_alive, version = version,
-                             _status = false, _done = false, _worker = w },
-                           Request)
-  local tail = conn._qtail + 1
-  conn._qtail = tail
-  conn._queue[tail] = req
-  w.req = req
-  if w.task then
-    event._resume(w.task)
-  else
-    w.task = event.fork(worker_body, w)
-  end
-  return req
 end
 
 -- Parse every buffered request (up to max_pipeline unanswered ones).
@@ -450,7 +425,32 @@ function Conn:data()
         self._read_deadline = false
         self._partial = false
       end
-      new_request(self, a, b, headers, body, keep_alive, version)
+      -- The request joins the queue and goes to a worker, an idle one or
+      -- a new one. Its fields read on every request are present, so that
+      -- their lookups do not fall through to the class.
+      local w
+      if nidle > 0 then
+        w = idle_workers[nidle]
+        idle_workers[nidle] = nil
+        nidle = nidle - 1
+      else
+        w = {}
+      end
+      local req = setmetatable({ _conn = self, method = a, url = b,
+                                 headers = headers, body = body,
+                                 keep_alive = keep_alive, version = version,
+                                 _status = false, _done = false, _worker = w },
+                               Request)
+      local tail = self._qtail + 1
+      self._qtail = tail
+      self._queue[tail] = req
+      w.req = req
+      local task = w.task
+      if task then
+        resume(task)
+      else
+        w.task = event.fork(worker_body, w)
+      end
       if not keep_alive then
         self._stopped = true
         return
@@ -699,6 +699,7 @@ function http.listen(ip, port, callback, opts)
                        o.handler_timeout / 4, o.idle_timeout / 4)
   local class = Conn:inherit()
   class.httpd = srv
+  class.data = Conn.data   -- one lookup less per request
   local listener, err = event.listen(ip, port, function() end, class,
                                      { backlog = o.backlog, reuseport = o.reuseport })
   if not listener then return nil, err end
