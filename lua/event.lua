@@ -236,13 +236,17 @@ end
 local main_failed   -- set by event._start_main: reports the main chunk's error
 
 -- Settle a task with what its xpcall returned; report an error.
+-- A task with an _on_failure(traceback) function (evlua.http's workers)
+-- reports its own error; the function runs first, in the task.
 local function finish(task, ok, ...)
   if ok then return settle(task, pack(true, ...)) end
   local e = ...
+  local on_failure = task._on_failure
+  if on_failure then on_failure(e.traceback) end
   settle(task, { false, e.err, n = 2 })
   if task.main then
     main_failed(e.traceback)
-  else
+  elseif not on_failure then
     core.log("error", task:name() .. " failed: " .. e.traceback)
   end
 end

@@ -369,6 +369,7 @@ end
 local function unfinished(req, ok, err)
   if not ok then
     event.error(("http: %s %s failed: %s"):format(req.method, req.url, err))
+    if req._done then return end   -- it failed after its reply
   elseif not req._status then
     event.error(("http: %s %s: the callback returned without replying")
                 :format(req.method, req.url))
@@ -390,15 +391,17 @@ local MAX_IDLE_WORKERS = 256
 
 local resume = event._resume
 
+-- The callback runs unprotected: an error ends the worker's task, whose
+-- _on_failure answers the request. w.req is the request being served.
 local function worker_body(w)
-  local traceback, park, task = event.traceback, event._park, w.task
+  local park, task = event._park, w.task
+  task._on_failure = function(traceback) unfinished(w.req, false, traceback) end
   while true do
     local req = w.req
-    w.req = nil
     local srv = req._conn.httpd
-    local ok, err = xpcall(srv.callback, traceback, srv, req, req.method,
-                           req.url, req.headers, req.body)
-    if not req._done then unfinished(req, ok, err) end
+    srv.callback(srv, req, req.method, req.url, req.headers, req.body)
+    if not req._done then unfinished(req, true) end
+    w.req = nil
     if nidle >= MAX_IDLE_WORKERS then return end
     nidle = nidle + 1
     idle_workers[nidle] = w
@@ -567,7 +570,7 @@ local function expire(srv, req)
   event.error(("http: %s %s: no reply after %gs"):format(
     req.method, req.url, srv.opts.handler_timeout))
   local w = req._worker
-  if w.task and w.req == nil then w.task:cancel() end
+  if w.task and w.req == req then w.task:cancel() end
   if req._status then   -- a streamed reply cut short
     req._conn._stopping = true
     req.keep_alive = false
