@@ -316,7 +316,9 @@ function Task:cancel()
 end
 
 function Task:status()
-  return self.state, self.what, self.on
+  local state = self.state
+  if state == "running" then return state end
+  return state, self.what, self.on
 end
 
 -- handle:name([label]) -> its name; a label replaces the default one
@@ -423,7 +425,9 @@ function event._park(task, what, on)
   end
   task.state, task.what, task.on = "waiting", what, on
   local ok, err = co_yield()
-  task.state, task.what, task.on = "running", nil, nil   -- resumed(), inline
+  -- resumed(), inline, except that what and on stay (stale, unread while
+  -- running): clearing them would make the next park add the keys again
+  task.state = "running"
   if task.cancel_pending then
     task.cancel_pending = false
     return nil, "cancelled"
@@ -547,9 +551,10 @@ function event.run_process(...) return require("evlua.process").run(...) end
 function event.tasks()
   local list = {}
   for task in pairs(live) do
+    local state, what, on = task:status()
     list[#list + 1] = {
-      id = task.id, name = task:name(), state = task.state,
-      what = task.what, on = task.on, handle = task,
+      id = task.id, name = task:name(), state = state,
+      what = what, on = on, handle = task,
       traceback = task.co and traceback(task.co) or nil,
     }
   end
