@@ -229,7 +229,7 @@ function Request:reply(status, reason, body)
   end
   if self.version >= 11 then flags = flags | HTTP11 end
   if self.method == "HEAD" then flags = flags | HEAD end
-  self.keep_alive = flags & KEEP_ALIVE ~= 0
+  if flags & KEEP_ALIVE == 0 then self.keep_alive = false end
   local ok, err = true, nil
   local oldest = conn._queue[conn._qhead] == self
   if conn._closed then
