@@ -317,6 +317,98 @@ describe("http server", function()
     srv:close()
   end)
 
+  it("logs an error raised after the reply and keeps the connection", function()
+    local logged = {}
+    local srv, port = server(function(_, req, _, url)
+      req:reply(200, nil, url)
+      if url == "/late" then error("after the reply") end
+    end)
+    local log = event.error
+    event.error = function(msg) logged[#logged + 1] = msg end
+    local ch = connect(port)
+    ch:write("GET /late HTTP/1.1\r\n\r\nGET /next HTTP/1.1\r\n\r\n")
+    local s1, _, b1 = read_reply(ch)
+    local s2, _, b2 = read_reply(ch)
+    event.error = log
+    assert.same({ 200, "/late", 200, "/next" }, { s1, b1, s2, b2 })
+    assert.equal(1, #logged)
+    assert.truthy(logged[1]:find("GET /late failed: .*after the reply"), logged[1])
+    ch:close()
+    srv:close()
+  end)
+
+  it("formats reply heads: reasons, Date, Server, framing, Connection", function()
+    -- the status line and the header lines of one reply, as sent
+    local function read_head(ch)
+      local status = assert(ch:wait_line(10))
+      local lines = {}
+      while true do
+        local line = assert(ch:wait_line(10))
+        if line == "" then return status, lines end
+        lines[#lines + 1] = line
+      end
+    end
+    local function count(lines, pattern)
+      local n = 0
+      for _, line in ipairs(lines) do
+        if line:find(pattern) then n = n + 1 end
+      end
+      return n
+    end
+    local srv, port = server(function(_, req, _, url)
+      if url == "/made" then return req:reply(201, "Made It", "x") end
+      if url == "/odd" then return req:reply(299) end
+      if url == "/own-length" then
+        req:reply_header("Content-Length", 3)
+        return req:reply(200, nil, "abc")
+      end
+      if url == "/not-modified" then return req:reply(304) end
+      req:reply_header("Connection", "close")
+      req:reply(200, nil, "bye")
+    end, { server = "test-server/1" })
+    local ch = connect(port)
+    ch:write("GET /made HTTP/1.1\r\n\r\nGET /odd HTTP/1.1\r\n\r\n"
+             .. "GET /own-length HTTP/1.1\r\n\r\nGET /not-modified HTTP/1.1\r\n\r\n"
+             .. "GET /close HTTP/1.1\r\n\r\n")
+    local status, lines = read_head(ch)
+    assert.equal("HTTP/1.1 201 Made It", status)
+    assert.equal(1, count(lines, "^Date: %a%a%a, %d%d %a%a%a %d%d%d%d %d%d:%d%d:%d%d GMT$"))
+    assert.equal(1, count(lines, "^Server: test%-server/1$"))
+    assert.equal(1, count(lines, "^Content%-Length: 1$"))
+    assert.equal(0, count(lines, "^Connection"))
+    assert.equal("x", ch:wait_read(1, 10))
+    status, lines = read_head(ch)
+    assert.equal("HTTP/1.1 299 Unknown", status)
+    assert.equal(1, count(lines, "^Content%-Length: 0$"))
+    status, lines = read_head(ch)
+    assert.equal("HTTP/1.1 200 OK", status)
+    assert.equal(1, count(lines, "^Content%-Length"))
+    assert.equal("abc", ch:wait_read(3, 10))
+    status, lines = read_head(ch)
+    assert.equal("HTTP/1.1 304 Not Modified", status)
+    assert.equal(0, count(lines, "^Content%-Length"))
+    status, lines = read_head(ch)
+    assert.equal("HTTP/1.1 200 OK", status)
+    assert.equal(1, count(lines, "^Connection: close$"))
+    assert.equal("bye", ch:wait_read(3, 10))
+    await_close(ch)
+    srv:close()
+  end)
+
+  it("sends no Server header with server = false", function()
+    local srv, port = server(function(_, req) req:reply(200) end, { server = false })
+    local ch = connect(port)
+    ch:write("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    local status, headers = read_reply(ch)
+    assert.equal(200, status)
+    assert.is_nil(headers.server)
+    assert.equal("keep-alive", headers.connection)
+    ch:write("GET / HTTP/1.0\r\n\r\n")   -- still open: keep-alive held
+    assert.equal(200, (read_reply(ch)))
+    await_close(ch)
+    srv:close()
+  end)
+
   it("answers 503 when a callback runs past the handler timeout", function()
     local cancelled = {}
     local srv, port = server(function(_, req)
