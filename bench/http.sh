@@ -44,12 +44,21 @@ start() {
   started "$PID"
 }
 
-# wrk_round NAME PORT: one wrk run, "NAME req/s p50_us p99_us" appended
-# to build/bench/http.txt
+# cpu_ticks PID: user + system clock ticks the process has used
+cpu_ticks() {
+  awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+
+# wrk_round NAME PORT PID: one wrk run, "NAME req/s p50_us p99_us cpu_us"
+# appended to build/bench/http.txt; cpu_us: the server's CPU time (user +
+# system) per request, which still compares servers when wrk, not the
+# server, is what limits the rate.
 wrk_round() {
+  ticks=$(cpu_ticks "$3")
   wrk -t1 -c"$CONNS" -d"${SECONDS_RUN}s" --latency "http://127.0.0.1:$2/" \
     >"$TMP/wrk.out" 2>&1 || fail "wrk failed: $(cat "$TMP/wrk.out")"
-  awk -v n="$1" '
+  ticks=$(($(cpu_ticks "$3") - ticks))
+  awk -v n="$1" -v ticks="$ticks" -v hz="$(getconf CLK_TCK)" '
     function us(v) {
       if (v ~ /us$/) return v + 0
       if (v ~ /ms$/) return v * 1000
@@ -59,9 +68,23 @@ wrk_round() {
     /Non-2xx/ { bad = 1 }
     $1 == "50%" { p50 = us($2) }
     $1 == "99%" { p99 = us($2) }
+    $2 == "requests" && $3 == "in" { reqs = $1 }
     $1 == "Requests/sec:" { rps = $2 }
-    END { if (bad) rps = 0; printf "%s %.0f %.0f %.0f\n", n, rps, p50, p99 }
+    END {
+      if (bad) rps = 0
+      cpu = reqs > 0 ? ticks / hz * 1000000 / reqs : 0
+      printf "%s %.0f %.0f %.0f %.2f\n", n, rps, p50, p99, cpu
+    }
   ' "$TMP/wrk.out" >>build/bench/http.txt
+}
+
+# child_of PID: the process timeout(1) started (the server itself)
+child_of() {
+  for _ in 1 2 3 4 5 6 7 8 9 10; do
+    pgrep -P "$1" && return
+    sleep 0.1
+  done
+  fail "no server process under $1"
 }
 
 command -v wrk >/dev/null || fail "wrk is missing (scripts/install-deps.sh)"
@@ -73,38 +96,45 @@ rm -f "$TMP/evlua.fifo"
 mkfifo "$TMP/evlua.fifo"
 timeout 900 "$EVLUA" bench/http.lua server 0 >"$TMP/evlua.fifo" &
 started "$!"
+EVLUA_TIMEOUT_PID=$!
 exec 4<"$TMP/evlua.fifo"
 read -r word EVLUA_PORT <&4 || fail "evlua server exited before listening"
 [ "$word" = port ] || fail "evlua server printed '$word $EVLUA_PORT'"
+EVLUA_PID=$(child_of "$EVLUA_TIMEOUT_PID")
 
 LUA_PORT=$("$EVLUA" bench/http.lua free-port)
 nginx_conf nginx-lua "$LUA_PORT" 'default_type text/plain; content_by_lua_block { ngx.say("hello") }' \
   "load_module $NGX_MODULES/ndk_http_module.so; load_module $NGX_MODULES/ngx_http_lua_module.so;"
 start nginx-lua nginx -p "$TMP/nginx-lua" -c "$TMP/nginx-lua/nginx.conf"
+LUA_PID=$(child_of "$PID")
 "$EVLUA" bench/http.lua await "$LUA_PORT" ||
   fail "nginx + lua did not start: $(cat "$TMP/nginx-lua.out" "$TMP/nginx-lua/error.log" 2>/dev/null)"
 
 PLAIN_PORT=$("$EVLUA" bench/http.lua free-port)
 nginx_conf nginx-plain "$PLAIN_PORT" 'default_type text/plain; return 200 "hello\n";'
 start nginx-plain nginx -p "$TMP/nginx-plain" -c "$TMP/nginx-plain/nginx.conf"
+PLAIN_PID=$(child_of "$PID")
 "$EVLUA" bench/http.lua await "$PLAIN_PORT" ||
   fail "nginx did not start: $(cat "$TMP/nginx-plain.out" "$TMP/nginx-plain/error.log" 2>/dev/null)"
 
 : >build/bench/http.txt
 i=0
 while [ "$i" -lt "$ROUNDS" ]; do   # interleaved: all see the same machine
-  wrk_round evlua "$EVLUA_PORT"
-  wrk_round nginx-lua "$LUA_PORT"
-  wrk_round nginx "$PLAIN_PORT"
+  wrk_round evlua "$EVLUA_PORT" "$EVLUA_PID"
+  wrk_round nginx-lua "$LUA_PORT" "$LUA_PID"
+  wrk_round nginx "$PLAIN_PORT" "$PLAIN_PID"
   i=$((i + 1))
 done
 
 echo
 echo "HTTP hello world (wrk -t1 -c$CONNS, keep-alive, ${SECONDS_RUN} s per run, best of $ROUNDS rounds;"
-echo "latencies in microseconds from that round; ratio: evlua req/s / server req/s)"
-printf '%-34s %10s %8s %8s %8s\n' server "req/s" p50 p99 ratio
+echo "latencies in microseconds from that round; ratio: evlua req/s / server req/s;"
+echo "cpu: the server's CPU microseconds per request, least of the rounds; cpu ratio:"
+echo "server cpu / evlua cpu, above 1 when evlua needs less CPU per request)"
+printf '%-34s %10s %8s %8s %7s %7s %7s\n' server "req/s" p50 p99 ratio cpu "cpu-r"
 awk '
   $2 > best[$1] { best[$1] = $2; p50[$1] = $3; p99[$1] = $4 }
+  !($1 in cpu) || $5 < cpu[$1] { cpu[$1] = $5 }
   END {
     split("evlua nginx-lua nginx", order, " ")
     label["evlua"] = "evlua (evlua.http, one process)"
@@ -112,7 +142,8 @@ awk '
     label["nginx"] = "nginx return 200, 1 worker"
     for (i = 1; i <= 3; i++) {
       n = order[i]
-      printf "%-34s %10d %8d %8d %8.3f\n", label[n], best[n], p50[n], p99[n],
-        (best[n] > 0 ? best["evlua"] / best[n] : 0)
+      printf "%-34s %10d %8d %8d %7.3f %7.2f %7.3f\n", label[n], best[n], p50[n],
+        p99[n], (best[n] > 0 ? best["evlua"] / best[n] : 0), cpu[n],
+        (cpu["evlua"] > 0 ? cpu[n] / cpu["evlua"] : 0)
     }
   }' build/bench/http.txt
