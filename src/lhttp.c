@@ -136,7 +136,9 @@ enum {
   REPLY_HTTP11 = 2,         /* the request was HTTP/1.1 (else 1.0) */
   REPLY_HEAD = 4,           /* answers HEAD: the head only */
   REPLY_OWN_LENGTH = 8,     /* extra headers hold Content-Length */
-  REPLY_OWN_CLOSE = 16      /* extra headers hold Connection: close */
+  REPLY_OWN_CLOSE = 16,     /* extra headers hold Connection: close */
+  REPLY_STREAM = 32         /* the head of a streamed reply: no length;
+                            ** chunked for HTTP/1.1 unless OWN_LENGTH */
 };
 
 /* The standard reason phrase of code, or NULL. */
@@ -232,7 +234,8 @@ static char *put_prefix(lua_State *L, char *at, lua_Integer status,
 
 /* core.http_reply(stream | nil, status, reason | nil, body, flags
 **                 [, extra_headers [, server_header]])
-** formats a whole reply with Content-Length (see the REPLY_* flags):
+** formats a whole reply with Content-Length, or the head of a streamed
+** one (see the REPLY_* flags):
 ** with a stream, writes it and returns what stream:write returns; with
 ** nil, returns the head and the body, to be written later (a reply that
 ** waits behind earlier ones). extra_headers and server_header are
@@ -254,9 +257,11 @@ static int l_reply(lua_State *L) {
   if (!head) return luaL_error(L, "out of memory");
   char *at = put_prefix(L, head, status, reason, server, server_len);
   at = put(at, extra, extra_len);
-  if (!(flags & REPLY_OWN_LENGTH) && status >= 200 && status != 204 &&
-      status != 304)
-  {
+  if (flags & REPLY_STREAM) {
+    if (!(flags & REPLY_OWN_LENGTH) && (flags & REPLY_HTTP11))
+      at = PUT_LITERAL(at, "Transfer-Encoding: chunked\r\n");
+  } else if (!(flags & REPLY_OWN_LENGTH) && status >= 200 && status != 204 &&
+             status != 304) {
     at = PUT_LITERAL(at, "Content-Length: ");
     at = put_number(at, body_len);
     at = PUT_LITERAL(at, "\r\n");

@@ -37,25 +37,6 @@ http.defaults = {
   server = "evlua/" .. core.version,   -- Server header (false: none)
 }
 
---[[ Reply formatting =======================================================]]
-
-local date_second, date_text
-local function http_date()
-  local now = event.now() // 1
-  if now ~= date_second then
-    date_second = now
-    date_text = os.date("!%a, %d %b %Y %H:%M:%S GMT", now)
-  end
-  return date_text
-end
-
--- status -> reason phrase, filled on first use
-local reasons = setmetatable({}, { __index = function(t, status)
-  local r = core.http_status_text(status) or "Unknown"
-  t[status] = r
-  return r
-end })
-
 --[[ Requests ===============================================================]]
 
 local Request = {}
@@ -112,83 +93,6 @@ function Request:reply_header(key, value)
   end
 end
 
--- Formatting numbers costs a snprintf each, and every reply needs a
--- status line, Date and Server: the "status line + Date + Server" prefix
--- of each status is kept per server for the current second, and the
--- Content-Length lines (with and without the blank line that ends the
--- head) of small bodies are kept for good.
-local status_lines = setmetatable({}, { __index = function(t, status)
-  local line = "HTTP/1.1 " .. status .. " " .. reasons[status] .. "\r\nDate: "
-  t[status] = line
-  return line
-end })
-local function number_cache(format)
-  return setmetatable({}, { __index = function(t, n)
-    local line = format:format(n)
-    if n < 4096 then t[n] = line end
-    return line
-  end })
-end
-local length_lines = number_cache("Content-Length: %d\r\n")
-local length_ends = number_cache("Content-Length: %d\r\n\r\n")
-
-local function status_prefix(srv, status)
-  local date = http_date()
-  local prefixes = srv._prefixes
-  if srv._prefix_date ~= date then
-    prefixes = {}
-    srv._prefixes, srv._prefix_date = prefixes, date
-  end
-  local prefix = prefixes[status]
-  if not prefix then
-    prefix = status_lines[status] .. date .. "\r\n" .. srv.server_header
-    prefixes[status] = prefix
-  end
-  return prefix
-end
-
--- The status line and headers, as two strings (written one after the
--- other, so the common reply needs no concatenation); length: the
--- Content-Length, or false for a streamed body.
-local function head(req, status, reason, length)
-  local conn = req._conn
-  local keep = req.keep_alive and not req._close and not conn._stopping
-  local framing, sized = "", false
-  if length then
-    if not req._length and status >= 200 and status ~= 204 and status ~= 304 then
-      framing, sized = length_lines[length], true
-    end
-  elseif not req._length then
-    if req.version >= 11 then
-      req._chunked = true
-      framing = "Transfer-Encoding: chunked\r\n"
-    else   -- HTTP/1.0: the body ends with the connection
-      keep = false
-    end
-  end
-  req.keep_alive = keep
-  local connection = ""
-  if not keep then
-    if not req._close then connection = "Connection: close\r\n" end
-  elseif req.version < 11 then
-    connection = "Connection: keep-alive\r\n"
-  end
-  local srv = conn.httpd
-  local prefix
-  if reason == nil or reason == reasons[status] then
-    prefix = status_prefix(srv, status)
-  else
-    prefix = "HTTP/1.1 " .. status .. " " .. reason .. "\r\nDate: " .. http_date()
-             .. "\r\n" .. srv.server_header
-  end
-  local rh = req._rh
-  if not rh and connection == "" then
-    if sized then return prefix, length_ends[length] end
-    return prefix, framing .. "\r\n"
-  end
-  return prefix, (rh and table.concat(rh) or "") .. framing .. connection .. "\r\n"
-end
-
 local math_type, type = math.type, type
 local function check_status(status, fname)
   if math_type(status) ~= "integer" or status < 100 or status > 999 then
@@ -205,8 +109,25 @@ end
 
 -- The flags of core.http_reply
 local KEEP_ALIVE <const>, HTTP11 <const>, HEAD <const> = 1, 2, 4
-local OWN_LENGTH <const>, OWN_CLOSE <const> = 8, 16
+local OWN_LENGTH <const>, OWN_CLOSE <const>, STREAM <const> = 8, 16, 32
 local http_reply = core.http_reply
+
+-- The core.http_reply flags and extra header lines of req's reply; the
+-- connection stays open after it only if the request and the server
+-- allow and no Connection: close header was set.
+local function reply_flags(req)
+  local flags, extra = 0, nil
+  if req.keep_alive and not req._conn._stopping then flags = KEEP_ALIVE end
+  local rh = req._rh
+  if rh then
+    extra = table.concat(rh)
+    if req._close then flags = OWN_CLOSE end   -- and not KEEP_ALIVE
+    if req._length then flags = flags | OWN_LENGTH end
+  end
+  if req.version >= 11 then flags = flags | HTTP11 end
+  if req.method == "HEAD" then flags = flags | HEAD end
+  return flags, extra
+end
 
 -- req:reply(status [, reason [, body]]) -> true | nil, err: the whole
 -- reply at once, with Content-Length, formatted by core.http_reply.
@@ -219,16 +140,7 @@ function Request:reply(status, reason, body)
   if type(body) ~= "string" then body = body == nil and "" or tostring(body) end
   self._status = status
   local conn = self._conn
-  local flags, extra = 0, nil
-  if self.keep_alive and not conn._stopping then flags = KEEP_ALIVE end
-  local rh = self._rh
-  if rh then
-    extra = table.concat(rh)
-    if self._close then flags = OWN_CLOSE end   -- and not KEEP_ALIVE
-    if self._length then flags = flags | OWN_LENGTH end
-  end
-  if self.version >= 11 then flags = flags | HTTP11 end
-  if self.method == "HEAD" then flags = flags | HEAD end
+  local flags, extra = reply_flags(self)
   if flags & KEEP_ALIVE == 0 then self.keep_alive = false end
   local ok, err = true, nil
   local oldest = conn._queue[conn._qhead] == self
@@ -256,7 +168,17 @@ function Request:start(status, reason)
   self._status = status
   self._streaming = true
   self._head = self.method == "HEAD"
-  return emit(self, head(self, status, reason, false))   -- both strings
+  local flags, extra = reply_flags(self)
+  if not self._length then
+    if flags & HTTP11 ~= 0 then
+      self._chunked = true
+    else   -- HTTP/1.0: the body ends with the connection
+      flags = flags & ~KEEP_ALIVE
+    end
+  end
+  if flags & KEEP_ALIVE == 0 then self.keep_alive = false end
+  return emit(self, http_reply(nil, status, reason, "", flags | STREAM, extra,
+                               self._conn.httpd.server_header))
 end
 
 -- req:write(chunk) -> true | nil, err: send part of a streamed reply; in
@@ -318,12 +240,12 @@ Conn.__name = "evlua.http.connection"
 
 local CONTINUE = "HTTP/1.1 100 Continue\r\n\r\n"
 
-local function send_error(conn, status, close)
-  local reason = reasons[status]
-  conn:write(("HTTP/1.1 %d %s\r\nDate: %s\r\n%sContent-Type: text/plain\r\n"
-              .. "Content-Length: %d\r\n%s\r\n%s\n"):format(
-    status, reason, http_date(), conn.httpd.server_header,
-    #reason + 1, close and "Connection: close\r\n" or "", reason))
+-- Answer status with a short text and close (errors of the connection,
+-- not of a request).
+local function send_error(conn, status)
+  local text = (core.http_status_text(status) or "Error") .. "\n"
+  conn:write(http_reply(nil, status, nil, text, HTTP11,
+                        "Content-Type: text/plain\r\n", conn.httpd.server_header))
 end
 
 function Conn:init()
@@ -333,7 +255,7 @@ function Conn:init()
   srv:_arm()
   if srv.nconn > srv.opts.max_connections or srv.closed then
     self._stopped = true
-    send_error(self, 503, true)
+    send_error(self, 503)
     self:close()
     return
   end
@@ -522,7 +444,7 @@ advance = function(conn)
   conn._qhead, conn._qtail = 1, 0
   if conn._closed then return end
   if conn._error then
-    send_error(conn, conn._error, true)
+    send_error(conn, conn._error)
     conn:close()
     return
   end
