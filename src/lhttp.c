@@ -211,13 +211,14 @@ static char *put_number(char *at, size_t n) {
 
 /* Write the status line, Date and Server of a reply at `at`. */
 static char *put_prefix(lua_State *L, char *at, lua_Integer status,
-                        const char *reason, const char *server,
-                        size_t server_len) {
+                        const char *reason, size_t reason_len,
+                        const char *server, size_t server_len) {
   const char *standard = status_text(status);
   if (!reason || (standard && strcmp(reason, standard) == 0)) {
     const reply_prefix *p = standard_prefix(L, status, server, server_len);
     if (p) return put(at, p->text, p->len);
     if (!reason) reason = standard ? standard : "Unknown";
+    reason_len = strlen(reason);
   }
   time_t now = (time_t)ev_now(evlua_runtime_get(L)->loop);
   struct tm tm;
@@ -225,7 +226,7 @@ static char *put_prefix(lua_State *L, char *at, lua_Integer status,
   at = PUT_LITERAL(at, "HTTP/1.1 ");
   at = put_number(at, (size_t)status);
   at = PUT_LITERAL(at, " ");
-  at = put(at, reason, strlen(reason));
+  at = put(at, reason, reason_len);
   at = PUT_LITERAL(at, "\r\nDate: ");
   at += strftime(at, 40, "%a, %d %b %Y %H:%M:%S GMT", &tm);
   at = PUT_LITERAL(at, "\r\n");
@@ -250,12 +251,14 @@ static int l_reply(lua_State *L) {
   const char *extra = luaL_optlstring(L, 6, "", &extra_len);
   const char *server = luaL_optlstring(L, 7, "", &server_len);
   luaL_argcheck(L, status >= 100 && status <= 999, 2, "status code expected");
-  /* room for the fixed text, the numbers and the date */
-  size_t room = 200 + reason_len + server_len + extra_len;
+  /* room for the fixed text (about 120 bytes), a standard reason phrase
+  ** (at most 31), the numbers and the date */
+  size_t room = 256 + reason_len + server_len + extra_len;
   evlua_buffer *scratch = evlua_scratch(L);
   char *head = evlua_buffer_reserve(scratch, room);
   if (!head) return luaL_error(L, "out of memory");
-  char *at = put_prefix(L, head, status, reason, server, server_len);
+  char *at = put_prefix(L, head, status, reason, reason_len, server,
+                        server_len);
   at = put(at, extra, extra_len);
   if (flags & REPLY_STREAM) {
     if (!(flags & REPLY_OWN_LENGTH) && (flags & REPLY_HTTP11))
