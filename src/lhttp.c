@@ -219,6 +219,9 @@ static char *put_prefix(lua_State *L, char *at, lua_Integer status,
     if (p) return put(at, p->text, p->len);
     if (!reason) reason = standard ? standard : "Unknown";
     reason_len = strlen(reason);
+  } else if (memchr(reason, '\r', reason_len) || memchr(reason, '\n', reason_len) ||
+             memchr(reason, '\0', reason_len)) {
+    luaL_error(L, "bad reason phrase (CR, LF or NUL)");   /* header injection */
   }
   time_t now = (time_t)ev_now(evlua_runtime_get(L)->loop);
   struct tm tm;

@@ -138,23 +138,25 @@ function Request:reply(status, reason, body)
   end
   if self._status then error("reply: already replied", 2) end
   if type(body) ~= "string" then body = body == nil and "" or tostring(body) end
-  self._status = status
   local conn = self._conn
   local flags, extra = reply_flags(self)
   if flags & KEEP_ALIVE == 0 then self.keep_alive = false end
   local ok, err = true, nil
   local oldest = conn._queue[conn._qhead] == self
+  -- http_reply raises on a bad reason phrase before it writes: the
+  -- request is still unanswered then (the error gets it a 500)
   if conn._closed then
     ok, err = nil, "closed"
   elseif oldest then
     ok, err = http_reply(conn._stream, status, reason, body, flags, extra,
                          conn.httpd.server_header)
-    if ok == false and event.running() then ok, err = conn:_wait_drain() end
   else   -- it waits for the replies before it
     self._out = { http_reply(nil, status, reason, body, flags, extra,
                              conn.httpd.server_header) }
   end
+  self._status = status
   self._done = true   -- done(self), inline: this runs for every request
+  if ok == false and event.running() then ok, err = conn:_wait_drain() end
   if oldest then advance(conn) end
   return ok, err
 end
@@ -165,20 +167,21 @@ end
 function Request:start(status, reason)
   check_status(status, "start")
   if self._status then error("start: already replied", 2) end
-  self._status = status
-  self._streaming = true
-  self._head = self.method == "HEAD"
   local flags, extra = reply_flags(self)
+  local chunked = false
   if not self._length then
     if flags & HTTP11 ~= 0 then
-      self._chunked = true
+      chunked = true
     else   -- HTTP/1.0: the body ends with the connection
       flags = flags & ~KEEP_ALIVE
     end
   end
+  local head, none = http_reply(nil, status, reason, "", flags | STREAM, extra,
+                                self._conn.httpd.server_header)   -- may raise
   if flags & KEEP_ALIVE == 0 then self.keep_alive = false end
-  return emit(self, http_reply(nil, status, reason, "", flags | STREAM, extra,
-                               self._conn.httpd.server_header))
+  self._status, self._streaming, self._chunked = status, true, chunked
+  self._head = self.method == "HEAD"
+  return emit(self, head, none)
 end
 
 -- req:write(chunk) -> true | nil, err: send part of a streamed reply; in
@@ -615,6 +618,10 @@ function http.listen(ip, port, callback, opts)
     if type(o[k]) ~= "number" or not (o[k] > 0) then
       error("bad argument #4 to 'listen' (" .. k .. " must be a positive number)", 2)
     end
+  end
+  if o.server ~= false and (type(o.server) ~= "string" or o.server:find("[\r\n%z]")) then
+    error("bad argument #4 to 'listen' (server must be false or a string "
+          .. "without CR, LF or NUL)", 2)
   end
   core.http_parser("request", o)   -- raises on a bad limit
   local srv = setmetatable({ callback = callback, opts = o, nconn = 0,

@@ -393,6 +393,33 @@ describe("http server", function()
     srv:close()
   end)
 
+  it("answers 500 to a reason phrase that would inject a header", function()
+    local logged = {}
+    local srv, port = server(function(_, req, _, url)
+      if url == "/stream" then req:start(200, "OK\r\nX-Evil: 1") end
+      req:reply(200, "OK\r\nX-Evil: 1", "no")
+    end)
+    local log = event.error
+    event.error = function(msg) logged[#logged + 1] = msg end
+    local ch = connect(port)
+    ch:write("GET / HTTP/1.1\r\n\r\nGET /stream HTTP/1.1\r\n\r\n")
+    local s1, h1 = read_reply(ch)
+    local s2, h2 = read_reply(ch)
+    event.error = log
+    assert.same({ 500, 500 }, { s1, s2 })
+    assert.is_nil(h1["x-evil"])
+    assert.is_nil(h2["x-evil"])
+    assert.truthy(logged[1]:find("bad reason phrase", 1, true), logged[1])
+    ch:close()
+    srv:close()
+  end)
+
+  it("refuses a Server header value with CR or LF", function()
+    assert.has_error(function()
+      http.listen("127.0.0.1", 0, function() end, { server = "x\r\nX-Evil: 1" })
+    end, "bad argument #4 to 'listen' (server must be false or a string without CR, LF or NUL)")
+  end)
+
   it("sends no Server header with server = false", function()
     local srv, port = server(function(_, req) req:reply(200) end, { server = false })
     local ch = connect(port)
