@@ -273,6 +273,9 @@ function Conn:init()
   self._queue = {}
   self._qhead, self._qtail = 1, 0
   self._stream:set_idle_timeout(srv.opts.idle_timeout)
+  -- nothing waits in a read on a server connection: the stream calls
+  -- data() itself, not through the channel dispatcher
+  self._stream:set_data_handler(self.data)
   -- The first request's headers are due within header_timeout of the
   -- connection, so a client that connects and stays silent is cut too.
   self._read_deadline = event.now() + srv.opts.header_timeout
@@ -631,7 +634,6 @@ function http.listen(ip, port, callback, opts)
                        o.handler_timeout / 4, o.idle_timeout / 4)
   local class = Conn:inherit()
   class.httpd = srv
-  class.data = Conn.data   -- one lookup less per request
   local listener, err = event.listen(ip, port, function() end, class,
                                      { backlog = o.backlog, reuseport = o.reuseport })
   if not listener then return nil, err end
