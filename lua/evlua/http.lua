@@ -68,7 +68,7 @@ local function emit(req, a, b, c)   -- up to three strings
   return true
 end
 
-local advance   -- defined with the connection
+local advance, all_sent   -- defined with the connection
 
 -- req:reply_header(key, value): add a header to the reply (before reply
 -- or the first write). value: string, number, or a list (one line each).
@@ -157,7 +157,15 @@ function Request:reply(status, reason, body)
   self._status = status
   self._done = true   -- done(self), inline: this runs for every request
   if ok == false and event.running() then ok, err = conn:_wait_drain() end
-  if oldest then advance(conn) end
+  if oldest then
+    local h = conn._qhead
+    if h == conn._qtail and self.keep_alive then   -- advance(), in short
+      conn._queue[h] = nil
+      all_sent(conn)
+    else
+      advance(conn)
+    end
+  end
   return ok, err
 end
 
@@ -445,8 +453,13 @@ advance = function(conn)
     end
     req = queue[h]
   end
-  -- every reply is out: start the queue over, so that it stays in the
-  -- table's array part instead of growing keys forever
+  all_sent(conn)
+end
+
+-- Every reply is out: start the queue over, so that it stays in the
+-- table's array part instead of growing keys forever; then go on with
+-- what waited for it.
+all_sent = function(conn)
   conn._qhead, conn._qtail = 1, 0
   if conn._closed then return end
   if conn._error then
