@@ -236,6 +236,92 @@ static char *put_prefix(lua_State *L, char *at, lua_Integer status,
   return put(at, server, server_len);
 }
 
+/* Reply headers ======================================================= */
+
+/* Characters of a token (RFC 9110): header names. */
+static int is_token(const char *s, size_t len) {
+  if (len == 0) return 0;
+  for (size_t i = 0; i < len; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+        (c >= '0' && c <= '9'))
+      continue;
+    if (!c || !strchr("!#$%&'*+-.^_`|~", c)) return 0;
+  }
+  return 1;
+}
+
+static int iequal(const char *s, size_t len, const char *lower) {
+  size_t n = strlen(lower);
+  if (len != n) return 0;
+  for (size_t i = 0; i < n; i++) {
+    char c = s[i];
+    if (c >= 'A' && c <= 'Z') c = (char)(c - 'A' + 'a');
+    if (c != lower[i]) return 0;
+  }
+  return 1;
+}
+
+/* Raise "bad argument #arg to 'reply_header' (what)" where the user
+** called req:reply_header (two levels up: reply_header is in Lua). */
+static int header_error(lua_State *L, int arg, const char *what) {
+  luaL_where(L, 3);
+  lua_pushfstring(L, "bad argument #%d to 'reply_header' (%s)", arg, what);
+  lua_concat(L, 2);
+  return lua_error(L);
+}
+
+/* Append "name: value\r\n" to out for the value at idx (a string or a
+** number). */
+static void add_header_line(lua_State *L, evlua_buffer *out, const char *name,
+                            size_t name_len, int idx) {
+  int t = lua_type(L, idx);
+  if (t != LUA_TSTRING && t != LUA_TNUMBER)
+    header_error(L, 2, "string, number or list of them expected");
+  size_t len;
+  const char *value = lua_tolstring(L, idx, &len);
+  if (memchr(value, '\r', len) || memchr(value, '\n', len) ||
+      memchr(value, '\0', len))
+    header_error(L, 2, "header value without CR, LF or NUL expected");
+  if (evlua_buffer_append(out, name, name_len) ||
+      evlua_buffer_append(out, ": ", 2) ||
+      evlua_buffer_append(out, value, len) ||
+      evlua_buffer_append(out, "\r\n", 2))
+    luaL_error(L, "out of memory");
+}
+
+/* core.http_reply_header(name, value) -> lines, kind: checks a reply
+** header (name a token; value a string, a number, or a list of them,
+** without CR, LF or NUL) and formats its lines. kind: 1 for Connection:
+** close, 2 for Content-Length (the reply must not add its own), else 0. */
+static int l_reply_header(lua_State *L) {
+  size_t name_len;
+  if (lua_type(L, 1) != LUA_TSTRING) header_error(L, 1, "header name expected");
+  const char *name = lua_tolstring(L, 1, &name_len);
+  if (!is_token(name, name_len)) header_error(L, 1, "header name expected");
+  evlua_buffer *out = evlua_scratch(L);
+  int kind = 0;
+  if (lua_type(L, 2) == LUA_TTABLE) {
+    lua_Integer n = (lua_Integer)lua_rawlen(L, 2);
+    for (lua_Integer i = 1; i <= n; i++) {
+      lua_rawgeti(L, 2, i);
+      add_header_line(L, out, name, name_len, -1);
+      lua_pop(L, 1);
+    }
+  } else {
+    add_header_line(L, out, name, name_len, 2);
+    size_t len;
+    const char *value = lua_tolstring(L, 2, &len);
+    if (iequal(name, name_len, "connection") && iequal(value, len, "close"))
+      kind = 1;
+  }
+  if (iequal(name, name_len, "content-length")) kind = 2;
+  lua_pushlstring(L, evlua_http_bytes(out), evlua_buffer_len(out));
+  evlua_scratch_done(out);
+  lua_pushinteger(L, kind);
+  return 2;
+}
+
 /* core.http_reply(stream | nil, status, reason | nil, body, flags
 **                 [, extra_headers [, server_header]])
 ** formats a whole reply with Content-Length, or the head of a streamed
@@ -363,6 +449,7 @@ void evlua_open_http(lua_State *L) {
     { "http_parser", l_new },
     { "http_status_text", l_status_text },
     { "http_reply", l_reply },
+    { "http_reply_header", l_reply_header },
     { NULL, NULL }
   };
   luaL_newmetatable(L, EVLUA_HTTP_PARSER);

@@ -72,28 +72,25 @@ local advance, all_sent   -- defined with the connection
 
 -- req:reply_header(key, value): add a header to the reply (before reply
 -- or the first write). value: string, number, or a list (one line each).
+-- core.http_reply_header checks and formats it; _rh collects the lines.
+local reply_header_lines = core.http_reply_header
 function Request:reply_header(key, value)
-  util.check_header(key, value, "reply_header")
+  local lines, kind = reply_header_lines(key, value)
   if self._status then error("reply_header: the reply has started", 2) end
-  local h = self._rh
-  if not h then
-    h = {}
-    self._rh = h
-  end
-  local lk = key:lower()
-  if lk == "connection" and tostring(value):lower() == "close" then
+  local rh = self._rh
+  self._rh = rh and rh .. lines or lines
+  if kind == 1 then
     self._close = true
-  elseif lk == "content-length" then
+  elseif kind == 2 then
     self._length = true
-  end
-  if type(value) == "table" then
-    for _, v in ipairs(value) do h[#h + 1] = key .. ": " .. v .. "\r\n" end
-  else
-    h[#h + 1] = key .. ": " .. value .. "\r\n"
   end
 end
 
 local math_type, type = math.type, type
+
+-- req._status, the state of the reply: false (nothing sent), STREAMING
+-- (start() sent the head) or DONE.
+local STREAMING <const>, DONE <const> = 1, 2
 local function check_status(status, fname)
   if math_type(status) ~= "integer" or status < 100 or status > 999 then
     error("bad argument #1 to '" .. fname .. "' (status code expected)", 3)
@@ -102,7 +99,7 @@ end
 
 -- The reply is complete: let the next request's bytes go.
 local function done(req)
-  req._done = true
+  req._status = DONE
   local conn = req._conn
   if conn._queue[conn._qhead] == req then advance(conn) end
 end
@@ -120,7 +117,7 @@ local function reply_flags(req)
   if req.keep_alive and not req._conn._stopping then flags = KEEP_ALIVE end
   local rh = req._rh
   if rh then
-    extra = table.concat(rh)
+    extra = rh
     if req._close then flags = OWN_CLOSE end   -- and not KEEP_ALIVE
     if req._length then flags = flags | OWN_LENGTH end
   end
@@ -154,8 +151,7 @@ function Request:reply(status, reason, body)
     self._out = { http_reply(nil, status, reason, body, flags, extra,
                              conn.httpd.server_header) }
   end
-  self._status = status
-  self._done = true   -- done(self), inline: this runs for every request
+  self._status = DONE   -- done(self), inline: this runs for every request
   if ok == false and event.running() then ok, err = conn:_wait_drain() end
   if oldest then
     local h = conn._qhead
@@ -187,7 +183,7 @@ function Request:start(status, reason)
   local head, none = http_reply(nil, status, reason, "", flags | STREAM, extra,
                                 self._conn.httpd.server_header)   -- may raise
   if flags & KEEP_ALIVE == 0 then self.keep_alive = false end
-  self._status, self._streaming, self._chunked = status, true, chunked
+  self._status, self._chunked = STREAMING, chunked
   self._head = self.method == "HEAD"
   return emit(self, head, none)
 end
@@ -199,7 +195,7 @@ function Request:write(chunk)
     error("bad argument #1 to 'write' (string expected, got " .. type(chunk) .. ")", 2)
   end
   if not self._status then self:start(200) end
-  if not self._streaming or self._done then error("write: reply already finished", 2) end
+  if self._status ~= STREAMING then error("write: reply already finished", 2) end
   if chunk == "" or self._head then return true end
   if self._chunked then
     return emit(self, ("%x\r\n"):format(#chunk), chunk, "\r\n")
@@ -211,7 +207,7 @@ end
 function Request:finish(chunk)
   if chunk then self:write(chunk) end
   if not self._status then self:start(200) end
-  if self._done then return true end
+  if self._status == DONE then return true end
   local ok, err = true, nil
   if self._chunked and not self._head then ok, err = emit(self, "0\r\n\r\n") end
   done(self)
@@ -278,7 +274,7 @@ function Conn:init()
   self._closed = false
   self._stopped, self._stopping, self._error = false, false, false
   self._blocked, self._wait_continue, self._idle_off = false, false, false
-  self._queue = {}
+  self._queue, self._workers = {}, {}
   self._qhead, self._qtail = 1, 0
   self._stream:set_idle_timeout(srv.opts.idle_timeout)
   -- nothing waits in a read on a server connection: the stream calls
@@ -305,7 +301,7 @@ end
 local function unfinished(req, ok, err)
   if not ok then
     event.error(("http: %s %s failed: %s"):format(req.method, req.url, err))
-    if req._done then return end   -- it failed after its reply
+    if req._status == DONE then return end   -- it failed after its reply
   elseif not req._status then
     event.error(("http: %s %s: the callback returned without replying")
                 :format(req.method, req.url))
@@ -336,7 +332,7 @@ local function worker_body(w)
     local req = w.req
     local srv = req._conn.httpd
     srv.callback(srv, req, req.method, req.url, req.headers, req.body)
-    if not req._done then unfinished(req, true) end
+    if req._status ~= DONE then unfinished(req, true) end
     w.req = nil
     if nidle >= MAX_IDLE_WORKERS then return end
     nidle = nidle + 1
@@ -365,8 +361,9 @@ function Conn:data()
         self._partial = false
       end
       -- The request joins the queue and goes to a worker, an idle one or
-      -- a new one. Its fields read on every request are present, so that
-      -- their lookups do not fall through to the class.
+      -- a new one (kept beside it in _workers, for expire). Its fields
+      -- read on every request are present, so that their lookups do not
+      -- fall through to the class (and reply_header adds no key).
       local w
       if nidle > 0 then
         w = idle_workers[nidle]
@@ -378,11 +375,12 @@ function Conn:data()
       local req = setmetatable({ _conn = self, method = a, url = b,
                                  headers = headers, body = body,
                                  keep_alive = keep_alive, version = version,
-                                 _status = false, _done = false, _worker = w },
+                                 _status = false, _rh = false },
                                Request)
       local tail = self._qtail + 1
       self._qtail = tail
       self._queue[tail] = req
+      self._workers[tail] = w
       w.req = req
       local task = w.task
       if task then
@@ -439,7 +437,7 @@ advance = function(conn)
       req._out = false
       conn._stream:write(table.unpack(out))
     end
-    if not req._done then
+    if req._status ~= DONE then
       conn._qhead = h
       return
     end
@@ -507,10 +505,10 @@ function Server:_arm()
   self._sweep = event.timer(self._tick, function() self:_check() end)
 end
 
-local function expire(srv, req)
+-- req (with its worker w) had no reply within handler_timeout.
+local function expire(srv, req, w)
   event.error(("http: %s %s: no reply after %gs"):format(
     req.method, req.url, srv.opts.handler_timeout))
-  local w = req._worker
   if w.task and w.req == req then w.task:cancel() end
   if req._status then   -- a streamed reply cut short
     req._conn._stopping = true
@@ -544,14 +542,14 @@ function Server:_check()
       end
       for i = conn._qhead, conn._qtail do
         local req = queue[i]
-        if req and not req._done then
+        if req and req._status ~= DONE then
           -- stamped on the first tick that sees it: no clock read per
           -- request; the timeout may fire up to a tick late
           local since = req._since
           if not since then
             req._since = now
           elseif since <= oldest then
-            expire(self, req)
+            expire(self, req, conn._workers[i])
           end
         end
       end

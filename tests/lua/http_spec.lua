@@ -414,6 +414,38 @@ describe("http server", function()
     srv:close()
   end)
 
+  it("checks reply headers: token names, values without CR, LF or NUL", function()
+    local errors = {}
+    local srv, port = server(function(_, req)
+      for _, h in ipairs({ { "Bad Name", "x" }, { "", "x" }, { 42, "x" },
+                           { "X-A", "a\r\nX-Evil: 1" }, { "X-B", "b\0" },
+                           { "X-C", { "ok", "c\n" } }, { "X-D", true } }) do
+        local ok, err = pcall(req.reply_header, req, h[1], h[2])
+        errors[#errors + 1] = not ok and err or "accepted"
+      end
+      req:reply_header("X-Number", 7)
+      req:reply_header("X-List", { "one", 2 })
+      req:reply(200, nil, "ok")
+    end)
+    local ch = connect(port)
+    ch:write("GET / HTTP/1.1\r\n\r\n")
+    local status, headers = read_reply(ch)
+    assert.equal(200, status)
+    assert.equal("7", headers["x-number"])
+    assert.equal("2", headers["x-list"])   -- read_reply keeps the last line
+    assert.is_nil(headers["x-evil"])
+    assert.is_nil(headers["x-a"])
+    assert.equal(7, #errors)
+    for i = 1, 3 do assert.truthy(errors[i]:find("(header name expected)", 1, true), errors[i]) end
+    for i = 4, 6 do
+      assert.truthy(errors[i]:find("(header value without CR, LF or NUL expected)", 1, true),
+                    errors[i])
+    end
+    assert.truthy(errors[7]:find("string, number or list of them expected", 1, true), errors[7])
+    ch:close()
+    srv:close()
+  end)
+
   it("refuses a Server header value with CR or LF", function()
     assert.has_error(function()
       http.listen("127.0.0.1", 0, function() end, { server = "x\r\nX-Evil: 1" })
