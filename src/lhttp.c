@@ -262,13 +262,18 @@ static int iequal(const char *s, size_t len, const char *lower) {
   return 1;
 }
 
-/* Raise "bad argument #arg to 'reply_header' (what)" where the user
-** called req:reply_header (two levels up: reply_header is in Lua). */
-static int header_error(lua_State *L, int arg, const char *what) {
+/* Raise "bad argument #arg to 'method' (what)" where the user called
+** the request method that called this function (two levels up). */
+static int caller_error(lua_State *L, const char *method, int arg,
+                        const char *what) {
   luaL_where(L, 3);
-  lua_pushfstring(L, "bad argument #%d to 'reply_header' (%s)", arg, what);
+  lua_pushfstring(L, "bad argument #%d to '%s' (%s)", arg, method, what);
   lua_concat(L, 2);
   return lua_error(L);
+}
+
+static int header_error(lua_State *L, int arg, const char *what) {
+  return caller_error(L, "reply_header", arg, what);
 }
 
 /* Append "name: value\r\n" to out for the value at idx (a string or a
@@ -325,21 +330,25 @@ static int l_reply_header(lua_State *L) {
 /* core.http_reply(stream | nil, status, reason | nil, body, flags
 **                 [, extra_headers [, server_header]])
 ** formats a whole reply with Content-Length, or the head of a streamed
-** one (see the REPLY_* flags):
+** one (see the REPLY_* flags). status must be an integer from 100 to
+** 999; body may be nil ("") or any value (tostring'd);
 ** with a stream, writes it and returns what stream:write returns; with
 ** nil, returns the head and the body, to be written later (a reply that
 ** waits behind earlier ones). extra_headers and server_header are
 ** complete "Name: value\r\n" lines. */
 static int l_reply(lua_State *L) {
   lstream *ls = lua_isnil(L, 1) ? NULL : evlua_check_stream(L, 1);
-  lua_Integer status = luaL_checkinteger(L, 2);
+  lua_Integer status = lua_tointeger(L, 2);
+  if (!lua_isinteger(L, 2) || status < 100 || status > 999)
+    caller_error(L, "reply", 1, "status code expected");
   size_t reason_len = 0, body_len, extra_len, server_len;
   const char *reason = luaL_optlstring(L, 3, NULL, &reason_len);
-  const char *body = luaL_checklstring(L, 4, &body_len);
+  const char *body = "";
+  body_len = 0;
+  if (!lua_isnil(L, 4)) body = luaL_tolstring(L, 4, &body_len);   /* any value */
   lua_Integer flags = luaL_checkinteger(L, 5);
   const char *extra = luaL_optlstring(L, 6, "", &extra_len);
   const char *server = luaL_optlstring(L, 7, "", &server_len);
-  luaL_argcheck(L, status >= 100 && status <= 999, 2, "status code expected");
   /* room for the fixed text (about 120 bytes), a standard reason phrase
   ** (at most 31), the numbers and the date */
   size_t room = 256 + reason_len + server_len + extra_len;

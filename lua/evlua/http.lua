@@ -128,13 +128,10 @@ end
 
 -- req:reply(status [, reason [, body]]) -> true | nil, err: the whole
 -- reply at once, with Content-Length, formatted by core.http_reply.
--- Raises if a reply was already started.
+-- Raises if a reply was already started, or on a bad status or reason
+-- (core.http_reply checks them, and turns the body into a string).
 function Request:reply(status, reason, body)
-  if math_type(status) ~= "integer" or status < 100 or status > 999 then
-    check_status(status, "reply")
-  end
   if self._status then error("reply: already replied", 2) end
-  if type(body) ~= "string" then body = body == nil and "" or tostring(body) end
   local conn = self._conn
   local flags, extra = reply_flags(self)
   if flags & KEEP_ALIVE == 0 then self.keep_alive = false end
@@ -143,6 +140,7 @@ function Request:reply(status, reason, body)
   -- http_reply raises on a bad reason phrase before it writes: the
   -- request is still unanswered then (the error gets it a 500)
   if conn._closed then
+    check_status(status, "reply")
     ok, err = nil, "closed"
   elseif oldest then
     ok, err = http_reply(conn._stream, status, reason, body, flags, extra,

@@ -446,6 +446,27 @@ describe("http server", function()
     srv:close()
   end)
 
+  it("raises on a bad status, then still takes a good reply", function()
+    local errors = {}
+    local srv, port = server(function(_, req)
+      for _, status in ipairs({ "200", 99, 1000, 200.5, false }) do
+        local ok, err = pcall(req.reply, req, status, nil, "x")
+        errors[#errors + 1] = not ok and err or "accepted"
+      end
+      req:reply(201, nil, 42)   -- a body that is not a string is tostring'd
+    end)
+    local ch = connect(port)
+    ch:write("GET / HTTP/1.1\r\n\r\n")
+    local status, _, body = read_reply(ch)
+    assert.same({ 201, "42" }, { status, body })
+    assert.equal(5, #errors)
+    for _, err in ipairs(errors) do
+      assert.truthy(err:find("bad argument #1 to 'reply' (status code expected)", 1, true), err)
+    end
+    ch:close()
+    srv:close()
+  end)
+
   it("refuses a Server header value with CR or LF", function()
     assert.has_error(function()
       http.listen("127.0.0.1", 0, function() end, { server = "x\r\nX-Evil: 1" })
