@@ -411,13 +411,14 @@ end
 
 -- Shortcuts for the request path of evlua.http: a request that arrives
 -- in a channel's data event resumes its worker right away instead of on
--- the next drain of the ready queue. Called from a task they queue it
--- like event.wakeup, so Lua code still never runs nested inside another
--- task. (evlua.rpc keeps the ready queue: its one worker drains a whole
--- batch of requests per wakeup, which pipelined calls need.)
+-- the next drain of the ready queue. Inside a task the caller queues it
+-- instead (_wake, like event.wakeup), so Lua code still never runs nested
+-- inside another task. (evlua.rpc keeps the ready queue: its one worker
+-- drains a whole batch of requests per wakeup, which pipelined calls
+-- need.)
 -- event._park(task, what, on) parks task, the running one, until
--- _resume(task) (or a cancel: then it returns nil, "cancelled");
--- event._resume(task) resumes a parked task (false if not parked).
+-- _wake(task) or _resume_now(task) (or a cancel: then it returns nil,
+-- "cancelled").
 function event._park(task, what, on)
   if task.cancel_pending then
     task.cancel_pending = false
@@ -435,9 +436,12 @@ function event._park(task, what, on)
   return ok, err
 end
 
-function event._resume(task)
-  local _, main = co_running()
-  if not main then return wake(task) end
+-- event._wake(task) queues a parked task to resume (like event.wakeup);
+-- event._resume_now(task) resumes it at once, for loop callbacks only
+-- (never from inside a task). Both return false if it is not parked.
+event._wake = wake
+
+function event._resume_now(task)
   if task.state ~= "waiting" then return false end
   task.state = "running"   -- run(task), less what _park never sets
   local ok, err = co_resume(task.co)

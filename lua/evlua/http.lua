@@ -273,6 +273,7 @@ function Conn:init()
   self._stopped, self._stopping, self._error = false, false, false
   self._blocked, self._wait_continue, self._idle_off = false, false, false
   self._queue, self._workers = {}, {}
+  self._max_pipeline = srv.opts.max_pipeline
   self._qhead, self._qtail = 1, 0
   self._stream:set_idle_timeout(srv.opts.idle_timeout)
   -- nothing waits in a read on a server connection: the stream calls
@@ -319,7 +320,7 @@ end
 local idle_workers, nidle = {}, 0
 local MAX_IDLE_WORKERS = 256
 
-local resume = event._resume
+local wake, resume_now = event._wake, event._resume_now
 
 -- The callback runs unprotected: an error ends the worker's task, whose
 -- _on_failure answers the request. w.req is the request being served.
@@ -342,10 +343,11 @@ local function worker_body(w)
 end
 
 -- Parse every buffered request (up to max_pipeline unanswered ones).
-function Conn:data()
+-- deferred: not called from the stream's data event, so the workers are
+-- queued to run (resumed from the loop) rather than resumed now.
+function Conn:data(deferred)
   if self._stopped then return end
-  local parser, stream, srv = self._parser, self._stream, self.httpd
-  local max_pipeline = srv.opts.max_pipeline
+  local parser, stream, max_pipeline = self._parser, self._stream, self._max_pipeline
   while true do
     if self._qtail - self._qhead + 1 >= max_pipeline or self._wait_continue then
       self._blocked = true
@@ -354,7 +356,7 @@ function Conn:data()
     local kind, a, b, headers, body, keep_alive, version, more = parser:parse(stream)
     if kind == "request" then
       if self._read_deadline then
-        srv.slow[self] = nil
+        self.httpd.slow[self] = nil
         self._read_deadline = false
         self._partial = false
       end
@@ -381,10 +383,12 @@ function Conn:data()
       self._workers[tail] = w
       w.req = req
       local task = w.task
-      if task then
-        resume(task)
-      else
+      if not task then
         w.task = event.fork(worker_body, w)
+      elseif deferred then
+        wake(task)
+      else
+        resume_now(task)
       end
       if not keep_alive then
         self._stopped = true
@@ -396,20 +400,20 @@ function Conn:data()
         if self._partial ~= a then
           self._partial = a
           self._read_deadline = event.now() + (a == "headers"
-            and srv.opts.header_timeout or srv.opts.body_timeout)
-          srv.slow[self] = true
+            and self.httpd.opts.header_timeout or self.httpd.opts.body_timeout)
+          self.httpd.slow[self] = true
         end
       else
         self._partial = false
         self._read_deadline = false
-        srv.slow[self] = nil
+        self.httpd.slow[self] = nil
       end
       return
     elseif kind == "continue" then
       -- the client sends its body once told to go on: the body timeout
       -- starts then, not while earlier replies are still being worked on
       self._read_deadline, self._partial = false, false
-      srv.slow[self] = nil
+      self.httpd.slow[self] = nil
       if self._qhead > self._qtail then
         self:write(CONTINUE)
       else
@@ -477,7 +481,7 @@ all_sent = function(conn)
   end
   if conn._blocked and not conn._stopped then
     conn._blocked = false
-    conn:data()
+    conn:data(true)
   end
 end
 
