@@ -137,8 +137,8 @@ function Request:reply(status, reason, body)
   if flags & KEEP_ALIVE == 0 then self.keep_alive = false end
   local ok, err = true, nil
   local oldest = conn._queue[conn._qhead] == self
-  -- http_reply raises on a bad reason phrase before it writes: the
-  -- request is still unanswered then (the error gets it a 500)
+  -- http_reply raises on a bad status or reason phrase before it writes:
+  -- the request is still unanswered then (the error gets it a 500)
   if conn._closed then
     check_status(status, "reply")
     ok, err = nil, "closed"
