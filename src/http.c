@@ -85,7 +85,7 @@ static int on_header_value(http_parser *p, const char *at, size_t len) {
   return append(&h->hbuf, at, len) ? fail(h, 500) : 0;
 }
 
-static int ieq(const char *a, size_t alen, const char *b) {
+int evlua_http_ieq(const char *a, size_t alen, const char *b) {
   size_t blen = strlen(b);
   if (alen != blen) return 0;
   for (size_t i = 0; i < alen; i++) {
@@ -100,8 +100,8 @@ static int expects_continue(evlua_http *h) {
   const char *base = evlua_http_bytes(&h->hbuf);
   for (size_t i = 0; i < h->nfields; i++) {
     const evlua_http_field *f = &h->fields[i];
-    if (ieq(base + f->off, f->name_len, "expect") &&
-        ieq(base + f->off + f->name_len, f->value_len, "100-continue"))
+    if (evlua_http_ieq(base + f->off, f->name_len, "expect") &&
+        evlua_http_ieq(base + f->off + f->name_len, f->value_len, "100-continue"))
       return 1;
   }
   return 0;

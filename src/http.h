@@ -72,6 +72,9 @@ void evlua_http_message_done(evlua_http *h);
 ** and a short message. */
 int evlua_http_error(const evlua_http *h, const char **message);
 
+/* Whether the len bytes at a equal the lowercase string b, in any case. */
+int evlua_http_ieq(const char *a, size_t len, const char *b);
+
 /* The bytes of b, never NULL (an empty buffer may have no storage). */
 const char *evlua_http_bytes(const evlua_buffer *b);
 

@@ -251,17 +251,6 @@ static int is_token(const char *s, size_t len) {
   return 1;
 }
 
-static int iequal(const char *s, size_t len, const char *lower) {
-  size_t n = strlen(lower);
-  if (len != n) return 0;
-  for (size_t i = 0; i < n; i++) {
-    char c = s[i];
-    if (c >= 'A' && c <= 'Z') c = (char)(c - 'A' + 'a');
-    if (c != lower[i]) return 0;
-  }
-  return 1;
-}
-
 /* Raise "bad argument #arg to 'method' (what)" where the user called
 ** the request method that called this function (two levels up). */
 static int caller_error(lua_State *L, const char *method, int arg,
@@ -317,10 +306,11 @@ static int l_reply_header(lua_State *L) {
     add_header_line(L, out, name, name_len, 2);
     size_t len;
     const char *value = lua_tolstring(L, 2, &len);
-    if (iequal(name, name_len, "connection") && iequal(value, len, "close"))
+    if (evlua_http_ieq(name, name_len, "connection") &&
+        evlua_http_ieq(value, len, "close"))
       kind = 1;
   }
-  if (iequal(name, name_len, "content-length")) kind = 2;
+  if (evlua_http_ieq(name, name_len, "content-length")) kind = 2;
   lua_pushlstring(L, evlua_http_bytes(out), evlua_buffer_len(out));
   evlua_scratch_done(out);
   lua_pushinteger(L, kind);
