@@ -24,18 +24,53 @@ static evlua_http *check_parser(lua_State *L, int idx) {
 
 /* Results ============================================================= */
 
-/* Push the headers as a table: lowercase name -> value, or -> a list of
-** the values in order when the header came several times. Lowercases
-** the names in place (the message is done with afterwards). */
-static void push_headers(lua_State *L, evlua_http *h) {
-  lua_createtable(L, 0, (int)h->nfields);
-  if (h->nfields == 0) return;
-  char *base = h->hbuf.data + h->hbuf.start;
+/* Header names compared in C, pairwise, up to this many headers; more
+** are grouped through the table (a lookup per header), so a request
+** with thousands of headers costs no quadratic time. */
+#define PAIRWISE_HEADERS 32
+
+static void lowercase(char *s, size_t len) {
+  for (size_t k = 0; k < len; k++)
+    if (s[k] >= 'A' && s[k] <= 'Z') s[k] = (char)(s[k] - 'A' + 'a');
+}
+
+static int same_name(const char *base, const evlua_http_field *a,
+                     const evlua_http_field *b) {
+  return a->name_len == b->name_len &&
+         memcmp(base + a->off, base + b->off, a->name_len) == 0;
+}
+
+/* Headers, few of them: each name is looked for among the others in C,
+** and a repeated one becomes its list at once. */
+static void push_headers_pairwise(lua_State *L, evlua_http *h, char *base) {
+  unsigned char grouped[PAIRWISE_HEADERS] = { 0 };
+  for (size_t i = 0; i < h->nfields; i++) {
+    if (grouped[i]) continue;
+    evlua_http_field *f = &h->fields[i];
+    lua_pushlstring(L, base + f->off, f->name_len);
+    size_t count = 1;
+    for (size_t k = i + 1; k < h->nfields; k++) {
+      if (!same_name(base, f, &h->fields[k])) continue;
+      if (count == 1) {   /* a second value: make the list */
+        lua_createtable(L, 2, 0);
+        lua_pushlstring(L, base + f->off + f->name_len, f->value_len);
+        lua_rawseti(L, -2, 1);
+      }
+      evlua_http_field *g = &h->fields[k];
+      lua_pushlstring(L, base + g->off + g->name_len, g->value_len);
+      lua_rawseti(L, -2, (lua_Integer)++count);
+      grouped[k] = 1;
+    }
+    if (count == 1) lua_pushlstring(L, base + f->off + f->name_len, f->value_len);
+    lua_rawset(L, -3);
+  }
+}
+
+/* Headers, many of them: a repeated name is found in the table. */
+static void push_headers_grouped(lua_State *L, evlua_http *h, char *base) {
   for (size_t i = 0; i < h->nfields; i++) {
     evlua_http_field *f = &h->fields[i];
-    char *name = base + f->off;
-    for (size_t k = 0; k < f->name_len; k++)
-      if (name[k] >= 'A' && name[k] <= 'Z') name[k] = (char)(name[k] - 'A' + 'a');
+    const char *name = base + f->off;
     lua_pushlstring(L, name, f->name_len);
     lua_pushvalue(L, -1);
     int t = lua_rawget(L, -3);
@@ -52,6 +87,19 @@ static void push_headers(lua_State *L, evlua_http *h) {
     }
     lua_rawset(L, -3);
   }
+}
+
+/* Push the headers as a table: lowercase name -> value, or -> a list of
+** the values in order when the header came several times. Lowercases
+** the names in place (the message is done with afterwards). */
+static void push_headers(lua_State *L, evlua_http *h) {
+  lua_createtable(L, 0, (int)h->nfields);
+  if (h->nfields == 0) return;
+  char *base = h->hbuf.data + h->hbuf.start;
+  for (size_t i = 0; i < h->nfields; i++)
+    lowercase(base + h->fields[i].off, h->fields[i].name_len);
+  if (h->nfields <= PAIRWISE_HEADERS) push_headers_pairwise(L, h, base);
+  else push_headers_grouped(L, h, base);
 }
 
 /* Push the complete message: see l_parse. */

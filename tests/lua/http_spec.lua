@@ -649,6 +649,34 @@ describe("http server", function()
     srv:close()
   end)
 
+  it("keeps repeated headers in order among many headers", function()
+    local seen
+    local srv, port = server(function(_, req, _, _, headers)
+      seen = headers
+      req:reply(204)
+    end)
+    -- past 32 headers repeated names are grouped another way (lhttp.c)
+    for _, total in ipairs({ 10, 40 }) do
+      local lines = { "GET / HTTP/1.1" }
+      for i = 1, total do
+        lines[#lines + 1] = i % 3 == 0 and ("X-Rep: v" .. i) or ("X-H" .. i .. ": " .. i)
+      end
+      local ch = connect(port)
+      ch:write(table.concat(lines, "\r\n") .. "\r\n\r\n")
+      assert.equal(204, (read_reply(ch)))
+      local expected = {}
+      for i = 3, total, 3 do expected[#expected + 1] = "v" .. i end
+      assert.same(expected, seen["x-rep"])
+      assert.equal("1", seen["x-h1"])
+      assert.equal(tostring(total - 2), seen["x-h" .. (total - 2)])
+      local n = 0
+      for _ in pairs(seen) do n = n + 1 end
+      assert.equal(total - #expected + 1, n)
+      ch:close()
+    end
+    srv:close()
+  end)
+
   it("serves 500 keep-alive connections x 20 requests", function()
     local srv, port = server(function(_, req, _, url)
       req:reply(200, nil, url)
