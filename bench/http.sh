@@ -7,6 +7,8 @@
 #   BENCH_HTTP_SECONDS    length of one wrk run (5)
 #   BENCH_HTTP_CONNS      keep-alive connections (50)
 #   BENCH_EVLUA           the evlua binary to measure (./evlua)
+#   BENCH_HTTP_HEADERS    "browser": every request also carries 8 headers
+#                         a browser sends (wrk's default is Host only)
 set -eu
 cd "$(dirname "$0")/.."
 mkdir -p build/bench
@@ -44,6 +46,22 @@ start() {
   started "$PID"
 }
 
+# The browser headers go in through a wrk script.
+WRK_SCRIPT=
+if [ "${BENCH_HTTP_HEADERS:-}" = browser ]; then
+  WRK_SCRIPT="-s $TMP/headers.lua"
+  cat >"$TMP/headers.lua" <<'EOF'
+wrk.headers["User-Agent"] = "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0"
+wrk.headers["Accept"] = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+wrk.headers["Accept-Language"] = "en-US,en;q=0.5"
+wrk.headers["Accept-Encoding"] = "gzip, deflate, br"
+wrk.headers["Cookie"] = "session=abcdef0123456789; theme=dark"
+wrk.headers["Referer"] = "http://127.0.0.1/index.html"
+wrk.headers["Cache-Control"] = "max-age=0"
+wrk.headers["Upgrade-Insecure-Requests"] = "1"
+EOF
+fi
+
 # cpu_ticks PID: user + system clock ticks the process has used
 cpu_ticks() {
   awk '{ print $14 + $15 }' "/proc/$1/stat"
@@ -55,7 +73,8 @@ cpu_ticks() {
 # server, is what limits the rate.
 wrk_round() {
   ticks=$(cpu_ticks "$3")
-  wrk -t1 -c"$CONNS" -d"${SECONDS_RUN}s" --latency "http://127.0.0.1:$2/" \
+  # shellcheck disable=SC2086 # WRK_SCRIPT is empty or two words
+  wrk -t1 -c"$CONNS" -d"${SECONDS_RUN}s" --latency $WRK_SCRIPT "http://127.0.0.1:$2/" \
     >"$TMP/wrk.out" 2>&1 || fail "wrk failed: $(cat "$TMP/wrk.out")"
   ticks=$(($(cpu_ticks "$3") - ticks))
   awk -v n="$1" -v ticks="$ticks" -v hz="$(getconf CLK_TCK)" '
@@ -128,6 +147,7 @@ done
 
 echo
 echo "HTTP hello world (wrk -t1 -c$CONNS, keep-alive, ${SECONDS_RUN} s per run, best of $ROUNDS rounds;"
+[ -n "$WRK_SCRIPT" ] && echo "every request with 8 more headers a browser sends;"
 echo "latencies in microseconds from that round; ratio: evlua req/s / server req/s;"
 echo "cpu: the server's CPU microseconds per request, least of the rounds; cpu ratio:"
 echo "server cpu / evlua cpu, above 1 when evlua needs less CPU per request)"
