@@ -100,8 +100,9 @@ static int expects_continue(evlua_http *h) {
   const char *base = evlua_http_bytes(&h->hbuf);
   for (size_t i = 0; i < h->nfields; i++) {
     const evlua_http_field *f = &h->fields[i];
-    if (evlua_http_ieq(base + f->off, f->name_len, "expect") &&
-        evlua_http_ieq(base + f->off + f->name_len, f->value_len, "100-continue"))
+    const char *name = base + f->off;
+    if (evlua_http_ieq(name, f->name_len, "expect") &&
+        evlua_http_ieq(name + f->name_len, f->value_len, "100-continue"))
       return 1;
   }
   return 0;

@@ -61,7 +61,8 @@ static void push_headers_pairwise(lua_State *L, evlua_http *h, char *base) {
       lua_rawseti(L, -2, (lua_Integer)++count);
       grouped[k] = 1;
     }
-    if (count == 1) lua_pushlstring(L, base + f->off + f->name_len, f->value_len);
+    if (count == 1)
+      lua_pushlstring(L, base + f->off + f->name_len, f->value_len);
     lua_rawset(L, -3);
   }
 }
@@ -267,7 +268,8 @@ static char *put_prefix(lua_State *L, char *at, lua_Integer status,
     if (p) return put(at, p->text, p->len);
     if (!reason) reason = standard ? standard : "Unknown";
     reason_len = strlen(reason);
-  } else if (memchr(reason, '\r', reason_len) || memchr(reason, '\n', reason_len) ||
+  } else if (memchr(reason, '\r', reason_len) ||
+             memchr(reason, '\n', reason_len) ||
              memchr(reason, '\0', reason_len)) {
     luaL_error(L, "bad reason phrase (CR, LF or NUL)");   /* header injection */
   }
@@ -383,7 +385,7 @@ static int l_reply(lua_State *L) {
   const char *reason = luaL_optlstring(L, 3, NULL, &reason_len);
   const char *body = "";
   body_len = 0;
-  if (!lua_isnil(L, 4)) body = luaL_tolstring(L, 4, &body_len);   /* any value */
+  if (!lua_isnil(L, 4)) body = luaL_tolstring(L, 4, &body_len);   /* any */
   lua_Integer flags = luaL_checkinteger(L, 5);
   const char *extra = luaL_optlstring(L, 6, "", &extra_len);
   const char *server = luaL_optlstring(L, 7, "", &server_len);
@@ -406,7 +408,8 @@ static int l_reply(lua_State *L) {
     at = PUT_LITERAL(at, "\r\n");
   }
   if (!(flags & REPLY_KEEP_ALIVE)) {
-    if (!(flags & REPLY_OWN_CLOSE)) at = PUT_LITERAL(at, "Connection: close\r\n");
+    if (!(flags & REPLY_OWN_CLOSE))
+      at = PUT_LITERAL(at, "Connection: close\r\n");
   } else if (!(flags & REPLY_HTTP11)) {
     at = PUT_LITERAL(at, "Connection: keep-alive\r\n");
   }
@@ -422,7 +425,8 @@ static int l_reply(lua_State *L) {
       { head, (size_t)(at - head) },
       { (void *)(uintptr_t)body, body_len }
     };
-    results = evlua_push_write_result(L, ls, evlua_stream_write(&ls->s, iov, 2));
+    results = evlua_push_write_result(L, ls,
+                                      evlua_stream_write(&ls->s, iov, 2));
   }
   evlua_scratch_done(scratch);
   return results;

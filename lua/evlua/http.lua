@@ -249,8 +249,8 @@ local CONTINUE = "HTTP/1.1 100 Continue\r\n\r\n"
 -- not of a request).
 local function send_error(conn, status)
   local text = (core.http_status_text(status) or "Error") .. "\n"
-  conn:write(http_reply(nil, status, nil, text, HTTP11,
-                        "Content-Type: text/plain\r\n", conn.httpd.server_header))
+  conn:write(http_reply(nil, status, nil, text, HTTP11, "Content-Type: text/plain\r\n",
+                        conn.httpd.server_header))
 end
 
 function Conn:init()
@@ -347,7 +347,8 @@ end
 -- queued to run (resumed from the loop) rather than resumed now.
 function Conn:data(deferred)
   if self._stopped then return end
-  local parser, stream, max_pipeline = self._parser, self._stream, self._max_pipeline
+  local parser, stream = self._parser, self._stream
+  local max_pipeline = self._max_pipeline
   while true do
     if self._qtail - self._qhead + 1 >= max_pipeline or self._wait_continue then
       self._blocked = true
