@@ -250,16 +250,6 @@ static int l_numeric(lua_State *L) {
   return 2;
 }
 
-static void new_meta(lua_State *L, const char *name, const luaL_Reg *meta,
-                     const luaL_Reg *methods) {
-  luaL_newmetatable(L, name);
-  luaL_setfuncs(L, meta, 0);
-  lua_newtable(L);
-  luaL_setfuncs(L, methods, 0);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
-}
-
 void evlua_open_dns(lua_State *L) {
   static const luaL_Reg resolver_methods[] = {
     { "resolve", l_resolver_resolve },
@@ -291,7 +281,7 @@ void evlua_open_dns(lua_State *L) {
     { "dns_numeric", l_numeric },
     { NULL, NULL }
   };
-  new_meta(L, EVLUA_DNS_RESOLVER, resolver_meta, resolver_methods);
-  new_meta(L, EVLUA_DNS_REQUEST, request_meta, request_methods);
+  evlua_new_class(L, EVLUA_DNS_RESOLVER, resolver_meta, resolver_methods);
+  evlua_new_class(L, EVLUA_DNS_REQUEST, request_meta, request_methods);
   luaL_setfuncs(L, funcs, 0);   /* into the core table below */
 }

@@ -112,10 +112,6 @@ void evlua_open_fdwatch(lua_State *L) {
     { "isatty", l_isatty },
     { NULL, NULL }
   };
-  luaL_newmetatable(L, EVLUA_FDWATCH);
-  luaL_setfuncs(L, meta, 0);
-  luaL_newlib(L, methods);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  evlua_new_class(L, EVLUA_FDWATCH, meta, methods);
   luaL_setfuncs(L, funcs, 0);   /* into the core table below */
 }

@@ -503,11 +503,6 @@ void evlua_open_http(lua_State *L) {
     { "http_reply_header", l_reply_header },
     { NULL, NULL }
   };
-  luaL_newmetatable(L, EVLUA_HTTP_PARSER);
-  parser_meta = lua_topointer(L, -1);
-  luaL_setfuncs(L, meta, 0);
-  luaL_newlib(L, methods);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  parser_meta = evlua_new_class(L, EVLUA_HTTP_PARSER, meta, methods);
   luaL_setfuncs(L, funcs, 0);
 }

@@ -174,11 +174,7 @@ void evlua_open_listener(lua_State *L) {
     { "__index", NULL },
     { NULL, NULL }
   };
-  luaL_newmetatable(L, EVLUA_LISTENER);
-  luaL_setfuncs(L, meta, 0);
-  luaL_newlib(L, methods);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  evlua_new_class(L, EVLUA_LISTENER, meta, methods);
   lua_pushcfunction(L, l_listen);
   lua_setfield(L, -2, "listen");
 }

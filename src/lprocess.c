@@ -296,10 +296,6 @@ void evlua_open_process(lua_State *L) {
     { "getpid", l_getpid },
     { NULL, NULL }
   };
-  luaL_newmetatable(L, EVLUA_PROCESS);
-  luaL_setfuncs(L, meta, 0);
-  luaL_newlib(L, methods);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  evlua_new_class(L, EVLUA_PROCESS, meta, methods);
   luaL_setfuncs(L, funcs, 0);   /* into the core table below */
 }

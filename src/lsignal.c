@@ -105,11 +105,7 @@ void evlua_open_signal(lua_State *L) {
     { "__index", NULL },
     { NULL, NULL }
   };
-  luaL_newmetatable(L, EVLUA_SIGNAL);
-  luaL_setfuncs(L, meta, 0);
-  luaL_newlib(L, methods);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  evlua_new_class(L, EVLUA_SIGNAL, meta, methods);
   lua_pushcfunction(L, l_signal_new);
   lua_setfield(L, -2, "signal");   /* into the core table below */
 }

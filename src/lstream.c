@@ -404,11 +404,6 @@ void evlua_open_stream(lua_State *L) {
     { "numeric_host", l_numeric_host },
     { NULL, NULL }
   };
-  luaL_newmetatable(L, EVLUA_STREAM);
-  stream_meta = lua_topointer(L, -1);
-  luaL_setfuncs(L, meta, 0);
-  luaL_newlib(L, methods);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  stream_meta = evlua_new_class(L, EVLUA_STREAM, meta, methods);
   luaL_setfuncs(L, funcs, 0);
 }

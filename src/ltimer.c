@@ -118,11 +118,7 @@ void evlua_open_timer(lua_State *L) {
     { "__index", NULL },
     { NULL, NULL }
   };
-  luaL_newmetatable(L, EVLUA_TIMER);
-  luaL_setfuncs(L, meta, 0);
-  luaL_newlib(L, methods);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  evlua_new_class(L, EVLUA_TIMER, meta, methods);
   lua_pushcfunction(L, l_timer_new);
   lua_setfield(L, -2, "timer");   /* into the core table below */
 }

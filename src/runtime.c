@@ -170,6 +170,18 @@ void evlua_scratch_done(evlua_buffer *b) {
   if (b->cap > 1024 * 1024) evlua_buffer_free(b);
 }
 
+const void *evlua_new_class(lua_State *L, const char *name,
+                            const luaL_Reg *meta, const luaL_Reg *methods) {
+  luaL_newmetatable(L, name);
+  const void *mt = lua_topointer(L, -1);
+  luaL_setfuncs(L, meta, 0);
+  lua_newtable(L);
+  luaL_setfuncs(L, methods, 0);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  return mt;
+}
+
 void *evlua_checkudata(lua_State *L, int idx, const void *meta,
                        const char *tname) {
   void *p = lua_touserdata(L, idx);

@@ -7,6 +7,7 @@
 
 #include <ev.h>
 #include <lua.h>
+#include <lauxlib.h>
 #include <stddef.h>
 
 #include "buffer.h"
@@ -71,6 +72,12 @@ int evlua_traceback(lua_State *L);
 ** and releases it if a big message made it large. */
 evlua_buffer *evlua_scratch(lua_State *L);
 void evlua_scratch_done(evlua_buffer *b);
+
+/* Register the metatable of userdata type name: the meta functions, and
+** __index, a table of the methods. Returns the metatable's pointer (for
+** evlua_checkudata); the stack is as it was. */
+const void *evlua_new_class(lua_State *L, const char *name,
+                            const luaL_Reg *meta, const luaL_Reg *methods);
 
 /* luaL_checkudata for the hot paths: compares the value's metatable with
 ** meta (the pointer of the registered metatable, which lives as long as
