@@ -28,14 +28,10 @@ lstream *evlua_check_stream(lua_State *L, int idx) {
   return check_stream(L, idx);
 }
 
-/* Call dispatch(owner, event, arg) for the stream; the userdata stays on
-** the stack meanwhile, so dropping the anchor (unanchor) is safe. */
-static void emit(evlua_stream *s, const char *event, const char *arg,
-                 int unanchor) {
-  lstream *ls = container_of(s, lstream, s);
-  lua_State *L = ((evlua_runtime *)ev_userdata(s->loop))->L;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, ls->ref);
-  if (unanchor) evlua_unanchor(L, &ls->ref);
+/* Call dispatch(owner, event, arg) for the stream userdata on top of
+** the stack, and pop it (it stays on the stack meanwhile, so dropping its
+** anchor first is safe). */
+static void dispatch(lua_State *L, const char *event, const char *arg) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, dispatch_ref);
   lua_getiuservalue(L, -2, 1);
   lua_pushstring(L, event);
@@ -45,6 +41,21 @@ static void emit(evlua_stream *s, const char *event, const char *arg,
   lua_pop(L, 1);
 }
 
+/* The loop's Lua state, with the stream's userdata pushed. */
+static lua_State *push_stream(lstream *ls) {
+  lua_State *L = ((evlua_runtime *)ev_userdata(ls->s.loop))->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ls->ref);
+  return L;
+}
+
+static void emit(evlua_stream *s, const char *event, const char *arg,
+                 int unanchor) {
+  lstream *ls = container_of(s, lstream, s);
+  lua_State *L = push_stream(ls);
+  if (unanchor) evlua_unanchor(L, &ls->ref);
+  dispatch(L, event, arg);
+}
+
 static void on_connect(evlua_stream *s, int err) {
   emit(s, "connect", err ? evlua_net_strerror(err) : NULL, err != 0);
 }
@@ -52,17 +63,15 @@ static void on_connect(evlua_stream *s, int err) {
 /* New bytes: the stream's own data handler if it has one (user value 2),
 ** called as handler(owner), else the dispatcher. */
 static void on_data(evlua_stream *s) {
-  lstream *ls = container_of(s, lstream, s);
-  lua_State *L = ((evlua_runtime *)ev_userdata(s->loop))->L;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, ls->ref);
+  lua_State *L = push_stream(container_of(s, lstream, s));
   if (lua_getiuservalue(L, -1, 2) == LUA_TFUNCTION) {
     lua_getiuservalue(L, -2, 1);
     evlua_pcall(L, 1, 0);
     lua_pop(L, 1);
     return;
   }
-  lua_pop(L, 2);
-  emit(s, "data", NULL, 0);
+  lua_pop(L, 1);
+  dispatch(L, "data", NULL);
 }
 
 static void on_drain(evlua_stream *s) {
