@@ -656,7 +656,7 @@ describe("http server", function()
       req:reply(204)
     end)
     -- past 32 headers repeated names are grouped another way (lhttp.c)
-    for _, total in ipairs({ 10, 40 }) do
+    for _, total in ipairs({ 10, 32, 33, 40 }) do
       local lines = { "GET / HTTP/1.1" }
       for i = 1, total do
         lines[#lines + 1] = i % 3 == 0 and ("X-Rep: v" .. i) or ("X-H" .. i .. ": " .. i)
@@ -668,7 +668,8 @@ describe("http server", function()
       for i = 3, total, 3 do expected[#expected + 1] = "v" .. i end
       assert.same(expected, seen["x-rep"])
       assert.equal("1", seen["x-h1"])
-      assert.equal(tostring(total - 2), seen["x-h" .. (total - 2)])
+      local last = total % 3 == 0 and total - 1 or total   -- not an X-Rep line
+      assert.equal(tostring(last), seen["x-h" .. last])
       local n = 0
       for _ in pairs(seen) do n = n + 1 end
       assert.equal(total - #expected + 1, n)
