@@ -5,6 +5,7 @@
 */
 #include <errno.h>
 #include <lauxlib.h>
+#include <stdio.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -24,6 +25,7 @@ typedef struct llistener {
   int fd;
   int paused;          /* by the user */
   int tcp;             /* not a unix socket */
+  int backlog;         /* as given to listen(2) */
   int ref;             /* registry anchor while open */
 } llistener;
 
@@ -65,15 +67,36 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents) {
   lua_settop(L, top - 1);
 }
 
+/* The default backlog: the system's cap on accept queues (somaxconn), as
+** Go does, so a burst of connections is not cut at an arbitrary 511 and
+** left to SYN retries (a second each). Read once; 4096 (the kernel's
+** default since 5.4) when it cannot be read. */
+#define MAX_BACKLOG 65535
+static int default_backlog(void) {
+  static int cached;
+  if (cached) return cached;
+  int n = 0;
+  FILE *f = fopen("/proc/sys/net/core/somaxconn", "r");
+  if (f) {
+    if (fscanf(f, "%d", &n) != 1) n = 0;
+    fclose(f);
+  }
+  if (n <= 0) n = 4096;
+  if (n > MAX_BACKLOG) n = MAX_BACKLOG;
+  cached = n;
+  return n;
+}
+
 /* core.listen(host, port, backlog, reuseport, fn [, arg]) -> listener |
-** nil, err. host is numeric, "*" or "unix:/path". */
+** nil, err. host is numeric, "*" or "unix:/path"; backlog nil: the
+** system's maximum. */
 static int l_listen(lua_State *L) {
   const char *host = luaL_checkstring(L, 1);
   lua_Integer port = luaL_checkinteger(L, 2);
-  lua_Integer backlog = luaL_optinteger(L, 3, 511);
+  lua_Integer backlog = luaL_optinteger(L, 3, default_backlog());
   int reuseport = lua_toboolean(L, 4);
   luaL_argcheck(L, port >= 0 && port <= 65535, 2, "port out of range");
-  luaL_argcheck(L, backlog >= 0 && backlog <= 65535, 3, "backlog out of range");
+  luaL_argcheck(L, backlog >= 0 && backlog <= MAX_BACKLOG, 3, "backlog out of range");
   luaL_checktype(L, 5, LUA_TFUNCTION);
   evlua_addr addr;
   if (evlua_addr_parse(&addr, host, (int)port) != 0)
@@ -82,6 +105,7 @@ static int l_listen(lua_State *L) {
   l->fd = -1;
   l->paused = 0;
   l->tcp = addr.ss.ss_family != AF_UNIX;
+  l->backlog = (int)backlog;
   l->ref = LUA_NOREF;
   luaL_setmetatable(L, EVLUA_LISTENER);
   evlua_set_target(L, lua_gettop(L), 5);
@@ -152,6 +176,13 @@ static int l_port(lua_State *L) {
   return 1;
 }
 
+/* listener:backlog() -> the length of its accept queue, as asked of
+** listen(2) (the kernel caps it at somaxconn) */
+static int l_backlog(lua_State *L) {
+  lua_pushinteger(L, check_listener(L, 1)->backlog);
+  return 1;
+}
+
 static int l_tostring(lua_State *L) {
   llistener *l = check_listener(L, 1);
   lua_pushfstring(L, "evlua.listener (fd %d)", l->fd);
@@ -165,6 +196,7 @@ void evlua_open_listener(lua_State *L) {
     { "resume", l_resume },
     { "addr", l_addr },
     { "port", l_port },
+    { "backlog", l_backlog },
     { NULL, NULL }
   };
   static const luaL_Reg meta[] = {

@@ -336,6 +336,47 @@ describe("connect", function()
     listener:close()
   end)
 
+  it("defaults the backlog to somaxconn and an explicit one is kept", function()
+    local f = io.open("/proc/sys/net/core/somaxconn")
+    local somaxconn = f and tonumber(f:read("l")) or 4096
+    if f then f:close() end
+    local listener = assert(event.listen("127.0.0.1", 0, function() end))
+    assert.equal(math.min(somaxconn, 65535), listener:backlog())
+    listener:close()
+    listener = assert(event.listen("127.0.0.1", 0, function() end, nil, { backlog = 7 }))
+    assert.equal(7, listener:backlog())
+    listener:close()
+  end)
+
+  it("queues a burst of 1,000 connections without SYN retries", function()
+    -- The listener accepts nothing meanwhile, so every handshake must fit
+    -- in the kernel's queue: with a 511 backlog the 513th SYN is dropped
+    -- and its connect can only time out while the queue stays full.
+    local listener = assert(event.listen("127.0.0.1", 0, function() end))
+    if listener:backlog() < 1000 then
+      listener:close()
+      return pending("somaxconn below 1000 on this machine")
+    end
+    listener:pause()
+    local port, N = listener:port(), 1000
+    local handles = {}
+    for i = 1, N do
+      handles[i] = event.fork(function()
+        return event.connect("127.0.0.1", port, nil, 3)
+      end)
+    end
+    local connected = 0
+    for i = 1, N do
+      local _, ch, err = handles[i]:join(10)
+      assert(ch, err)
+      connected = connected + 1
+      handles[i] = ch
+    end
+    assert.equal(N, connected)
+    for i = 1, N do handles[i]:close_immediately() end
+    listener:close()
+  end)
+
   it("fails promptly when the name does not resolve", function()
     dns.configure({ servers = { "127.0.0.1:9" }, timeout = 0.2, tries = 1 })
     local t0 = event.time()
