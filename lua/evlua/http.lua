@@ -295,6 +295,15 @@ local function stop_with(conn, status)
   if conn._qhead > conn._qtail then advance(conn) end
 end
 
+-- Answer req for its callback (500, 503): a plain-text reply of its own,
+-- without the headers the callback had added (a Content-Length of the
+-- reply it meant to send would frame this one wrongly).
+local function builtin_reply(req, status, text)
+  req._rh = "Content-Type: text/plain\r\n"
+  req._close, req._length = nil, nil
+  return req:reply(status, nil, text)
+end
+
 -- The callback has returned (ok) or failed (err) without finishing its
 -- reply: log, and finish or cut the reply.
 local function unfinished(req, ok, err)
@@ -312,7 +321,7 @@ local function unfinished(req, ok, err)
     done(req)
     return
   end
-  req:reply(500, nil, "Internal Server Error\n")
+  builtin_reply(req, 500, "Internal Server Error\n")
 end
 
 -- Callbacks run in pooled worker coroutines: a worker parks here between
@@ -518,7 +527,7 @@ local function expire(srv, req, w)
     req.keep_alive = false
     done(req)
   else
-    req:reply(503, nil, "Service Unavailable\n")
+    builtin_reply(req, 503, "Service Unavailable\n")
   end
 end
 

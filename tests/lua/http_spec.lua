@@ -317,6 +317,29 @@ describe("http server", function()
     srv:close()
   end)
 
+  it("gives its own 500 and 503 a Content-Type and drops the callback's headers", function()
+    local srv, port = server(function(_, req, _, url)
+      req:reply_header("Content-Type", "application/json")
+      req:reply_header("Content-Length", 1000)
+      if url == "/boom" then error("kaboom") end
+      event.sleep(30)
+    end, { handler_timeout = 0.2 })
+    local log = event.error
+    event.error = function() end
+    local ch = connect(port)
+    ch:write("GET /boom HTTP/1.1\r\nHost: x\r\n\r\nGET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+    local s1, h1, b1 = read_reply(ch)
+    local s2, h2, b2 = read_reply(ch)
+    event.error = log
+    assert.same({ 500, "text/plain", "Internal Server Error\n" },
+                { s1, h1["content-type"], b1 })
+    assert.same({ 503, "text/plain", "Service Unavailable\n" },
+                { s2, h2["content-type"], b2 })
+    assert.equal(tostring(#b1), h1["content-length"])
+    ch:close()
+    srv:close()
+  end)
+
   it("logs an error raised after the reply and keeps the connection", function()
     local logged = {}
     local srv, port = server(function(_, req, _, url)
