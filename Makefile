@@ -1,9 +1,12 @@
 # evlua - build, test, benchmark, install.
-#   make            build ./evlua (installs missing Debian packages first)
+#   make            build ./evlua (installs missing build packages first;
+#                   on a machine without make: ./setup installs them)
 #   make test       C unit tests + Lua tests inside the runtime
 #   make asan-test  the same Lua tests with an ASan+UBSan build
 #   make bench      benchmarks, side by side with their peers
+#   make fresh-check  the README's two commands on a new minimal Debian
 #   make install PREFIX=/usr/local
+# Each target installs the Debian packages it needs, and only those.
 
 PREFIX ?= /usr/local
 SHARE_DIR = $(PREFIX)/share/evlua
@@ -11,8 +14,8 @@ CC ?= cc
 CFLAGS ?= -O2 -g
 WARNINGS = -Wall -Wextra -Wshadow -Wpointer-arith -Wcast-qual \
   -Wstrict-prototypes -Wmissing-prototypes -Wundef -Wformat=2
-PKG_CFLAGS = $(shell pkg-config --cflags lua5.4 libcares 2>/dev/null)
-PKG_LIBS = $(shell pkg-config --libs lua5.4 libcares 2>/dev/null)
+PKG_CFLAGS = $(shell pkg-config --cflags lua5.4 libcares readline 2>/dev/null)
+PKG_LIBS = $(shell pkg-config --libs lua5.4 libcares readline 2>/dev/null)
 # libev and http-parser ship no .pc file in Debian.
 LIBS = $(PKG_LIBS) -lev -lhttp_parser -lm
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARNINGS) $(PKG_CFLAGS) \
@@ -30,11 +33,12 @@ C_TESTS = build/tests/test_log build/tests/test_paths build/tests/test_buffer \
   build/tests/test_msgpack build/tests/test_http build/tests/test_process \
   build/tests/test_resp
 
-.PHONY: all deps test asan asan-test bench fuzz install uninstall clean
-all: deps evlua
+.PHONY: all deps-build deps-test deps-bench test asan asan-test bench fuzz \
+  fresh-check install uninstall clean
+all: deps-build evlua
 
-deps:
-	@scripts/install-deps.sh
+deps-build deps-test deps-bench:
+	@scripts/install-deps.sh $(@:deps-%=%)
 
 evlua: $(OBJ)
 	$(CC) -o $@ $(OBJ) $(LIBS) $(LDFLAGS)
@@ -45,7 +49,7 @@ build/obj/%.o: src/%.c
 
 # The sanitizer build lives in build/asan/ with a lua/ link beside it, so
 # it finds the library the same way ./evlua does.
-asan: deps build/asan/evlua
+asan: deps-test build/asan/evlua
 build/asan/evlua: $(ASAN_OBJ)
 	clang $(ASAN_FLAGS) -o $@ $(ASAN_OBJ) $(LIBS)
 	ln -sfn ../../lua build/asan/lua
@@ -66,7 +70,7 @@ build/tests/test_%: tests/c/test_%.c src/%.c
 	$(CC) $(ALL_CFLAGS) -Isrc -o $@ $^ $(shell pkg-config --cflags --libs cmocka) \
 	  $(TEST_LIBS)
 
-test: all $(C_TESTS)
+test: deps-test all $(C_TESTS)
 	@tests/run.sh ./evlua
 
 asan-test: asan
@@ -75,7 +79,7 @@ asan-test: asan
 # Fuzz the network decoders with libFuzzer (clang), FUZZ_SECONDS each.
 FUZZ_SECONDS ?= 30
 FUZZERS = build/fuzz/fuzz_msgpack build/fuzz/fuzz_http build/fuzz/fuzz_resp
-fuzz: deps $(FUZZERS)
+fuzz: deps-test $(FUZZERS)
 	@for f in $(FUZZERS); do \
 	  mkdir -p build/fuzz/corpus-$$(basename $$f); \
 	  $$f -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
@@ -94,8 +98,12 @@ build/fuzz/fuzz_http: tests/fuzz/fuzz_http.c src/http.c src/buffer.c
 	@mkdir -p $(@D)
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc -o $@ $^ -lhttp_parser
 
-bench: all
+bench: deps-bench all
 	@bench/run.sh
+
+# Slow (a debootstrap and every package): run by hand, not in CI.
+fresh-check:
+	@tests/fresh/run.sh
 
 install: evlua
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SHARE_DIR)/lua/evlua \

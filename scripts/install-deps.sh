@@ -1,43 +1,77 @@
 #!/bin/sh
-# scripts/install-deps.sh - install the Debian packages evlua needs to build,
-# test and benchmark. Idempotent: when everything is present it only runs
-# dpkg-query once and prints nothing.
+# scripts/install-deps.sh STEP... - install the Debian packages a step
+# needs: build (make), test (make test, asan-test, fuzz), bench (make
+# bench). Idempotent: when everything is present it only asks dpkg-query
+# and prints nothing. Services that Debian starts on install (nginx,
+# redis-server) are kept from starting: the tests start their own.
 set -e
 
-# Build: compiler, pkg-config, Lua 5.4, libev, c-ares and http-parser
-# headers. (Redis replies are read by src/resp.c, not hiredis: see
-# docs/redis.md.)
-BUILD="gcc make pkg-config liblua5.4-dev libev-dev libc-ares-dev \
-libhttp-parser-dev"
-# Tests: the stock interpreter (for comparisons), busted, cmocka, valgrind,
-# clang's sanitizer runtime for `make asan-test`, tmux (terminal tests), a
-# DNS server and python3 (a silent UDP peer) for the DNS tests, and
-# msgpack-rpc peers nobody here wrote: Neovim, and Python's msgpack and
-# pynvim (tests call /usr/bin/python3, Debian's, which has them); curl
-# and nginx as HTTP peers; redis-server for the Redis client.
-TEST="lua5.4 lua-busted libcmocka-dev valgrind clang libclang-rt-14-dev tmux \
-dnsmasq-base python3 neovim python3-msgpack python3-pynvim curl nginx \
+# Build: compiler, make, pkg-config, Lua 5.4, libev, c-ares, http-parser
+# and readline headers. (Redis replies are read by src/resp.c, not
+# hiredis: see docs/redis.md.)
+BUILD="gcc make pkg-config libc6-dev liblua5.4-dev libev-dev libc-ares-dev \
+libhttp-parser-dev libreadline-dev"
+# Tests: cmocka (C unit tests); busted and the stock interpreter (for
+# comparisons); clang and its sanitizer runtime (asan-test, fuzz);
+# valgrind; tmux (terminal tests); procps (ps, kill); a DNS server and
+# python3 (a silent UDP peer) for the DNS tests; msgpack-rpc peers nobody
+# here wrote: Neovim, and Python's msgpack and pynvim (tests call
+# /usr/bin/python3, Debian's, which has them); curl and nginx as HTTP
+# peers; redis-server for the Redis client.
+TEST="libcmocka-dev lua5.4 lua-busted clang libclang-rt-14-dev valgrind tmux \
+procps dnsmasq-base python3 python3-msgpack python3-pynvim neovim curl nginx \
 redis-server"
 # Benchmarks: wrk, and nginx with its Lua module as the HTTP peers;
-# redis-benchmark (redis-tools) as the Redis client's peer.
-BENCH="wrk nginx libnginx-mod-http-lua redis-tools"
+# redis-benchmark (redis-tools) as the Redis client's peer; taskset
+# (util-linux) pins server and client to their cores.
+BENCH="wrk nginx libnginx-mod-http-lua redis-tools util-linux procps"
 
-PACKAGES="$BUILD $TEST $BENCH"
+[ $# -gt 0 ] || { echo "usage: $0 build|test|bench..." >&2; exit 2; }
+packages=""
+for step in "$@"; do
+  case "$step" in
+    build) packages="$packages $BUILD" ;;
+    test) packages="$packages $BUILD $TEST" ;;
+    bench) packages="$packages $BUILD $BENCH" ;;
+    *) echo "$0: unknown step '$step' (build, test or bench)" >&2; exit 2 ;;
+  esac
+done
 
 missing=""
-for p in $PACKAGES; do
+for p in $packages; do
+  case " $missing " in *" $p "*) continue ;; esac
   status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
   case "$status" in
     *" installed") ;;
     *) missing="$missing $p" ;;
   esac
 done
-
 [ -z "$missing" ] && exit 0
 
-echo "install-deps: installing$missing" >&2
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "install-deps: missing packages:$missing (no apt-get here: install them by hand)" >&2
+  exit 1
+fi
 SUDO=""
-[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null 2>&1 || {
+    echo "install-deps: missing packages:$missing (run as root, or install sudo)" >&2
+    exit 1
+  }
+  SUDO="sudo"
+fi
+echo "install-deps: installing$missing" >&2
+
+# While we install, invoke-rc.d and deb-systemd-invoke ask policy-rc.d
+# whether to start a service: 101 says no. One already there is kept.
+POLICY=/usr/sbin/policy-rc.d
+if [ ! -e "$POLICY" ]; then
+  printf '#!/bin/sh\n# evlua install-deps: start no service while installing\nexit 101\n' |
+    $SUDO tee "$POLICY" >/dev/null
+  $SUDO chmod 755 "$POLICY"
+  trap '$SUDO rm -f "$POLICY"' EXIT
+fi
+
 export DEBIAN_FRONTEND=noninteractive
 # Refresh the package lists once if they are missing or older than a day.
 if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mtime -1 2>/dev/null | head -n 1)" ]; then
@@ -45,3 +79,12 @@ if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mtime -1 2>/d
 fi
 # shellcheck disable=SC2086
 $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+
+# Under systemd a unit is also enabled for the next boot: not these.
+if [ -d /run/systemd/system ]; then
+  for unit in nginx redis-server; do
+    case " $missing " in
+      *" $unit "*) $SUDO systemctl disable --now "$unit" >/dev/null 2>&1 || true ;;
+    esac
+  done
+fi

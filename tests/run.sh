@@ -1,50 +1,91 @@
 #!/bin/sh
-# tests/run.sh EVLUA [--lua-only] - run every test suite against the evlua
-# binary EVLUA and end with one line "N passed, N failed[, N skipped]".
-# Suites print TAP; a suite that dies without finishing counts as a failure.
+# tests/run.sh EVLUA [--lua-only] [SPEC...] - run the test suites against
+# the evlua binary EVLUA: every C unit test (unless --lua-only), then
+# every tests/lua/*_spec.lua (or just the SPECs named), each in a process
+# of its own. Prints a line per suite as it finishes (name, counts,
+# seconds); for a failed test, its own message and output only; ends with
+# one line "N passed, N failed[, N skipped]". Full logs: build/test-logs/.
 set -u
-EVLUA=${1:?usage: tests/run.sh path/to/evlua [--lua-only]}
-LUA_ONLY=${2:-}
+EVLUA=${1:?usage: tests/run.sh path/to/evlua [--lua-only] [spec...]}
+shift
+LUA_ONLY=
+if [ "${1:-}" = "--lua-only" ]; then LUA_ONLY=1; shift; fi
 cd "$(dirname "$0")/.." || exit 2
 EVLUA_BIN=$(cd "$(dirname "$EVLUA")" && pwd)/$(basename "$EVLUA")
 export EVLUA_BIN
-LOG_DIR=build/test-logs
+LOG_DIR=build/test-logs/$(echo "$EVLUA" | tr '/.' '__')
 mkdir -p "$LOG_DIR"
+# A suite that hangs fails instead of stopping the run.
+SUITE_TIMEOUT=${SUITE_TIMEOUT:-600}
 
+export CMOCKA_MESSAGE_OUTPUT=TAP
 passed=0 failed=0 skipped=0
 
-# count_tap NAME FILE STATUS: add a suite's TAP results to the totals.
-count_tap() {
-  name=$1 file=$2 status=$3
-  ok=$(grep -c '^ok ' "$file")
-  skip=$(grep -c '^ok .*# SKIP' "$file")
-  bad=$(grep -c '^not ok ' "$file")
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+
+# failures FILE: each failed test's own lines: what it printed (the lines
+# since the previous result, at most 40) and its diagnostics.
+failures() {
+  awk '
+    /^(not )?ok [0-9]/ || /^1\.\./ {
+      bad = 0
+      if ($0 ~ /^not ok/) {
+        if (n > 0) print "  output of the test:"
+        for (i = (n > 40 ? n - 40 : 0); i < n; i++) print "  | " out[i]
+        print "  " $0
+        bad = 1
+      }
+      n = 0
+      next
+    }
+    bad && /^#/ { print "  " $0; next }
+    { bad = 0; out[n++] = $0 }
+  ' "$1"
+}
+
+# run_suite NAME LOG COMMAND...: run one suite (TAP on stdout), count it.
+run_suite() {
+  name=$1 log=$2
+  shift 2
+  start=$(now_ms)
+  timeout -k 10 "$SUITE_TIMEOUT" "$@" >"$log" 2>&1
+  status=$?
+  secs=$(awk -v ms=$(($(now_ms) - start)) 'BEGIN { printf "%.1f", ms / 1000 }')
+  ok=$(grep -c '^ok ' "$log")
+  skip=$(grep -c '^ok .*# SKIP' "$log")
+  bad=$(grep -c '^not ok ' "$log")
   ok=$((ok - skip))
+  note=""
   if [ "$status" -ne 0 ] && [ "$bad" -eq 0 ]; then
-    echo "$name: exited with status $status before reporting a failure" >&2
     bad=1
+    [ "$status" -eq 124 ] && note=" (timed out after ${SUITE_TIMEOUT}s)" ||
+      note=" (exited with status $status)"
   fi
+  echo "$name: $ok passed, $bad failed, $skip skipped, ${secs}s$note"
   if [ "$bad" -ne 0 ]; then
-    echo "---- $name: failures (full log: $file)" >&2
-    grep -A 30 '^not ok ' "$file" | head -n 200 >&2
-    [ "$status" -ne 0 ] && tail -n 30 "$file" >&2
+    failures "$log"
+    if [ -n "$note" ]; then
+      echo "  last lines of $log:"
+      tail -n 15 "$log" | sed 's/^/  | /'
+    fi
   fi
-  echo "$name: $ok passed, $bad failed, $skip skipped"
   passed=$((passed + ok)) failed=$((failed + bad)) skipped=$((skipped + skip))
 }
 
-if [ "$LUA_ONLY" != "--lua-only" ]; then
+if [ -z "$LUA_ONLY" ] && [ $# -eq 0 ]; then
   for t in build/tests/test_*; do
     [ -x "$t" ] || continue
-    log="$LOG_DIR/$(basename "$t").tap"
-    CMOCKA_MESSAGE_OUTPUT=TAP "$t" >"$log" 2>&1
-    count_tap "$(basename "$t")" "$log" $?
+    name=$(basename "$t")
+    run_suite "$name" "$LOG_DIR/$name.tap" "$t"
   done
 fi
 
-log="$LOG_DIR/lua$(echo "$EVLUA" | tr '/.' '__').tap"
-"$EVLUA_BIN" tests/busted.lua -o TAP tests/lua >"$log" 2>&1
-count_tap "lua tests ($EVLUA)" "$log" $?
+if [ $# -eq 0 ]; then set -- tests/lua/*_spec.lua; fi
+for spec in "$@"; do
+  name=$(basename "$spec" .lua)
+  run_suite "$name" "$LOG_DIR/$name.tap" \
+    "$EVLUA_BIN" tests/busted.lua -o TAP "$spec"
+done
 
 if [ "$skipped" -gt 0 ]; then
   echo "$passed passed, $failed failed, $skipped skipped"
