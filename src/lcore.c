@@ -7,11 +7,19 @@
 #include <string.h>
 
 #include "log.h"
+#include "lreadline.h"
 #include "runtime.h"
 
-/* core.now() -> cached loop time (seconds since the epoch) */
+/* core.now() -> the loop time (seconds since the epoch): cached, but
+** refreshed when stale, so deadlines computed from it are real */
 static int l_now(lua_State *L) {
-  lua_pushnumber(L, ev_now(evlua_runtime_get(L)->loop));
+  lua_pushnumber(L, evlua_now(evlua_runtime_get(L)));
+  return 1;
+}
+
+/* core.iteration() -> the number of the loop iteration running now */
+static int l_iteration(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)ev_iteration(evlua_runtime_get(L)->loop));
   return 1;
 }
 
@@ -127,6 +135,7 @@ int luaopen_evlua_core(lua_State *L) {
   static const luaL_Reg funcs[] = {
     { "now", l_now },
     { "update_now", l_update_now },
+    { "iteration", l_iteration },
     { "time", l_time },
     { "breakout", l_breakout },
     { "exit", l_exit },
@@ -150,6 +159,7 @@ int luaopen_evlua_core(lua_State *L) {
   evlua_open_process(L);
   evlua_open_signal(L);
   evlua_open_interrupt(L);
+  evlua_open_readline(L);
   evlua_open_import(L);
   evlua_open_redis(L);   /* adds stream methods: after streams */
   lua_pushliteral(L, EVLUA_VERSION);

@@ -212,15 +212,17 @@ end
 -- not add up in one loop iteration, run_process lets the loop turn (timers,
 -- I/O) once the starts of the current iteration have taken SPAWN_SLICE.
 local SPAWN_SLICE = 0.005
-local slice_iteration, slice_used = nil, 0   -- event.now() names the iteration
+local slice_iteration, slice_used = nil, 0
 
 local function spawn_in_turn(cmd, opts)
   while true do
-    local now = event.now()
-    if now ~= slice_iteration then slice_iteration, slice_used = now, 0 end
+    local turn = core.iteration()
+    if turn ~= slice_iteration then slice_iteration, slice_used = turn, 0 end
     if slice_used < SPAWN_SLICE then break end
     event.sleep(0)
   end
+  -- the C timer of opts.timeout counts from the loop's clock: not stale
+  event.now()
   local started = event.time()
   local proc, err, checked = spawn(cmd, opts, "run_process", 3)
   slice_used = slice_used + (event.time() - started)

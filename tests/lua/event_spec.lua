@@ -355,6 +355,79 @@ describe("event.tasks", function()
   end)
 end)
 
+-- The loop's clock after Lua code blocked the loop (a blocking call, a
+-- long computation): libev's cached time stays where the iteration began,
+-- and a deadline or a timeout counted from it would end early by the time
+-- lost. event.time() reads the real clock; only lower bounds are asserted.
+describe("a stale loop clock", function()
+  local function block(seconds)
+    event.sleep(0)   -- a fresh iteration, then stall it
+    os.execute("sleep " .. seconds)
+  end
+
+  it("event.now() catches up after the loop was blocked", function()
+    event.sleep(0)
+    local t0 = event.now()
+    os.execute("sleep 1.2")
+    assert.is_true(event.now() - t0 >= 1, "now moved " .. event.now() - t0)
+  end)
+
+  it("event.now() stays the same within a short iteration", function()
+    event.sleep(0)
+    local a = event.now()
+    local b = event.now()
+    assert.is_true(b - a < 0.05)
+  end)
+
+  it("event.wait counts its timeout from the real time", function()
+    block(1.5)
+    local t0 = event.time()
+    local ok, err = event.wait({}, 1)
+    assert.is_nil(ok)
+    assert.equal("timeout", err)
+    assert.is_true(event.time() - t0 >= 0.5, "waited " .. event.time() - t0)
+  end)
+
+  it("event.sleep and event.timeout count from the real time", function()
+    block(1.5)
+    local t0 = event.time()
+    local fired
+    event.timeout(0.8, function() fired = event.time() end)
+    assert.is_true(event.sleep(1))
+    assert.is_true(event.time() - t0 >= 0.5, "slept " .. event.time() - t0)
+    helper.eventually(function() return fired end, "the timeout")
+    assert.is_true(fired - t0 >= 0.4, "fired after " .. fired - t0)
+  end)
+
+  it("a join's timeout counts from the real time", function()
+    local h = event.fork(function() event.wait("never woken") end)
+    block(1.5)
+    local t0 = event.time()
+    assert.same({ nil, "timeout" }, { h:join(1) })
+    assert.is_true(event.time() - t0 >= 0.5, "joined " .. event.time() - t0)
+    h:cancel()
+  end)
+
+  it("helper.await_output waits its whole deadline", function()
+    local path = helper.tmpdir() .. "/log"
+    helper.write_file(path, "nothing yet\n")
+    block(1.5)
+    local t0 = event.time()
+    local ok, err = pcall(helper.await_output, path, "never there", 1)
+    assert.is_false(ok)
+    assert.matches("no \"never there\"", err)
+    assert.is_true(event.time() - t0 >= 0.5, "gave up after " .. event.time() - t0)
+  end)
+
+  it("core.iteration() numbers the loop iterations", function()
+    event.sleep(0)   -- running from the ready queue: the next turn polls
+    local i = core.iteration()
+    assert.equal(i, core.iteration())
+    event.sleep(0)
+    assert.is_true(core.iteration() > i)
+  end)
+end)
+
 describe("core.c_heap", function()
   it("reports the bytes malloc has handed out, growing with allocations", function()
     collectgarbage()
