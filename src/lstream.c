@@ -312,6 +312,23 @@ static int l_set_idle_timeout(lua_State *L) {
   return 0;
 }
 
+/* stream:set_send_timeout(sec): close with "send timeout" when queued
+** output makes no progress for sec seconds (0: never) */
+static int l_set_send_timeout(lua_State *L) {
+  lstream *ls = check_stream(L, 1);
+  evlua_stream_set_send_timeout(&ls->s, check_seconds(L, 2));
+  return 0;
+}
+
+/* stream:timeouts() -> idle, send, linger (seconds, 0: none) */
+static int l_timeouts(lua_State *L) {
+  lstream *ls = check_stream(L, 1);
+  lua_pushnumber(L, ls->s.idle_timeout);
+  lua_pushnumber(L, ls->s.send_timeout);
+  lua_pushnumber(L, ls->s.linger);
+  return 3;
+}
+
 /* stream:set_linger(sec): how long close() may spend flushing */
 static int l_set_linger(lua_State *L) {
   check_stream(L, 1)->s.linger = check_seconds(L, 2);
@@ -393,6 +410,8 @@ void evlua_open_stream(lua_State *L) {
     { "local_addr", l_local_addr },
     { "set_idle_timeout", l_set_idle_timeout },
     { "set_linger", l_set_linger },
+    { "set_send_timeout", l_set_send_timeout },
+    { "timeouts", l_timeouts },
     { "set_limits", l_set_limits },
     { "limits", l_limits },
     { "full", l_full },

@@ -50,6 +50,7 @@ static void stop_all(evlua_stream *s) {
   ev_io_stop(s->loop, &s->rw);
   ev_io_stop(s->loop, &s->ww);
   ev_timer_stop(s->loop, &s->timer);
+  ev_timer_stop(s->loop, &s->send_timer);
 }
 
 /* Stop everything and release the fd; input stays readable. */
@@ -103,6 +104,40 @@ static void on_timer(struct ev_loop *loop, ev_timer *w, int revents) {
   ev_timer_start(loop, w);
 }
 
+/* Output stays queued: wait for the socket to take it. When the queue was
+** not waiting already, the no-progress clock starts now and the send
+** timer is armed (if it still runs from an earlier stall it fires early,
+** finds the later start and waits the rest). */
+static void start_stall(evlua_stream *s) {
+  s->last_write = ev_now(s->loop);
+  if (s->send_timeout > 0 && !ev_is_active(&s->send_timer)) {
+    ev_timer_set(&s->send_timer, s->send_timeout, 0.);
+    ev_timer_start(s->loop, &s->send_timer);
+  }
+}
+
+static void wait_writable(evlua_stream *s) {
+  if (ev_is_active(&s->ww)) return;
+  ev_io_start(s->loop, &s->ww);
+  if (s->state != EVLUA_STREAM_CONNECTING) start_stall(s);  /* else at open */
+}
+
+/* Queued output made no progress for send_timeout: the peer stopped
+** reading. Progress only stores a time (on_writable); the deadline is
+** checked here, as for the idle timeout. */
+static void on_send_timer(struct ev_loop *loop, ev_timer *w, int revents) {
+  (void)revents;
+  evlua_stream *s = container_of(w, evlua_stream, send_timer);
+  if (s->send_timeout <= 0 || evlua_buffer_len(&s->out) == 0) return;
+  double left = s->last_write + s->send_timeout - ev_now(loop);
+  if (left <= 0) {
+    close_now(s, "send timeout");
+    return;
+  }
+  ev_timer_set(w, left, 0.);
+  ev_timer_start(loop, w);
+}
+
 static void start_reading(evlua_stream *s) {
   if (s->state == EVLUA_STREAM_OPEN &&
       evlua_buffer_len(&s->in) < s->max_input)
@@ -116,7 +151,8 @@ static void enter_closing(evlua_stream *s, const char *reason) {
   ev_io_stop(s->loop, &s->rw);
   s->state = EVLUA_STREAM_CLOSING;
   s->close_reason = reason;
-  ev_io_start(s->loop, &s->ww);
+  if (evlua_buffer_len(&s->out) > 0) wait_writable(s);   /* may be corked */
+  else ev_io_start(s->loop, &s->ww);
   ev_timer_stop(s->loop, &s->timer);
   ev_timer_set(&s->timer, s->linger, 0.);
   ev_timer_start(s->loop, &s->timer);
@@ -170,6 +206,7 @@ static void finish_connect(evlua_stream *s) {
   s->state = EVLUA_STREAM_OPEN;
   touch(s);
   if (evlua_buffer_len(&s->out) == 0) ev_io_stop(s->loop, &s->ww);
+  else start_stall(s);   /* written while connecting: its clock starts now */
   start_reading(s);
   arm_idle(s);
   s->handler->on_connect(s, 0);
@@ -196,10 +233,12 @@ static void on_writable(struct ev_loop *loop, ev_io *w, int revents) {
     evlua_buffer_consume(&s->out, (size_t)r);
     s->bytes_out += (uint64_t)r;
     touch(s);
+    if (r > 0) s->last_write = s->last_activity;   /* progress */
     len -= (size_t)r;
   }
   if (len == 0) {
     ev_io_stop(s->loop, w);
+    ev_timer_stop(s->loop, &s->send_timer);
     if (s->was_full) s->was_full = 0;
     else evlua_buffer_free(&s->out);
     if (s->state == EVLUA_STREAM_CLOSING) {
@@ -226,12 +265,14 @@ void evlua_stream_init(evlua_stream *s, struct ev_loop *loop, int fd,
   s->high_water = EVLUA_STREAM_HIGH_WATER;
   s->low_water = EVLUA_STREAM_LOW_WATER;
   s->linger = EVLUA_STREAM_LINGER;
+  s->send_timeout = EVLUA_STREAM_SEND_TIMEOUT;
   evlua_buffer_init(&s->in);
   evlua_buffer_init(&s->out);
   evlua_net_nonblock(fd);
   ev_io_init(&s->rw, on_readable, fd, EV_READ);
   ev_io_init(&s->ww, on_writable, fd, EV_WRITE);
   ev_init(&s->timer, on_timer);
+  ev_init(&s->send_timer, on_send_timer);
   touch(s);
   if (connecting) {
     s->state = EVLUA_STREAM_CONNECTING;
@@ -274,8 +315,10 @@ static void flush_corked(struct ev_loop *loop, evlua_stream *s) {
   } else if (errno != EAGAIN) {
     s->write_error = errno;
   }
-  if (evlua_buffer_len(&s->out) > 0 || s->write_error)
+  if (s->write_error)
     ev_io_start(loop, &s->ww);
+  else if (evlua_buffer_len(&s->out) > 0)
+    wait_writable(s);
   else if (!s->was_full)
     evlua_buffer_free(&s->out);
 }
@@ -374,7 +417,7 @@ int evlua_stream_write(evlua_stream *s, const struct iovec *iov, int n) {
     return 0;
   }
   if (evlua_buffer_len(&s->out) > 0) {
-    ev_io_start(s->loop, &s->ww);
+    wait_writable(s);
     if (evlua_buffer_len(&s->out) >= s->high_water) s->full = s->was_full = 1;
   }
   return 0;
@@ -407,6 +450,17 @@ void evlua_stream_release(evlua_stream *s) {
 void evlua_stream_set_idle_timeout(evlua_stream *s, double seconds) {
   s->idle_timeout = seconds;
   if (s->state == EVLUA_STREAM_OPEN) arm_idle(s);
+}
+
+void evlua_stream_set_send_timeout(evlua_stream *s, double seconds) {
+  s->send_timeout = seconds;
+  ev_timer_stop(s->loop, &s->send_timer);
+  if (seconds > 0 && ev_is_active(&s->ww) && evlua_buffer_len(&s->out) > 0 &&
+      s->state != EVLUA_STREAM_CONNECTING) {   /* a stall under way */
+    double left = s->last_write + seconds - ev_now(s->loop);
+    ev_timer_set(&s->send_timer, left > 0 ? left : 0., 0.);
+    ev_timer_start(s->loop, &s->send_timer);
+  }
 }
 
 void evlua_stream_set_limits(evlua_stream *s, size_t max_input,

@@ -14,6 +14,12 @@
 ** the queue drains to low_water (then on_drain runs). The queue's memory
 ** is released when it empties, unless it went full on the way: a writer
 ** that keeps the queue full would otherwise regrow it every cycle.
+** Send timeout: when queued output makes no progress (no byte written)
+** for send_timeout seconds, the stream closes with "send timeout", so a
+** peer that stops reading cannot hold its connection and the queue's
+** memory forever. The timer is armed only when a write leaves bytes
+** queued, and stopped when the queue empties: a stream whose writes go
+** out at once never touches it.
 ** Closing: with flush, queued output is written first (bounded by the
 ** linger time), then the fd is shut down and closed; on_close always runs
 ** exactly once with the reason, except for a silent close (GC).
@@ -38,7 +44,7 @@ typedef struct evlua_stream_handler {
   /* The output queue fell to low_water after having been full. */
   void (*on_drain)(evlua_stream *s);
   /* The stream is closed (fd released); reason is "eof", "reset",
-  ** "timeout", "local close" or an error message. */
+  ** "timeout", "send timeout", "local close" or an error message. */
   void (*on_close)(evlua_stream *s, const char *reason);
 } evlua_stream_handler;
 
@@ -58,11 +64,14 @@ struct evlua_stream {
   int write_error;          /* errno of a failed write, reported by ww */
   ev_io rw, ww;
   ev_timer timer;           /* idle timeout, linger while closing */
+  ev_timer send_timer;      /* send timeout, while output is queued */
   evlua_buffer in, out;
   size_t max_input, high_water, low_water;
   double idle_timeout;      /* 0: none */
   double linger;            /* max seconds to flush on close */
+  double send_timeout;      /* 0: none */
   double last_activity;
+  double last_write;        /* last byte written, or output queued */
   uint64_t bytes_in, bytes_out;
   const char *close_reason; /* reason kept while flushing */
   const evlua_stream_handler *handler;
@@ -76,6 +85,7 @@ struct evlua_stream {
 #define EVLUA_STREAM_HIGH_WATER  (1024 * 1024)
 #define EVLUA_STREAM_LOW_WATER   (256 * 1024)
 #define EVLUA_STREAM_LINGER      30.0
+#define EVLUA_STREAM_SEND_TIMEOUT 60.0
 
 /* Set up a stream on fd (made non-blocking). If connecting, it waits for
 ** the connection to complete, else it starts reading. */
@@ -106,6 +116,7 @@ void evlua_stream_release(evlua_stream *s);
 
 /* Change limits and timeouts; they apply from the next event. */
 void evlua_stream_set_idle_timeout(evlua_stream *s, double seconds);
+void evlua_stream_set_send_timeout(evlua_stream *s, double seconds);
 void evlua_stream_set_limits(evlua_stream *s, size_t max_input,
                              size_t high_water, size_t low_water);
 

@@ -10,7 +10,7 @@
 --                      waiting in wait_read/wait_line: it gets them)
 --   drain()            the send queue fell below the low-water mark
 --   disconnect(reason) the connection ended: "eof", "reset", "timeout",
---                      "local close" or an error message
+--                      "send timeout", "local close" or an error message
 
 local core = require "evlua.core"
 local event = require "event"
@@ -23,6 +23,9 @@ Channel.__name = "evlua.channel"
 Channel.max_line = 64 * 1024     -- longest line wait_line/read_line accept
 Channel.read_timeout = nil       -- default timeout of waiting reads (s)
 Channel.write_timeout = nil      -- how long a full send may wait (s)
+Channel.send_timeout = nil       -- s queued output may make no progress
+                                 -- (nil: the stream's default, 60; 0 or
+                                 -- false: never)
 
 -- Metamethods are looked up raw, so a subclass copies them.
 local METAMETHODS = { "__close", "__tostring", "__name" }
@@ -91,6 +94,8 @@ function Channel:_start(...)
                       low_water = c.low_water })
     if c.idle_timeout then self:set_timeouts({ idle = c.idle_timeout }) end
   end
+  local send = c.send_timeout
+  if send ~= nil then self._stream:set_send_timeout(send or 0) end
   self:init(...)
   return self
 end
@@ -259,14 +264,17 @@ function Channel:fd()
   return self._stream:fd()
 end
 
--- ch:set_timeouts{ idle =, read =, write =, linger = } (seconds):
+-- ch:set_timeouts{ idle =, read =, write =, send =, linger = } (seconds):
 --   idle: close with "timeout" after this long without traffic (0: never)
+--   send: close with "send timeout" when queued output makes no progress
+--         for this long (default 60; 0 or false: never)
 --   read: default timeout of wait_read/wait_line
 --   write: how long a coroutine may wait for a full queue to drain
 --   linger: how long close() may spend flushing (default 30)
 function Channel:set_timeouts(t)
   if t.idle then self._stream:set_idle_timeout(t.idle) end
   if t.linger then self._stream:set_linger(t.linger) end
+  if t.send ~= nil then self._stream:set_send_timeout(t.send or 0) end
   if t.read then self.read_timeout = t.read end
   if t.write then self.write_timeout = t.write end
   return self

@@ -32,6 +32,8 @@ http.defaults = {
   body_timeout = 60,             -- s to receive a request's body (408)
   idle_timeout = 60,             -- s a keep-alive connection may idle
   handler_timeout = 60,          -- s a callback has to reply (503)
+  send_timeout = 60,             -- s a reply may wait for the client to
+                                 -- read (then close; 0/false: never)
   max_connections = 10000,       -- more are answered 503 and closed
   max_pipeline = 32,             -- requests parsed ahead of their replies
   server = "evlua/" .. core.version,   -- Server header (false: none)
@@ -645,6 +647,11 @@ function http.listen(ip, port, callback, opts)
       error("bad argument #4 to 'listen' (" .. k .. " must be a positive number)", 2)
     end
   end
+  local send = o.send_timeout
+  if send ~= false and (type(send) ~= "number" or not (send >= 0 and send < math.huge)) then
+    error("bad argument #4 to 'listen' (send_timeout must be false or a "
+          .. "non-negative number)", 2)
+  end
   if o.server ~= false and (type(o.server) ~= "string" or o.server:find("[\r\n%z]")) then
     error("bad argument #4 to 'listen' (server must be false or a string "
           .. "without CR, LF or NUL)", 2)
@@ -657,6 +664,7 @@ function http.listen(ip, port, callback, opts)
                        o.handler_timeout / 4, o.idle_timeout / 4)
   local class = Conn:inherit()
   class.httpd = srv
+  class.send_timeout = o.send_timeout   -- applied by Channel:_start
   local listener, err = event.listen(ip, port, function() end, class,
                                      { backlog = o.backlog, reuseport = o.reuseport })
   if not listener then return nil, err end

@@ -520,6 +520,105 @@ describe("limits and timeouts", function()
     listener:close()
   end)
 
+  -- A server class that sends `size` bytes as soon as a client connects;
+  -- Sender.reason(timeout) awaits its disconnect reason.
+  local function sender_class(size, send_timeout, close_after)
+    local Sender = channel:inherit()
+    Sender.send_timeout = send_timeout
+    local why
+    function Sender:init()
+      Sender.conn = self
+      self:write(("s"):rep(size))
+      if close_after then self:close() end
+    end
+    function Sender:disconnect(reason)
+      why = reason
+      event.wakeup(Sender)
+    end
+    function Sender.reason(timeout)
+      if not why then event.wait(Sender, timeout) end
+      return why
+    end
+    return Sender
+  end
+
+  -- A client that reads nothing: max_input = 1, so its kernel buffer
+  -- fills and stays full.
+  local function stalled_client(port)
+    local ch = assert(event.connect("127.0.0.1", port))
+    ch:set_limits({ max_input = 1 })
+    return ch
+  end
+
+  it("defaults send_timeout to 60 s; set_timeouts{ send = } changes it", function()
+    local listener, port = echo_server()
+    local ch = assert(event.connect("127.0.0.1", port))
+    assert.equal(60, select(2, ch._stream:timeouts()))
+    ch:set_timeouts({ send = 0.5 })
+    assert.equal(0.5, select(2, ch._stream:timeouts()))
+    ch:set_timeouts({ send = false })
+    assert.equal(0, select(2, ch._stream:timeouts()))
+    ch:close()
+    listener:close()
+  end)
+
+  it("closes with 'send timeout' when a peer stops reading, releasing the queue", function()
+    local SIZE = 16 * 1024 * 1024   -- far more than the socket buffers
+    local Sender = sender_class(SIZE, 0.2)
+    local listener = assert(event.listen("127.0.0.1", 0, function() end, Sender))
+    local t0 = event.now()
+    local client = stalled_client(listener:port())
+    assert.equal("send timeout", Sender.reason(10))
+    assert.truthy(event.now() - t0 >= 0.2)
+    local stats = Sender.conn:stats()
+    assert.equal("closed", stats.state)
+    assert.equal(0, stats.buffered_out)   -- the queue's memory is freed
+    assert.truthy(stats.bytes_out < SIZE)
+    client:close_immediately()
+    listener:close()
+  end)
+
+  it("applies the send timeout while close() flushes too", function()
+    local Sender = sender_class(16 * 1024 * 1024, 0.2, true)
+    local listener = assert(event.listen("127.0.0.1", 0, function() end, Sender))
+    local client = stalled_client(listener:port())
+    assert.equal("send timeout", Sender.reason(10))
+    client:close_immediately()
+    listener:close()
+  end)
+
+  it("keeps a slow reader whose stalls each stay under send_timeout", function()
+    local SIZE = 4 * 1024 * 1024
+    local Sender = sender_class(SIZE, 0.3, true)
+    local listener = assert(event.listen("127.0.0.1", 0, function() end, Sender))
+    local client = assert(event.connect("127.0.0.1", listener:port()))
+    client:set_limits({ max_input = 256 * 1024 })
+    local t0, got = event.now(), 0
+    while true do
+      local bytes = client:wait_read(nil, 10)
+      if not bytes then break end
+      got = got + #bytes
+      event.sleep(0.1)   -- the reader's pace, not synchronisation
+    end
+    assert.equal(SIZE, got)
+    -- stalled for longer than send_timeout in total, never that long at once
+    assert.truthy(event.now() - t0 > 0.6)
+    assert.equal("local close", Sender.reason(10))
+    listener:close()
+  end)
+
+  it("costs an idle peer nothing: the send timeout needs queued output", function()
+    local Sender = sender_class(100, 0.05)
+    local listener = assert(event.listen("127.0.0.1", 0, function() end, Sender))
+    local client = stalled_client(listener:port())
+    -- the 100 bytes left at once; nothing is queued, so nothing expires
+    assert.is_nil(Sender.reason(0.3))
+    assert.equal("open", Sender.conn:stats().state)
+    client:close()
+    assert.equal("eof", Sender.reason(10))
+    listener:close()
+  end)
+
   it("a cancelled reader gets nil, 'cancelled' and frees the channel", function()
     local listener, port = echo_server()
     local ch = assert(event.connect("127.0.0.1", port))

@@ -616,6 +616,38 @@ describe("http server", function()
     srv:close()
   end)
 
+  -- A 16 MiB reply: far more than the socket buffers hold.
+  local BIG = 16 * 1024 * 1024
+  local function big_handler(_, req) req:reply(200, nil, ("b"):rep(BIG)) end
+
+  it("closes a connection whose client stops reading (send_timeout)", function()
+    local srv, port = server(big_handler, { send_timeout = 0.2 })
+    local ch = connect(port)
+    ch:set_limits({ max_input = 1 })   -- reads (next to) nothing
+    ch:write("GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+    eventually(function() return srv:stats().connections == 1 end, "connection")
+    eventually(function() return srv:stats().connections == 0 end, "send timeout")
+    ch:close_immediately()
+    srv:close()
+  end)
+
+  it("keeps a slow client that goes on reading (send_timeout)", function()
+    local srv, port = server(big_handler, { send_timeout = 0.3 })
+    local ch = connect(port)
+    ch:set_limits({ max_input = 1024 * 1024 })
+    ch:write("GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+    local got, t0 = 0, event.now()
+    while got <= BIG do   -- the head comes first: the body's end is past BIG
+      local bytes = assert(ch:wait_read(nil, 10))
+      got = got + #bytes
+      if got < BIG / 2 then event.sleep(0.1) end   -- slow, then catching up
+    end
+    assert.truthy(event.now() - t0 > 0.3)
+    assert.equal(1, srv:stats().connections)   -- still open (keep-alive)
+    ch:close()
+    srv:close()
+  end)
+
   it("limits concurrent connections (503)", function()
     local srv, port = server(nil, { max_connections = 2 })
     local a, b = connect(port), connect(port)
@@ -728,6 +760,10 @@ describe("http server", function()
     assert.has_error(function() http.listen("127.0.0.1", 0, "nope") end)
     assert.has_error(function() http.listen("127.0.0.1", 0, function() end, { bogus = 1 }) end)
     assert.has_error(function() http.listen("127.0.0.1", 0, function() end, { max_url = 0 }) end)
+    assert.has_error(function() http.listen("127.0.0.1", 0, function() end, { send_timeout = -1 }) end)
+    assert.has_error(function() http.listen("127.0.0.1", 0, function() end, { send_timeout = "x" }) end)
+    local srv = assert(http.listen("127.0.0.1", 0, function() end, { send_timeout = false }))
+    srv:close()
   end)
 end)
 
