@@ -76,14 +76,17 @@ test: deps-test all $(C_TESTS)
 asan-test: asan
 	@tests/run.sh build/asan/evlua --lua-only
 
-# Fuzz the network decoders with libFuzzer (clang), FUZZ_SECONDS each.
+# Fuzz the network decoders with libFuzzer (clang), FUZZ_SECONDS each,
+# starting from the committed seeds in tests/fuzz/corpus/NAME (what a run
+# finds goes to build/fuzz/corpus-NAME).
 FUZZ_SECONDS ?= 30
 FUZZERS = build/fuzz/fuzz_msgpack build/fuzz/fuzz_http build/fuzz/fuzz_resp
 fuzz: deps-test $(FUZZERS)
 	@for f in $(FUZZERS); do \
 	  mkdir -p build/fuzz/corpus-$$(basename $$f); \
 	  $$f -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
-	    build/fuzz/corpus-$$(basename $$f) || exit 1; \
+	    build/fuzz/corpus-$$(basename $$f) \
+	    tests/fuzz/corpus/$$(basename $$f) || exit 1; \
 	done
 
 build/fuzz/fuzz_msgpack: tests/fuzz/fuzz_msgpack.c src/msgpack.c src/buffer.c
