@@ -368,33 +368,32 @@ local function open(o, class)
   return ch
 end
 
--- The open connection of obj (a client or subscriber), connecting if
--- there is none. One coroutine connects, the others wait for it; after a
--- failure nobody tries again before the backoff delay has passed (they
--- get the last error at once).
-local function link(obj)
-  local ch = obj._ch
-  if ch and not ch._closed then return ch end
-  if obj._closed then return nil, "closed" end
-  local task = running()
-  local connecting = obj._connecting
-  if connecting then
-    connecting[#connecting + 1] = task
-    local got, err = wait_as("redis", "connect", task, obj._opts.timeout)
-    if got then return got end
-    return nil, err
+-- A connecter that was cancelled wakes the coroutines waiting for its
+-- connection with this: one of them connects instead.
+local TAKE_OVER = setmetatable({}, { __name = "take over reconnecting" })
+
+-- Take task off the list of those waiting for a connection (it gave up):
+-- the connecter must not wake it later, on a token it uses again.
+local function leave(list, task)
+  for i = #list, 1, -1 do
+    if list[i] == task then
+      table.remove(list, i)
+      return
+    end
   end
-  if event.now() < obj._retry_at then return nil, obj._last_error end
-  connecting = {}
+end
+
+-- One connection attempt by the running coroutine; the others wait for
+-- it on obj._connecting. Returns the channel or nil, err.
+local function attempt(obj)
+  local connecting = {}
   obj._connecting = connecting
-  local err
-  ch, err = open(obj._opts, obj._class)
+  local ch, err = open(obj._opts, obj._class)
   obj._connecting = false
   if ch and obj._closed then   -- closed by its owner meanwhile
     ch:close_immediately()
     ch, err = nil, "closed"
   end
-  local o = obj._opts
   if ch then
     obj._ch, obj._delay, obj._retry_at = ch, false, 0
     if obj._linked then   -- a subscriber: its connection hands it messages
@@ -405,7 +404,15 @@ local function link(obj)
         obj._ch, ch, err = false, nil, lerr
       end
     end
-  else
+  end
+  if err == "cancelled" then
+    -- the cancel concerns this coroutine, not the server: no backoff,
+    -- and the others go on without it
+    for i = 1, #connecting do wakeup(connecting[i], TAKE_OVER) end
+    return nil, err
+  end
+  if not ch then
+    local o = obj._opts
     local delay = obj._delay and obj._delay * 2 or o.reconnect_delay
     if delay > o.max_reconnect_delay then delay = o.max_reconnect_delay end
     obj._delay, obj._last_error = delay, err
@@ -415,6 +422,49 @@ local function link(obj)
     if ch then wakeup(connecting[i], ch) else wakeup(connecting[i], nil, err) end
   end
   return ch, err
+end
+
+-- The open connection of obj (a client or subscriber), connecting if
+-- there is none, within timeout seconds (default: the client's). One
+-- coroutine connects, the others wait for it. After a failed attempt
+-- nobody tries again before the backoff delay has passed: a caller waits
+-- it out (yielding) and tries then, or, if the backoff outlasts its
+-- timeout, gets the last connect error when the timeout is up. So a
+-- retry loop without a sleep cannot spin.
+local function link(obj, timeout)
+  local ch = obj._ch
+  if ch and not ch._closed then return ch end
+  local task = running()
+  local deadline = event.now() + (timeout or obj._opts.timeout)
+  while true do
+    if obj._closed then return nil, "closed" end
+    ch = obj._ch
+    if ch and not ch._closed then return ch end
+    local left = deadline - event.now()
+    local connecting = obj._connecting
+    if connecting then
+      if left <= 0 then return nil, "timeout" end
+      connecting[#connecting + 1] = task
+      local got, err = wait_as("redis", "connect", task, left)
+      if got ~= TAKE_OVER then
+        if got then return got end
+        leave(connecting, task)
+        return nil, err
+      end
+    else
+      local pause = obj._retry_at - event.now()
+      if pause <= 0 then return attempt(obj) end
+      -- (never longer than the delay, should the clock step back)
+      if pause > obj._delay then pause = obj._delay end
+      local outlasts = pause >= left
+      if outlasts then pause = left end
+      if pause > 0 then
+        local ok, err = event.sleep(pause)
+        if not ok then return nil, err end
+      end
+      if outlasts then return nil, obj._last_error end
+    end
+  end
 end
 
 --[[ Command classes ========================================================
@@ -468,7 +518,7 @@ local function call(self, timeout, ...)
   local ch = self._ch
   if not ch or ch._closed then
     local err
-    ch, err = link(self)
+    ch, err = link(self, timeout)
     if not ch then return nil, err end
   end
   if ch._full then

@@ -207,13 +207,12 @@ function Subscriber:receive(timeout)
     end
     local left = deadline and deadline - event.now()
     if left and left <= 0 then return nil, "timeout" end
-    local ch, err = link(self)
+    local ch, err = link(self, left)
     if not ch then
-      -- keep trying, at the backoff's pace, while the caller waits
-      local pause = math.max(self._retry_at - event.now(), 0.001)
-      if left and pause >= left then return nil, err end
-      local ok, serr = event.sleep(pause)
-      if not ok then return nil, serr end
+      -- keep trying while the caller waits: link waits out the backoff
+      -- before each attempt, so this does not spin
+      if err == "cancelled" then return nil, err end
+      if left and deadline - event.now() <= 0 then return nil, err end
     else
       if self._receiver then
         error("receive: another coroutine is already receiving", 2)

@@ -486,7 +486,9 @@ describe("redis failures", function()
     end
     local listener = fake_server(serve)
     local port = listener:port()
-    local client = assert(redis.connect({ port = port, reconnect_delay = 30 }))
+    local client = assert(redis.connect({ port = port, timeout = 0.5,
+                                          reconnect_delay = 1.5,
+                                          max_reconnect_delay = 1.5 }))
     assert.equal("PONG", client:ping())
     listener:close()
     assert.equal("OK", client:quit())
@@ -494,13 +496,85 @@ describe("redis failures", function()
     local v1, e1 = client:ping()   -- tries to connect, refused
     assert.is_nil(v1)
     assert.is_string(e1)
-    -- the server is back, but within the backoff delay nobody tries
+    -- the server is back, but within the backoff delay nobody tries: a
+    -- command whose timeout ends first waits that long (yields) and gets
+    -- the last connect error
     listener = fake_server(serve, port)
+    local t0 = event.time()
     local v2, e2 = client:ping()
     assert.is_nil(v2)
     assert.equal(e1, e2)
+    assert.is_true(event.time() - t0 >= 0.4, "failed after " .. event.time() - t0)
+    -- one with time enough waits out the backoff, then reconnects
+    assert.equal("PONG", client:timed_call(10, "PING"))
     client:close()
     listener:close()
+  end)
+
+  it("lets another coroutine reconnect when the one reconnecting is cancelled", function()
+    local srv = helper.redis_server()
+    -- db 1: a new connection sends SELECT first and waits for its reply
+    local opts = { port = srv.port, db = 1, timeout = 30 }
+    local r = assert(redis.connect(opts))
+    assert.equal("OK", r:set("k", "v"))
+    local admin = assert(redis.connect({ port = srv.port }))
+    assert.equal(1, admin:client_kill("TYPE", "normal", "SKIPME", "yes"))
+    admin:close()
+    helper.eventually(function() return not r:connected() end, "the kill")
+    -- frozen, the server's kernel still accepts connections, but SELECT
+    -- goes unanswered until it resumes
+    os.execute("kill -STOP " .. srv.pid)
+    finally(function() os.execute("kill -CONT " .. srv.pid) end)
+    local function waits_to_connect(h)
+      local state, what, on = h:status()
+      return state == "waiting" and what == "redis" and on == "connect"
+    end
+    local connecter = event.fork(function() return r:get("k") end)
+    helper.eventually(function() return waits_to_connect(connecter) end,
+                      "the first coroutine to reconnect")
+    local other = event.fork(function() return r:get("k") end)
+    helper.eventually(function() return waits_to_connect(other) end,
+                      "the second one to wait for it")
+    connecter:cancel()
+    assert.same({ true, nil, "cancelled" }, { connecter:join(10) })
+    -- the other one connects again itself, and gets its reply once the
+    -- server is back
+    event.sleep(0.05)
+    assert.equal("waiting", (other:status()))
+    os.execute("kill -CONT " .. srv.pid)
+    assert.same({ true, "v" }, { other:join(20) })
+    assert.equal("v", r:get("k"))
+    r:close()
+    srv.stop()
+  end)
+
+  it("makes a retry loop without a sleep wait during an outage, not spin", function()
+    local srv = helper.redis_server()
+    local delay = 0.05
+    local r = assert(redis.connect({ port = srv.port, reconnect_delay = delay,
+                                     max_reconnect_delay = 0.2 }))
+    assert.equal("PONG", r:ping())
+    srv.stop()
+    local calls, CAP = 0, 100000   -- the cap ends a spinning loop
+    local t0 = event.time()
+    local loop = event.fork(function()
+      while calls < CAP do
+        calls = calls + 1
+        local v = r:ping()
+        if v then return v end
+      end
+    end)
+    -- the loop must let this coroutine run for the outage to end
+    event.sleep(0.5)
+    srv = helper.redis_server({ port = srv.port })
+    assert.same({ true, "PONG" }, { loop:join(30) })
+    -- every failed call but the first waited out a backoff of at least
+    -- `delay` (real time) before it tried again
+    local elapsed = event.time() - t0
+    assert.is_true(calls <= 2 + elapsed / (delay * 0.8),
+                   calls .. " calls in " .. elapsed .. " s")
+    r:close()
+    srv.stop()
   end)
 
   it("subscribes again after the server restarts", function()
