@@ -1,5 +1,6 @@
 /*
-** interrupt.c - breaking out of a Lua dead loop with SIGUSR1.
+** interrupt.c - breaking out of a Lua dead loop with SIGUSR1, or with
+** SIGINT (Ctrl-C) while the interactive prompt is active.
 **
 ** The signal handler cannot touch the Lua state beyond lua_sethook, the
 ** one call Lua allows from a signal handler (lua.c's laction does the
@@ -9,7 +10,8 @@
 ** (the runtime's own, coroutine.resume and coroutine.wrap, which this
 ** file replaces) bracket their work with evlua_interrupt_enter/leave.
 ** When no Lua code runs (the loop sleeps in epoll) the signal is counted
-** and otherwise ignored.
+** and otherwise ignored; a SIGINT then writes a byte to a pipe instead,
+** which the prompt watches (a Ctrl-C at the prompt clears the line).
 **
 ** The hook then decides, on the thread that was running:
 **   - the innermost Lua frame is user code: raise "<where>: interrupted";
@@ -21,11 +23,14 @@
 ** A thread that yields or returns leaves the hook behind disarmed, so a
 ** late signal never hits unrelated code afterwards.
 */
+#include <errno.h>
+#include <fcntl.h>
 #include <lauxlib.h>
 #include <lualib.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "runtime.h"
@@ -33,7 +38,11 @@
 /* The thread running Lua code now, NULL while none does. */
 static _Atomic(lua_State *) running_thread = NULL;
 static volatile sig_atomic_t signals_received, signals_idle;
+static volatile sig_atomic_t arming_signal;   /* the signal that armed the hook */
 static long interrupts_raised, interrupts_ignored;
+
+/* SIGINT's pipe while the prompt catches it: [0] read by the prompt. */
+static int sigint_pipe[2] = { -1, -1 };
 
 /* Chunk names starting with one of these prefixes are evlua's own
 ** library (normally one: the directory of event.lua). */
@@ -69,15 +78,32 @@ static int classify(lua_State *L, lua_Debug *top) {
   return NO_USER;
 }
 
+/* Tell the prompt a Ctrl-C found no user code to break (async-signal-
+** safe: one write; a full pipe already holds a pending notice). */
+static void notify_prompt(void) {
+  int saved = errno;
+  if (sigint_pipe[1] >= 0) {
+    ssize_t n = write(sigint_pipe[1], "i", 1);
+    (void)n;
+  }
+  errno = saved;
+}
+
 static void interrupt_hook(lua_State *L, lua_Debug *event) {
   (void)event;
   lua_Debug top;
+  /* lua.c says "interrupted!" on Ctrl-C: the prompt says the same */
+  const char *what = arming_signal == SIGINT ? "interrupted!" : "interrupted";
   switch (classify(L, &top)) {
   case USER_BELOW:
     return;   /* stay armed until user code runs again */
   case NO_USER:
     lua_sethook(L, NULL, 0, 0);
     interrupts_ignored++;
+    if (arming_signal == SIGINT) {
+      notify_prompt();   /* nothing loops: the prompt handles it */
+      return;
+    }
     evlua_log(EVLUA_LOG_WARN, "SIGUSR1: only evlua's scheduler was running; "
               "nothing interrupted");
     return;
@@ -85,23 +111,23 @@ static void interrupt_hook(lua_State *L, lua_Debug *event) {
     lua_sethook(L, NULL, 0, 0);
     interrupts_raised++;
     if (top.currentline > 0)
-      lua_pushfstring(L, "%s:%d: interrupted", top.short_src,
-                      top.currentline);
+      lua_pushfstring(L, "%s:%d: %s", top.short_src, top.currentline, what);
     else
-      lua_pushliteral(L, "interrupted");
+      lua_pushstring(L, what);
     lua_error(L);
   }
 }
 
-/* Async-signal-safe: an atomic load and lua_sethook only. */
-static void on_sigusr1(int sig) {
-  (void)sig;
+/* Async-signal-safe: an atomic load and lua_sethook (or a write) only. */
+static void on_interrupt_signal(int sig) {
   signals_received++;
   lua_State *L = atomic_load_explicit(&running_thread, memory_order_relaxed);
   if (L == NULL) {
     signals_idle++;
+    if (sig == SIGINT) notify_prompt();
     return;
   }
+  arming_signal = sig;
   lua_sethook(L, interrupt_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT,
               1);
 }
@@ -216,6 +242,31 @@ static int l_interrupt_library(lua_State *L) {
   return 0;
 }
 
+/* core.catch_sigint(on) -> fd | nil, err. On: SIGINT breaks the user code
+** running (as SIGUSR1 does) and, when none runs, makes fd readable (one
+** byte per signal; read them with core.read). Off: SIGINT kills again.
+** For the interactive prompt; the pipe stays open for the next use. */
+static int l_catch_sigint(lua_State *L) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sigemptyset(&sa.sa_mask);
+  if (!lua_toboolean(L, 1)) {
+    sa.sa_handler = SIG_DFL;
+    sigaction(SIGINT, &sa, NULL);
+    return 0;
+  }
+  if (sigint_pipe[0] < 0 && pipe2(sigint_pipe, O_NONBLOCK | O_CLOEXEC) != 0) {
+    luaL_pushfail(L);
+    lua_pushstring(L, strerror(errno));
+    return 2;
+  }
+  sa.sa_handler = on_interrupt_signal;
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGINT, &sa, NULL);
+  lua_pushinteger(L, sigint_pipe[0]);
+  return 1;
+}
+
 /* core.interrupt_stats() -> { received =, idle =, raised =, ignored = } */
 static int l_interrupt_stats(lua_State *L) {
   lua_createtable(L, 0, 4);
@@ -233,7 +284,7 @@ static int l_interrupt_stats(lua_State *L) {
 void evlua_interrupt_install(lua_State *L) {
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_sigusr1;
+  sa.sa_handler = on_interrupt_signal;
   sa.sa_flags = SA_RESTART;
   sigemptyset(&sa.sa_mask);
   sigaction(SIGUSR1, &sa, NULL);
@@ -250,4 +301,6 @@ void evlua_open_interrupt(lua_State *L) {
   lua_setfield(L, -2, "interrupt_library");
   lua_pushcfunction(L, l_interrupt_stats);
   lua_setfield(L, -2, "interrupt_stats");
+  lua_pushcfunction(L, l_catch_sigint);
+  lua_setfield(L, -2, "catch_sigint");
 }

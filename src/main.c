@@ -15,19 +15,26 @@
 #endif
 
 /* Point package.path at evlua's library, then the stock paths; set
-** info.lib_dir for the launcher (table on top of the stack). */
+** info.lib_dir for the launcher (table on top of the stack). Returns 0,
+** or -1 with a message on top of the stack (a start-up failure, which
+** deserves one plain line, not a traceback). */
 static int set_search_path(lua_State *L) {
   char exe_dir[4096], lib_dir[4096], path[16384];
   if (evlua_paths_exe_dir(exe_dir, sizeof exe_dir) != 0 ||
       evlua_paths_lib_dir(exe_dir, EVLUA_SHARE_DIR, lib_dir,
-                          sizeof lib_dir) != 0)
-    return luaL_error(L, "cannot find the evlua Lua library (event.lua) "
-                      "next to the binary or in " EVLUA_SHARE_DIR "/lua");
+                          sizeof lib_dir) != 0) {
+    lua_pushliteral(L, "cannot find the evlua Lua library (event.lua) in "
+                    "lua/ next to the binary, in ../share/evlua/lua or in "
+                    EVLUA_SHARE_DIR "/lua");
+    return -1;
+  }
   lua_getglobal(L, "package");
   lua_getfield(L, -1, "path");
   if (evlua_paths_search(getenv("EVLUA_PATH"), lib_dir, lua_tostring(L, -1),
-                         path, sizeof path) != 0)
-    return luaL_error(L, "module search path too long");
+                         path, sizeof path) != 0) {
+    lua_pushliteral(L, "module search path too long (EVLUA_PATH)");
+    return -1;
+  }
   lua_pushstring(L, path);
   lua_setfield(L, -3, "path");
   lua_pop(L, 2);
@@ -38,16 +45,19 @@ static int set_search_path(lua_State *L) {
   return 0;
 }
 
-/* Protected part of start-up: launcher(argv, info) -> exit code or nil */
+/* Protected part of start-up: launcher(argv, info) -> exit code or nil;
+** a string is a start-up failure to print as it is. */
 static int launch(lua_State *L) {
   int argc = (int)lua_tointeger(L, 1);
   char **argv = (char **)lua_touserdata(L, 2);
   lua_settop(L, 0);
   lua_createtable(L, 0, 2);                 /* info */
-  set_search_path(L);
+  if (set_search_path(L) != 0) return 1;
   lua_getglobal(L, "require");
   lua_pushliteral(L, "evlua.main");
-  lua_call(L, 1, 1);                        /* info launcher */
+  /* not finding the launcher is a plain message too (EVLUA_PATH without
+  ** ";;"): require's own, which lists where it looked */
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK) return 1;
   lua_createtable(L, argc, 0);
   for (int i = 0; i < argc; i++) {
     lua_pushstring(L, argv[i]);
@@ -70,6 +80,11 @@ int main(int argc, char **argv) {
   lua_pushinteger(L, argc);
   lua_pushlightuserdata(L, argv);
   if (lua_pcall(L, 2, 1, 1) != LUA_OK) {
+    fprintf(stderr, "%s: %s\n", argv[0], lua_tostring(L, -1));
+    evlua_runtime_free(rt);
+    return EXIT_FAILURE;
+  }
+  if (lua_type(L, -1) == LUA_TSTRING) {     /* could not start */
     fprintf(stderr, "%s: %s\n", argv[0], lua_tostring(L, -1));
     evlua_runtime_free(rt);
     return EXIT_FAILURE;

@@ -11,9 +11,11 @@ local event = require "event"
 core.interrupt_library(debug.getinfo(event.fork, "S").source
                        :match("^(@.*[/\\])event%.lua$") or "@<no library>")
 
--- import(file): hot-reloadable loading (docs/import.md), a global as in
--- the original project.
+-- import(file): hot-reloadable loading (docs/import.md), and event, globals
+-- as in the original project (so -e code, the prompt and console evals
+-- have them without a require).
 _G.import = require "evlua.import"
+_G.event = event
 
 local USAGE = [==[
 usage: %s [options] [script [args]]
@@ -22,6 +24,7 @@ Available options are:
   -i        enter interactive mode after executing 'script'
   -l mod    require library 'mod' into global 'mod'
   -v        show version information
+  -h, --help  show this help and exit
   --console [HOST:]PORT  open a console port (docs/console.md)
   --        stop handling options
   -         stop handling options and execute stdin
@@ -29,6 +32,7 @@ A script NAME that is not a file is looked up as NAME.lua in the current
 directory, in $EVLUA_SCRIPT_PATH (directories separated by ':') and in
 evlua's examples directory.
 `%s console [HOST:]PORT [command]` connects to a console port.
+See evlua(1) for the environment variables.
 ]==]
 
 local function report(progname, msg)
@@ -70,6 +74,9 @@ local function parse(argv)
       opts.interactive, opts.version = true, true
     elseif a == "-v" then
       opts.version = true
+    elseif a == "-h" or a == "--help" then
+      opts.help = true
+      return opts
     else
       return nil, "unrecognized option '" .. a .. "'"
     end
@@ -113,33 +120,38 @@ local function find_script(name, info)
   return name
 end
 
--- Load every chunk before running any, so a syntax error stops start-up
--- with a plain message (as lua does).
-local function load_chunks(opts, argv, info)
-  local steps = {}
-  for _, action in ipairs(opts.actions) do
-    if action[1] == "e" then
-      local fn, err = load(action[2], "=(command line)")
-      if not fn then return nil, err end
-      steps[#steps + 1] = fn
-    else
-      local name = action[2]
-      steps[#steps + 1] = function() _G[name] = require(name) end
-    end
+-- A start-up failure (a syntax error, a missing module, a missing script)
+-- is one plain message, as lua prints it, then exit status 1.
+local function start_failed(progname, msg)
+  report(progname, msg)
+  core.exit(1)
+end
+
+-- The function an option runs, prepared when its turn comes (as lua does:
+-- `-l nosuch -e 'x='` reports the module, `-e 'x=' -l nosuch` the syntax
+-- error). Returns the function, or nil, message.
+local function prepare_option(action)
+  if action[1] == "e" then
+    return load(action[2], "=(command line)")
   end
-  if opts.script then
-    local name = argv[opts.script]
-    local fn, err = loadfile(name ~= "-" and name or nil)
-    if not fn then
-      if not file_exists(name) and name ~= "-" then
-        err = "cannot open " .. name
-      end
-      return nil, err
-    end
-    local args = table.pack(table.unpack(argv, opts.script + 1))
-    steps[#steps + 1] = function() return fn(table.unpack(args, 1, args.n)) end
+  local name = action[2]
+  -- require called from pcall (C): no evlua location in its message
+  local ok, mod = pcall(require, name)
+  if not ok then return nil, tostring(mod) end
+  return function() _G[name] = mod end
+end
+
+-- The script's main function with its arguments bound (stdin for "-" or
+-- when script is nil), or nil, message.
+local function prepare_script(argv, script)
+  local name = script and argv[script] or "-"
+  local fn, err = loadfile(name ~= "-" and name or nil)
+  if not fn then
+    if name ~= "-" and not file_exists(name) then err = "cannot open " .. name end
+    return nil, err
   end
-  return steps
+  local args = table.pack(table.unpack(argv, (script or #argv) + 1))
+  return function() return fn(table.unpack(args, 1, args.n)) end
 end
 
 -- --console [HOST:]PORT: open the console port before the script runs.
@@ -181,30 +193,40 @@ return function(argv, info)
     io.stderr:write(USAGE:format(progname, progname))
     return 1
   end
+  if opts.help then
+    io.stdout:write(USAGE:format(progname, progname))
+    return 0
+  end
   if opts.script then argv[opts.script] = find_script(argv[opts.script], info) end
   _G.arg = make_arg(argv, opts.script)
-  local steps
-  steps, err = load_chunks(opts, argv, info)
-  if not steps then
-    report(progname, err)
-    return 1
-  end
   if opts.version then print(core.version_string) end
-  local repl = opts.interactive
+  local repl, run_script = opts.interactive, opts.script ~= nil
   if not opts.script and #opts.actions == 0 and not opts.version then
     if core.isatty(0) then
       print(core.version_string)
       repl = true
     else
-      steps[1] = assert(loadfile(nil))   -- the script is on stdin
+      run_script = true   -- the script is on stdin
     end
   end
-  if #steps == 0 and not repl and not opts.console then return 0 end
+  if #opts.actions == 0 and not run_script and not repl and not opts.console then
+    return 0
+  end
+  -- Options run in order, then the script (a tail call: its traceback
+  -- ends in "main chunk"), then the prompt.
   local function main_chunk()
     if opts.console then open_console(opts.console) end
-    for i = 1, #steps do
-      if i == #steps and not repl then return steps[i]() end
-      steps[i]()
+    for i, action in ipairs(opts.actions) do
+      local fn, ferr = prepare_option(action)
+      if not fn then return start_failed(progname, ferr) end
+      if i == #opts.actions and not run_script and not repl then return fn() end
+      fn()
+    end
+    if run_script then
+      local fn, serr = prepare_script(argv, opts.script)
+      if not fn then return start_failed(progname, serr) end
+      if not repl then return fn() end
+      fn()
     end
     if repl then require("evlua.repl").run() end
   end

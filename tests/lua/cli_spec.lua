@@ -136,6 +136,52 @@ describe("evlua options", function()
     assert.matches("usage:", err, 1, true)
   end)
 
+  it("--help and -h print the usage on stdout and exit 0", function()
+    for _, flag in ipairs({ "--help", "-h" }) do
+      local out, err, rc = run({ flag })
+      assert.same({ "", 0 }, { err, rc })
+      assert.matches("^usage: %S+ %[options%] %[script %[args%]%]\n", out)
+      assert.matches("-h, --help", out, 1, true)
+    end
+  end)
+
+  it("makes event a global for -e code, as import is", function()
+    local out, err, rc = run({ "-e", "print(event == require('event'), import == require('evlua.import'))" })
+    assert.equal(0, rc, err)
+    assert.equal("true\ttrue\n", out)
+  end)
+
+  it("reports a missing -l module as lua does, without evlua's internals", function()
+    local out, err, rc = run({ "-l", "nosuch" })
+    assert.same({ "", 1 }, { out, rc })
+    assert.matches("^[^\n]*evlua: module 'nosuch' not found:\n\tno field package.preload%['nosuch'%]\n", err)
+    assert.not_matches("main.lua", err, 1, true)
+    assert.not_matches("stack traceback", err, 1, true)
+  end)
+
+  it("runs options in order, reporting the first that fails (as lua does)", function()
+    local _, err, rc = run({ "-l", "nosuch", "-e", "x =" })
+    assert.equal(1, rc)
+    assert.matches("module 'nosuch' not found", err, 1, true)
+    assert.not_matches("unexpected symbol", err, 1, true)
+    _, err, rc = run({ "-e", "x =", "-l", "nosuch" })
+    assert.equal(1, rc)
+    assert.matches("^[^\n]*evlua: %(command line%):1: unexpected symbol near <eof>\n$", err)
+    local out
+    out, err, rc = run({ "-e", "print('first')", "-e", "x =" })
+    assert.same({ "first\n", 1 }, { out, rc })
+    assert.matches("(command line):1: unexpected symbol", err, 1, true)
+  end)
+
+  it("says in one line that it cannot find its library", function()
+    local dir = helper.tmpdir()
+    assert(os.execute("cp " .. helper.quote(helper.evlua) .. " " .. dir .. "/evlua"))
+    local out, err, rc = helper.sh("env -u EVLUA_PATH " .. dir .. "/evlua -e 'print(1)'")
+    assert.equal("", out)
+    assert.not_equal(0, rc)
+    assert.matches("^[^\n]*evlua: cannot find the evlua Lua library [^\n]*\n$", err)
+  end)
+
   it("runs a script from stdin", function()
     local out, err, rc = run({ "-", "a" }, "print('from stdin', ...)")
     assert.equal(0, rc, err)
@@ -216,6 +262,49 @@ describe("module search path", function()
     assert.matches("done", out)
     local out3 = helper.sh(prefix .. "/bin/evlua -e \"print(package.path:match('^[^;]*'))\"")
     assert.equal(prefix .. "/bin/../share/evlua/lua/?.lua\n", out3)
+    local man = prefix .. "/share/man/man1/evlua.1"
+    assert.equal(helper.slurp("man/evlua.1"), helper.slurp(man))
+    _, err, rc = helper.sh("make -s uninstall PREFIX=" .. prefix)
+    assert.equal(0, rc, err)
+    assert.is_nil(io.open(man))
+    assert.is_nil(io.open(prefix .. "/bin/evlua"))
+  end)
+end)
+
+describe("the man page", function()
+  -- man/evlua.1 as text: roff's \- is a plain dash, font changes go.
+  local function man_text()
+    return (helper.slurp("man/evlua.1"):gsub("\\%-", "-"):gsub("\\f[BIRP]", ""))
+  end
+
+  it("describes every option evlua --help prints", function()
+    local help = run({ "--help" })
+    local text = man_text()
+    local flags = {}
+    for line in help:gmatch("[^\n]+") do
+      local column = line:match("^  (%-.-)  ") or line:match("^  (%-%-?)%s*$")
+      for flag in (column or ""):gmatch("%-[%-%w]*") do flags[#flags + 1] = flag end
+    end
+    assert.truthy(#flags >= 9, help)
+    for _, flag in ipairs(flags) do
+      assert.truthy(text:find("\n%.[TI]?P?%s*[^\n]*" .. flag:gsub("%p", "%%%0") .. "%f[^%w-]", 1)
+                    or text:find("\n.B " .. flag, 1, true), "man page lacks " .. flag)
+    end
+  end)
+
+  it("names the environment variables, the console and luarocks", function()
+    local text = man_text()
+    for _, word in ipairs({ "EVLUA_PATH", "EVLUA_SCRIPT_PATH", "EVLUA_CONSOLE_PASSWORD",
+                            "LUA_PATH", "LUA_CPATH", "evlua console", "luarocks",
+                            "EXIT STATUS", "FILES", "EXAMPLES" }) do
+      assert.truthy(text:find(word, 1, true), "man page lacks " .. word)
+    end
+  end)
+
+  it("renders without warnings where groff is installed", function()
+    if not os.execute("command -v groff >/dev/null") then return end
+    local out, err, rc = helper.sh("groff -man -ww -z man/evlua.1")
+    assert.same({ "", "", 0 }, { out, err, rc })
   end)
 end)
 
@@ -247,6 +336,12 @@ end)
 
 describe("interactive prompt on a terminal", function()
   local term
+  -- Ctrl-C signals the terminal's whole foreground group: the sh of
+  -- helper.terminal (dash) would die of it before reporting evlua's exit
+  -- status, so it catches SIGINT (its children get the default again).
+  local function prompt_terminal()
+    return helper.terminal("trap : INT; " .. helper.evlua)
+  end
   after_each(function()
     if term then term:close() end
     helper.cleanup()
@@ -259,6 +354,65 @@ describe("interactive prompt on a terminal", function()
     assert.matches("\n42\n", term:shows("\n42\n"), 1, true)
     term:keys(helper.quote("require('event').sleep(0.01) print('after sleep')") .. " Enter")
     assert.matches("after sleep", term:shows("after sleep"), 1, true)
+    term:keys("C-d")
+    assert.equal("rc=0\n", term:exit_status())
+  end)
+
+  it("edits lines with readline: Up-arrow recalls the previous line", function()
+    term = prompt_terminal()
+    term:shows(")\n>")
+    term:keys(helper.quote("1000 + 234") .. " Enter")
+    term:shows("\n1234\n>")   -- keys typed before the prompt would echo
+    term:keys("Up Enter")
+    local twice = "> 1000 + 234\n1234\n> 1000 + 234\n1234\n>"
+    assert.matches(twice, term:shows(twice), 1, true)
+    -- Left-arrow moves into the line: 1 + 2 becomes 1 + 52
+    term:keys(helper.quote("1 + 2") .. " Left " .. helper.quote("5") .. " End " .. helper.quote("0") .. " Enter")
+    assert.matches("> 1 + 520\n521\n", term:shows("\n521\n"), 1, true)
+    term:keys("C-d")
+    assert.equal("rc=0\n", term:exit_status())
+  end)
+
+  it("breaks a dead loop on Ctrl-C with interrupted! and keeps prompting", function()
+    term = prompt_terminal()
+    term:shows(")\n>")
+    -- what prints "looping" is the line that then loops: once it shows,
+    -- the loop is what runs
+    term:keys(helper.quote("print('loop' .. 'ing') while true do end") .. " Enter")
+    term:shows("\nlooping\n")
+    term:keys("C-c")
+    local screen = term:shows("interrupted!")
+    assert.matches("stdin:1: interrupted!\nstack traceback:", screen, 1, true)
+    term:keys(helper.quote("6 * 7") .. " Enter")
+    assert.matches("\n42\n", term:shows("\n42\n"), 1, true)
+    term:keys("C-d")
+    assert.equal("rc=0\n", term:exit_status())
+  end)
+
+  it("clears the line on Ctrl-C at the prompt, and a pending continuation", function()
+    term = prompt_terminal()
+    term:shows(")\n>")
+    term:keys(helper.quote("1 +"))
+    term:shows("> 1 +")
+    term:keys("C-c")
+    term:shows("> 1 +\n>")
+    term:keys(helper.quote("2 + 3") .. " Enter")   -- not "1 +2 + 3"
+    assert.matches("\n> 2 + 3\n5\n", term:shows("\n5\n"), 1, true)
+    term:keys(helper.quote("for i = 1, 2 do") .. " Enter")
+    term:shows("\n>>")
+    term:keys("C-c")
+    term:shows(">>\n>")
+    term:keys(helper.quote("'fresh'") .. " Enter")   -- a new chunk, not a continuation
+    assert.matches("\n> 'fresh'\nfresh\n", term:shows("\nfresh\n"), 1, true)
+    term:keys("C-d")
+    assert.equal("rc=0\n", term:exit_status())
+  end)
+
+  it("sees event as a global", function()
+    term = prompt_terminal()
+    term:shows(")\n>")
+    term:keys(helper.quote("event == require('event')") .. " Enter")
+    assert.matches("\ntrue\n", term:shows("\ntrue\n"), 1, true)
     term:keys("C-d")
     assert.equal("rc=0\n", term:exit_status())
   end)
