@@ -13,6 +13,8 @@ console.DEFAULT_HOST = "127.0.0.1"
 console.EVAL_TIMEOUT = 10       -- seconds an eval may take
 console.MAX_LINE = 64 * 1024    -- longest command line
 console.MAX_SESSIONS = 16       -- connections served at once
+console.AUTH_DELAY = 1          -- seconds before answering a wrong password
+console.MAX_AUTH_TRIES = 3      -- wrong passwords before the connection closes
 
 --[[ Commands ===============================================================
 console.commands[name] = { usage =, help =, run = function(session, args) }
@@ -227,9 +229,24 @@ local function run_command(session, name, args)
   return text
 end
 
+-- A wrong password: answered after auth_delay (only this connection's
+-- coroutine sleeps), so guessing costs time; after max_auth_tries the
+-- connection closes. Returns true while the connection may try again.
+local function refuse_password(session, ch)
+  session.auth_failures = session.auth_failures + 1
+  event.sleep(session.auth_delay)
+  reply(ch, "error", "wrong password")
+  if session.auth_failures >= session.max_auth_tries then
+    ch:close()
+    return false
+  end
+  return true
+end
+
 -- Serve one connection: read a line, answer it, until quit or close.
 local function serve(session, ch)
   local authenticated = session.password == nil
+  session.auth_failures = 0
   while true do
     local line, err = ch:wait_line()
     if not line then
@@ -239,12 +256,11 @@ local function serve(session, ch)
     local name, args = line:match("^%s*(%S*)%s*(.-)%s*$")
     if name == "auth" then
       if session.password ~= nil and args ~= session.password then
-        reply(ch, "error", "wrong password")
-        ch:close()
-        return
+        if not refuse_password(session, ch) then return end
+      else
+        authenticated = true
+        reply(ch, "ok", "authenticated")
       end
-      authenticated = true
-      reply(ch, "ok", "authenticated")
     elseif not authenticated then
       reply(ch, "error", "password required (auth <password>)")
       ch:close()
@@ -275,17 +291,26 @@ local function check_options(opts)
   if opts.password ~= nil and type(opts.password) ~= "string" then
     error("bad argument #1 to 'listen' (password must be a string)", 3)
   end
+  local delay, tries = opts.auth_delay, opts.max_auth_tries
+  if delay ~= nil and (type(delay) ~= "number" or delay < 0 or delay ~= delay) then
+    error("bad argument #1 to 'listen' (auth_delay must be a number >= 0)", 3)
+  end
+  if tries ~= nil and (math.type(tries) ~= "integer" or tries < 1) then
+    error("bad argument #1 to 'listen' (max_auth_tries must be an integer >= 1)", 3)
+  end
   return opts
 end
 
 -- console.listen(port | { port =, host =, password =, eval_timeout =,
--- max_line =, max_sessions = }) -> listener | nil, err. host defaults to
--- 127.0.0.1.
+-- max_line =, max_sessions =, auth_delay =, max_auth_tries = }) ->
+-- listener | nil, err. host defaults to 127.0.0.1.
 function console.listen(opts)
   opts = check_options(opts)
   local session_defaults = {
     password = opts.password,
     eval_timeout = opts.eval_timeout or console.EVAL_TIMEOUT,
+    auth_delay = opts.auth_delay or console.AUTH_DELAY,
+    max_auth_tries = opts.max_auth_tries or console.MAX_AUTH_TRIES,
   }
   local max_line = opts.max_line or console.MAX_LINE
   local max_sessions = opts.max_sessions or console.MAX_SESSIONS

@@ -272,6 +272,82 @@ describe("console.listen", function()
     l:close()
   end)
 
+  it("sees event and import as globals in eval", function()
+    local l = assert(console.listen(0))
+    local s = assert(client.connect("127.0.0.1", l:port(), nil, 10))
+    assert.same({ "ok", "true\ttrue" },
+                { s:command("eval event == require('event'), import == require('evlua.import')") })
+    assert.same({ "ok", "slept" }, { s:command("eval event.sleep(0.001) return 'slept'") })
+    s:close()
+    l:close()
+  end)
+
+  -- A raw connection: the client library closes on a refused password.
+  local function raw_auth(port, lines)
+    local ch = assert(event.connect("127.0.0.1", port))
+    local replies = {}
+    for _, line in ipairs(lines) do
+      local started = event.time()
+      assert(ch:write(line, "\n"))
+      local header = ch:wait_line(30)
+      if not header then break end
+      local n = tonumber(header:match("^%a+ (%d+)$"))
+      local body = n > 0 and ch:wait_read(n, 30) or ""
+      replies[#replies + 1] = { header:match("^%a+") .. " " .. body, event.time() - started }
+    end
+    return ch, replies
+  end
+
+  it("answers a wrong password after auth_delay, up to max_auth_tries", function()
+    local delay = 0.1
+    -- the loop's clock may lag the wall clock by a few ms: a little slack
+    local at_least = delay - 0.01
+    local l = assert(console.listen({ port = 0, password = "pw", auth_delay = delay,
+                                      max_auth_tries = 3 }))
+    -- at the limit: two wrong passwords, then the right one
+    local ch, replies = raw_auth(l:port(), { "auth a", "auth b", "auth pw", "ping" })
+    assert.equal(4, #replies)
+    for i = 1, 2 do
+      assert.equal("error wrong password", replies[i][1])
+      assert.truthy(replies[i][2] >= at_least, "answered after " .. replies[i][2] .. " s")
+    end
+    assert.equal("ok authenticated", replies[3][1])
+    assert.equal("ok pong", replies[4][1])
+    ch:close()
+    -- past it: the third wrong password closes the connection
+    ch, replies = raw_auth(l:port(), { "auth a", "auth b", "auth c" })
+    assert.equal(3, #replies)
+    for i = 1, 3 do
+      assert.equal("error wrong password", replies[i][1])
+      assert.truthy(replies[i][2] >= at_least, "answered after " .. replies[i][2] .. " s")
+    end
+    assert.same({ nil, "closed" }, { ch:wait_line(30) })
+    ch:close()
+    l:close()
+  end)
+
+  it("delays only the connection that gave a wrong password", function()
+    local l = assert(console.listen({ port = 0, password = "pw", auth_delay = 3600 }))
+    local guesser = assert(event.connect("127.0.0.1", l:port()))
+    assert(guesser:write("auth wrong\n"))
+    local answered = false
+    event.fork(function() answered = guesser:wait_line() ~= nil end)
+    -- another session is served while the guesser's coroutine sleeps
+    local s = assert(client.connect("127.0.0.1", l:port(), "pw", 30))
+    assert.same({ "ok", "pong" }, { s:command("ping") })
+    assert.is_false(answered)
+    s:close()
+    guesser:close()
+    l:close()
+  end)
+
+  it("checks auth_delay and max_auth_tries", function()
+    assert.has_error(function() console.listen({ port = 0, auth_delay = -1 }) end,
+                     "bad argument #1 to 'listen' (auth_delay must be a number >= 0)")
+    assert.has_error(function() console.listen({ port = 0, max_auth_tries = 0 }) end,
+                     "bad argument #1 to 'listen' (max_auth_tries must be an integer >= 1)")
+  end)
+
   it("lets a process add its own commands", function()
     console.commands.hello = {
       usage = "hello <name>", help = "greet",
