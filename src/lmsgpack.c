@@ -240,32 +240,81 @@ static int l_decode(lua_State *L) {
 
 /* MessagePack-RPC on streams ========================================== */
 
+#define EVLUA_SCANNER "evlua.mp_scanner"
+#define DEFAULT_MAX_PARAMS 4096
+#define MAX_PARAMS_CEILING 100000   /* each param is a Lua stack slot, in
+                                    ** several frames on its way */
+
+static const void *scanner_meta;
+
+/* Where a stream's next message stands, between reads: the scan goes on
+** from there instead of walking the whole buffer again on every read,
+** which for a big message of small items would cost O(n^2). */
+typedef struct lscanner {
+  mp_scanner sc;
+  uint64_t origin;   /* stream offset of the scan's first byte */
+} lscanner;
+
+/* core.mp_scanner() -> a scanner for stream:read_rpc */
+static int l_scanner_new(lua_State *L) {
+  lscanner *s = (lscanner *)lua_newuserdatauv(L, sizeof *s, 0);
+  mp_scan_start(&s->sc);
+  s->origin = 0;
+  luaL_setmetatable(L, EVLUA_SCANNER);
+  return 1;
+}
+
 static size_t check_max_size(lua_State *L, int idx) {
   lua_Integer n = luaL_optinteger(L, idx, DEFAULT_MAX_SIZE);
   luaL_argcheck(L, n > 0, idx, "positive size expected");
   return (size_t)n;
 }
 
+/* Offset in the stream of the first byte of its input buffer. */
+static uint64_t input_origin(lstream *ls) {
+  return ls->s.bytes_in - evlua_buffer_len(&ls->s.in);
+}
+
+/* The scanner at idx set for the stream's next message, or NULL (none
+** given: the caller scans from the start with one of its own). */
+static mp_scanner *stream_scanner(lua_State *L, int idx, lstream *ls) {
+  if (lua_isnoneornil(L, idx)) return NULL;
+  lscanner *s = (lscanner *)evlua_checkudata(L, idx, scanner_meta,
+                                              EVLUA_SCANNER);
+  uint64_t origin = input_origin(ls);
+  if (s->origin != origin) {   /* a message was taken since: start over */
+    mp_scan_start(&s->sc);
+    s->origin = origin;
+  }
+  return &s->sc;
+}
+
+static int too_large(lua_State *L, size_t max_size) {
+  lua_pushfstring(L, "message larger than %I bytes", (lua_Integer)max_size);
+  return -1;
+}
+
 /* Length of the complete message at the front of the stream's input,
-** 0 if more bytes are needed, or -1 with an error message pushed. */
+** 0 if more bytes are needed, or -1 with an error message pushed. A
+** message whose headers already announce more than max_size bytes fails
+** at once, before the bytes arrive. sc (may be NULL) holds the scan. */
 static long message_length(lua_State *L, lstream *ls, size_t max_size,
-                           int max_depth) {
+                           int max_depth, mp_scanner *sc) {
   size_t have = evlua_buffer_len(&ls->s.in);
   if (have == 0) return 0;
-  long n = mp_value_length(evlua_buffer_peek(&ls->s.in), have, max_depth);
-  if (n == MP_NEED_MORE) {
-    if (have < max_size) return 0;
-    lua_pushfstring(L, "message larger than %I bytes", (lua_Integer)max_size);
-    return -1;
+  mp_scanner local;
+  if (sc == NULL) {
+    sc = &local;
+    mp_scan_start(sc);
   }
+  long n = mp_scan(sc, evlua_buffer_peek(&ls->s.in), have, max_depth);
+  if (n != MP_NEED_MORE) mp_scan_start(sc);   /* the next scan is anew */
+  if (n == MP_NEED_MORE) return sc->need > max_size ? too_large(L, max_size) : 0;
   if (n < 0) {
     lua_pushstring(L, length_error(n));
     return -1;
   }
-  if ((size_t)n > max_size) {
-    lua_pushfstring(L, "message larger than %I bytes", (lua_Integer)max_size);
-    return -1;
-  }
+  if ((size_t)n > max_size) return too_large(L, max_size);
   return n;
 }
 
@@ -279,7 +328,7 @@ static void consume(lstream *ls, size_t n) {
 static int l_read_msgpack(lua_State *L) {
   lstream *ls = evlua_check_stream(L, 1);
   size_t max_size = check_max_size(L, 2);
-  long n = message_length(L, ls, max_size, check_depth(L, 3));
+  long n = message_length(L, ls, max_size, check_depth(L, 3), NULL);
   if (n <= 0) {
     luaL_pushfail(L);
     if (n == 0) return 1;
@@ -303,28 +352,44 @@ static int rpc_field(const char **p, const char *end, mp_type want,
   return 1;
 }
 
-/* Push the elements of the params array at *p as separate values. */
-static int push_params(lua_State *L, const char **p, const char *end) {
+/* Push the count of the params array at *p, then its elements as
+** separate values; past max_params, the count alone (the caller answers
+** with an error: the elements would only be dropped). */
+static int push_params(lua_State *L, const char **p, const char *end,
+                       lua_Integer max_params) {
   mp_token t;
   if (!rpc_field(p, end, MP_ARRAY, &t)) return -1;
-  luaL_checkstack(L, (int)(t.v.n < 100000 ? t.v.n : 100000) + 4,
-                  "too many rpc parameters");
   lua_pushinteger(L, t.v.n);
+  if ((lua_Integer)t.v.n > max_params) return (int)t.v.n;
+  luaL_checkstack(L, (int)t.v.n + 4, "too many rpc parameters");
   for (uint32_t i = 0; i < t.v.n; i++) decode_value(L, p, end);
   return (int)t.v.n;
 }
 
-/* stream:read_rpc([max_size [, max_depth]]) -> one message, as values:
+static lua_Integer check_max_params(lua_State *L, int idx) {
+  lua_Integer n = luaL_optinteger(L, idx, DEFAULT_MAX_PARAMS);
+  luaL_argcheck(L, n >= 0 && n <= MAX_PARAMS_CEILING, idx,
+                "max_params out of range");
+  return n;
+}
+
+/* stream:read_rpc([max_size [, max_depth [, max_params [, scanner]]]])
+** -> one message, as values:
 **   request:      0, msgid, method, nparams, params...
 **   response:     1, msgid, error, result
 **   notification: 2, method, nparams, params...
-** | nil (not complete yet) | nil, err (bad message: the caller closes) */
+** (with nparams > max_params, the params are left out)
+** | nil (not complete yet) | nil, err (bad message: the caller closes).
+** A scanner (core.mp_scanner()) keeps the walk of a message that comes
+** in pieces from one call to the next. */
 static int l_read_rpc(lua_State *L) {
   lstream *ls = evlua_check_stream(L, 1);
   size_t max_size = check_max_size(L, 2);
   int max_depth = check_depth(L, 3);
+  lua_Integer max_params = check_max_params(L, 4);
+  mp_scanner *sc = stream_scanner(L, 5, ls);
   lua_settop(L, 1);
-  long n = message_length(L, ls, max_size, max_depth);
+  long n = message_length(L, ls, max_size, max_depth, sc);
   if (n <= 0) {
     luaL_pushfail(L);
     if (n == 0) return 1;
@@ -340,7 +405,7 @@ static int l_read_rpc(lua_State *L) {
     lua_pushinteger(L, 0);
     lua_pushinteger(L, (lua_Integer)id.v.i);
     lua_pushlstring(L, method.v.s.p, method.v.s.len);
-    ok = push_params(L, &p, end) >= 0;
+    ok = push_params(L, &p, end, max_params) >= 0;
   } else if (ok && kind.v.i == 1 && t.v.n == 4 &&
              rpc_field(&p, end, MP_INT, &id)) {
     lua_pushinteger(L, 1);
@@ -351,7 +416,7 @@ static int l_read_rpc(lua_State *L) {
              rpc_field(&p, end, MP_STR, &method)) {
     lua_pushinteger(L, 2);
     lua_pushlstring(L, method.v.s.p, method.v.s.len);
-    ok = push_params(L, &p, end) >= 0;
+    ok = push_params(L, &p, end, max_params) >= 0;
   } else {
     ok = 0;
   }
@@ -449,10 +514,13 @@ void evlua_open_msgpack(lua_State *L) {
     { NULL, NULL }
   };
   static const luaL_Reg funcs[] = {
+    { "mp_scanner", l_scanner_new },
     { "mp_encode", l_encode },
     { "mp_decode", l_decode },
     { NULL, NULL }
   };
+  static const luaL_Reg no_methods[] = { { NULL, NULL } };
+  scanner_meta = evlua_new_class(L, EVLUA_SCANNER, no_methods, no_methods);
   luaL_getmetatable(L, EVLUA_STREAM);
   lua_getfield(L, -1, "__index");
   luaL_setfuncs(L, stream_methods, 0);

@@ -134,15 +134,24 @@ int mp_put_map(evlua_buffer *b, uint32_t n) {
 /* A token whose payload of plen bytes follows a header of hlen bytes. */
 static long with_payload(size_t len, size_t hlen, uint64_t plen, mp_token *t,
                          const char *p, mp_type type) {
-  if (len < hlen + plen) return MP_NEED_MORE;
+  if (len < hlen + plen) {
+    t->need = hlen + plen;
+    return MP_NEED_MORE;
+  }
   t->type = type;
   t->v.s.p = p + hlen;
   t->v.s.len = (uint32_t)plen;
   return (long)(hlen + plen);
 }
 
+/* Not enough bytes for a header of hlen bytes. */
+static long short_header(mp_token *t, size_t hlen) {
+  t->need = hlen;
+  return MP_NEED_MORE;
+}
+
 long mp_read_token(const char *p, size_t len, mp_token *t) {
-  if (len == 0) return MP_NEED_MORE;
+  if (len == 0) return short_header(t, 1);
   const unsigned char *u = (const unsigned char *)p;
   unsigned char c = u[0];
   if (c <= 0x7f) { t->type = MP_INT; t->v.i = c; return 1; }
@@ -161,7 +170,7 @@ long mp_read_token(const char *p, size_t len, mp_token *t) {
   };
   int n = extra[c - 0xc0];
   if (n < 0) return MP_INVALID;
-  if (len < (size_t)n + 1) return MP_NEED_MORE;
+  if (len < (size_t)n + 1) return short_header(t, (size_t)n + 1);
   uint64_t v = load(u + 1, n);
   switch (c) {
   case 0xc0: t->type = MP_NIL; return 1;
@@ -169,7 +178,7 @@ long mp_read_token(const char *p, size_t len, mp_token *t) {
   case 0xc4: case 0xc5: case 0xc6:
     return with_payload(len, (size_t)n + 1, v, t, p, MP_BIN);
   case 0xc7: case 0xc8: case 0xc9: {
-    if (len < (size_t)n + 2) return MP_NEED_MORE;
+    if (len < (size_t)n + 2) return short_header(t, (size_t)n + 2);
     long r = with_payload(len, (size_t)n + 2, v, t, p, MP_EXT);
     t->v.s.ext_type = (int8_t)u[n + 1];
     return r;
@@ -207,32 +216,47 @@ long mp_read_token(const char *p, size_t len, mp_token *t) {
   }
 }
 
-long mp_value_length(const char *p, size_t len, int max_depth) {
-  /* remaining[d]: values still expected at nesting level d. */
-  uint64_t remaining[MP_MAX_DEPTH + 1];
-  int depth = 0;
+void mp_scan_start(mp_scanner *sc) {
+  sc->pos = 0;
+  sc->need = 1;
+  sc->depth = 0;
+  sc->remaining[0] = 1;
+}
+
+/* Lower bound on the length of a value whose walk stopped at sc->pos on
+** a token needing `token` bytes: that token, plus a byte for every other
+** value still expected at any level. */
+static uint64_t lower_bound(const mp_scanner *sc, uint64_t token) {
+  uint64_t n = sc->pos + token - 1;
+  for (int d = 0; d <= sc->depth; d++) n += sc->remaining[d];
+  return n;
+}
+
+long mp_scan(mp_scanner *sc, const char *p, size_t len, int max_depth) {
   if (max_depth > MP_MAX_DEPTH) max_depth = MP_MAX_DEPTH;
-  size_t pos = 0;
-  remaining[0] = 1;
   for (;;) {
     mp_token t;
-    long used = mp_read_token(p + pos, len - pos, &t);
+    long used = mp_read_token(p + sc->pos, len - sc->pos, &t);
+    if (used == MP_NEED_MORE) sc->need = lower_bound(sc, t.need);
     if (used <= 0) return used;
-    pos += (size_t)used;
-    remaining[depth]--;
+    sc->pos += (size_t)used;
+    sc->remaining[sc->depth]--;
     uint64_t items = 0;
     if (t.type == MP_ARRAY) items = t.v.n;
     else if (t.type == MP_MAP) items = (uint64_t)t.v.n * 2;
     if (items > 0) {
-      /* Every item takes at least a byte: a count beyond what is buffered
-      ** cannot be complete yet. */
-      if (items > len - pos) return MP_NEED_MORE;
-      if (depth == max_depth) return MP_TOO_DEEP;
-      remaining[++depth] = items;
+      if (sc->depth == max_depth) return MP_TOO_DEEP;
+      sc->remaining[++sc->depth] = items;
     }
-    while (remaining[depth] == 0) {
-      if (depth == 0) return (long)pos;
-      depth--;
+    while (sc->remaining[sc->depth] == 0) {
+      if (sc->depth == 0) return (long)sc->pos;
+      sc->depth--;
     }
   }
+}
+
+long mp_value_length(const char *p, size_t len, int max_depth) {
+  mp_scanner sc;
+  mp_scan_start(&sc);
+  return mp_scan(&sc, p, len, max_depth);
 }

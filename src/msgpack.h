@@ -45,6 +45,8 @@ typedef struct mp_token {
       int8_t ext_type;
     } s;
   } v;
+  uint64_t need;            /* after MP_NEED_MORE: the bytes the token
+                            ** takes, as far as its header tells */
 } mp_token;
 
 #define MP_MAX_DEPTH 512     /* ceiling for any depth limit */
@@ -61,5 +63,22 @@ long mp_read_token(const char *p, size_t len, mp_token *t);
 ** included), or MP_NEED_MORE, MP_INVALID, MP_TOO_DEEP (containers nested
 ** deeper than max_depth, at most MP_MAX_DEPTH). */
 long mp_value_length(const char *p, size_t len, int max_depth);
+
+/* An incremental mp_value_length, for a value that arrives in pieces:
+** each call walks only the bytes the previous calls have not, so a value
+** of n bytes costs O(n) however it is split. p must be the same value's
+** bytes each time (grown, never moved in content); start again with
+** mp_scan_start after a result other than MP_NEED_MORE. */
+typedef struct mp_scanner {
+  size_t pos;               /* bytes walked so far */
+  uint64_t need;            /* after MP_NEED_MORE: a lower bound on the
+                            ** value's length (every item takes a byte,
+                            ** every str/bin/ext its announced length) */
+  int depth;
+  uint64_t remaining[MP_MAX_DEPTH + 1];   /* values expected per level */
+} mp_scanner;
+
+void mp_scan_start(mp_scanner *sc);
+long mp_scan(mp_scanner *sc, const char *p, size_t len, int max_depth);
 
 #endif

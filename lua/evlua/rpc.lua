@@ -9,6 +9,7 @@
 -- "timeout", "closed" or "cancelled").
 
 local event = require "event"
+local core = require "evlua.core"
 local Channel = require "evlua.channel"
 
 local rpc = {}
@@ -20,17 +21,34 @@ rpc.channel = RpcChannel
 -- Defaults; a subclass or an instance may override them.
 RpcChannel.max_message = 16 * 1024 * 1024   -- bytes of one message
 RpcChannel.max_depth = 128                  -- nesting of one message
+RpcChannel.max_params = 4096                -- parameters of one request
 RpcChannel.call_timeout = 30                -- seconds a call may wait
+RpcChannel.idle_timeout = nil               -- seconds without traffic
 RpcChannel.handlers = nil                   -- method name -> function
 
 local RESPONSE = {}   -- tags a call's wakeup as a response
 local MSGID_LIMIT = 0xffffffff
 
-function RpcChannel:init()
+-- A message is decoded only once it is buffered whole, so the input
+-- buffer must hold max_message bytes: with the stream's default (1 MiB)
+-- a bigger message would stall reading before it could complete.
+local function fit_input(ch)
+  local max_message = ch.max_message
+  ch:set_limits({ max_input = max_message })
+  ch._input_for = max_message
+end
+
+-- The state lives here rather than in init, so that a subclass's init
+-- need not call this one's.
+function RpcChannel:_start(...)
   self._pending = {}
   self._next_id = 1
   self._free_ids, self._nfree = {}, 0   -- msgids answered, for reuse
   self._early = {}   -- task -> response that came before it waited
+  self._serving = 0  -- requests taken and not answered yet
+  Channel._start(self, ...)
+  if not self._closed then fit_input(self) end
+  return self
 end
 
 --[[ Serving ================================================================]]
@@ -53,10 +71,18 @@ local function on_handler_error(err)
   return { err = err, traceback = event.traceback(err, 2) }
 end
 
+-- The results as the response; results msgpack cannot carry (a function)
+-- would raise in the worker, so the caller gets an error instead.
+local function reply_results(ch, msgid, method, ...)
+  local stream = ch._stream
+  local ok, err = pcall(stream.write_rpc_response, stream, msgid, nil, ...)
+  if ok then return err end
+  event.error(("rpc: %s returned what cannot be sent: %s"):format(method, err))
+  return stream:write_rpc_response(msgid, "cannot encode the result")
+end
+
 local function reply(ch, msgid, method, ok, ...)
-  if ok then
-    return ch._stream:write_rpc_response(msgid, nil, ...)
-  end
+  if ok then return reply_results(ch, msgid, method, ...) end
   local e = ...
   event.error(("rpc: %s failed: %s"):format(method, e.traceback))
   local err = e.err
@@ -86,6 +112,14 @@ local idle, nidle = {}, 0      -- tokens of parked workers
 local MAX_IDLE = 64
 local helper_scheduled = false
 local worker
+
+-- A request was answered; a channel that is closing for bad input waits
+-- for its last one (see fail below).
+local function served(ch)
+  local n = ch._serving - 1
+  ch._serving = n
+  if n == 0 and ch._failing then event.wakeup(ch._failing) end
+end
 
 local function schedule_worker()
   helper_scheduled = true
@@ -120,6 +154,7 @@ worker = function(token)
       local ch, msgid, method = queue[h], queue[h + 1], queue[h + 2]
       serve(ch, msgid, method, n,
             cleared(h, n, table.unpack(queue, h + 4, h + 3 + n)))
+      served(ch)
     end
     if nidle >= MAX_IDLE then return end
     nidle = nidle + 1
@@ -131,8 +166,14 @@ end
 local function enqueue(ch, msgid, method, n, ...)
   local t = qtail
   queue[t + 1], queue[t + 2], queue[t + 3], queue[t + 4] = ch, msgid, method, n
-  for i = 1, n do queue[t + 4 + i] = (select(i, ...)) end
+  if n <= 8 then
+    for i = 1, n do queue[t + 4 + i] = (select(i, ...)) end
+  else
+    -- select(i, ...) costs O(n) each: a loop of them is O(n^2)
+    table.move({ ... }, 1, n, t + 5, queue)
+  end
   qtail = t + 4 + n
+  ch._serving = ch._serving + 1
   if not helper_scheduled then schedule_worker() end
 end
 
@@ -146,6 +187,52 @@ local function serve_notification(ch, method, _, ...)
   local ok, e = xpcall(fn, on_handler_error, ch, ...)
   if not ok then
     event.error(("rpc: %s failed: %s"):format(method, e.traceback))
+  end
+end
+
+-- A request with more than max_params parameters: it is otherwise a
+-- valid message, so it gets an error response and the channel goes on.
+local function refuse(ch, msgid, method, n)
+  event.warn(("rpc: refusing %s from %s: %d parameters")
+             :format(method, tostring(ch), n))
+  ch._stream:write_rpc_response(msgid, ("too many parameters (%d, max_params %d)")
+                                       :format(n, ch.max_params))
+end
+
+-- Fail every call waiting for a response on ch.
+local function fail_pending(ch)
+  local pending = ch._pending
+  if pending and next(pending) then
+    ch._pending = {}
+    for _, token in pairs(pending) do event.wakeup(token, nil, "closed") end
+  end
+end
+
+-- Close ch once the requests it sent before the bad input are answered
+-- (waiting at most call_timeout): their responses are owed.
+local function close_when_served(ch)
+  if ch._serving > 0 then
+    event.wait_as("wait", "rpc requests before closing", ch._failing,
+                  ch.call_timeout)
+  end
+  ch:close()
+end
+
+-- Bad input (malformed, or past a limit): log why, read no more, fail the
+-- calls that wait for responses (none can come now), answer the requests
+-- already taken, then close.
+local function fail(ch, err)
+  if ch._failing then return end
+  ch._failing = {}
+  event.error(("rpc: closing %s: %s"):format(tostring(ch), err))
+  local stream = ch._stream
+  local _, high, low = stream:limits()
+  stream:set_limits(math.max(1, stream:buffered()), high, low)  -- stop reading
+  fail_pending(ch)
+  if ch._serving == 0 then
+    ch:close()
+  else
+    event.fork(close_when_served, ch):set_name("rpc closing " .. tostring(ch))
   end
 end
 
@@ -167,14 +254,27 @@ local function process(ch, kind, ...)
       end
     end
   elseif kind == 0 then
-    enqueue(ch, ...)
+    local msgid, method, n = ...
+    if n > ch.max_params then
+      refuse(ch, msgid, method, n)
+    else
+      enqueue(ch, ...)
+    end
   elseif kind == 2 then
-    event.fork(serve_notification, ch, ...)
+    local method, n = ...
+    if n > ch.max_params then
+      event.warn(("rpc: dropping notification %s from %s: %d parameters")
+                 :format(method, tostring(ch), n))
+    else
+      event.fork(serve_notification, ch, ...)
+    end
   else
-    local err = select(1, ...)
+    local err = ...
     if err then
-      event.error(("rpc: closing %s: %s"):format(tostring(ch), err))
-      ch:close_immediately()
+      fail(ch, err)
+    elseif not ch._scan and ch._stream:buffered() > 0 then
+      -- a message comes in pieces: keep its scan from read to read
+      ch._scan = core.mp_scanner()
     end
     return false
   end
@@ -183,18 +283,18 @@ end
 
 -- Every complete message in the buffer, in order.
 function RpcChannel:data()
+  if self._failing then return end
   local stream = self._stream
-  local max_message, max_depth = self.max_message, self.max_depth
-  while process(self, stream:read_rpc(max_message, max_depth)) do end
+  local max_message = self.max_message
+  if self._input_for ~= max_message then fit_input(self) end
+  local max_depth, max_params = self.max_depth, self.max_params
+  while process(self, stream:read_rpc(max_message, max_depth, max_params,
+                                      self._scan)) do end
 end
 
 function RpcChannel:_ended(reason)
   Channel._ended(self, reason)
-  local pending = self._pending
-  if pending then
-    self._pending = {}
-    for _, token in pairs(pending) do event.wakeup(token, nil, "closed") end
-  end
+  fail_pending(self)
 end
 
 --[[ Calling ================================================================]]
@@ -284,34 +384,51 @@ end
 
 --[[ Entry points ===========================================================]]
 
-local function with_handlers(class, handlers, fname)
+-- Channel fields that rpc.listen and rpc.connect take from opts.
+local OPTIONS = { "max_message", "max_depth", "max_params", "call_timeout",
+                  "idle_timeout" }
+
+-- class, or a subclass of it with the handlers and the OPTIONS in opts.
+local function configured(class, handlers, opts, fname)
   class = class or RpcChannel
-  if handlers == nil then return class end
-  if type(handlers) ~= "table" then
+  if handlers ~= nil and type(handlers) ~= "table" then
     error("bad argument to '" .. fname .. "' (handler table expected)", 3)
   end
-  local sub = class:inherit()
-  sub.handlers = handlers
-  return sub
+  local sub
+  if handlers ~= nil then
+    sub = class:inherit()
+    sub.handlers = handlers
+  end
+  for _, name in ipairs(OPTIONS) do
+    local value = opts and opts[name]
+    if value ~= nil then
+      if type(value) ~= "number" or not (value >= 0) then
+        error(("bad option '%s' to '%s' (non-negative number expected)")
+              :format(name, fname), 3)
+      end
+      sub = sub or class:inherit()
+      sub[name] = value
+    end
+  end
+  return sub or class
 end
 
 -- rpc.listen(ip, port, handlers [, class [, opts]]) -> listener | nil, err
 -- handlers[method](ch, ...) serves each request in its own coroutine.
+-- opts: those of event.listen, and max_message, max_depth, max_params,
+-- call_timeout, idle_timeout for the channels it accepts.
 function rpc.listen(ip, port, handlers, class, opts)
-  class = with_handlers(class, handlers, "listen")
+  class = configured(class, handlers, opts, "listen")
   return event.listen(ip, port, function() end, class, opts)
 end
 
 -- rpc.connect(host, port [, opts]) -> channel | nil, err. In a coroutine.
 -- opts: timeout (connect), class, handlers (for calls from the server),
--- call_timeout.
+-- max_message, max_depth, max_params, call_timeout, idle_timeout.
 function rpc.connect(host, port, opts)
   opts = opts or {}
-  local class = with_handlers(opts.class, opts.handlers, "connect")
-  local ch, err = event.connect(host, port, class, opts.timeout)
-  if not ch then return nil, err end
-  if opts.call_timeout then ch.call_timeout = opts.call_timeout end
-  return ch
+  local class = configured(opts.class, opts.handlers, opts, "connect")
+  return event.connect(host, port, class, opts.timeout)
 end
 
 -- The codec, for other uses of MessagePack.
