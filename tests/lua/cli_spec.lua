@@ -252,6 +252,19 @@ describe("module search path", function()
     assert.matches("module 'evlua.main' not found", err3, 1, true)
   end)
 
+  it("loads modules of a LuaRocks tree through LUA_PATH and LUA_CPATH", function()
+    -- the layout `luarocks --lua-version 5.4 --tree DIR install` makes
+    local tree = helper.tmpdir()
+    assert(os.execute("mkdir -p " .. tree .. "/share/lua/5.4/rock " .. tree .. "/lib/lua/5.4"))
+    helper.write_file(tree .. "/share/lua/5.4/rock/init.lua", "return 'from the tree'")
+    local out, err, rc = run({ "-e", "print(require('rock'), package.cpath:match('^[^;]*'))" }, nil, {
+      LUA_PATH = tree .. "/share/lua/5.4/?.lua;" .. tree .. "/share/lua/5.4/?/init.lua;;",
+      LUA_CPATH = tree .. "/lib/lua/5.4/?.so;;",
+    })
+    assert.equal(0, rc, err)
+    assert.equal("from the tree\t" .. tree .. "/lib/lua/5.4/?.so\n", out)
+  end)
+
   it("works after make install into a prefix", function()
     if helper.asan then return end   -- installs ./evlua, the plain build
     local prefix = helper.tmpdir()
