@@ -384,9 +384,11 @@ end
 
 --[[ Entry points ===========================================================]]
 
--- Channel fields that rpc.listen and rpc.connect take from opts.
+-- Channel fields that rpc.listen and rpc.connect take from opts, with
+-- the largest value each may take.
 local OPTIONS = { "max_message", "max_depth", "max_params", "call_timeout",
                   "idle_timeout" }
+local CEILING = { max_depth = 512, max_params = 100000 }
 
 -- class, or a subclass of it with the handlers and the OPTIONS in opts.
 local function configured(class, handlers, opts, fname)
@@ -402,9 +404,10 @@ local function configured(class, handlers, opts, fname)
   for _, name in ipairs(OPTIONS) do
     local value = opts and opts[name]
     if value ~= nil then
-      if type(value) ~= "number" or not (value >= 0) then
-        error(("bad option '%s' to '%s' (non-negative number expected)")
-              :format(name, fname), 3)
+      local ceiling = CEILING[name] or math.huge
+      if type(value) ~= "number" or not (value >= 0 and value <= ceiling) then
+        error(("bad option '%s' to '%s' (number from 0 to %s expected)")
+              :format(name, fname, ceiling), 3)
       end
       sub = sub or class:inherit()
       sub[name] = value

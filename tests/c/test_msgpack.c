@@ -141,6 +141,82 @@ static void invalid_and_empty_inputs(void **state) {
   assert_int_equal(t.v.s.len, 1);
 }
 
+/* Fed a growing prefix of a value one byte at a time, the scanner never
+** walks a byte twice (pos only grows and stays within what it was given)
+** and ends with the value's length. */
+static void scanner_resumes_where_it_stopped(void **state) {
+  (void)state;
+  evlua_buffer b;
+  evlua_buffer_init(&b);
+  /* [0, 1, "m", [1, "two", {"k": [nil]}, <bin of 300 bytes>]] */
+  char blob[300];
+  memset(blob, 7, sizeof blob);
+  mp_put_array(&b, 4);
+  mp_put_int(&b, 0);
+  mp_put_int(&b, 1);
+  mp_put_str(&b, "m", 1);
+  mp_put_array(&b, 4);
+  mp_put_int(&b, 1);
+  mp_put_str(&b, "two", 3);
+  mp_put_map(&b, 1);
+  mp_put_str(&b, "k", 1);
+  mp_put_array(&b, 1);
+  mp_put_nil(&b);
+  mp_put_bin(&b, blob, sizeof blob);
+  size_t n = evlua_buffer_len(&b);
+  const char *p = evlua_buffer_peek(&b);
+  mp_scanner sc;
+  mp_scan_start(&sc);
+  size_t last = 0;
+  for (size_t i = 0; i < n; i++) {
+    assert_int_equal(mp_scan(&sc, p, i, 8), MP_NEED_MORE);
+    assert_true(sc.pos >= last && sc.pos <= i);
+    assert_true(sc.need > i && sc.need <= n);   /* a true lower bound */
+    last = sc.pos;
+  }
+  assert_int_equal(mp_scan(&sc, p, n, 8), (long)n);
+  /* once the bin's header is in, the bound is the whole length */
+  mp_scan_start(&sc);
+  assert_int_equal(mp_scan(&sc, p, n - sizeof blob, 8), MP_NEED_MORE);
+  assert_int_equal(sc.need, n);
+  evlua_buffer_free(&b);
+}
+
+/* Headers announce sizes long before the bytes come. */
+static void scanner_bounds_from_headers(void **state) {
+  (void)state;
+  mp_scanner sc;
+  /* str 32 of 100,000,000 bytes */
+  mp_scan_start(&sc);
+  assert_int_equal(mp_scan(&sc, "\xdb\x05\xf5\xe1\x00", 5, 8), MP_NEED_MORE);
+  assert_true(sc.need == 5 + 100000000ULL);
+  /* an array of 2^32-1 items, each at least a byte */
+  mp_scan_start(&sc);
+  assert_int_equal(mp_scan(&sc, "\xdd\xff\xff\xff\xff", 5, 8), MP_NEED_MORE);
+  assert_true(sc.need == 5 + 0xffffffffULL);
+  /* a map of 2^32-1 pairs: twice as many values */
+  mp_scan_start(&sc);
+  assert_int_equal(mp_scan(&sc, "\xdf\xff\xff\xff\xff", 5, 8), MP_NEED_MORE);
+  assert_true(sc.need == 5 + 2 * 0xffffffffULL);
+  /* [bin 32 header cut short, x]: the header's 5 bytes plus x's one */
+  mp_scan_start(&sc);
+  assert_int_equal(mp_scan(&sc, "\x92\xc6\x00", 3, 8), MP_NEED_MORE);
+  assert_true(sc.need == 1 + 5 + 1);
+  /* ext 8 of 200 bytes, type byte still missing */
+  mp_scan_start(&sc);
+  assert_int_equal(mp_scan(&sc, "\xc7\xc8", 2, 8), MP_NEED_MORE);
+  assert_true(sc.need == 3);
+  assert_int_equal(mp_scan(&sc, "\xc7\xc8\x01", 3, 8), MP_NEED_MORE);
+  assert_true(sc.need == 3 + 200);
+  /* nothing yet: a byte */
+  mp_scan_start(&sc);
+  assert_int_equal(mp_scan(&sc, "", 0, 8), MP_NEED_MORE);
+  assert_true(sc.need == 1);
+  /* too deep is known as soon as the container header is */
+  mp_scan_start(&sc);
+  assert_int_equal(mp_scan(&sc, "\x91\x91\x91", 3, 2), MP_TOO_DEEP);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(integers_use_the_smallest_form),
@@ -149,6 +225,8 @@ int main(void) {
     cmocka_unit_test(strings_pick_their_header_by_length),
     cmocka_unit_test(value_length_handles_nesting_and_truncation),
     cmocka_unit_test(invalid_and_empty_inputs),
+    cmocka_unit_test(scanner_resumes_where_it_stopped),
+    cmocka_unit_test(scanner_bounds_from_headers),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -250,6 +250,214 @@ describe("rpc", function()
     listener:close()
   end)
 
+  it("carries a 1 MiB argument and a 2 MB reply with the default limits", function()
+    local listener, port = server({
+      size = function(_, s) return #s end,
+      make = function(_, n) return ("r"):rep(n) end,
+      add = handlers.add,
+    })
+    local ch = assert(rpc.connect("127.0.0.1", port, { call_timeout = 20 }))
+    assert.equal(1048576, ch:call("size", ("a"):rep(1048576)))
+    assert.equal(("r"):rep(2000000), ch:call("make", 2000000))
+    assert.equal(3, ch:call("add", 1, 2))   -- and the channel goes on
+    ch:close()
+    listener:close()
+  end)
+
+  it("takes messages of max_message bytes above the 1 MiB input default, both ways", function()
+    local limit = 1536 * 1024
+    local Big = rpc.channel:inherit()
+    Big.max_message = limit
+    local log = helper.tmpdir() .. "/log"
+    assert(event.log_file(log))
+    local listener, port = server({
+      echo = handlers.echo,
+      make = function(_, n) return ("r"):rep(n) end,
+    }, Big)
+    local ch = assert(rpc.connect("127.0.0.1", port, { class = Big, call_timeout = 20 }))
+    -- request [0, 0, "echo", [s]] and response [1, 0, nil, s] share the overhead
+    local overhead = #rpc.msgpack.encode({ 0, 0, "echo", { ("x"):rep(limit) } }) - limit
+    local fits = ("x"):rep(limit - overhead)
+    assert.equal(fits, ch:call("echo", fits))
+    local reply_overhead = #rpc.msgpack.encode({ 1, 0, rpc.msgpack.null, ("x"):rep(limit) }) - limit
+    assert.equal(limit - reply_overhead, #ch:call("make", limit - reply_overhead))
+    -- a reply one byte too long closes the client's channel
+    assert.same({ nil, "closed" }, { ch:call("make", limit - reply_overhead + 1) })
+    -- a request one byte too long closes the server's
+    ch = assert(rpc.connect("127.0.0.1", port, { class = Big, call_timeout = 20 }))
+    assert.same({ nil, "closed" }, { ch:call("echo", fits .. "x") })
+    event.log_file(nil)
+    local text = helper.slurp(log)
+    local _, count = text:gsub("ERROR rpc: closing channel 127.0.0.1:%d+: message larger than "
+                               .. limit .. " bytes\n", "")
+    assert.equal(2, count)
+    listener:close()
+  end)
+
+  it("closes at once on a header that announces more than max_message", function()
+    local log = helper.tmpdir() .. "/log"
+    assert(event.log_file(log))
+    local listener, port = server()
+    local headers = {
+      "\x94\x00\x01\xa4echo\x91\xdb\x05\xf5\xe1\x00",   -- a 100 MB str
+      "\x94\x00\x01\xa4echo\xdd\xff\xff\xff\xff",       -- 2^32-1 params
+      "\x94\x00\x01\xa4echo\x91\xdf\x7f\xff\xff\xff",   -- a map of 2^31-1 pairs
+      "\x94\x00\x01\xa4echo\x91\xc6\x01\x00\x00\x01",   -- bin, max_message + 1
+    }
+    for _, header in ipairs(headers) do
+      local raw = assert(event.connect("127.0.0.1", port))
+      raw:write(header)
+      assert.same({ nil, "closed" }, { raw:wait_read(1, 5) })
+    end
+    -- exactly max_message announced: the connection waits for the bytes
+    local raw = assert(event.connect("127.0.0.1", port))
+    local max = rpc.channel.max_message
+    local head = "\x94\x00\x01\xa4echo\x91\xc6" .. string.pack(">I4", max - 14)
+    raw:write(head)
+    assert.same({ nil, "timeout" }, { raw:wait_read(1, 0.2) })
+    raw:close()
+    event.log_file(nil)
+    local _, count = helper.slurp(log):gsub("rpc: closing channel [%d.:]+: message larger than", "")
+    assert.equal(#headers, count)
+    listener:close()
+  end)
+
+  it("closes a connection that stays idle past idle_timeout (listen and connect opts)", function()
+    local listener = assert(rpc.listen("127.0.0.1", 0, handlers, nil, { idle_timeout = 0.05 }))
+    local raw = assert(event.connect("127.0.0.1", listener:port()))
+    raw:write("\x94\x00\x01")   -- half a request, then nothing
+    assert.same({ nil, "closed" }, { raw:wait_read(1, 5) })
+    local server2 = assert(rpc.listen("127.0.0.1", 0, handlers))
+    local Watched = rpc.channel:inherit()
+    local gone = {}
+    function Watched:disconnect(reason) event.wakeup(gone, reason) end
+    local ch = assert(rpc.connect("127.0.0.1", server2:port(),
+                                  { class = Watched, idle_timeout = 0.05 }))
+    assert.equal(3, ch:call("add", 1, 2))
+    assert.same({ "timeout" }, { event.wait(gone, 5) })   -- the reason it woke with
+    assert.has_error(function() rpc.connect("127.0.0.1", 1, { idle_timeout = "x" }) end)
+    listener:close()
+    server2:close()
+  end)
+
+  it("answers max_params parameters and refuses one more with an error response", function()
+    local listener = assert(rpc.listen("127.0.0.1", 0, handlers, nil, { max_params = 10 }))
+    local ch = assert(rpc.connect("127.0.0.1", listener:port()))
+    local ten = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 }
+    assert.equal(10, ch:call("count", table.unpack(ten)))
+    assert.same({ nil, "too many parameters (11, max_params 10)" },
+                { ch:call("count", 0, table.unpack(ten)) })
+    assert.equal(3, ch:call("add", 1, 2))         -- the channel goes on
+    ch:close()
+    listener:close()
+    -- the default
+    listener, port = server()
+    ch = assert(rpc.connect("127.0.0.1", port))
+    local many = {}
+    for i = 1, rpc.channel.max_params do many[i] = i end
+    assert.equal(4096, rpc.channel.max_params)
+    assert.equal(#many, ch:call("count", table.unpack(many)))
+    many[#many + 1] = 0
+    assert.same({ nil, "too many parameters (4097, max_params 4096)" },
+                { ch:call("count", table.unpack(many)) })
+    ch:close()
+    listener:close()
+  end)
+
+  it("refuses 160,000 parameters without holding up another connection", function()
+    local listener, port = server()
+    local flood = assert(rpc.connect("127.0.0.1", port))
+    local other = assert(rpc.connect("127.0.0.1", port))
+    local many = {}
+    for i = 1, 160000 do many[i] = i end
+    local refused = event.fork(function()
+      return flood:timed_call(20, "count", table.unpack(many))
+    end)
+    -- before the fix, decoding this message held the loop for ~40 s
+    assert.equal(3, other:timed_call(20, "add", 1, 2))
+    assert.same({ true, nil, "too many parameters (160000, max_params 4096)" },
+                { refused:join(20) })
+    flood:close()
+    other:close()
+    listener:close()
+  end)
+
+  it("serves max_params at its ceiling (100,000 parameters) and drops a notification past it", function()
+    local got = {}
+    local h = setmetatable({ note = function(_, ...) got[#got + 1] = select("#", ...) event.wakeup(got) end },
+                           { __index = handlers })
+    local listener = assert(rpc.listen("127.0.0.1", 0, h, nil, { max_params = 100000 }))
+    local ch = assert(rpc.connect("127.0.0.1", listener:port(), { call_timeout = 20 }))
+    local many = {}
+    for i = 1, 100000 do many[i] = i end
+    many[50000] = nil                               -- a nil in the middle travels too
+    assert.equal(100000, ch:call("count", table.unpack(many, 1, 100000)))
+    local echoed = ch:call("echo", table.unpack(many, 1, 100000))
+    assert.equal(99999, echoed[99999])
+    assert.is_nil(echoed[50000])
+    many[100001] = 0
+    assert.is_true(ch:send("note", table.unpack(many, 1, 100001)))  -- dropped, logged
+    assert.is_true(ch:send("note", 1, 2))
+    assert.is_true(event.wait(got, 10))
+    assert.same({ 2 }, got)
+    -- max_params beyond the ceiling is a programmer error
+    assert.has_error(function() rpc.listen("127.0.0.1", 0, h, nil, { max_params = 100001 }) end)
+    ch:close()
+    listener:close()
+  end)
+
+  it("answers the valid requests before garbage, then closes and logs why", function()
+    local log = helper.tmpdir() .. "/log"
+    assert(event.log_file(log))
+    local listener, port = server()
+    local msgpack = rpc.msgpack
+    local raw = assert(event.connect("127.0.0.1", port))
+    -- a quick request, a slow one, then a byte that is never MessagePack
+    raw:write(msgpack.encode({ 0, 1, "add", { 1, 2 } }) ..
+              msgpack.encode({ 0, 2, "slow", { 0.05, "late" } }) .. "\xc1garbage")
+    local want = msgpack.encode({ 1, 1, msgpack.null, 3 }) ..
+                 msgpack.encode({ 1, 2, msgpack.null, "late" })
+    assert.equal(want, raw:wait_read(#want, 5))
+    assert.same({ nil, "closed" }, { raw:wait_read(1, 5) })
+    -- a valid request, then a valid message that is not RPC
+    raw = assert(event.connect("127.0.0.1", port))
+    raw:write(msgpack.encode({ 0, 3, "add", { 2, 2 } }) .. msgpack.encode({ 9, 9 }))
+    want = msgpack.encode({ 1, 3, msgpack.null, 4 })
+    assert.equal(want, raw:wait_read(#want, 5))
+    assert.same({ nil, "closed" }, { raw:wait_read(1, 5) })
+    event.log_file(nil)
+    local text = helper.slurp(log)
+    assert.matches("ERROR rpc: closing channel 127.0.0.1:%d+: invalid msgpack data\n", text)
+    assert.matches("ERROR rpc: closing channel 127.0.0.1:%d+: invalid rpc message\n", text)
+    listener:close()
+  end)
+
+  it("fails a client's pending calls at once when the server's reply is garbage", function()
+    local dir = helper.tmpdir()
+    local log = dir .. "/log"
+    assert(event.log_file(log))
+    local fake = assert(event.listen("127.0.0.1", 0, function(_, c)
+      c:wait_read(1, 5)
+      c:write("\xc1")
+    end))
+    local ch = assert(rpc.connect("127.0.0.1", fake:port()))
+    local other = event.fork(function() return ch:call("hang") end)
+    assert.same({ nil, "closed" }, { ch:timed_call(5, "first") })
+    assert.same({ true, nil, "closed" }, { other:join(5) })
+    event.log_file(nil)
+    assert.matches("rpc: closing channel 127.0.0.1:%d+: invalid msgpack data", helper.slurp(log))
+    fake:close()
+  end)
+
+  it("answers with an error when a handler returns what msgpack cannot carry", function()
+    local listener, port = server({ bad = function() return print end, add = handlers.add })
+    local ch = assert(rpc.connect("127.0.0.1", port))
+    assert.same({ nil, "cannot encode the result" }, { ch:call("bad") })
+    assert.equal(3, ch:call("add", 1, 2))
+    ch:close()
+    listener:close()
+  end)
+
   it("a subclass can be subclassed again and serve both ways", function()
     local Calling = rpc.channel:inherit()
     Calling.handlers = { ping = function() return "pong from client" end }
