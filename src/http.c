@@ -24,6 +24,11 @@ static int fail(evlua_http *h, int status) {
   return -1;
 }
 
+static int fail_with(evlua_http *h, int status, const char *message) {
+  h->error_message = message;
+  return fail(h, status);
+}
+
 static int append(evlua_buffer *b, const char *at, size_t len) {
   return evlua_buffer_append(b, at, len);
 }
@@ -45,6 +50,8 @@ static int on_message_begin(http_parser *p) {
   h->in_value = 0;
   h->want_continue = 0;
   h->error_status = 0;
+  h->error_message = NULL;
+  h->nheaders = 0;
   return 0;
 }
 
@@ -58,6 +65,11 @@ static int on_url(http_parser *p, const char *at, size_t len) {
 static int on_header_field(http_parser *p, const char *at, size_t len) {
   evlua_http *h = (evlua_http *)p->data;
   if (count_header(h, len)) return -1;
+  /* A name must be a token. http-parser (not built strict) checks every
+  ** other character against its token table but lets a space pass:
+  ** "Transfer-Encoding : chunked" would be chunked to http-parser and
+  ** another header to the application (and to a proxy in front). */
+  if (memchr(at, ' ', len)) return fail_with(h, 400, "bad header name");
   if (h->in_value || h->nfields == 0) {   /* a new header starts */
     if (h->nfields >= h->max_headers) return fail(h, 431);
     if (h->nfields == h->cap_fields) {
@@ -108,11 +120,31 @@ static int expects_continue(evlua_http *h) {
   return 0;
 }
 
+/* A request's Host headers: exactly one, or none for HTTP/1.0 (RFC 9112
+** 3.2): two could route one request two ways. */
+static int check_host(evlua_http *h) {
+  const char *base = evlua_http_bytes(&h->hbuf);
+  int hosts = 0;
+  for (size_t i = 0; i < h->nfields; i++) {
+    const evlua_http_field *f = &h->fields[i];
+    if (f->name_len == 4 && evlua_http_ieq(base + f->off, 4, "host")) hosts++;
+  }
+  if (hosts > 1) return fail_with(h, 400, "duplicate host header");
+  if (hosts == 0 && h->p.http_minor >= 1)
+    return fail_with(h, 400, "missing host header");
+  return 0;
+}
+
 /* Returning 1 tells http-parser the message has no body (HEAD). */
 static int on_headers_complete(http_parser *p) {
   evlua_http *h = (evlua_http *)p->data;
   h->headers_done = 1;
+  h->nheaders = h->nfields;
+  h->in_value = 1;   /* a trailer field starts a new entry */
+  if (p->http_major != 1)
+    return fail_with(h, 505, "unsupported http version");
   if (p->type == HTTP_REQUEST) {
+    if (check_host(h)) return -1;
     int has_body = (p->flags & F_CHUNKED) ||
                    ((p->flags & F_CONTENTLENGTH) && p->content_length > 0);
     /* Refuse an announced body before reading a byte of it. */
@@ -184,7 +216,7 @@ void evlua_http_message_done(evlua_http *h) {
   reset_buffer(&h->url);
   reset_buffer(&h->hbuf);
   reset_buffer(&h->body);
-  h->nfields = 0;
+  h->nfields = h->nheaders = 0;
   if (h->cap_fields > 64) {
     free(h->fields);
     h->fields = NULL;
@@ -219,6 +251,10 @@ int evlua_http_error(const evlua_http *h, const char **message) {
   if (status == 0) status = e == HPE_HEADER_OVERFLOW ? 431 : 400;
   if (e == HPE_CB_url || e == HPE_CB_header_field || e == HPE_CB_header_value ||
       e == HPE_CB_headers_complete || e == HPE_CB_body) {
+    if (h->error_message) {
+      *message = h->error_message;
+      return status;
+    }
     switch (status) {
     case 413: *message = "body too large"; break;
     case 414: *message = "url too long"; break;

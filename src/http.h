@@ -2,8 +2,17 @@
 ** http.h - incremental HTTP/1.x message parsing on http-parser, with
 ** limits (pure C, no Lua). One evlua_http per connection: feed it bytes,
 ** it stops at the end of each message (so pipelined messages stay with
-** the caller) and keeps the URL (or reason phrase), the headers and the
-** body of the message being parsed until the caller is done with it.
+** the caller) and keeps the URL (or reason phrase), the headers, the
+** trailers and the body of the message being parsed until the caller is
+** done with it.
+**
+** Stricter than http-parser alone (RFC 9112, as nginx; each of these is
+** a request smuggling vector between a proxy and a lenient server): a
+** header name must be a token (http-parser lets a space through, so
+** "Transfer-Encoding : chunked" was read as chunked under another name);
+** a request must have one Host header, or none with HTTP/1.0; the
+** version must be 1.x (505 otherwise; 1.2 and up are read as 1.1); the
+** trailer fields of a chunked body are kept apart from the headers.
 */
 #ifndef EVLUA_HTTP_H
 #define EVLUA_HTTP_H
@@ -31,8 +40,9 @@ typedef struct evlua_http {
   evlua_buffer url;        /* request URL, or response reason phrase */
   evlua_buffer hbuf;       /* header names and values, back to back */
   evlua_buffer body;
-  evlua_http_field *fields;   /* owned */
+  evlua_http_field *fields;   /* owned: the headers, then the trailers */
   size_t nfields, cap_fields;
+  size_t nheaders;         /* fields before the trailers */
   size_t header_bytes;     /* URL + names + values of this message */
   int in_value;            /* the last header callback was a value */
   int in_message;          /* a message has begun and is not complete */
@@ -41,6 +51,7 @@ typedef struct evlua_http {
   int want_continue;       /* Expect: 100-continue seen, not yet reported */
   int skip_body;           /* response to a HEAD request */
   int error_status;        /* the status a failure maps to, 0 if none */
+  const char *error_message;  /* why, when error_status is ours */
 } evlua_http;
 
 enum {
@@ -68,8 +79,8 @@ int evlua_http_parse(evlua_http *h, const char *data, size_t len, int eof,
 /* Forget the message just returned (releasing big buffers). */
 void evlua_http_message_done(evlua_http *h);
 
-/* After EVLUA_HTTP_ERROR: the status to answer (400, 413, 414, 431, 500)
-** and a short message. */
+/* After EVLUA_HTTP_ERROR: the status to answer (400, 413, 414, 431, 500,
+** 505) and a short message. */
 int evlua_http_error(const evlua_http *h, const char **message);
 
 /* Whether the len bytes at a equal the lowercase string b, in any case. */

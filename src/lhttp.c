@@ -42,21 +42,22 @@ static int same_name(const char *base, const evlua_http_field *a,
 
 /* Headers, few of them: each name is looked for among the others in C,
 ** and a repeated one becomes its list at once. */
-static void push_headers_pairwise(lua_State *L, evlua_http *h, char *base) {
+static void push_headers_pairwise(lua_State *L, const evlua_http_field *fields,
+                                  size_t n, const char *base) {
   unsigned char grouped[PAIRWISE_HEADERS] = { 0 };
-  for (size_t i = 0; i < h->nfields; i++) {
+  for (size_t i = 0; i < n; i++) {
     if (grouped[i]) continue;
-    evlua_http_field *f = &h->fields[i];
+    const evlua_http_field *f = &fields[i];
     lua_pushlstring(L, base + f->off, f->name_len);
     size_t count = 1;
-    for (size_t k = i + 1; k < h->nfields; k++) {
-      if (!same_name(base, f, &h->fields[k])) continue;
+    for (size_t k = i + 1; k < n; k++) {
+      if (!same_name(base, f, &fields[k])) continue;
       if (count == 1) {   /* a second value: make the list */
         lua_createtable(L, 2, 0);
         lua_pushlstring(L, base + f->off + f->name_len, f->value_len);
         lua_rawseti(L, -2, 1);
       }
-      evlua_http_field *g = &h->fields[k];
+      const evlua_http_field *g = &fields[k];
       lua_pushlstring(L, base + g->off + g->name_len, g->value_len);
       lua_rawseti(L, -2, (lua_Integer)++count);
       grouped[k] = 1;
@@ -68,9 +69,10 @@ static void push_headers_pairwise(lua_State *L, evlua_http *h, char *base) {
 }
 
 /* Headers, many of them: a repeated name is found in the table. */
-static void push_headers_grouped(lua_State *L, evlua_http *h, char *base) {
-  for (size_t i = 0; i < h->nfields; i++) {
-    evlua_http_field *f = &h->fields[i];
+static void push_headers_grouped(lua_State *L, const evlua_http_field *fields,
+                                 size_t n, const char *base) {
+  for (size_t i = 0; i < n; i++) {
+    const evlua_http_field *f = &fields[i];
     const char *name = base + f->off;
     lua_pushlstring(L, name, f->name_len);
     lua_pushvalue(L, -1);
@@ -90,17 +92,19 @@ static void push_headers_grouped(lua_State *L, evlua_http *h, char *base) {
   }
 }
 
-/* Push the headers as a table: lowercase name -> value, or -> a list of
-** the values in order when the header came several times. Lowercases
-** the names in place (the message is done with afterwards). */
-static void push_headers(lua_State *L, evlua_http *h) {
-  lua_createtable(L, 0, (int)h->nfields);
-  if (h->nfields == 0) return;
+/* Push fields [from, to) of h as a table: lowercase name -> value, or
+** -> a list of the values in order when the name came several times.
+** Lowercases the names in place (the message is done with afterwards). */
+static void push_headers(lua_State *L, evlua_http *h, size_t from, size_t to) {
+  size_t n = to - from;
+  lua_createtable(L, 0, (int)n);
+  if (n == 0) return;
   char *base = h->hbuf.data + h->hbuf.start;
-  for (size_t i = 0; i < h->nfields; i++)
-    lowercase(base + h->fields[i].off, h->fields[i].name_len);
-  if (h->nfields <= PAIRWISE_HEADERS) push_headers_pairwise(L, h, base);
-  else push_headers_grouped(L, h, base);
+  const evlua_http_field *fields = h->fields + from;
+  for (size_t i = 0; i < n; i++)
+    lowercase(base + fields[i].off, fields[i].name_len);
+  if (n <= PAIRWISE_HEADERS) push_headers_pairwise(L, fields, n, base);
+  else push_headers_grouped(L, fields, n, base);
 }
 
 /* Push the complete message: see l_parse. */
@@ -111,13 +115,16 @@ static int push_message(lua_State *L, evlua_http *h, const evlua_buffer *in) {
   if (request) lua_pushstring(L, http_method_str((enum http_method)p->method));
   else lua_pushinteger(L, p->status_code);
   lua_pushlstring(L, evlua_http_bytes(&h->url), evlua_buffer_len(&h->url));
-  push_headers(L, h);
+  push_headers(L, h, 0, h->nheaders);
   lua_pushlstring(L, evlua_http_bytes(&h->body), evlua_buffer_len(&h->body));
   lua_pushboolean(L, http_should_keep_alive(p) && !p->upgrade);
-  lua_pushinteger(L, p->http_major * 10 + p->http_minor);
+  /* 1.2 and later minors are served as 1.1 (RFC 9110 2.5) */
+  lua_pushinteger(L, p->http_minor >= 1 ? 11 : 10);
   lua_pushboolean(L, evlua_buffer_len(in) > 0);
+  if (h->nfields > h->nheaders) push_headers(L, h, h->nheaders, h->nfields);
+  else lua_pushnil(L);
   evlua_http_message_done(h);
-  return 8;
+  return 9;
 }
 
 static int push_error(lua_State *L, evlua_http *h) {
@@ -146,11 +153,15 @@ static int need_more(lua_State *L, evlua_http *h) {
 **   nil, partial             more bytes are needed; partial: "headers"
 **                            or "body" of a begun message, else false
 **   "continue"               a request's headers asked for 100-continue
-**   "request", method, url, headers, body, keep_alive, version, more
-**   "response", status, reason, headers, body, keep_alive, version, more
+**   "request", method, url, headers, body, keep_alive, version, more,
+**              trailers
+**   "response", status, reason, headers, body, keep_alive, version, more,
+**               trailers
 **   "error", status, message  (the connection should end: the parser
 **                             stays failed)
-** version is 10 or 11; more: bytes of a next message are buffered. eof:
+** version is 10 or 11; more: bytes of a next message are buffered;
+** trailers: the trailer fields of a chunked body as a table like
+** headers, or nil when there were none. eof:
 ** the peer has closed (ends a response whose body runs to the end of the
 ** stream). head: the response answers a HEAD request, so it has no body
 ** whatever its headers say. */

@@ -365,7 +365,8 @@ function Conn:data(deferred)
       self._blocked = true
       return   -- resumed by advance()
     end
-    local kind, a, b, headers, body, keep_alive, version, more = parser:parse(stream)
+    local kind, a, b, headers, body, keep_alive, version, more, trailers =
+      parser:parse(stream)
     if kind == "request" then
       if self._read_deadline then
         self.httpd.slow[self] = nil
@@ -387,6 +388,7 @@ function Conn:data(deferred)
       local req = setmetatable({ _conn = self, method = a, url = b,
                                  headers = headers, body = body,
                                  keep_alive = keep_alive, version = version,
+                                 trailers = trailers,
                                  _status = false, _rh = false },
                                Request)
       local tail = self._qtail + 1

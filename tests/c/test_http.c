@@ -50,8 +50,9 @@ static void stops_at_the_end_of_each_pipelined_message(void **state) {
   (void)state;
   evlua_http h;
   evlua_http_init(&h, 0);
-  const char *two = "GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\n";
-  size_t used, first = strlen("GET /1 HTTP/1.1\r\n\r\n");
+  const char *two = "GET /1 HTTP/1.1\r\nHost: h\r\n\r\n"
+                    "GET /2 HTTP/1.1\r\nHost: h\r\n\r\n";
+  size_t used, first = strlen("GET /1 HTTP/1.1\r\nHost: h\r\n\r\n");
   assert_int_equal(feed(&h, two, &used), EVLUA_HTTP_MESSAGE);
   assert_int_equal(used, first);
   evlua_http_message_done(&h);
@@ -66,8 +67,8 @@ static void parses_byte_by_byte_with_a_chunked_body(void **state) {
   (void)state;
   evlua_http h;
   evlua_http_init(&h, 0);
-  const char *req = "PUT /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n"
-                    "3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n";
+  const char *req = "PUT /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
+                    "X-A: 1\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\nX-T: 2\r\n\r\n";
   size_t n = strlen(req), used;
   for (size_t i = 0; i + 1 < n; i++) {
     assert_int_equal(evlua_http_parse(&h, req + i, 1, 0, &used), EVLUA_HTTP_MORE);
@@ -75,8 +76,10 @@ static void parses_byte_by_byte_with_a_chunked_body(void **state) {
   }
   assert_int_equal(evlua_http_parse(&h, req + n - 1, 1, 0, &used),
                    EVLUA_HTTP_MESSAGE);
-  assert_int_equal(h.nfields, 2);
-  assert_field(&h, 1, "X-A", "1");
+  assert_int_equal(h.nfields, 4);
+  assert_int_equal(h.nheaders, 3);   /* then the trailer */
+  assert_field(&h, 2, "X-A", "1");
+  assert_field(&h, 3, "X-T", "2");
   assert_int_equal(evlua_buffer_len(&h.body), 5);
   assert_memory_equal(evlua_http_bytes(&h.body), "abcde", 5);
   evlua_http_message_done(&h);
@@ -108,20 +111,21 @@ static int status_with(const char *req, size_t url, size_t header_size,
 
 static void enforces_each_limit_at_and_past_it(void **state) {
   (void)state;
-  assert_int_equal(status_with("GET /234 HTTP/1.1\r\n\r\n", 4, 0, 0, 0), 0);
-  assert_int_equal(status_with("GET /2345 HTTP/1.1\r\n\r\n", 4, 0, 0, 0), 414);
+  /* HTTP/1.0: no Host header to count */
+  assert_int_equal(status_with("GET /234 HTTP/1.0\r\n\r\n", 4, 0, 0, 0), 0);
+  assert_int_equal(status_with("GET /2345 HTTP/1.0\r\n\r\n", 4, 0, 0, 0), 414);
   /* header block: URL + names + values */
-  assert_int_equal(status_with("GET / HTTP/1.1\r\nAb: cd\r\n\r\n", 0, 5, 0, 0), 0);
-  assert_int_equal(status_with("GET / HTTP/1.1\r\nAb: cde\r\n\r\n", 0, 5, 0, 0), 431);
-  assert_int_equal(status_with("GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\n\r\n", 0, 0, 2, 0), 0);
-  assert_int_equal(status_with("GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n",
+  assert_int_equal(status_with("GET / HTTP/1.0\r\nAb: cd\r\n\r\n", 0, 5, 0, 0), 0);
+  assert_int_equal(status_with("GET / HTTP/1.0\r\nAb: cde\r\n\r\n", 0, 5, 0, 0), 431);
+  assert_int_equal(status_with("GET / HTTP/1.0\r\nA: 1\r\nB: 2\r\n\r\n", 0, 0, 2, 0), 0);
+  assert_int_equal(status_with("GET / HTTP/1.0\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n",
                                0, 0, 2, 0), 431);
-  assert_int_equal(status_with("POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nab",
+  assert_int_equal(status_with("POST / HTTP/1.0\r\nContent-Length: 2\r\n\r\nab",
                                0, 0, 0, 2), 0);
   /* refused from the header, before any body byte */
-  assert_int_equal(status_with("POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\n",
+  assert_int_equal(status_with("POST / HTTP/1.0\r\nContent-Length: 3\r\n\r\n",
                                0, 0, 0, 2), 413);
-  assert_int_equal(status_with("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+  assert_int_equal(status_with("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
                                "3\r\nabc\r\n0\r\n\r\n", 0, 0, 0, 2), 413);
   assert_int_equal(status_with("NOT HTTP\r\n\r\n", 0, 0, 0, 0), 400);
 }
@@ -130,7 +134,8 @@ static void reports_expect_continue_before_the_body(void **state) {
   (void)state;
   evlua_http h;
   evlua_http_init(&h, 0);
-  const char *head = "POST / HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 2\r\n\r\n";
+  const char *head = "POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-Continue\r\n"
+                     "Content-Length: 2\r\n\r\n";
   size_t used;
   assert_int_equal(feed(&h, head, &used), EVLUA_HTTP_CONTINUE);
   /* http-parser may stop just before the header block's last byte */
@@ -140,6 +145,39 @@ static void reports_expect_continue_before_the_body(void **state) {
   assert_int_equal(evlua_buffer_len(&h.body), 2);
   evlua_http_message_done(&h);
   evlua_http_release(&h);
+}
+
+/* The status and message req fails with (0 and NULL when accepted). */
+static int refusal(const char *req, const char **message) {
+  evlua_http h;
+  evlua_http_init(&h, 0);
+  size_t used;
+  int r = feed(&h, req, &used), status = 0;
+  *message = NULL;
+  if (r == EVLUA_HTTP_ERROR) status = evlua_http_error(&h, message);
+  else assert_int_equal(r, EVLUA_HTTP_MESSAGE);
+  evlua_http_release(&h);
+  return status;
+}
+
+static void refuses_what_rfc_9112_refuses(void **state) {
+  (void)state;
+  const char *msg;
+  assert_int_equal(refusal("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding : chunked"
+                           "\r\n\r\n0\r\n\r\n", &msg), 400);
+  assert_string_equal(msg, "bad header name");
+  assert_int_equal(refusal("GET / HTTP/1.1\r\nHost: h\r\nA B: 1\r\n\r\n", &msg), 400);
+  assert_int_equal(refusal("GET / HTTP/1.1\r\n\r\n", &msg), 400);
+  assert_string_equal(msg, "missing host header");
+  assert_int_equal(refusal("GET / HTTP/1.0\r\n\r\n", &msg), 0);
+  assert_int_equal(refusal("GET / HTTP/1.1\r\nHost: a\r\nHOST: b\r\n\r\n", &msg), 400);
+  assert_string_equal(msg, "duplicate host header");
+  assert_int_equal(refusal("GET / HTTP/9.9\r\nHost: h\r\n\r\n", &msg), 505);
+  assert_string_equal(msg, "unsupported http version");
+  assert_int_equal(refusal("GET / HTTP/1.2\r\nHost: h\r\n\r\n", &msg), 0);
+  /* a Host trailer is a trailer, not a second Host */
+  assert_int_equal(refusal("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked"
+                           "\r\n\r\n0\r\nHost: evil\r\n\r\n", &msg), 0);
 }
 
 static void ends_a_response_body_at_eof(void **state) {
@@ -164,6 +202,7 @@ int main(void) {
     cmocka_unit_test(parses_byte_by_byte_with_a_chunked_body),
     cmocka_unit_test(enforces_each_limit_at_and_past_it),
     cmocka_unit_test(reports_expect_continue_before_the_body),
+    cmocka_unit_test(refuses_what_rfc_9112_refuses),
     cmocka_unit_test(ends_a_response_body_at_eof),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -2,7 +2,8 @@
 ** fuzz_http.c - libFuzzer target for the HTTP parser (src/http.c): any
 ** byte string, fed whole and then split at every 7th byte as a socket
 ** would deliver it, must parse to messages, "more" or an error status,
-** never a crash, a leak or a read outside the input; both ways must agree.
+** never a crash, a leak or a read outside the input; both ways must agree
+** (the 400 and 505 refusals of http.c included).
 **   make fuzz FUZZ_SECONDS=60
 */
 #include <assert.h>
@@ -32,6 +33,7 @@ static int run(const char *data, size_t size, size_t step, int response,
     pos += used;
     if (r == EVLUA_HTTP_MESSAGE) {
       assert(h.nfields <= h.max_headers);
+      assert(h.nheaders <= h.nfields);   /* the rest are trailers */
       assert(evlua_buffer_len(&h.body) <= h.max_body);
       messages++;
       evlua_http_message_done(&h);
@@ -56,7 +58,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     int s1, s2;
     int whole = run(p, size, size ? size : 1, response, &s1);
     int split = run(p, size, 7, response, &s2);
-    assert(whole == split && s1 == s2);
+    /* Both fail or neither. Which error comes first may depend on the
+    ** split: a piece ending inside an over-long header reports 431 at
+    ** once, while fed whole, http-parser may meet a malformed byte (400)
+    ** before it hands the header over. */
+    assert(whole == split && (s1 == 0) == (s2 == 0));
+    assert(s1 == s2 || (s1 == 431 || s2 == 431 || s1 == 413 || s2 == 413 ||
+                        s1 == 414 || s2 == 414));
   }
   return 0;
 }

@@ -162,6 +162,16 @@ describe("http server with curl", function()
     assert.truthy(err:find("< X-Expect: 100-continue", 1, true), err)
   end)
 
+  it("answers 400 to curl sending HTTP/1.1 without Host", function()
+    local port = spawn_server()
+    local out, err, rc = curl("-i -H 'Host:' http://127.0.0.1:" .. port .. "/nohost")
+    assert.equal(0, rc, err)
+    assert.truthy(out:find("^HTTP/1.1 400 Bad Request\r\n"), out)
+    out, err, rc = curl("-i http://127.0.0.1:" .. port .. "/host")
+    assert.equal(0, rc, err)
+    assert.truthy(out:find("^HTTP/1.1 200 OK\r\n"), out)
+  end)
+
   it("answers HEAD with the headers only", function()
     local port = spawn_server()
     local out, err, rc = curl("-I http://127.0.0.1:" .. port .. "/h")
@@ -219,9 +229,9 @@ describe("http server", function()
 
   it("answers 400 to a malformed request and closes", function()
     local srv, port = server()
-    for _, bad in ipairs({ "GARBAGE\r\n\r\n", "GET / HTTP/1.1\r\nBad Header\r\n\r\n",
-                           "GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n",
-                           "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n" }) do
+    for _, bad in ipairs({ "GARBAGE\r\n\r\n", "GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+                           "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: x\r\n\r\n",
+                           "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n" }) do
       local ch = connect(port)
       ch:write(bad)
       assert.equal(400, (read_reply(ch)))
@@ -230,10 +240,75 @@ describe("http server", function()
     srv:close()
   end)
 
+  it("refuses what RFC 9112 refuses: 400 for names, Host; 505 for versions", function()
+    local srv, port = server(function(_, req, method, url, headers)
+      req:reply(200, nil, method .. " " .. req.version .. " " .. tostring(headers.host))
+    end)
+    local cases = {
+      -- a space before the colon: http-parser alone read this as chunked
+      { 400, "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n"
+             .. "3\r\nabc\r\n0\r\n\r\n" },
+      { 400, "GET / HTTP/1.1\r\nHost: x\r\nBad Name: v\r\n\r\n" },
+      { 400, "GET / HTTP/1.1\r\nHost: x\r\nBad@Name: v\r\n\r\n" },
+      { 400, "GET / HTTP/1.1\r\n\r\n" },                          -- no Host
+      { 400, "GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n" },   -- two
+      { 400, "GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n" },
+      { 505, "GET / HTTP/9.9\r\nHost: x\r\n\r\n" },
+      { 505, "GET / HTTP/2.0\r\nHost: x\r\n\r\n" },
+      { 505, "GET / HTTP/0.9\r\nHost: x\r\n\r\n" },
+      -- and what stays allowed
+      { 200, "GET / HTTP/1.0\r\n\r\n", "GET 10 nil" },
+      { 200, "GET / HTTP/1.2\r\nHost: x\r\n\r\n", "GET 11 x" },   -- as 1.1
+      { 200, "GET / HTTP/1.1\r\nHost: x\r\nX-Ok_!#$%&'*+.^`|~: 1\r\n\r\n", "GET 11 x" },
+    }
+    for _, case in ipairs(cases) do
+      local ch = connect(port)
+      ch:write(case[2])
+      local status, headers, body = read_reply(ch)
+      assert.equal(case[1], status, case[2])
+      if case[3] then
+        assert.equal(case[3], body)
+      else
+        assert.equal("close", headers.connection)
+        await_close(ch)
+      end
+      ch:close()
+    end
+    srv:close()
+  end)
+
+  it("keeps chunked trailers apart from the headers (request.trailers)", function()
+    local seen = {}
+    local srv, port = server(function(_, req, _, _, headers, body)
+      seen[#seen + 1] = { headers = headers, trailers = req.trailers, body = body }
+      req:reply(204)
+    end, { max_headers = 4 })
+    local ch = connect(port)
+    local head = "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 .. "3\r\nabc\r\n0\r\n"
+    ch:write(head .. "Host: evil\r\nX-T: 1\r\n\r\n", head .. "\r\n")
+    assert.equal(204, (read_reply(ch)))
+    assert.equal(204, (read_reply(ch)))
+    assert.same({ host = "x", ["transfer-encoding"] = "chunked" }, seen[1].headers)
+    assert.same({ host = "evil", ["x-t"] = "1" }, seen[1].trailers)
+    assert.equal("abc", seen[1].body)
+    assert.is_nil(seen[2].trailers)
+    -- trailers count towards max_headers: 2 + 2 above, 2 + 3 here
+    ch:write(head .. "A: 1\r\nB: 2\r\nC: 3\r\n\r\n")
+    assert.equal(431, (read_reply(ch)))
+    await_close(ch)
+    -- a trailer name is a token too
+    ch = connect(port)
+    ch:write(head .. "Bad Name: 1\r\n\r\n")
+    assert.equal(400, (read_reply(ch)))
+    await_close(ch)
+    srv:close()
+  end)
+
   it("answers the good requests before a malformed one", function()
     local srv, port = server()
     local ch = connect(port)
-    ch:write("GET /sleep HTTP/1.1\r\n\r\nBROKEN\r\n\r\n")
+    ch:write("GET /sleep HTTP/1.1\r\nHost: x\r\n\r\nBROKEN\r\n\r\n")
     local status, _, body = read_reply(ch)
     assert.equal(200, status)
     assert.equal("/sleep ", body)
@@ -255,38 +330,38 @@ describe("http server", function()
   it("limits the URL length (414)", function()
     local srv, port = server(nil, { max_url = 100 })
     local url = "/" .. ("u"):rep(99)
-    assert.equal(200, try(port, "GET " .. url .. " HTTP/1.1\r\n\r\n"))
-    assert.equal(414, try(port, "GET " .. url .. "x HTTP/1.1\r\n\r\n"))
+    assert.equal(200, try(port, "GET " .. url .. " HTTP/1.1\r\nHost: x\r\n\r\n"))
+    assert.equal(414, try(port, "GET " .. url .. "x HTTP/1.1\r\nHost: x\r\n\r\n"))
     srv:close()
   end)
 
   it("limits the header block size (431)", function()
-    -- counted: URL + header names + header values
+    -- counted: URL + header names + header values ("/", "Host", "x", "X")
     local srv, port = server(nil, { max_header_size = 200 })
-    local value = ("v"):rep(198)
-    assert.equal(200, try(port, "GET / HTTP/1.1\r\nX: " .. value .. "\r\n\r\n"))
-    assert.equal(431, try(port, "GET / HTTP/1.1\r\nX: " .. value .. "v\r\n\r\n"))
+    local value = ("v"):rep(193)
+    assert.equal(200, try(port, "GET / HTTP/1.1\r\nHost: x\r\nX: " .. value .. "\r\n\r\n"))
+    assert.equal(431, try(port, "GET / HTTP/1.1\r\nHost: x\r\nX: " .. value .. "v\r\n\r\n"))
     srv:close()
   end)
 
   it("limits the header count (431)", function()
     local srv, port = server(nil, { max_headers = 5 })
-    local five = ("H: x\r\n"):rep(5)
-    assert.equal(200, try(port, "GET / HTTP/1.1\r\n" .. five .. "\r\n"))
-    assert.equal(431, try(port, "GET / HTTP/1.1\r\n" .. five .. "H: x\r\n\r\n"))
+    local five = ("H: x\r\n"):rep(4)   -- and Host
+    assert.equal(200, try(port, "GET / HTTP/1.1\r\nHost: x\r\n" .. five .. "\r\n"))
+    assert.equal(431, try(port, "GET / HTTP/1.1\r\nHost: x\r\n" .. five .. "H: x\r\n\r\n"))
     srv:close()
   end)
 
   it("limits the body size (413), from Content-Length before the body", function()
     local srv, port = server(nil, { max_body = 100 })
     local body = ("b"):rep(100)
-    local status, _, reply = try(port, "POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\n" .. body)
+    local status, _, reply = try(port, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" .. body)
     assert.equal(200, status)
     assert.equal("/ " .. body, reply)
     -- headers only: the 413 comes without waiting for the body
-    assert.equal(413, try(port, "POST / HTTP/1.1\r\nContent-Length: 101\r\n\r\n"))
+    assert.equal(413, try(port, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 101\r\n\r\n"))
     local function chunked(n)
-      return "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+      return "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
              .. ("%x\r\n%s\r\n0\r\n\r\n"):format(n, ("c"):rep(n))
     end
     assert.equal(200, try(port, chunked(100)))
@@ -304,7 +379,7 @@ describe("http server", function()
     local log = event.error
     event.error = function(msg) logged[#logged + 1] = msg end
     local ch = connect(port)
-    ch:write("GET /boom HTTP/1.1\r\n\r\nGET /none HTTP/1.1\r\n\r\nGET /ok HTTP/1.1\r\n\r\n")
+    ch:write("GET /boom HTTP/1.1\r\nHost: x\r\n\r\nGET /none HTTP/1.1\r\nHost: x\r\n\r\nGET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
     local s1 = read_reply(ch)
     local s2 = read_reply(ch)
     local s3, _, b3 = read_reply(ch)
@@ -349,7 +424,7 @@ describe("http server", function()
     local log = event.error
     event.error = function(msg) logged[#logged + 1] = msg end
     local ch = connect(port)
-    ch:write("GET /late HTTP/1.1\r\n\r\nGET /next HTTP/1.1\r\n\r\n")
+    ch:write("GET /late HTTP/1.1\r\nHost: x\r\n\r\nGET /next HTTP/1.1\r\nHost: x\r\n\r\n")
     local s1, _, b1 = read_reply(ch)
     local s2, _, b2 = read_reply(ch)
     event.error = log
@@ -390,9 +465,9 @@ describe("http server", function()
       req:reply(200, nil, "bye")
     end, { server = "test-server/1" })
     local ch = connect(port)
-    ch:write("GET /made HTTP/1.1\r\n\r\nGET /odd HTTP/1.1\r\n\r\n"
-             .. "GET /own-length HTTP/1.1\r\n\r\nGET /not-modified HTTP/1.1\r\n\r\n"
-             .. "GET /close HTTP/1.1\r\n\r\n")
+    ch:write("GET /made HTTP/1.1\r\nHost: x\r\n\r\nGET /odd HTTP/1.1\r\nHost: x\r\n\r\n"
+             .. "GET /own-length HTTP/1.1\r\nHost: x\r\n\r\nGET /not-modified HTTP/1.1\r\nHost: x\r\n\r\n"
+             .. "GET /close HTTP/1.1\r\nHost: x\r\n\r\n")
     -- per reply: status line, { header line pattern = times }, body
     local expected = {
       { "HTTP/1.1 201 Made It", {
@@ -425,7 +500,7 @@ describe("http server", function()
     local log = event.error
     event.error = function(msg) logged[#logged + 1] = msg end
     local ch = connect(port)
-    ch:write("GET / HTTP/1.1\r\n\r\nGET /stream HTTP/1.1\r\n\r\n")
+    ch:write("GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
     local s1, h1 = read_reply(ch)
     local s2, h2 = read_reply(ch)
     event.error = log
@@ -451,7 +526,7 @@ describe("http server", function()
       req:reply(200, nil, "ok")
     end)
     local ch = connect(port)
-    ch:write("GET / HTTP/1.1\r\n\r\n")
+    ch:write("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     local status, headers = read_reply(ch)
     assert.equal(200, status)
     assert.equal("7", headers["x-number"])
@@ -479,7 +554,7 @@ describe("http server", function()
       req:reply(201, nil, 42)   -- a body that is not a string is tostring'd
     end)
     local ch = connect(port)
-    ch:write("GET / HTTP/1.1\r\n\r\n")
+    ch:write("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     local status, _, body = read_reply(ch)
     assert.same({ 201, "42" }, { status, body })
     assert.equal(5, #errors)
@@ -520,7 +595,7 @@ describe("http server", function()
     local log = event.error
     event.error = function() end
     local ch = connect(port)
-    ch:write("GET / HTTP/1.1\r\n\r\n")
+    ch:write("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     local t0 = event.now()
     local status = read_reply(ch)
     event.error = log
@@ -536,7 +611,7 @@ describe("http server", function()
     local slow = connect(port)
     local result = {}
     local slow_task = event.fork(function()
-      local request = "GET / HTTP/1.1\r\nX-Slow: " .. ("s"):rep(100) .. "\r\n\r\n"
+      local request = "GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " .. ("s"):rep(100) .. "\r\n\r\n"
       for i = 1, #request do   -- a byte every 20 ms: 2.6 s in all
         if not slow:write(request:sub(i, i)) then break end
         if slow:closed() then break end
@@ -552,7 +627,7 @@ describe("http server", function()
     local ch = connect(port)
     local served = 0
     while not result.closed_after do
-      ch:write("GET /fast HTTP/1.1\r\n\r\n")
+      ch:write("GET /fast HTTP/1.1\r\nHost: x\r\n\r\n")
       local status = read_reply(ch)
       assert.equal(200, status)
       served = served + 1
@@ -571,7 +646,7 @@ describe("http server", function()
     local srv, port = server(nil, { body_timeout = 0.4 })
     -- within the limit: a body sent in two parts 0.1 s apart is served
     local ok = connect(port)
-    ok:write("POST /ok HTTP/1.1\r\nContent-Length: 10\r\n\r\n12345")
+    ok:write("POST /ok HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12345")
     event.sleep(0.1)
     ok:write("67890")
     local status, _, body = read_reply(ok)
@@ -580,7 +655,7 @@ describe("http server", function()
     ok:close()
     -- past it: a byte every 50 ms of a 100-byte body
     local slow = connect(port)
-    slow:write("POST /slow HTTP/1.1\r\nContent-Length: 100\r\n\r\n")
+    slow:write("POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
     local t0 = event.now()
     local writer = event.fork(function()
       for _ = 1, 100 do
@@ -609,7 +684,7 @@ describe("http server", function()
   it("closes idle keep-alive connections after idle_timeout", function()
     local srv, port = server(nil, { idle_timeout = 0.3 })
     local ch = connect(port)
-    ch:write("GET / HTTP/1.1\r\n\r\n")
+    ch:write("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert.equal(200, (read_reply(ch)))
     local took = await_close(ch, 5)
     assert.truthy(took > 0.2 and took < 2, took)
@@ -651,8 +726,8 @@ describe("http server", function()
   it("limits concurrent connections (503)", function()
     local srv, port = server(nil, { max_connections = 2 })
     local a, b = connect(port), connect(port)
-    a:write("GET /a HTTP/1.1\r\n\r\n")
-    b:write("GET /b HTTP/1.1\r\n\r\n")
+    a:write("GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+    b:write("GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
     assert.equal(200, (read_reply(a)))
     assert.equal(200, (read_reply(b)))
     local c = connect(port)
@@ -663,7 +738,7 @@ describe("http server", function()
     -- once they are gone, new connections are served again
     eventually(function() return srv:stats().connections == 0 end, "disconnects")
     local d = connect(port)
-    d:write("GET /d HTTP/1.1\r\n\r\n")
+    d:write("GET /d HTTP/1.1\r\nHost: x\r\n\r\n")
     assert.equal(200, (read_reply(d)))
     assert.equal(1, srv:stats().connections)
     d:close()
@@ -673,7 +748,7 @@ describe("http server", function()
   it("answers HEAD without a body and keeps the connection", function()
     local srv, port = server()
     local ch = connect(port)
-    ch:write("HEAD /h HTTP/1.1\r\n\r\nGET /g HTTP/1.1\r\n\r\n")
+    ch:write("HEAD /h HTTP/1.1\r\nHost: x\r\n\r\nGET /g HTTP/1.1\r\nHost: x\r\n\r\n")
     local status, headers, body = read_reply(ch, true)
     assert.equal(200, status)
     assert.equal("3", headers["content-length"])
@@ -693,7 +768,7 @@ describe("http server", function()
       req:reply(204)
     end)
     local ch = connect(port)
-    ch:write("GET / HTTP/1.1\r\nCookie: a\r\nX-One: 1\r\ncookie: b\r\n\r\n")
+    ch:write("GET / HTTP/1.1\r\nHost: x\r\nCookie: a\r\nX-One: 1\r\ncookie: b\r\n\r\n")
     local status = read_reply(ch)
     assert.equal(204, status)
     assert.same({ "a", "b" }, seen.headers.cookie)
@@ -712,7 +787,7 @@ describe("http server", function()
     end)
     -- past 32 headers repeated names are grouped another way (lhttp.c)
     for _, total in ipairs({ 10, 32, 33, 40 }) do
-      local lines = { "GET / HTTP/1.1" }
+      local lines = { "GET / HTTP/1.0" }   -- no Host: every header counted here
       for i = 1, total do
         lines[#lines + 1] = i % 3 == 0 and ("X-Rep: v" .. i) or ("X-H" .. i .. ": " .. i)
       end
