@@ -104,10 +104,9 @@ static void on_timer(struct ev_loop *loop, ev_timer *w, int revents) {
   ev_timer_start(loop, w);
 }
 
-/* Output stays queued: wait for the socket to take it. When the queue was
-** not waiting already, the no-progress clock starts now and the send
-** timer is armed (if it still runs from an earlier stall it fires early,
-** finds the later start and waits the rest). */
+/* Bytes start waiting in the queue: the no-progress clock starts now and
+** the send timer is armed (it is stopped whenever the queue empties, so
+** it never runs for an idle stream). */
 static void start_stall(evlua_stream *s) {
   s->last_write = ev_now(s->loop);
   if (s->send_timeout > 0 && !ev_is_active(&s->send_timer)) {
@@ -116,6 +115,7 @@ static void start_stall(evlua_stream *s) {
   }
 }
 
+/* Output stays queued: wait for the socket to take it. */
 static void wait_writable(evlua_stream *s) {
   if (ev_is_active(&s->ww)) return;
   ev_io_start(s->loop, &s->ww);
