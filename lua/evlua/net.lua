@@ -34,7 +34,8 @@ end
 -- event.listen(ip, port, accept_cb [, channel_class [, opts]]) -> listener
 -- | nil, err. ip: numeric IPv4/IPv6, "*" (any IPv4), "localhost", or
 -- "unix:/path". accept_cb(listener, channel) runs in a new coroutine per
--- connection. opts: backlog (default: the system's limit, somaxconn), reuseport (SO_REUSEPORT).
+-- connection. opts: backlog (default: the system's limit, somaxconn),
+-- reuseport (SO_REUSEPORT).
 function net.listen(ip, port, accept_cb, class, opts)
   if type(ip) ~= "string" then
     error("bad argument #1 to 'listen' (string expected, got " .. type(ip) .. ")", 2)
