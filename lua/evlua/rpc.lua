@@ -306,7 +306,8 @@ local function call(self, timeout, method, ...)
   end
   local task = event.running()
   if not task then error("rpc call must run in a coroutine", 3) end
-  if self._closed then return nil, "closed" end
+  -- closing for bad input: no response could be read any more
+  if self._closed or self._failing then return nil, "closed" end
   -- Small reused ids keep _pending in its array part; ever-new ids make
   -- it a hash that can rehash on every call.
   local msgid

@@ -444,6 +444,7 @@ describe("rpc", function()
     local other = event.fork(function() return ch:call("hang") end)
     assert.same({ nil, "closed" }, { ch:timed_call(5, "first") })
     assert.same({ true, nil, "closed" }, { other:join(5) })
+    assert.same({ nil, "closed" }, { ch:timed_call(5, "after") })   -- at once too
     event.log_file(nil)
     assert.matches("rpc: closing channel 127.0.0.1:%d+: invalid msgpack data", helper.slurp(log))
     fake:close()
