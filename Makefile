@@ -2,7 +2,7 @@
 #   make            build ./evlua (installs missing build packages first;
 #                   on a machine without make: ./setup installs them)
 #   make test       C unit tests + Lua tests inside the runtime
-#   make asan-test  the same Lua tests with an ASan+UBSan build
+#   make asan-test  the same tests (C and Lua) with an ASan+UBSan build
 #   make bench      benchmarks, side by side with their peers
 #   make fresh-check  the README's two commands on a new minimal Debian
 #   make install PREFIX=/usr/local
@@ -58,23 +58,33 @@ build/asan/obj/%.o: src/%.c
 	@mkdir -p $(@D)
 	clang $(ALL_CFLAGS) $(ASAN_FLAGS) -MMD -MP -c -o $@ $<
 
-build/tests/test_msgpack: src/buffer.c
-build/tests/test_http: src/buffer.c
-build/tests/test_resp: src/buffer.c
-build/tests/test_http: TEST_LIBS = -lhttp_parser
-build/tests/test_process: src/buffer.c
-build/tests/test_process: TEST_LIBS = -lev
+# The C unit tests, built twice: plainly for make test, with the
+# sanitizers (build/asan/tests/) for make asan-test.
+ASAN_C_TESTS = $(C_TESTS:build/tests/%=build/asan/tests/%)
+$(C_TESTS) $(ASAN_C_TESTS): TEST_CC = $(CC)
+$(ASAN_C_TESTS): TEST_CC = clang $(ASAN_FLAGS)
+build/tests/test_msgpack build/asan/tests/test_msgpack: src/buffer.c
+build/tests/test_http build/asan/tests/test_http: src/buffer.c
+build/tests/test_resp build/asan/tests/test_resp: src/buffer.c
+build/tests/test_http build/asan/tests/test_http: TEST_LIBS = -lhttp_parser
+build/tests/test_process build/asan/tests/test_process: src/buffer.c
+build/tests/test_process build/asan/tests/test_process: TEST_LIBS = -lev
 
 build/tests/test_%: tests/c/test_%.c src/%.c
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -Isrc -o $@ $^ $(shell pkg-config --cflags --libs cmocka) \
-	  $(TEST_LIBS)
+	$(TEST_CC) $(ALL_CFLAGS) -Isrc -o $@ $^ \
+	  $(shell pkg-config --cflags --libs cmocka) $(TEST_LIBS)
+
+build/asan/tests/test_%: tests/c/test_%.c src/%.c
+	@mkdir -p $(@D)
+	$(TEST_CC) $(ALL_CFLAGS) -Isrc -o $@ $^ \
+	  $(shell pkg-config --cflags --libs cmocka) $(TEST_LIBS)
 
 test: deps-test all $(C_TESTS)
 	@tests/run.sh ./evlua
 
-asan-test: asan
-	@tests/run.sh build/asan/evlua --lua-only
+asan-test: asan $(ASAN_C_TESTS)
+	@C_TEST_DIR=build/asan/tests tests/run.sh build/asan/evlua
 
 # Fuzz the network decoders with libFuzzer (clang), FUZZ_SECONDS each,
 # starting from the committed seeds in tests/fuzz/corpus/NAME (what a run

@@ -1,6 +1,7 @@
 #!/bin/sh
 # tests/run.sh EVLUA [--lua-only] [SPEC...] - run the test suites against
-# the evlua binary EVLUA: every C unit test (unless --lua-only), then
+# the evlua binary EVLUA: every C unit test (unless --lua-only; those in
+# $C_TEST_DIR, build/tests by default), then
 # every tests/lua/*_spec.lua (or just the SPECs named), each in a process
 # of its own. Prints a line per suite as it finishes (name, counts,
 # seconds); for a failed test, its own message and output only; ends with
@@ -73,7 +74,7 @@ run_suite() {
 }
 
 if [ -z "$LUA_ONLY" ] && [ $# -eq 0 ]; then
-  for t in build/tests/test_*; do
+  for t in "${C_TEST_DIR:-build/tests}"/test_*; do
     [ -x "$t" ] || continue
     name=$(basename "$t")
     run_suite "$name" "$LOG_DIR/$name.tap" "$t"
