@@ -126,7 +126,7 @@ say "1: output: $(wc -l <"$LOG.first") lines ($LOG.first)"
 say "2: $second"
 start=$(date +%s)
 in_root "cd /root/evlua && $second" 2>&1 | tee "$LOG.second" |
-  grep -E --line-buffered '^[^ ]+: [0-9]+ passed|^[0-9]+ passed|^install-deps|^  '
+  grep -E --line-buffered '^[^ ]+: [0-9]+ passed|^[0-9]+ passed|^install-deps|^  (not ok|#|\||output of|last lines)'
 second_status=${PIPESTATUS[0]}
 summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$LOG.second" | tail -n 1)
 say "2: status $second_status after $(($(date +%s) - start))s: ${summary:-no summary line}"
