@@ -46,6 +46,9 @@ function RpcChannel:_start(...)
   self._free_ids, self._nfree = {}, 0   -- msgids answered, for reuse
   self._early = {}   -- task -> response that came before it waited
   self._serving = 0  -- requests taken and not answered yet
+  -- fields read per message are the instance's own: a miss would walk
+  -- the class chain
+  self._failing, self._scan = false, false
   Channel._start(self, ...)
   if not self._closed then fit_input(self) end
   return self
@@ -71,23 +74,20 @@ local function on_handler_error(err)
   return { err = err, traceback = event.traceback(err, 2) }
 end
 
--- The results as the response; results msgpack cannot carry (a function)
--- would raise in the worker, so the caller gets an error instead.
-local function reply_results(ch, msgid, method, ...)
-  local stream = ch._stream
-  local ok, err = pcall(stream.write_rpc_response, stream, msgid, nil, ...)
-  if ok then return err end
-  event.error(("rpc: %s returned what cannot be sent: %s"):format(method, err))
-  return stream:write_rpc_response(msgid, "cannot encode the result")
-end
-
 local function reply(ch, msgid, method, ok, ...)
-  if ok then return reply_results(ch, msgid, method, ...) end
+  if ok then return ... end   -- answer() has written the response
   local e = ...
   event.error(("rpc: %s failed: %s"):format(method, e.traceback))
   local err = e.err
   if type(err) ~= "string" then err = tostring(err) end
   return ch._stream:write_rpc_response(msgid, err)
+end
+
+-- The handler's results as the response, under serve's xpcall: results
+-- msgpack cannot carry (a function) fail like an error in the handler,
+-- with no second pcall per request.
+local function answer(ch, msgid, fn, ...)
+  return ch._stream:write_rpc_response(msgid, nil, fn(ch, ...))
 end
 
 -- One request, run by a worker coroutine (below).
@@ -96,7 +96,8 @@ local function serve(ch, msgid, method, _, ...)
   if not fn then
     return ch._stream:write_rpc_response(msgid, "unknown method: " .. method)
   end
-  return reply(ch, msgid, method, xpcall(fn, on_handler_error, ch, ...))
+  return reply(ch, msgid, method,
+               xpcall(answer, on_handler_error, ch, msgid, fn, ...))
 end
 
 --[[ Request workers ========================================================
@@ -289,7 +290,7 @@ function RpcChannel:data()
   if self._input_for ~= max_message then fit_input(self) end
   local max_depth, max_params = self.max_depth, self.max_params
   while process(self, stream:read_rpc(max_message, max_depth, max_params,
-                                      self._scan)) do end
+                                      self._scan or nil)) do end
 end
 
 function RpcChannel:_ended(reason)
