@@ -6,6 +6,7 @@
 #include <malloc.h>
 #include <string.h>
 
+#include "clock.h"
 #include "log.h"
 #include "lreadline.h"
 #include "runtime.h"
@@ -13,7 +14,7 @@
 /* core.now() -> the loop time (seconds since the epoch): cached, but
 ** refreshed when stale, so deadlines computed from it are real */
 static int l_now(lua_State *L) {
-  lua_pushnumber(L, evlua_now(evlua_runtime_get(L)));
+  lua_pushnumber(L, evlua_clock_now(evlua_runtime_get(L)->loop));
   return 1;
 }
 

@@ -6,6 +6,7 @@
 #include <lauxlib.h>
 #include <math.h>
 
+#include "clock.h"
 #include "runtime.h"
 
 #define EVLUA_TIMER "evlua.timer"
@@ -70,7 +71,7 @@ static int l_timer_start(lua_State *L) {
   if (ev_is_active(&t->w)) ev_timer_stop(rt->loop, &t->w);
   else rt->active_timers++;
   ev_timer_set(&t->w, after, repeat);
-  evlua_now(rt);   /* libev counts `after` from its cached time: not stale */
+  evlua_clock_now(rt->loop);   /* libev counts `after` from its cached time: not stale */
   ev_timer_start(rt->loop, &t->w);
   evlua_anchor(L, 1, &t->ref);
   lua_settop(L, 1);

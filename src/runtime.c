@@ -9,37 +9,11 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "log.h"
 
 evlua_runtime *evlua_runtime_get(lua_State *L) {
   return *(evlua_runtime **)lua_getextraspace(L);
-}
-
-/* How far ev_now may lag the coarse clock before evlua_now refreshes it:
-** above the drift between libev's realtime estimate and the kernel's
-** clock, well below any timeout worth setting. */
-#define STALE_AFTER 1e-3
-
-#ifdef CLOCK_REALTIME_COARSE
-#define CHEAP_CLOCK CLOCK_REALTIME_COARSE   /* vDSO, no hardware read */
-#else
-#define CHEAP_CLOCK CLOCK_REALTIME
-#endif
-
-double evlua_now(evlua_runtime *rt) {
-  struct timespec ts;
-  double now = ev_now(rt->loop);
-  clock_gettime(CHEAP_CLOCK, &ts);
-  /* ev_now is realtime too (libev's monotonic time plus an offset). A
-  ** coarse reading lags the real time by up to one tick, so this sees a
-  ** staleness of a tick or more. */
-  if ((double)ts.tv_sec + ts.tv_nsec * 1e-9 - now > STALE_AFTER) {
-    ev_now_update(rt->loop);
-    now = ev_now(rt->loop);
-  }
-  return now;
 }
 
 /* Error message handler: the message (or a description of a non-string

@@ -30,15 +30,6 @@ typedef struct evlua_runtime {
   evlua_buffer scratch;      /* encoders build messages here */
 } evlua_runtime;
 
-/* The loop's cached time (ev_now), refreshed first when it has fallen
-** behind the real time by more than about a millisecond: Lua code that
-** blocked (os.execute, a long computation) leaves libev's clock as it was
-** when the iteration began, and a deadline or a timer started from that
-** would end early by the time lost. The check reads the kernel's coarse
-** clock (a few ns, no syscall); the refresh costs one clock read more and
-** happens at most once per coarse tick. */
-double evlua_now(evlua_runtime *rt);
-
 /* Create the runtime on libev's default loop and a new Lua state with the
 ** standard libraries and "evlua.core" preloaded. Returns NULL if either
 ** cannot be created. The caller owns it; release with evlua_runtime_free. */

@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "net.h"
 
 #define READ_CHUNK (64 * 1024)
@@ -42,8 +43,11 @@ static void uncork(evlua_stream *s) {
   s->next_corked = NULL;
 }
 
+/* Activity and progress are stamped with a current time: after a
+** blocking step, ev_now would date them in the past and the idle or send
+** timeout would end a busy connection early. */
 static void touch(evlua_stream *s) {
-  s->last_activity = ev_now(s->loop);
+  s->last_activity = evlua_clock_now(s->loop);
 }
 
 static void stop_all(evlua_stream *s) {
@@ -108,7 +112,7 @@ static void on_timer(struct ev_loop *loop, ev_timer *w, int revents) {
 ** the send timer is armed (it is stopped whenever the queue empties, so
 ** it never runs for an idle stream). */
 static void start_stall(evlua_stream *s) {
-  s->last_write = ev_now(s->loop);
+  s->last_write = evlua_clock_now(s->loop);
   if (s->send_timeout > 0 && !ev_is_active(&s->send_timer)) {
     ev_timer_set(&s->send_timer, s->send_timeout, 0.);
     ev_timer_start(s->loop, &s->send_timer);

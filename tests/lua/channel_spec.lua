@@ -520,6 +520,27 @@ describe("limits and timeouts", function()
     listener:close()
   end)
 
+  it("dates activity after a blocking step by the real time, not the stale loop clock", function()
+    local accepted = {}
+    local listener = assert(event.listen("127.0.0.1", 0, function(_, c)
+      accepted[1] = c
+      event.wakeup(accepted)
+    end))
+    local ch = assert(event.connect("127.0.0.1", listener:port()))
+    if not accepted[1] then event.wait(accepted, 5) end
+    ch:set_timeouts({ idle = 1 })
+    os.execute("sleep 1.5")   -- blocks the loop: its cached time is 1.5 s old
+    local written_at = event.time()
+    ch:write("x")             -- activity now: a full second of idle time left
+    -- (no timeout on this wait: starting its timer would refresh the clock)
+    assert.equal("x", accepted[1]:wait_read(1))
+    assert.falsy(ch:closed())
+    assert.same({ nil, "closed" }, { ch:wait_read(1, 5) })
+    assert.is_true(event.time() - written_at >= 0.5)
+    ch:close()
+    listener:close()
+  end)
+
   -- A server class that sends `size` bytes as soon as a client connects;
   -- Sender.reason(timeout) awaits its disconnect reason.
   local function sender_class(size, send_timeout, close_after)
