@@ -3,6 +3,8 @@
 #                   on a machine without make: ./setup installs them)
 #   make test       C unit tests + Lua tests inside the runtime
 #   make asan-test  the same tests (C and Lua) with an ASan+UBSan build
+#   make coverage   the same tests on a gcov build, then gcovr's line and
+#                   branch coverage of src/ (HTML: build/cov/index.html)
 #   make bench      benchmarks, side by side with their peers
 #   make fresh-check  the README's two commands on a new minimal Debian
 #   make install PREFIX=/usr/local
@@ -14,6 +16,10 @@ CC ?= cc
 CFLAGS ?= -O2 -g
 WARNINGS = -Wall -Wextra -Wshadow -Wpointer-arith -Wcast-qual \
   -Wstrict-prototypes -Wmissing-prototypes -Wundef -Wformat=2
+# CI (which sets CI=true) builds with -Werror: a new warning fails the run.
+ifeq ($(CI),true)
+WARNINGS += -Werror
+endif
 PKG_CFLAGS = $(shell pkg-config --cflags lua5.4 libcares readline 2>/dev/null)
 PKG_LIBS = $(shell pkg-config --libs lua5.4 libcares readline 2>/dev/null)
 # libev and http-parser ship no .pc file in Debian.
@@ -28,16 +34,19 @@ OBJ = $(SRC:src/%.c=build/obj/%.o)
 ASAN_OBJ = $(SRC:src/%.c=build/asan/obj/%.o)
 ASAN_FLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
   -fno-sanitize-recover=undefined
+COV_OBJ = $(SRC:src/%.c=build/cov/obj/%.o)
+COV_FLAGS = -O0 -g --coverage
 
 C_TESTS = build/tests/test_log build/tests/test_paths build/tests/test_buffer \
   build/tests/test_msgpack build/tests/test_http build/tests/test_process \
-  build/tests/test_resp
+  build/tests/test_resp build/tests/test_stream build/tests/test_net \
+  build/tests/test_dns
 
-.PHONY: all deps-build deps-test deps-bench test asan asan-test bench fuzz \
-  fresh-check install uninstall clean
+.PHONY: all deps-build deps-test deps-bench deps-coverage test asan asan-test \
+  coverage bench fuzz fresh-check install uninstall clean
 all: deps-build evlua
 
-deps-build deps-test deps-bench:
+deps-build deps-test deps-bench deps-coverage:
 	@scripts/install-deps.sh $(@:deps-%=%)
 
 evlua: $(OBJ)
@@ -58,17 +67,34 @@ build/asan/obj/%.o: src/%.c
 	@mkdir -p $(@D)
 	clang $(ALL_CFLAGS) $(ASAN_FLAGS) -MMD -MP -c -o $@ $<
 
-# The C unit tests, built twice: plainly for make test, with the
-# sanitizers (build/asan/tests/) for make asan-test.
+# The coverage build: gcov-instrumented, in build/cov/ (its .gcda files
+# beside the objects), with a lua/ link like the sanitizer build.
+build/cov/evlua: $(COV_OBJ)
+	$(CC) $(COV_FLAGS) -o $@ $(COV_OBJ) $(LIBS)
+	ln -sfn ../../lua build/cov/lua
+
+build/cov/obj/%.o: src/%.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(COV_FLAGS) -MMD -MP -c -o $@ $<
+
+# The C unit tests, built three times: plainly for make test, with the
+# sanitizers (build/asan/tests/) for make asan-test, with gcov
+# (build/cov/tests/) for make coverage. T(name) names all three.
 ASAN_C_TESTS = $(C_TESTS:build/tests/%=build/asan/tests/%)
-$(C_TESTS) $(ASAN_C_TESTS): TEST_CC = $(CC)
+COV_C_TESTS = $(C_TESTS:build/tests/%=build/cov/tests/%)
+T = build/tests/$(1) build/asan/tests/$(1) build/cov/tests/$(1)
+$(C_TESTS) $(ASAN_C_TESTS) $(COV_C_TESTS): TEST_CC = $(CC)
 $(ASAN_C_TESTS): TEST_CC = clang $(ASAN_FLAGS)
-build/tests/test_msgpack build/asan/tests/test_msgpack: src/buffer.c
-build/tests/test_http build/asan/tests/test_http: src/buffer.c
-build/tests/test_resp build/asan/tests/test_resp: src/buffer.c
-build/tests/test_http build/asan/tests/test_http: TEST_LIBS = -lhttp_parser
-build/tests/test_process build/asan/tests/test_process: src/buffer.c
-build/tests/test_process build/asan/tests/test_process: TEST_LIBS = -lev
+$(COV_C_TESTS): TEST_CC = $(CC) $(COV_FLAGS)
+$(call T,test_msgpack): src/buffer.c
+$(call T,test_http): src/buffer.c
+$(call T,test_resp): src/buffer.c
+$(call T,test_http): TEST_LIBS = -lhttp_parser
+$(call T,test_process): src/buffer.c
+$(call T,test_process): TEST_LIBS = -lev
+$(call T,test_stream): src/buffer.c src/net.c src/clock.c
+$(call T,test_stream): TEST_LIBS = -lev
+$(call T,test_dns): TEST_LIBS = $(PKG_LIBS) -lev
 
 build/tests/test_%: tests/c/test_%.c src/%.c
 	@mkdir -p $(@D)
@@ -80,11 +106,29 @@ build/asan/tests/test_%: tests/c/test_%.c src/%.c
 	$(TEST_CC) $(ALL_CFLAGS) -Isrc -o $@ $^ \
 	  $(shell pkg-config --cflags --libs cmocka) $(TEST_LIBS)
 
+build/cov/tests/test_%: tests/c/test_%.c src/%.c
+	@mkdir -p $(@D)
+	$(TEST_CC) $(ALL_CFLAGS) -Isrc -o $@ $^ \
+	  $(shell pkg-config --cflags --libs cmocka) $(TEST_LIBS)
+
 test: deps-test all $(C_TESTS)
 	@tests/run.sh ./evlua
 
 asan-test: asan $(ASAN_C_TESTS)
 	@C_TEST_DIR=build/asan/tests tests/run.sh build/asan/evlua
+
+# Counters start from zero on each run; a failed test still gets its
+# report (make exits with the tests' status after it).
+GCOVR = gcovr --root . --filter 'src/' --exclude-unreachable-branches \
+  --exclude-throw-branches build/cov
+coverage: deps-test deps-coverage build/cov/evlua $(COV_C_TESTS)
+	@find build/cov -name '*.gcda' -delete
+	@C_TEST_DIR=build/cov/tests tests/run.sh build/cov/evlua; \
+	  status=$$?; \
+	  $(GCOVR) --txt-summary --txt build/cov/coverage.txt \
+	    --html-details build/cov/index.html | tail -n 3; \
+	  echo "coverage per file: build/cov/coverage.txt, build/cov/index.html"; \
+	  exit $$status
 
 # Fuzz the network decoders with libFuzzer (clang), FUZZ_SECONDS each,
 # starting from the committed seeds in tests/fuzz/corpus/NAME (what a run
@@ -135,4 +179,4 @@ uninstall:
 clean:
 	rm -rf build evlua
 
--include $(OBJ:.o=.d) $(ASAN_OBJ:.o=.d)
+-include $(OBJ:.o=.d) $(ASAN_OBJ:.o=.d) $(COV_OBJ:.o=.d)
