@@ -85,7 +85,6 @@ COV_C_TESTS = $(C_TESTS:build/tests/%=build/cov/tests/%)
 T = build/tests/$(1) build/asan/tests/$(1) build/cov/tests/$(1)
 $(C_TESTS) $(ASAN_C_TESTS) $(COV_C_TESTS): TEST_CC = $(CC)
 $(ASAN_C_TESTS): TEST_CC = clang $(ASAN_FLAGS)
-$(COV_C_TESTS): TEST_CC = $(CC) $(COV_FLAGS)
 $(call T,test_msgpack): src/buffer.c
 $(call T,test_http): src/buffer.c
 $(call T,test_resp): src/buffer.c
@@ -108,7 +107,7 @@ build/asan/tests/test_%: tests/c/test_%.c src/%.c
 
 build/cov/tests/test_%: tests/c/test_%.c src/%.c
 	@mkdir -p $(@D)
-	$(TEST_CC) $(ALL_CFLAGS) -Isrc -o $@ $^ \
+	$(TEST_CC) $(ALL_CFLAGS) $(COV_FLAGS) -Isrc -o $@ $^ \
 	  $(shell pkg-config --cflags --libs cmocka) $(TEST_LIBS)
 
 test: deps-test all $(C_TESTS)
@@ -119,8 +118,7 @@ asan-test: asan $(ASAN_C_TESTS)
 
 # Counters start from zero on each run; a failed test still gets its
 # report (make exits with the tests' status after it).
-GCOVR = gcovr --root . --filter 'src/' --exclude-unreachable-branches \
-  --exclude-throw-branches build/cov
+GCOVR = gcovr --root . --filter 'src/' build/cov
 coverage: deps-test deps-coverage build/cov/evlua $(COV_C_TESTS)
 	@find build/cov -name '*.gcda' -delete
 	@C_TEST_DIR=build/cov/tests tests/run.sh build/cov/evlua; \

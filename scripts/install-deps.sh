@@ -1,7 +1,7 @@
 #!/bin/sh
 # scripts/install-deps.sh STEP... - install the Debian packages a step
 # needs: build (make), test (make test, asan-test, fuzz), bench (make
-# bench). Idempotent: when everything is present it only asks dpkg-query
+# bench), coverage (make coverage: the test packages and gcovr). Idempotent: when everything is present it only asks dpkg-query
 # and prints nothing. Services that Debian starts on install (nginx,
 # redis-server) are kept from starting: the tests start their own.
 set -e
@@ -27,14 +27,17 @@ redis-server"
 # (util-linux) pins server and client to their cores.
 BENCH="wrk nginx libnginx-mod-http-lua redis-tools util-linux procps"
 
-[ $# -gt 0 ] || { echo "usage: $0 build|test|bench..." >&2; exit 2; }
+[ $# -gt 0 ] || {
+  echo "usage: $0 build|test|bench|coverage..." >&2; exit 2; }
 packages=""
 for step in "$@"; do
   case "$step" in
     build) packages="$packages $BUILD" ;;
     test) packages="$packages $BUILD $TEST" ;;
     bench) packages="$packages $BUILD $BENCH" ;;
-    *) echo "$0: unknown step '$step' (build, test or bench)" >&2; exit 2 ;;
+    coverage) packages="$packages $BUILD $TEST gcovr" ;;
+    *) echo "$0: unknown step '$step' (build, test, bench or coverage)" >&2
+       exit 2 ;;
   esac
 done
 
