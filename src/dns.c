@@ -26,8 +26,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 
-#define container_of(ptr, type, member) \
-  ((type *)((char *)(ptr) - offsetof(type, member)))
+#include "util.h"
 
 #define MAX_FIXED 8         /* addresses answered without c-ares */
 #define MAX_TRIES 10        /* keeps the backoff bound below in range */

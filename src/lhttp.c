@@ -175,8 +175,7 @@ static int l_parse(lua_State *L) {
   int r = evlua_http_parse(h, evlua_http_bytes(in), evlua_buffer_len(in), eof,
                            &used);
   if (used > 0) {
-    evlua_buffer_consume(in, used);
-    evlua_stream_consumed(&ls->s);
+    evlua_stream_take(&ls->s, used);
   }
   switch (r) {
   case EVLUA_HTTP_MESSAGE: return push_message(L, h, in);

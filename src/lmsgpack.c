@@ -318,11 +318,6 @@ static long message_length(lua_State *L, lstream *ls, size_t max_size,
   return n;
 }
 
-static void consume(lstream *ls, size_t n) {
-  evlua_buffer_consume(&ls->s.in, n);
-  evlua_stream_consumed(&ls->s);
-}
-
 /* stream:read_msgpack([max_size [, max_depth]]) -> value | nil (not
 ** complete yet) | nil, err (the stream holds bad or oversized data) */
 static int l_read_msgpack(lua_State *L) {
@@ -337,7 +332,7 @@ static int l_read_msgpack(lua_State *L) {
   }
   const char *p = evlua_buffer_peek(&ls->s.in);
   decode_value(L, &p, p + n);
-  consume(ls, (size_t)n);
+  evlua_stream_take(&ls->s, (size_t)n);
   return 1;
 }
 
@@ -420,7 +415,7 @@ static int l_read_rpc(lua_State *L) {
   } else {
     ok = 0;
   }
-  consume(ls, (size_t)n);
+  evlua_stream_take(&ls->s, (size_t)n);
   if (!ok) {
     lua_settop(L, base);
     luaL_pushfail(L);

@@ -28,7 +28,7 @@
 /* Arguments at least this long are written from the Lua string itself
 ** instead of being copied with the command. */
 #define BIG_ARGUMENT (64 * 1024)
-#define MAX_IOV 64
+#define MAX_IOV EVLUA_STREAM_MAX_IOV
 
 typedef struct reader {
   resp_limits lim;
@@ -174,8 +174,7 @@ static int l_reader_read(lua_State *L) {
   }
   if (n > 0) {
     int nres = push_top(L, r, 1, p, (size_t)n);
-    evlua_buffer_consume(in, (size_t)n);
-    evlua_stream_consumed(&ls->s);
+    evlua_stream_take(&ls->s, (size_t)n);
     return nres;
   }
   luaL_pushfail(L);

@@ -6,7 +6,6 @@
 */
 #include <errno.h>
 #include <lauxlib.h>
-#include <math.h>
 #include <stdint.h>
 #include <string.h>
 #include <unistd.h>
@@ -15,7 +14,7 @@
 #include "net.h"
 #include "runtime.h"
 
-#define MAX_WRITE_PARTS 64
+#define MAX_WRITE_PARTS EVLUA_STREAM_MAX_IOV
 
 static int dispatch_ref = LUA_NOREF;
 static const void *stream_meta;
@@ -160,11 +159,6 @@ static int l_set_owner(lua_State *L) {
   return 0;
 }
 
-static void consumed(lstream *ls, size_t n) {
-  evlua_buffer_consume(&ls->s.in, n);
-  evlua_stream_consumed(&ls->s);
-}
-
 /* stream:read([n]) -> n bytes | nil when fewer are buffered.
 ** Without n: everything buffered, or nil when nothing is. */
 static int l_read(lua_State *L) {
@@ -184,7 +178,7 @@ static int l_read(lua_State *L) {
     return 1;
   }
   lua_pushlstring(L, evlua_buffer_peek(&ls->s.in), n);
-  consumed(ls, n);
+  evlua_stream_take(&ls->s, n);
   return 1;
 }
 
@@ -201,7 +195,7 @@ static int l_read_line(lua_State *L) {
     size_t len = (size_t)at;
     if (len > 0 && p[len - 1] == '\r') len--;
     lua_pushlstring(L, p, len);
-    consumed(ls, (size_t)at + 1);
+    evlua_stream_take(&ls->s, (size_t)at + 1);
     return 1;
   }
   luaL_pushfail(L);
@@ -298,17 +292,11 @@ static int l_local_addr(lua_State *L) {
                    &addr);
 }
 
-static double check_seconds(lua_State *L, int idx) {
-  double d = luaL_checknumber(L, idx);
-  luaL_argcheck(L, d >= 0 && d < HUGE_VAL, idx, "non-negative number expected");
-  return d;
-}
-
 /* stream:set_idle_timeout(sec): close with "timeout" after sec seconds
 ** without reading or writing a byte (0: never) */
 static int l_set_idle_timeout(lua_State *L) {
   lstream *ls = check_stream(L, 1);
-  evlua_stream_set_idle_timeout(&ls->s, check_seconds(L, 2));
+  evlua_stream_set_idle_timeout(&ls->s, evlua_check_seconds(L, 2));
   return 0;
 }
 
@@ -316,7 +304,7 @@ static int l_set_idle_timeout(lua_State *L) {
 ** output makes no progress for sec seconds (0: never) */
 static int l_set_send_timeout(lua_State *L) {
   lstream *ls = check_stream(L, 1);
-  evlua_stream_set_send_timeout(&ls->s, check_seconds(L, 2));
+  evlua_stream_set_send_timeout(&ls->s, evlua_check_seconds(L, 2));
   return 0;
 }
 
@@ -331,7 +319,7 @@ static int l_timeouts(lua_State *L) {
 
 /* stream:set_linger(sec): how long close() may spend flushing */
 static int l_set_linger(lua_State *L) {
-  check_stream(L, 1)->s.linger = check_seconds(L, 2);
+  check_stream(L, 1)->s.linger = evlua_check_seconds(L, 2);
   return 0;
 }
 

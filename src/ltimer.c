@@ -4,7 +4,6 @@
 ** a function called as f(timer, arg) where arg is user value 2.
 */
 #include <lauxlib.h>
-#include <math.h>
 
 #include "clock.h"
 #include "runtime.h"
@@ -18,13 +17,6 @@ typedef struct ltimer {
 
 static ltimer *check_timer(lua_State *L, int idx) {
   return (ltimer *)luaL_checkudata(L, idx, EVLUA_TIMER);
-}
-
-/* Check that argument idx is a duration: a non-negative, non-NaN number. */
-static double check_duration(lua_State *L, int idx) {
-  double d = luaL_checknumber(L, idx);
-  luaL_argcheck(L, d >= 0 && d < HUGE_VAL, idx, "non-negative number expected");
-  return d;
 }
 
 static void timer_stop(lua_State *L, ltimer *t) {
@@ -65,8 +57,8 @@ static int l_timer_new(lua_State *L) {
 /* timer:start(after [, repeat]) -> timer; restarts an active timer */
 static int l_timer_start(lua_State *L) {
   ltimer *t = check_timer(L, 1);
-  double after = check_duration(L, 2);
-  double repeat = luaL_opt(L, check_duration, 3, 0.0);
+  double after = evlua_check_seconds(L, 2);
+  double repeat = luaL_opt(L, evlua_check_seconds, 3, 0.0);
   evlua_runtime *rt = evlua_runtime_get(L);
   if (ev_is_active(&t->w)) ev_timer_stop(rt->loop, &t->w);
   else rt->active_timers++;

@@ -14,10 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define READ_CHUNK (64 * 1024)
-
-#define container_of(ptr, type, member) \
-  ((type *)((char *)(ptr) - offsetof(type, member)))
+#include "util.h"
 
 extern char **environ;
 
@@ -246,12 +243,12 @@ static void close_output(evlua_process *p, ev_io *w) {
 /* Read what the pipe holds into b; at end of file close it. */
 static void read_output(evlua_process *p, ev_io *w, evlua_buffer *b) {
   for (;;) {
-    char *dst = evlua_buffer_reserve(b, READ_CHUNK);
+    char *dst = evlua_buffer_reserve(b, EVLUA_READ_CHUNK);
     if (dst == NULL) {   /* out of memory: treat as too much output */
       p->too_large = 1;
       break;
     }
-    ssize_t n = read(w->fd, dst, READ_CHUNK);
+    ssize_t n = read(w->fd, dst, EVLUA_READ_CHUNK);
     if (n > 0) {
       evlua_buffer_commit(b, (size_t)n);
       if (evlua_buffer_len(&p->out) + evlua_buffer_len(&p->err) >
@@ -259,7 +256,7 @@ static void read_output(evlua_process *p, ev_io *w, evlua_buffer *b) {
         p->too_large = 1;
         break;
       }
-      if (n < READ_CHUNK) return;   /* drained: wait for more */
+      if (n < EVLUA_READ_CHUNK) return;   /* drained: wait for more */
       continue;
     }
     if (n < 0 && errno == EINTR) continue;

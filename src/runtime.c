@@ -6,6 +6,7 @@
 
 #include <lauxlib.h>
 #include <lualib.h>
+#include <math.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -191,6 +192,13 @@ void *evlua_checkudata(lua_State *L, int idx, const void *meta,
     if (mt == meta) return p;
   }
   return luaL_checkudata(L, idx, tname);
+}
+
+double evlua_check_seconds(lua_State *L, int idx) {
+  double d = luaL_checknumber(L, idx);
+  luaL_argcheck(L, d >= 0 && d < HUGE_VAL, idx,
+                "non-negative number expected");
+  return d;
 }
 
 void evlua_anchor(lua_State *L, int idx, int *ref) {

@@ -11,11 +11,9 @@
 #include <stddef.h>
 
 #include "buffer.h"
+#include "util.h"
 
 #define EVLUA_VERSION "0.1.0"
-
-#define container_of(ptr, type, member) \
-  ((type *)((char *)(ptr) - offsetof(type, member)))
 
 typedef struct evlua_runtime {
   struct ev_loop *loop;
@@ -85,6 +83,10 @@ const void *evlua_new_class(lua_State *L, const char *name,
 ** luaL_checkudata for its error message. */
 void *evlua_checkudata(lua_State *L, int idx, const void *meta,
                        const char *tname);
+
+/* Argument idx as a duration in seconds: a finite, non-negative number
+** (NaN fails the comparison too), or raise an argument error. */
+double evlua_check_seconds(lua_State *L, int idx);
 
 /* Anchor the value at idx in the registry (no-op if *ref already holds
 ** one) so the GC keeps it while a watcher is active; unanchor drops it. */

@@ -13,11 +13,7 @@
 
 #include "clock.h"
 #include "net.h"
-
-#define READ_CHUNK (64 * 1024)
-
-#define container_of(ptr, type, member) \
-  ((type *)((char *)(ptr) - offsetof(type, member)))
+#include "util.h"
 
 /* Output corking: a small write to a stream with nothing queued is only
 ** appended to its queue, and the queues are written once per loop
@@ -170,7 +166,7 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents) {
     ev_io_stop(s->loop, w);
     return;
   }
-  size_t want = room < READ_CHUNK ? room : READ_CHUNK;
+  size_t want = room < EVLUA_READ_CHUNK ? room : EVLUA_READ_CHUNK;
   char *p = evlua_buffer_reserve(&s->in, want);
   if (p == NULL) {
     close_now(s, "out of memory");
@@ -392,13 +388,14 @@ int evlua_stream_write(evlua_stream *s, const struct iovec *iov, int n) {
       return 0;
     }
     /* A large write: the corked bytes and these go out now, in order. */
-    struct iovec v[65];
+    struct iovec v[EVLUA_STREAM_MAX_IOV + 1];   /* + the queued bytes */
     int nv = 0;
     if (queued > 0) {
       v[nv].iov_base = s->out.data + s->out.start;
       v[nv++].iov_len = queued;
     }
-    for (int i = 0; i < n && nv < 65; i++) v[nv++] = iov[i];
+    for (int i = 0; i < n && nv <= EVLUA_STREAM_MAX_IOV; i++)
+      v[nv++] = iov[i];
     ssize_t r;
     do r = writev(s->fd, v, nv); while (r < 0 && errno == EINTR);
     if (r >= 0) {

@@ -93,6 +93,10 @@ void evlua_stream_init(evlua_stream *s, struct ev_loop *loop, int fd,
                        int connecting, const evlua_stream_handler *h,
                        void *data);
 
+/* The parts one evlua_stream_write takes at most (writev is given
+** them, plus the bytes already queued, in one call). */
+#define EVLUA_STREAM_MAX_IOV 64
+
 /* Queue bytes. Returns 0, or -1 when the stream is not open (EPIPE).
 ** Errors while writing close the stream with a reason later. */
 int evlua_stream_write(evlua_stream *s, const struct iovec *iov, int n);
@@ -101,6 +105,14 @@ int evlua_stream_write(evlua_stream *s, const struct iovec *iov, int n);
 ** it had stopped at max_input, and the buffer memory is released when
 ** empty. */
 void evlua_stream_consumed(evlua_stream *s);
+
+/* Take the first n bytes of s->in (a decoder has used them) and tell
+** the stream: the one way bindings consume input. Inline: it runs once
+** per message on every protocol's hot path. */
+static inline void evlua_stream_take(evlua_stream *s, size_t n) {
+  evlua_buffer_consume(&s->in, n);
+  evlua_stream_consumed(s);
+}
 
 /* Close after sending the queued output (within the linger time); then
 ** on_close(reason) runs from the loop, never from inside this call.

@@ -1,0 +1,530 @@
+/*
+** test_stream.c - unit tests for src/stream.c on libev's default loop,
+** with socketpairs and loopback TCP: corking, backpressure (high and low
+** water), input limits, the close rules, write errors, linger, send and
+** idle timeouts, connecting.
+*/
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "net.h"
+#include "stream.h"
+
+static struct ev_loop *loop;
+static int connects, connect_err, datas, drains, closes;
+static char close_reason[64];
+static evlua_stream st;
+
+static void on_connect(evlua_stream *s, int err) {
+  (void)s;
+  connects++;
+  connect_err = err;
+}
+
+static void on_data(evlua_stream *s) {
+  (void)s;
+  datas++;
+}
+
+static void on_drain(evlua_stream *s) {
+  (void)s;
+  drains++;
+}
+
+static void on_close(evlua_stream *s, const char *reason) {
+  (void)s;
+  closes++;
+  strncpy(close_reason, reason, sizeof close_reason - 1);
+}
+
+static const evlua_stream_handler handler = {
+  on_connect, on_data, on_drain, on_close
+};
+
+/* A safety net only: a test waits for events, and fails if none comes
+** within 10 s instead of hanging. */
+static int guard_fired;
+static void on_guard(struct ev_loop *l, ev_timer *w, int revents) {
+  (void)l; (void)w; (void)revents;
+  guard_fired = 1;
+}
+
+#define WAIT_FOR(cond) do { \
+    ev_timer guard_; \
+    guard_fired = 0; \
+    ev_timer_init(&guard_, on_guard, 10., 0.); \
+    ev_timer_start(loop, &guard_); \
+    while (!(cond) && !guard_fired) ev_run(loop, EVRUN_ONCE); \
+    ev_timer_stop(loop, &guard_); \
+    assert_false(guard_fired); \
+  } while (0)
+
+/* A fresh stream on one end of a socketpair; the other end is returned
+** (blocking). */
+static int open_pair(void) {
+  int sv[2];
+  assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  connects = connect_err = datas = drains = closes = 0;
+  close_reason[0] = '\0';
+  evlua_stream_init(&st, loop, sv[0], 0, &handler, NULL);
+  return sv[1];
+}
+
+/* Bytes waiting on fd now (0 when none). */
+static size_t read_now(int fd, char *buf, size_t size) {
+  ssize_t r = recv(fd, buf, size, MSG_DONTWAIT);
+  return r > 0 ? (size_t)r : 0;
+}
+
+/* Read fd until EOF; returns the byte count (data not kept). */
+static size_t drain_to_eof(int fd) {
+  static char buf[65536];
+  size_t total = 0;
+  ssize_t r;
+  while ((r = read(fd, buf, sizeof buf)) > 0) total += (size_t)r;
+  return total;
+}
+
+static int write_str(const char *str) {
+  struct iovec v = { (void *)(uintptr_t)str, strlen(str) };
+  return evlua_stream_write(&st, &v, 1);
+}
+
+/* More than the socket takes: 4 MiB in one write. */
+static char *big;
+#define BIG (4 * 1024 * 1024)
+static int write_big(void) {
+  struct iovec v = { big, BIG };
+  return evlua_stream_write(&st, &v, 1);
+}
+
+static void small_writes_share_one_write(void **state) {
+  (void)state;
+  int peer = open_pair();
+  char buf[64];
+  assert_int_equal(write_str("hello "), 0);
+  assert_int_equal(write_str("world"), 0);
+  /* corked: nothing written until the loop's flusher runs */
+  assert_int_equal(read_now(peer, buf, sizeof buf), 0);
+  assert_int_equal(st.bytes_out, 0);
+  ev_run(loop, EVRUN_NOWAIT);
+  assert_int_equal(st.bytes_out, 11);
+  assert_int_equal(read_now(peer, buf, sizeof buf), 11);
+  assert_memory_equal(buf, "hello world", 11);
+  assert_int_equal(evlua_buffer_len(&st.out), 0);
+  evlua_stream_release(&st);
+  close(peer);
+  assert_int_equal(closes, 0);
+}
+
+static void large_write_goes_out_at_once_in_order(void **state) {
+  (void)state;
+  int peer = open_pair();
+  assert_int_equal(write_str("head"), 0);
+  char *chunk = malloc(32 * 1024);
+  memset(chunk, 'x', 32 * 1024);
+  struct iovec v = { chunk, 32 * 1024 };
+  assert_int_equal(evlua_stream_write(&st, &v, 1), 0);
+  /* written inside the call, the corked bytes first */
+  assert_true(st.bytes_out > 4);
+  char buf[8];
+  assert_int_equal(read_now(peer, buf, 5), 5);
+  assert_memory_equal(buf, "headx", 5);
+  free(chunk);
+  evlua_stream_release(&st);
+  close(peer);
+}
+
+/* The peer's reader: reads what there is, when there is. */
+static size_t peer_got;
+static void on_peer(struct ev_loop *l, ev_io *w, int revents) {
+  (void)l; (void)revents;
+  static char buf[65536];
+  ssize_t r = read(w->fd, buf, sizeof buf);
+  if (r > 0) peer_got += (size_t)r;
+}
+
+static void full_above_high_water_drains_at_low_water(void **state) {
+  (void)state;
+  int peer = open_pair();
+  evlua_stream_set_limits(&st, 1024 * 1024, 256 * 1024, 64 * 1024);
+  assert_int_equal(write_big(), 0);
+  assert_true(st.full);
+  assert_true(evlua_buffer_len(&st.out) >= 256 * 1024);
+  assert_int_equal(drains, 0);
+  /* A write while full is queued after the rest. */
+  assert_int_equal(write_str("tail"), 0);
+  peer_got = 0;
+  ev_io pw;
+  ev_io_init(&pw, on_peer, peer, EV_READ);
+  ev_io_start(loop, &pw);
+  WAIT_FOR(drains > 0);
+  assert_int_equal(drains, 1);
+  assert_false(st.full);
+  assert_true(evlua_buffer_len(&st.out) <= 64 * 1024);
+  WAIT_FOR(peer_got == BIG + 4);
+  assert_int_equal(evlua_buffer_len(&st.out), 0);
+  assert_int_equal(st.bytes_out, BIG + 4);
+  assert_int_equal(drains, 1);
+  ev_io_stop(loop, &pw);
+  evlua_stream_release(&st);
+  close(peer);
+  assert_int_equal(closes, 0);
+}
+
+static void reading_stops_at_max_input(void **state) {
+  (void)state;
+  int peer = open_pair();
+  evlua_stream_set_limits(&st, 10, 1024, 512);
+  assert_int_equal(write(peer, "0123456789abcdefghij", 20), 20);
+  WAIT_FOR(datas > 0);
+  assert_int_equal(evlua_buffer_len(&st.in), 10);
+  assert_false(ev_is_active(&st.rw));
+  assert_memory_equal(evlua_buffer_peek(&st.in), "0123456789", 10);
+  evlua_buffer_consume(&st.in, 10);
+  evlua_stream_consumed(&st);
+  assert_true(ev_is_active(&st.rw));
+  WAIT_FOR(datas > 1);
+  assert_memory_equal(evlua_buffer_peek(&st.in), "abcdefghij", 10);
+  assert_int_equal(st.bytes_in, 20);
+  /* Lowering the limit below what is buffered stops reading; raising
+  ** it resumes. */
+  evlua_stream_set_limits(&st, 5, 1024, 512);
+  assert_false(ev_is_active(&st.rw));
+  evlua_stream_set_limits(&st, 100, 1024, 512);
+  assert_true(ev_is_active(&st.rw));
+  evlua_stream_release(&st);
+  close(peer);
+}
+
+static void close_flushes_then_closes(void **state) {
+  (void)state;
+  int peer = open_pair();
+  assert_int_equal(write_str("bye"), 0);
+  assert_int_equal(write_big(), 0);
+  evlua_stream_close(&st, "local close");
+  evlua_stream_close(&st, "again");   /* idempotent */
+  assert_int_equal(closes, 0);         /* never inside the call */
+  assert_int_equal(st.state, EVLUA_STREAM_CLOSING);
+  /* no more writes once closing */
+  errno = 0;
+  assert_int_equal(write_str("late"), -1);
+  assert_int_equal(errno, EPIPE);
+  ev_io pw;
+  peer_got = 0;
+  ev_io_init(&pw, on_peer, peer, EV_READ);
+  ev_io_start(loop, &pw);
+  WAIT_FOR(closes > 0);
+  ev_io_stop(loop, &pw);
+  assert_int_equal(closes, 1);
+  assert_string_equal(close_reason, "local close");
+  assert_int_equal(st.fd, -1);
+  /* everything queued arrived, then EOF */
+  assert_int_equal(peer_got + drain_to_eof(peer), BIG + 3);
+  evlua_stream_release(&st);
+  close(peer);
+}
+
+static void close_with_nothing_queued_reports_from_the_loop(void **state) {
+  (void)state;
+  int peer = open_pair();
+  evlua_stream_close(&st, "local close");
+  assert_int_equal(closes, 0);
+  WAIT_FOR(closes > 0);
+  assert_string_equal(close_reason, "local close");
+  assert_int_equal(drain_to_eof(peer), 0);
+  evlua_stream_release(&st);
+  close(peer);
+}
+
+static void close_silently_drops_queued_output(void **state) {
+  (void)state;
+  int peer = open_pair();
+  assert_int_equal(write_str("dropped"), 0);
+  assert_int_equal(write(peer, "in", 2), 2);
+  WAIT_FOR(datas > 0);
+  assert_int_equal(write_str("dropped too"), 0);
+  evlua_stream_close_silently(&st);
+  evlua_stream_close_silently(&st);   /* idempotent */
+  assert_int_equal(st.state, EVLUA_STREAM_CLOSED);
+  ev_run(loop, EVRUN_NOWAIT);
+  assert_int_equal(closes, 0);
+  /* unread input stays readable */
+  assert_int_equal(evlua_buffer_len(&st.in), 2);
+  /* the first write went out with the data event; the second did not */
+  char buf[64];
+  size_t n = read_now(peer, buf, sizeof buf);
+  assert_int_equal(n, 7);
+  assert_int_equal(drain_to_eof(peer), 0);
+  evlua_stream_release(&st);
+  assert_int_equal(evlua_buffer_len(&st.in), 0);
+  close(peer);
+}
+
+static void peer_eof_closes_with_eof(void **state) {
+  (void)state;
+  int peer = open_pair();
+  assert_int_equal(write(peer, "last", 4), 4);
+  close(peer);
+  WAIT_FOR(closes > 0);
+  assert_int_equal(closes, 1);
+  assert_string_equal(close_reason, "eof");
+  assert_int_equal(evlua_buffer_len(&st.in), 4);
+  evlua_stream_release(&st);
+}
+
+static void large_write_to_a_closed_peer_is_epipe(void **state) {
+  (void)state;
+  int peer = open_pair();
+  evlua_stream_set_limits(&st, 0, 1024 * 1024, 1024);   /* no reading */
+  close(peer);
+  assert_int_equal(write_big(), 0);   /* the error comes from the loop */
+  assert_int_equal(st.write_error, EPIPE);
+  assert_int_equal(closes, 0);
+  WAIT_FOR(closes > 0);
+  assert_int_equal(closes, 1);
+  assert_string_equal(close_reason, evlua_net_strerror(EPIPE));
+  evlua_stream_release(&st);
+}
+
+static void corked_write_to_a_closed_peer_is_epipe(void **state) {
+  (void)state;
+  int peer = open_pair();
+  evlua_stream_set_limits(&st, 0, 1024 * 1024, 1024);
+  close(peer);
+  assert_int_equal(write_str("nobody reads this"), 0);
+  assert_int_equal(st.write_error, 0);   /* corked: not written yet */
+  WAIT_FOR(closes > 0);
+  assert_int_equal(closes, 1);
+  assert_string_equal(close_reason, evlua_net_strerror(EPIPE));
+  evlua_stream_release(&st);
+}
+
+static void queued_write_to_a_closed_peer_fails_when_writable(void **state) {
+  (void)state;
+  int peer = open_pair();
+  evlua_stream_set_limits(&st, 0, 8 * 1024 * 1024, 1024);
+  assert_int_equal(write_big(), 0);
+  assert_true(evlua_buffer_len(&st.out) > 0);   /* the rest is queued */
+  close(peer);
+  WAIT_FOR(closes > 0);
+  assert_string_equal(close_reason, evlua_net_strerror(EPIPE));
+  evlua_stream_release(&st);
+}
+
+/* A TCP connection on loopback: *client is a stream, the accepted end
+** is returned. */
+static int open_tcp(void) {
+  evlua_addr a, bound;
+  char err[128];
+  assert_int_equal(evlua_addr_parse(&a, "127.0.0.1", 0), 0);
+  int lfd = evlua_net_listen(&a, 4, 0, err, sizeof err);
+  assert_true(lfd >= 0);
+  assert_int_equal(evlua_net_sockname(lfd, &bound), 0);
+  int pending;
+  int cfd = evlua_net_connect(&bound, &pending, err, sizeof err);
+  assert_true(cfd >= 0);
+  connects = connect_err = datas = drains = closes = 0;
+  close_reason[0] = '\0';
+  evlua_stream_init(&st, loop, cfd, 1, &handler, NULL);
+  assert_int_equal(st.state, EVLUA_STREAM_CONNECTING);
+  assert_int_equal(write_str("early"), 0);   /* queued until connected */
+  WAIT_FOR(connects > 0);
+  assert_int_equal(connect_err, 0);
+  assert_int_equal(st.state, EVLUA_STREAM_OPEN);
+  int sfd = accept(lfd, NULL, NULL);
+  assert_true(sfd >= 0);
+  close(lfd);
+  return sfd;
+}
+
+static void connect_sends_what_was_written_meanwhile(void **state) {
+  (void)state;
+  int peer = open_tcp();
+  WAIT_FOR(evlua_buffer_len(&st.out) == 0);
+  char buf[16];
+  assert_int_equal(read(peer, buf, sizeof buf), 5);
+  assert_memory_equal(buf, "early", 5);
+  evlua_stream_release(&st);
+  close(peer);
+}
+
+static void reset_by_peer_closes_with_reset(void **state) {
+  (void)state;
+  int peer = open_tcp();
+  WAIT_FOR(evlua_buffer_len(&st.out) == 0);
+  /* unread data plus linger 0: the peer's close sends RST */
+  struct linger lg = { 1, 0 };
+  assert_int_equal(setsockopt(peer, SOL_SOCKET, SO_LINGER, &lg, sizeof lg),
+                   0);
+  close(peer);
+  WAIT_FOR(closes > 0);
+  assert_int_equal(closes, 1);
+  assert_string_equal(close_reason, evlua_net_strerror(ECONNRESET));
+  evlua_stream_release(&st);
+}
+
+static void refused_connect_reports_without_close(void **state) {
+  (void)state;
+  evlua_addr a, bound;
+  char err[128];
+  assert_int_equal(evlua_addr_parse(&a, "127.0.0.1", 0), 0);
+  int lfd = evlua_net_listen(&a, 4, 0, err, sizeof err);
+  assert_true(lfd >= 0);
+  assert_int_equal(evlua_net_sockname(lfd, &bound), 0);
+  close(lfd);   /* nobody listens on that port now */
+  int pending;
+  int cfd = evlua_net_connect(&bound, &pending, err, sizeof err);
+  if (cfd < 0) skip();   /* refused at once: nothing for the stream */
+  connects = closes = 0;
+  evlua_stream_init(&st, loop, cfd, 1, &handler, NULL);
+  WAIT_FOR(connects > 0);
+  assert_int_equal(connect_err, ECONNREFUSED);
+  assert_int_equal(st.state, EVLUA_STREAM_CLOSED);
+  assert_int_equal(closes, 0);
+  evlua_stream_release(&st);
+}
+
+static void close_while_connecting_is_silent(void **state) {
+  (void)state;
+  evlua_addr a, bound;
+  char err[128];
+  assert_int_equal(evlua_addr_parse(&a, "127.0.0.1", 0), 0);
+  int lfd = evlua_net_listen(&a, 4, 0, err, sizeof err);
+  assert_true(lfd >= 0);
+  assert_int_equal(evlua_net_sockname(lfd, &bound), 0);
+  int pending;
+  int cfd = evlua_net_connect(&bound, &pending, err, sizeof err);
+  assert_true(cfd >= 0);
+  connects = closes = 0;
+  evlua_stream_init(&st, loop, cfd, 1, &handler, NULL);
+  evlua_stream_close(&st, "local close");
+  assert_int_equal(st.state, EVLUA_STREAM_CLOSED);
+  ev_run(loop, EVRUN_NOWAIT);
+  assert_int_equal(connects, 0);
+  assert_int_equal(closes, 0);
+  evlua_stream_release(&st);
+  close(lfd);
+}
+
+static void linger_expiry_closes_unflushed(void **state) {
+  (void)state;
+  int peer = open_pair();   /* never reads */
+  assert_int_equal(write_big(), 0);
+  size_t queued = evlua_buffer_len(&st.out);
+  assert_true(queued > 0);
+  st.linger = 0.05;
+  evlua_stream_close(&st, "local close");
+  WAIT_FOR(closes > 0);
+  assert_int_equal(closes, 1);
+  assert_string_equal(close_reason, "local close");
+  assert_int_equal(st.state, EVLUA_STREAM_CLOSED);
+  /* the peer gets less than was written, then EOF */
+  assert_true(drain_to_eof(peer) < BIG);
+  evlua_stream_release(&st);
+  close(peer);
+}
+
+static void send_timeout_closes_a_stalled_stream(void **state) {
+  (void)state;
+  int peer = open_pair();   /* never reads */
+  evlua_stream_set_send_timeout(&st, 0.05);
+  assert_int_equal(write_big(), 0);
+  assert_true(ev_is_active(&st.send_timer));
+  WAIT_FOR(closes > 0);
+  assert_int_equal(closes, 1);
+  assert_string_equal(close_reason, "send timeout");
+  evlua_stream_release(&st);
+  close(peer);
+}
+
+static void send_timeout_set_during_a_stall_applies(void **state) {
+  (void)state;
+  int peer = open_pair();
+  evlua_stream_set_send_timeout(&st, 0);   /* none */
+  assert_int_equal(write_big(), 0);
+  assert_false(ev_is_active(&st.send_timer));
+  evlua_stream_set_send_timeout(&st, 0.05);
+  assert_true(ev_is_active(&st.send_timer));
+  WAIT_FOR(closes > 0);
+  assert_string_equal(close_reason, "send timeout");
+  evlua_stream_release(&st);
+  close(peer);
+}
+
+static void writes_that_go_out_never_arm_the_send_timer(void **state) {
+  (void)state;
+  int peer = open_pair();
+  evlua_stream_set_send_timeout(&st, 0.05);
+  assert_int_equal(write_str("quick"), 0);
+  ev_run(loop, EVRUN_NOWAIT);
+  assert_false(ev_is_active(&st.send_timer));
+  char buf[8];
+  assert_int_equal(read_now(peer, buf, sizeof buf), 5);
+  evlua_stream_release(&st);
+  close(peer);
+}
+
+static void idle_timeout_closes_a_quiet_stream(void **state) {
+  (void)state;
+  int peer = open_pair();
+  evlua_stream_set_idle_timeout(&st, 0.05);
+  assert_true(ev_is_active(&st.timer));
+  WAIT_FOR(closes > 0);
+  assert_string_equal(close_reason, "timeout");
+  evlua_stream_release(&st);
+  close(peer);
+}
+
+static void idle_timeout_zero_is_none(void **state) {
+  (void)state;
+  int peer = open_pair();
+  evlua_stream_set_idle_timeout(&st, 0.05);
+  evlua_stream_set_idle_timeout(&st, 0);
+  assert_false(ev_is_active(&st.timer));
+  evlua_stream_release(&st);
+  close(peer);
+}
+
+int main(void) {
+  signal(SIGPIPE, SIG_IGN);
+  loop = ev_default_loop(0);
+  big = malloc(BIG);
+  memset(big, 'b', BIG);
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(small_writes_share_one_write),
+    cmocka_unit_test(large_write_goes_out_at_once_in_order),
+    cmocka_unit_test(full_above_high_water_drains_at_low_water),
+    cmocka_unit_test(reading_stops_at_max_input),
+    cmocka_unit_test(close_flushes_then_closes),
+    cmocka_unit_test(close_with_nothing_queued_reports_from_the_loop),
+    cmocka_unit_test(close_silently_drops_queued_output),
+    cmocka_unit_test(peer_eof_closes_with_eof),
+    cmocka_unit_test(large_write_to_a_closed_peer_is_epipe),
+    cmocka_unit_test(corked_write_to_a_closed_peer_is_epipe),
+    cmocka_unit_test(queued_write_to_a_closed_peer_fails_when_writable),
+    cmocka_unit_test(connect_sends_what_was_written_meanwhile),
+    cmocka_unit_test(reset_by_peer_closes_with_reset),
+    cmocka_unit_test(refused_connect_reports_without_close),
+    cmocka_unit_test(close_while_connecting_is_silent),
+    cmocka_unit_test(linger_expiry_closes_unflushed),
+    cmocka_unit_test(send_timeout_closes_a_stalled_stream),
+    cmocka_unit_test(send_timeout_set_during_a_stall_applies),
+    cmocka_unit_test(writes_that_go_out_never_arm_the_send_timer),
+    cmocka_unit_test(idle_timeout_closes_a_quiet_stream),
+    cmocka_unit_test(idle_timeout_zero_is_none),
+  };
+  int failed = cmocka_run_group_tests(tests, NULL, NULL);
+  free(big);
+  return failed;
+}
