@@ -132,6 +132,45 @@ static int l_c_heap(lua_State *L) {
   return 1;
 }
 
+/* The bindings, opened in this order into the core table (as Lua's
+** linit.c lists its libraries): each opener registers its userdata
+** classes and sets its functions in the table on top of the stack.
+** A new binding is one new row. Streams come before the bindings that
+** add stream methods (evlua_stream_add_methods). */
+typedef struct binding {
+  const char *name;   /* for the balance check's message */
+  void (*open)(lua_State *L);
+} binding;
+
+static const binding bindings[] = {
+  { "timer", evlua_open_timer },
+  { "dns", evlua_open_dns },
+  { "fdwatch", evlua_open_fdwatch },
+  { "stream", evlua_open_stream },
+  { "listener", evlua_open_listener },
+  { "msgpack", evlua_open_msgpack },   /* adds stream methods */
+  { "http", evlua_open_http },
+  { "process", evlua_open_process },
+  { "signal", evlua_open_signal },
+  { "interrupt", evlua_open_interrupt },
+  { "readline", evlua_open_readline },
+  { "import", evlua_open_import },
+  { "redis", evlua_open_redis },       /* adds stream methods */
+  { NULL, NULL }
+};
+
+/* Open every binding into the core table on top of the stack. An opener
+** that leaves the stack unbalanced would fill the wrong table: fail at
+** startup, naming it, rather than later and obscurely. */
+static void open_bindings(lua_State *L) {
+  int top = lua_gettop(L);
+  for (const binding *b = bindings; b->name != NULL; b++) {
+    b->open(L);
+    if (lua_gettop(L) != top)
+      luaL_error(L, "binding '%s' left the stack unbalanced", b->name);
+  }
+}
+
 int luaopen_evlua_core(lua_State *L) {
   static const luaL_Reg funcs[] = {
     { "now", l_now },
@@ -150,19 +189,7 @@ int luaopen_evlua_core(lua_State *L) {
     { NULL, NULL }
   };
   luaL_newlib(L, funcs);
-  evlua_open_timer(L);
-  evlua_open_dns(L);
-  evlua_open_fdwatch(L);
-  evlua_open_stream(L);
-  evlua_open_listener(L);
-  evlua_open_msgpack(L);   /* adds stream methods: after streams */
-  evlua_open_http(L);
-  evlua_open_process(L);
-  evlua_open_signal(L);
-  evlua_open_interrupt(L);
-  evlua_open_readline(L);
-  evlua_open_import(L);
-  evlua_open_redis(L);   /* adds stream methods: after streams */
+  open_bindings(L);
   lua_pushliteral(L, EVLUA_VERSION);
   lua_setfield(L, -2, "version");
   lua_pushfstring(L, "evlua %s (%s, libev %d.%d)", EVLUA_VERSION,

@@ -516,10 +516,7 @@ void evlua_open_msgpack(lua_State *L) {
   };
   static const luaL_Reg no_methods[] = { { NULL, NULL } };
   scanner_meta = evlua_new_class(L, EVLUA_SCANNER, no_methods, no_methods);
-  luaL_getmetatable(L, EVLUA_STREAM);
-  lua_getfield(L, -1, "__index");
-  luaL_setfuncs(L, stream_methods, 0);
-  lua_pop(L, 2);
+  evlua_stream_add_methods(L, stream_methods);
   luaL_setfuncs(L, funcs, 0);
   lua_pushlightuserdata(L, NULL);
   lua_setfield(L, -2, "mp_null");

@@ -40,26 +40,10 @@ static resp_scanner *scanner_of(reader *r) {
   return (resp_scanner *)(void *)(r + 1);
 }
 
-/* The functions on the hot path (reading a reply, writing a command) get
-** the stream and reader metatables as upvalues 1 and 2: comparing with
-** them is much cheaper than luaL_checkudata's lookup by name. */
-static void *check_fast(lua_State *L, int idx, int upvalue,
-                        const char *tname) {
-  void *p = lua_touserdata(L, idx);
-  if (p != NULL && lua_getmetatable(L, idx)) {
-    int same = lua_rawequal(L, -1, lua_upvalueindex(upvalue));
-    lua_pop(L, 1);
-    if (same) return p;
-  }
-  return luaL_checkudata(L, idx, tname);   /* raises the usual error */
-}
+static const void *reader_meta;   /* for evlua_checkudata */
 
-static lstream *fast_stream(lua_State *L, int idx) {
-  return (lstream *)check_fast(L, idx, 1, EVLUA_STREAM);
-}
-
-static reader *fast_reader(lua_State *L, int idx) {
-  return (reader *)check_fast(L, idx, 2, EVLUA_RESP_READER);
+static reader *check_reader(lua_State *L, int idx) {
+  return (reader *)evlua_checkudata(L, idx, reader_meta, EVLUA_RESP_READER);
 }
 
 /* Reader ============================================================== */
@@ -155,8 +139,8 @@ static int push_top(lua_State *L, reader *r, int ridx, const char *p,
 ** reply) | nil (incomplete) | nil, err (the bytes are not a valid reply,
 ** or more than max_reply: the connection is unusable). */
 static int l_reader_read(lua_State *L) {
-  reader *r = fast_reader(L, 1);
-  lstream *ls = fast_stream(L, 2);
+  reader *r = check_reader(L, 1);
+  lstream *ls = evlua_check_stream(L, 2);
   evlua_buffer *in = &ls->s.in;
   size_t have = evlua_buffer_len(in);
   resp_scanner *sc = scanner_of(r);
@@ -187,6 +171,14 @@ static int l_reader_read(lua_State *L) {
   }
   lua_pushfstring(L, "protocol error: %s", resp_strerror(n));
   return 2;
+}
+
+/* reader:__tostring(): the type and the reply limit */
+static int l_reader_tostring(lua_State *L) {
+  reader *r = check_reader(L, 1);
+  lua_pushfstring(L, "evlua.resp_reader (%p, max reply %I)", (void *)r,
+                  (lua_Integer)r->max_reply);
+  return 1;
 }
 
 /* Commands ============================================================ */
@@ -255,7 +247,7 @@ static int encode_command(lua_State *L, evlua_buffer *b, int first, int last,
 /* stream:write_command(name, args...) -> as stream:write. Arguments are
 ** strings or numbers. */
 static int l_write_command(lua_State *L) {
-  lstream *ls = fast_stream(L, 1);
+  lstream *ls = evlua_check_stream(L, 1);
   int top = lua_gettop(L);
   luaL_argcheck(L, top >= 2, 2, "command name expected");
   evlua_buffer *b = evlua_scratch(L);
@@ -300,6 +292,11 @@ void evlua_open_redis(lua_State *L) {
     { "read", l_reader_read },
     { NULL, NULL }
   };
+  static const luaL_Reg reader_meta_funcs[] = {
+    { "__tostring", l_reader_tostring },
+    { "__index", NULL },
+    { NULL, NULL }
+  };
   static const luaL_Reg stream_methods[] = {
     { "write_command", l_write_command },
     { NULL, NULL }
@@ -309,21 +306,8 @@ void evlua_open_redis(lua_State *L) {
     { "resp_command", l_encode_command },
     { NULL, NULL }
   };
-  luaL_newmetatable(L, EVLUA_RESP_READER);
-  int reader_mt = lua_gettop(L);
-  luaL_getmetatable(L, EVLUA_STREAM);
-  int stream_mt = lua_gettop(L);
-  /* reader methods: reader.__index = { ... } with the two upvalues */
-  lua_newtable(L);
-  lua_pushvalue(L, stream_mt);
-  lua_pushvalue(L, reader_mt);
-  luaL_setfuncs(L, reader_methods, 2);
-  lua_setfield(L, reader_mt, "__index");
-  /* stream methods, added to the stream's __index table */
-  lua_getfield(L, stream_mt, "__index");
-  lua_pushvalue(L, stream_mt);
-  lua_pushvalue(L, reader_mt);
-  luaL_setfuncs(L, stream_methods, 2);
-  lua_pop(L, 3);
+  reader_meta = evlua_new_class(L, EVLUA_RESP_READER, reader_meta_funcs,
+                                reader_methods);
+  evlua_stream_add_methods(L, stream_methods);
   luaL_setfuncs(L, funcs, 0);
 }

@@ -27,6 +27,14 @@ lstream *evlua_check_stream(lua_State *L, int idx) {
   return check_stream(L, idx);
 }
 
+void evlua_stream_add_methods(lua_State *L, const luaL_Reg *methods) {
+  if (luaL_getmetatable(L, EVLUA_STREAM) != LUA_TTABLE)
+    luaL_error(L, "stream methods added before streams were opened");
+  lua_getfield(L, -1, "__index");
+  luaL_setfuncs(L, methods, 0);
+  lua_pop(L, 2);
+}
+
 /* Call dispatch(owner, event, arg) for the stream userdata on top of
 ** the stack, and pop it (it stays on the stack meanwhile, so dropping its
 ** anchor first is safe). */

@@ -5,6 +5,7 @@
 #ifndef EVLUA_LSTREAM_H
 #define EVLUA_LSTREAM_H
 
+#include <lauxlib.h>
 #include <lua.h>
 
 #include "stream.h"
@@ -25,5 +26,10 @@ int evlua_push_write_result(lua_State *L, lstream *ls, int r);
 
 /* The stream userdata at idx, or raise an argument error. */
 lstream *evlua_check_stream(lua_State *L, int idx);
+
+/* Add methods to every stream (the protocol bindings' read_rpc,
+** write_command...): the one way to extend the stream class. Call it
+** from a binding opened after evlua_open_stream (lcore.c's list). */
+void evlua_stream_add_methods(lua_State *L, const luaL_Reg *methods);
 
 #endif
