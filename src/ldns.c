@@ -40,14 +40,23 @@ typedef struct result {
   size_t n;
 } result;
 
+static const void *resolver_meta, *request_meta;   /* evlua_checkudata */
+
+/* The resolver at idx, open or closed (close and __tostring take both) */
+static lresolver *to_resolver(lua_State *L, int idx) {
+  return (lresolver *)evlua_checkudata(L, idx, resolver_meta,
+                                       EVLUA_DNS_RESOLVER);
+}
+
 static lresolver *check_resolver(lua_State *L, int idx) {
-  lresolver *o = (lresolver *)luaL_checkudata(L, idx, EVLUA_DNS_RESOLVER);
+  lresolver *o = to_resolver(L, idx);
   if (o->r == NULL) luaL_error(L, "attempt to use a closed resolver");
   return o;
 }
 
 static lrequest *check_request(lua_State *L, int idx) {
-  return (lrequest *)luaL_checkudata(L, idx, EVLUA_DNS_REQUEST);
+  return (lrequest *)evlua_checkudata(L, idx, request_meta,
+                                      EVLUA_DNS_REQUEST);
 }
 
 /*{===================================================================
@@ -218,7 +227,7 @@ static int l_resolver_info(lua_State *L) {
 /* resolver:close(): idempotent; pending requests are dropped silently
 ** (their targets are not called), so callers wake their own waiters. */
 static int l_resolver_close(lua_State *L) {
-  lresolver *o = (lresolver *)luaL_checkudata(L, 1, EVLUA_DNS_RESOLVER);
+  lresolver *o = to_resolver(L, 1);
   if (o->r != NULL) {
     evlua_dns *r = o->r;
     o->r = NULL;
@@ -230,7 +239,7 @@ static int l_resolver_close(lua_State *L) {
 }
 
 static int l_resolver_tostring(lua_State *L) {
-  lresolver *o = (lresolver *)luaL_checkudata(L, 1, EVLUA_DNS_RESOLVER);
+  lresolver *o = to_resolver(L, 1);
   lua_pushfstring(L, "evlua.dns.resolver (%p%s)", (void *)o,
                   o->r == NULL ? ", closed" : "");
   return 1;
@@ -257,7 +266,7 @@ void evlua_open_dns(lua_State *L) {
     { "close", l_resolver_close },
     { NULL, NULL }
   };
-  static const luaL_Reg resolver_meta[] = {
+  static const luaL_Reg resolver_mt[] = {
     { "__gc", l_resolver_close },
     { "__close", l_resolver_close },
     { "__tostring", l_resolver_tostring },
@@ -269,7 +278,7 @@ void evlua_open_dns(lua_State *L) {
     { "pending", l_request_pending },
     { NULL, NULL }
   };
-  static const luaL_Reg request_meta[] = {
+  static const luaL_Reg request_mt[] = {
     { "__gc", l_request_cancel },
     { "__close", l_request_cancel },
     { "__tostring", l_request_tostring },
@@ -281,7 +290,9 @@ void evlua_open_dns(lua_State *L) {
     { "dns_numeric", l_numeric },
     { NULL, NULL }
   };
-  evlua_new_class(L, EVLUA_DNS_RESOLVER, resolver_meta, resolver_methods);
-  evlua_new_class(L, EVLUA_DNS_REQUEST, request_meta, request_methods);
+  resolver_meta = evlua_new_class(L, EVLUA_DNS_RESOLVER, resolver_mt,
+                                  resolver_methods);
+  request_meta = evlua_new_class(L, EVLUA_DNS_REQUEST, request_mt,
+                                 request_methods);
   luaL_setfuncs(L, funcs, 0);   /* into the core table below */
 }

@@ -18,8 +18,10 @@ typedef struct lfdwatch {
   int ref;     /* registry anchor while active */
 } lfdwatch;
 
+static const void *fdwatch_meta;   /* for evlua_checkudata */
+
 static lfdwatch *check_fdwatch(lua_State *L, int idx) {
-  return (lfdwatch *)luaL_checkudata(L, idx, EVLUA_FDWATCH);
+  return (lfdwatch *)evlua_checkudata(L, idx, fdwatch_meta, EVLUA_FDWATCH);
 }
 
 static void on_io(struct ev_loop *loop, ev_io *w, int revents) {
@@ -70,6 +72,13 @@ static int l_fdwatch_stop(lua_State *L) {
   return 0;
 }
 
+static int l_fdwatch_tostring(lua_State *L) {
+  lfdwatch *f = check_fdwatch(L, 1);
+  lua_pushfstring(L, "evlua.fdwatch (fd %d%s)", f->w.fd,
+                  ev_is_active(&f->w) ? ", active" : "");
+  return 1;
+}
+
 /* core.read(fd, max) -> bytes ("" at end of file) | nil, err */
 static int l_read(lua_State *L) {
   int fd = (int)luaL_checkinteger(L, 1);
@@ -103,6 +112,7 @@ void evlua_open_fdwatch(lua_State *L) {
   static const luaL_Reg meta[] = {
     { "__gc", l_fdwatch_stop },
     { "__close", l_fdwatch_stop },
+    { "__tostring", l_fdwatch_tostring },
     { "__index", NULL },
     { NULL, NULL }
   };
@@ -112,6 +122,6 @@ void evlua_open_fdwatch(lua_State *L) {
     { "isatty", l_isatty },
     { NULL, NULL }
   };
-  evlua_new_class(L, EVLUA_FDWATCH, meta, methods);
+  fdwatch_meta = evlua_new_class(L, EVLUA_FDWATCH, meta, methods);
   luaL_setfuncs(L, funcs, 0);   /* into the core table below */
 }

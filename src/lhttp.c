@@ -447,6 +447,13 @@ static int l_gc(lua_State *L) {
   return 0;
 }
 
+static int l_tostring(lua_State *L) {
+  evlua_http *h = check_parser(L, 1);
+  lua_pushfstring(L, "evlua.http_parser (%p, %s)", (void *)h,
+                  h->p.type == HTTP_REQUEST ? "requests" : "responses");
+  return 1;
+}
+
 static size_t opt_limit(lua_State *L, int idx, const char *name, size_t def,
                         size_t max) {
   lua_getfield(L, idx, name);
@@ -503,6 +510,7 @@ void evlua_open_http(lua_State *L) {
   };
   static const luaL_Reg meta[] = {
     { "__gc", l_gc },
+    { "__tostring", l_tostring },
     { "__index", NULL },
     { NULL, NULL }
   };

@@ -29,8 +29,11 @@ typedef struct llistener {
   int ref;             /* registry anchor while open */
 } llistener;
 
+static const void *listener_meta;   /* for evlua_checkudata */
+
 static llistener *check_listener(lua_State *L, int idx) {
-  return (llistener *)luaL_checkudata(L, idx, EVLUA_LISTENER);
+  return (llistener *)evlua_checkudata(L, idx, listener_meta,
+                                       EVLUA_LISTENER);
 }
 
 static void on_retry(struct ev_loop *loop, ev_timer *w, int revents) {
@@ -206,7 +209,7 @@ void evlua_open_listener(lua_State *L) {
     { "__index", NULL },
     { NULL, NULL }
   };
-  evlua_new_class(L, EVLUA_LISTENER, meta, methods);
+  listener_meta = evlua_new_class(L, EVLUA_LISTENER, meta, methods);
   lua_pushcfunction(L, l_listen);
   lua_setfield(L, -2, "listen");
 }

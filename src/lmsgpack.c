@@ -264,6 +264,13 @@ static int l_scanner_new(lua_State *L) {
   return 1;
 }
 
+static int l_scanner_tostring(lua_State *L) {
+  lscanner *s = (lscanner *)evlua_checkudata(L, 1, scanner_meta,
+                                              EVLUA_SCANNER);
+  lua_pushfstring(L, "evlua.mp_scanner (%p)", (void *)s);
+  return 1;
+}
+
 static size_t check_max_size(lua_State *L, int idx) {
   lua_Integer n = luaL_optinteger(L, idx, DEFAULT_MAX_SIZE);
   luaL_argcheck(L, n > 0, idx, "positive size expected");
@@ -514,8 +521,13 @@ void evlua_open_msgpack(lua_State *L) {
     { "mp_decode", l_decode },
     { NULL, NULL }
   };
+  static const luaL_Reg scanner_mt[] = {
+    { "__tostring", l_scanner_tostring },
+    { "__index", NULL },
+    { NULL, NULL }
+  };
   static const luaL_Reg no_methods[] = { { NULL, NULL } };
-  scanner_meta = evlua_new_class(L, EVLUA_SCANNER, no_methods, no_methods);
+  scanner_meta = evlua_new_class(L, EVLUA_SCANNER, scanner_mt, no_methods);
   evlua_stream_add_methods(L, stream_methods);
   luaL_setfuncs(L, funcs, 0);
   lua_pushlightuserdata(L, NULL);

@@ -25,8 +25,10 @@ typedef struct lprocess {
   int ref;     /* registry anchor while the child runs */
 } lprocess;
 
+static const void *process_meta;   /* for evlua_checkudata */
+
 static lprocess *check_process(lua_State *L, int idx) {
-  return (lprocess *)luaL_checkudata(L, idx, EVLUA_PROCESS);
+  return (lprocess *)evlua_checkudata(L, idx, process_meta, EVLUA_PROCESS);
 }
 
 static void on_done(evlua_process *p) {
@@ -296,6 +298,6 @@ void evlua_open_process(lua_State *L) {
     { "getpid", l_getpid },
     { NULL, NULL }
   };
-  evlua_new_class(L, EVLUA_PROCESS, meta, methods);
+  process_meta = evlua_new_class(L, EVLUA_PROCESS, meta, methods);
   luaL_setfuncs(L, funcs, 0);   /* into the core table below */
 }

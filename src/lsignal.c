@@ -20,8 +20,10 @@ typedef struct lsignal {
   int ref;     /* registry anchor while active */
 } lsignal;
 
+static const void *signal_meta;   /* for evlua_checkudata */
+
 static lsignal *check_signal(lua_State *L, int idx) {
-  return (lsignal *)luaL_checkudata(L, idx, EVLUA_SIGNAL);
+  return (lsignal *)evlua_checkudata(L, idx, signal_meta, EVLUA_SIGNAL);
 }
 
 static void on_signal(struct ev_loop *loop, ev_signal *w, int revents) {
@@ -105,7 +107,7 @@ void evlua_open_signal(lua_State *L) {
     { "__index", NULL },
     { NULL, NULL }
   };
-  evlua_new_class(L, EVLUA_SIGNAL, meta, methods);
+  signal_meta = evlua_new_class(L, EVLUA_SIGNAL, meta, methods);
   lua_pushcfunction(L, l_signal_new);
   lua_setfield(L, -2, "signal");   /* into the core table below */
 }

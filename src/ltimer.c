@@ -15,8 +15,10 @@ typedef struct ltimer {
   int ref;     /* registry anchor while active */
 } ltimer;
 
+static const void *timer_meta;   /* for evlua_checkudata */
+
 static ltimer *check_timer(lua_State *L, int idx) {
-  return (ltimer *)luaL_checkudata(L, idx, EVLUA_TIMER);
+  return (ltimer *)evlua_checkudata(L, idx, timer_meta, EVLUA_TIMER);
 }
 
 static void timer_stop(lua_State *L, ltimer *t) {
@@ -112,7 +114,7 @@ void evlua_open_timer(lua_State *L) {
     { "__index", NULL },
     { NULL, NULL }
   };
-  evlua_new_class(L, EVLUA_TIMER, meta, methods);
+  timer_meta = evlua_new_class(L, EVLUA_TIMER, meta, methods);
   lua_pushcfunction(L, l_timer_new);
   lua_setfield(L, -2, "timer");   /* into the core table below */
 }

@@ -147,7 +147,7 @@ describe("event.run_process", function()
     local proc, pid = spawn_ready("sleep 100 & echo $! >READY; wait", { timeout = 1 })
     pid = assert(tonumber(pid))
     assert.is_true(alive(pid))
-    assert.same({ nil, "timeout" }, { proc:wait() })
+    assert.same({ nil, "timeout", "timeout" }, { proc:wait() })
     helper.eventually(function() return not alive(pid) end, "the sleep to die")
   end)
 
@@ -155,10 +155,41 @@ describe("event.run_process", function()
     local t0 = event.now()
     local proc = spawn_ready("trap '' TERM; echo >READY; sleep 100",
                              { timeout = 1, kill_after = 0.3 })
-    assert.same({ nil, "timeout" }, { proc:wait() })
+    assert.same({ nil, "timeout", "timeout" }, { proc:wait() })
     local took = event.now() - t0
     assert.is_true(took >= 1.3 - 0.01, "took " .. took)
     assert.is_true(took < 10, "took " .. took)
+  end)
+
+  it("SIGKILLs the group when the shell died of SIGTERM but a member "
+     .. "ignoring it keeps the pipes", function()
+    local proc, pid = spawn_ready(
+      "sh -c 'trap \"\" TERM; echo $$ >READY; exec sleep 100' & wait",
+      { timeout = 1, kill_after = 0.2 })
+    pid = assert(tonumber(pid))
+    local out, err = proc:wait()
+    assert.is_nil(out)
+    assert.equal("timeout", err)
+    -- the member held the pipes until SIGKILL: it is gone now
+    helper.eventually(function() return not alive(pid) end, "the sleep to die")
+  end)
+
+  it("gives up on the output kill_after seconds after SIGKILL when a "
+     .. "process outside the group keeps the pipes", function()
+    local t0 = event.now()
+    local proc, pid = spawn_ready(
+      "trap '' TERM; setsid sh -c 'echo $$ >READY; exec sleep 100' & wait",
+      { timeout = 1, kill_after = 0.2 })
+    pid = assert(tonumber(pid))
+    local out, err = proc:wait()
+    assert.is_nil(out)
+    assert.equal("timeout", err)
+    local took = event.now() - t0
+    assert.is_true(took < 10, "took " .. took)
+    -- SIGKILL to the group could not reach it: it still holds the pipes
+    assert.is_true(alive(pid))
+    os.execute("kill -9 " .. pid)
+    helper.eventually(function() return not alive(pid) end, "the holder to die")
   end)
 
   it("bounds the output: max_output bytes are fine, one more kills it", function()
@@ -324,7 +355,7 @@ describe("event.run_process", function()
     helper.eventually(function() return proc ~= nil end, "the spawn")
     assert.is_true(alive(proc.pid))
     task:cancel()
-    assert.same({ true, nil, "cancelled" }, { task:join() })
+    assert.same({ true, nil, "cancelled", "cancelled" }, { task:join() })
     helper.eventually(function() return not alive(proc.pid) end, "the process to die")
     helper.eventually(function() return zombies() == 0 end, "the child reaped")
   end)
@@ -361,7 +392,7 @@ describe("process.spawn", function()
     local proc = assert(process.spawn("echo started; sleep 100"))
     assert.is_true(alive(proc.pid))
     assert.is_true(proc:running())
-    assert.same({ nil, "timeout" }, { proc:wait(0.05) })
+    assert.same({ nil, "timeout", "timeout" }, { proc:wait(0.05) })
     assert.is_true(proc:kill("USR2"))
     local out, status = proc:wait(10)
     assert.equal("started\n", out)
