@@ -473,6 +473,36 @@ describe("rpc", function()
     listener:close()
   end)
 
+  it("carries arrays and maps of 16 and of 65,536 entries and more, "
+     .. "both ways", function()
+    local listener, port = server()
+    local ch = assert(rpc.connect("127.0.0.1", port))
+    -- fixarray/fixmap up to 15, array16/map16 to 65,535, then 32-bit
+    for _, n in ipairs({ 15, 16, 65535, 65536, 70000 }) do
+      local list, map = {}, {}
+      for i = 1, n do
+        list[i] = i
+        map["k" .. i] = i
+      end
+      local got = ch:call("echo", list)
+      assert.equal(n, #got)
+      assert.equal(n, got[n])
+      assert.same(list, got)
+      got = ch:call("echo", map)
+      local count = 0
+      for _ in pairs(got) do count = count + 1 end
+      assert.equal(n, count)
+      assert.same(map, got)
+    end
+    -- as many parameters (an array of the request) and results
+    local many = {}
+    for i = 1, 20 do many[i] = i end
+    assert.equal(20, ch:call("count", table.unpack(many)))
+    assert.same(many, ch:call("echo", table.unpack(many)))
+    ch:close()
+    listener:close()
+  end)
+
   it("rejects bad arguments", function()
     local listener, port = server()
     local ch = assert(rpc.connect("127.0.0.1", port))
