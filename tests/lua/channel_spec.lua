@@ -665,3 +665,67 @@ describe("limits and timeouts", function()
     listener:close()
   end)
 end)
+
+describe("listeners", function()
+  after_each(helper.cleanup)
+
+  it("pause keeps new connections in the backlog, resume accepts them",
+     function()
+    local accepted = 0
+    local listener = assert(event.listen("127.0.0.1", 0, function()
+      accepted = accepted + 1
+    end, Echo))
+    listener:pause()
+    local ch = assert(event.connect("127.0.0.1", listener:port()))
+    assert.is_true(ch:write("waiting"))
+    -- some loop turns with the connection ready to accept
+    event.sleep(0.05)
+    assert.equal(0, accepted)
+    listener:resume()
+    assert.equal("waiting", ch:wait_read(7, 5))
+    assert.equal(1, accepted)
+    ch:close()
+    listener:close()
+    listener:resume()   -- closed: nothing to restart
+  end)
+
+  it("backs off while out of fds and accepts once one is free", function()
+    local dir = helper.tmpdir()
+    local script = dir .. "/emfile.lua"
+    helper.write_file(script, [[
+      local event = require "event"
+      local accepted = 0
+      local l = assert(event.listen("127.0.0.1", 0, function()
+        accepted = accepted + 1
+      end))
+      local files = {}
+      while true do
+        local f = io.open("/dev/null")
+        if not f then break end
+        files[#files + 1] = f
+      end
+      print("filled", #files > 0)
+      -- one fd for the client; none is left for accept(2)
+      table.remove(files):close()
+      local ch = assert(event.connect("127.0.0.1", l:port()))
+      local cpu = os.clock()
+      event.sleep(0.3)                 -- a few retries of the back-off
+      print("while full", accepted)
+      -- a listener that kept polling would have burnt the 0.3 s
+      print("spun", os.clock() - cpu > 0.2)
+      table.remove(files):close()
+      for _ = 1, 2000 do
+        if accepted > 0 then break end
+        event.sleep(0.005)
+      end
+      print("after", accepted)
+      ch:close()
+      l:close()
+    ]])
+    local out, err, rc = helper.sh(("ulimit -n 64; timeout -k 5 %d %s %s")
+      :format(helper.TIMEOUT, helper.quote(helper.evlua),
+              helper.quote(script)))
+    assert.equal(0, rc, err)
+    assert.equal("filled\ttrue\nwhile full\t0\nspun\tfalse\nafter\t1\n", out)
+  end)
+end)
