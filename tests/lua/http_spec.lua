@@ -982,3 +982,56 @@ describe("http helpers", function()
     assert.equal("Not Found", http.status_text(404))
   end)
 end)
+
+describe("http limits on input that is still incomplete", function()
+  after_each(helper.cleanup)
+
+  -- Send `head` (never finished) and read the reply: it must come
+  -- without the rest of the request, then the connection closes.
+  local function refused(opts, head)
+    local srv, port = server(nil, opts)
+    local ch = connect(port)
+    assert.is_true(ch:write(head))
+    local status = read_reply(ch)
+    local data = ch:wait_read(nil, 10)
+    assert.is_nil(data)
+    ch:close()
+    srv:close()
+    return status
+  end
+
+  it("431 for a header block past max_header_size before its end",
+     function()
+    assert.equal(431, refused({ max_header_size = 200 },
+      "GET / HTTP/1.1\r\nHost: x\r\nX: " .. ("v"):rep(300)))
+    assert.equal(431, refused({ max_header_size = 200 },
+      "GET / HTTP/1.1\r\nHost: x\r\n" .. ("N"):rep(300)))
+  end)
+
+  it("414 for a URL past max_url before the request line ends", function()
+    assert.equal(414, refused({ max_url = 100 },
+      "GET /" .. ("u"):rep(200)))
+  end)
+
+  it("413 for a chunked body past max_body before its last chunk",
+     function()
+    assert.equal(413, refused({ max_body = 100 },
+      "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+      .. "40\r\n" .. ("c"):rep(64) .. "\r\n40\r\n" .. ("c"):rep(64)))
+    -- a body of Content-Length, partly sent, within the limit: it waits
+    local srv, port = server(nil, { max_body = 100 })
+    local ch = connect(port)
+    assert.is_true(ch:write("POST / HTTP/1.1\r\nHost: x\r\n"
+                            .. "Content-Length: 100\r\n\r\n"
+                            .. ("b"):rep(50)))
+    local data, err = ch:wait_read(nil, 0.2)
+    assert.is_nil(data)
+    assert.equal("timeout", err)
+    assert.is_true(ch:write(("b"):rep(50)))
+    local status, _, body = read_reply(ch)
+    assert.equal(200, status)
+    assert.equal("/ " .. ("b"):rep(100), body)
+    ch:close()
+    srv:close()
+  end)
+end)
