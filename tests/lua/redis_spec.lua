@@ -750,3 +750,40 @@ describe("RESP codec", function()
                  core.resp_command("ECHO", big))
   end)
 end)
+
+describe("redis limits on replies that are still incomplete", function()
+  after_each(helper.cleanup)
+
+  it("fails a reply past max_reply before its end arrives", function()
+    -- an array whose first two elements already exceed 1000 bytes; its
+    -- third element never comes
+    local listener = fake_server(function(_, ch)
+      local bulk = "$600\r\n" .. ("x"):rep(600) .. "\r\n"
+      ch:write("*3\r\n" .. bulk .. bulk)
+    end)
+    local r = assert(redis.connect({ port = listener:port(),
+                                     max_reply = 1000, timeout = 30 }))
+    local t0 = event.now()
+    local v, err = r:ping()
+    assert.is_nil(v)
+    assert.equal("reply larger than 1000 bytes", err)
+    assert.is_true(event.now() - t0 < 25, "it waited for the timeout")
+    r:close()
+    listener:close()
+  end)
+
+  it("waits for the rest of a reply within max_reply", function()
+    local listener = fake_server(function(_, ch)
+      event.fork(function()   -- in two parts, a loop turn apart
+        ch:write("$10\r\n01234")
+        event.sleep(0.05)
+        ch:write("56789\r\n")
+      end)
+    end)
+    local r = assert(redis.connect({ port = listener:port(),
+                                     max_reply = 1000 }))
+    assert.equal("0123456789", r:ping())
+    r:close()
+    listener:close()
+  end)
+end)
