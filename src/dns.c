@@ -66,9 +66,7 @@ struct evlua_dns {
   char (*servers)[SERVER_LEN];
 };
 
-/*{===================================================================
-** Names
-** ====================================================================*/
+/* Names =============================================================== */
 
 int evlua_dns_numeric(const char *host, char *out) {
   unsigned char bin[sizeof(struct in6_addr)];
@@ -117,11 +115,7 @@ static int is_localhost(const char *host) {
   return len > 10 && strncasecmp(host + len - 10, ".localhost", 10) == 0;
 }
 
-/* }=================================================================== */
-
-/*{===================================================================
-** Settings
-** ====================================================================*/
+/* Settings ============================================================ */
 
 /* Apply "timeout:N" and "attempts:N" words of a resolv.conf options line
 ** (or of RES_OPTIONS), capped as glibc caps them. */
@@ -268,11 +262,7 @@ int evlua_dns_server(evlua_dns *r, int i, char *buf, size_t size) {
   return 0;
 }
 
-/* }=================================================================== */
-
-/*{===================================================================
-** Watchers
-** ====================================================================*/
+/* Watchers ============================================================ */
 
 /* Arm the timer for c-ares' next deadline, or stop it when none is due:
 ** an idle resolver must not keep the loop alive. */
@@ -348,11 +338,7 @@ static void on_sock_state(void *data, ares_socket_t fd, int readable,
   ev_io_start(r->loop, &s->w);
 }
 
-/* }=================================================================== */
-
-/*{===================================================================
-** Requests
-** ====================================================================*/
+/* Requests ============================================================ */
 
 static const char *status_message(int status) {
   switch (status) {
@@ -534,11 +520,7 @@ void evlua_dns_cancel(evlua_dns_req *q) {
   q->cb = NULL;
 }
 
-/* }=================================================================== */
-
-/*{===================================================================
-** Life cycle
-** ====================================================================*/
+/* Life cycle ========================================================== */
 
 evlua_dns *evlua_dns_create(struct ev_loop *loop,
                             const evlua_dns_options *opts,
@@ -624,4 +606,3 @@ static void destroy_now(evlua_dns *r) {
   free(r);
 }
 
-/* }=================================================================== */

@@ -144,10 +144,10 @@ void evlua_interrupt_leave(lua_State *L, lua_State *prev) {
   if (lua_gethook(L) == interrupt_hook) lua_sethook(L, NULL, 0, 0);
 }
 
-/*{====================================================================
-** coroutine.resume and coroutine.wrap, recording the running thread.
-** Same behaviour as lcorolib.c's; only the bracketing is new.
-**=====================================================================*/
+/* Tracked coroutines ================================================== */
+
+/* coroutine.resume and coroutine.wrap, recording the running thread.
+** Same behaviour as lcorolib.c's; only the bracketing is new. */
 
 /* Resume co with narg values from L's top; returns the number of results
 ** moved to L, or -1 with an error message on top of L. */
@@ -227,8 +227,6 @@ static int l_wrap(lua_State *L) {
   lua_pushcclosure(L, l_auxwrap, 1);
   return 1;
 }
-
-/*}====================================================================*/
 
 /* core.interrupt_library(prefix): chunk names starting with prefix are
 ** library code, never interrupted (a handful, set at start-up). */

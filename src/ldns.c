@@ -59,9 +59,7 @@ static lrequest *check_request(lua_State *L, int idx) {
                                       EVLUA_DNS_REQUEST);
 }
 
-/*{===================================================================
-** Requests
-** ====================================================================*/
+/* Requests ============================================================ */
 
 /* Protected: push the request and its result, then deliver them. */
 static int deliver_result(lua_State *L) {
@@ -123,11 +121,7 @@ static int l_request_tostring(lua_State *L) {
   return 1;
 }
 
-/* }=================================================================== */
-
-/*{===================================================================
-** Resolvers
-** ====================================================================*/
+/* Resolvers =========================================================== */
 
 /* core.dns_resolver([{ servers = {...}, timeout = s, tries = n }])
 ** -> resolver | nil, err. Missing settings come from /etc/resolv.conf. */
@@ -244,8 +238,6 @@ static int l_resolver_tostring(lua_State *L) {
                   o->r == NULL ? ", closed" : "");
   return 1;
 }
-
-/* }=================================================================== */
 
 /* core.dns_numeric(host) -> canonical address, "inet"|"inet6" | nil */
 static int l_numeric(lua_State *L) {

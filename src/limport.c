@@ -40,14 +40,15 @@ static int l_file_stat(lua_State *L) {
   return 2;
 }
 
-/*{====================================================================
-** Running a chunk while capturing its top-level locals. A reload pairs
+/* Capturing locals ==================================================== */
+
+/* Running a chunk while capturing its top-level locals. A reload pairs
 ** the old and new versions of a file by these names too: a local
 ** function handed to a timer is reachable from nowhere else. The locals
 ** are read at each line the chunk itself runs and when it returns; the
 ** line events matter when the chunk ends with a tail call
 ** (`return setmetatable(M, mt)`), which drops its frame before returning.
-**=====================================================================*/
+*/
 
 static const char capture_key = 'c';   /* registry: thread -> capture */
 
@@ -154,8 +155,6 @@ static int l_run_capture(lua_State *L) {
   int status = lua_pcallk(L, nargs, LUA_MULTRET, 0, 0, finish_capture);
   return finish_capture(L, status, 0);
 }
-
-/*}====================================================================*/
 
 void evlua_open_import(lua_State *L) {
   lua_pushcfunction(L, l_run_capture);

@@ -5,10 +5,10 @@
 **
 ** Lua to MessagePack: nil, booleans, integers (smallest int form), floats
 ** (float 64), strings (str when valid UTF-8, else bin), tables: an array
-** when its keys
-** are exactly 1..n (n >= 1) or it is empty, a map otherwise; a metatable
-** field __msgpack = "array" or "map" forces the kind. Other types, cycles
-** and nesting beyond the depth limit raise errors.
+** when its keys are exactly 1..n (n >= 1) or it is empty, a map
+** otherwise; a metatable field __msgpack = "array" or "map" forces the
+** kind. Other types, cycles and nesting beyond the depth limit raise
+** errors.
 ** MessagePack to Lua: str and bin become strings, unsigned integers above
 ** 2^63-1 become floats, ext values become { ext = type, data = bytes },
 ** nil map values drop their key.

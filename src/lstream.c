@@ -240,7 +240,8 @@ int evlua_push_write_result(lua_State *L, lstream *ls, int r) {
   return 1;
 }
 
-/* stream:close([reason]): flush, then close; a "close" event follows */
+/* stream:close(): flush, then close; a "close" event with the reason
+** "local close" follows (reasons are the stream's, not the caller's) */
 static int l_close(lua_State *L) {
   lstream *ls = check_stream(L, 1);
   evlua_stream_close(&ls->s, "local close");

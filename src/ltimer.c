@@ -1,7 +1,9 @@
 /*
 ** ltimer.c - timers for Lua: one userdata embedding an ev_timer.
-** The target (user value 1) is a coroutine resumed with (nil, "timeout") or
-** a function called as f(timer, arg) where arg is user value 2.
+** On expiry the target (user value 1) gets the failure every wait gets
+** at its deadline ("timeout"): a coroutine is resumed with it, a
+** function is called as f(timer, arg, failure...) where arg is user
+** value 2 (evlua_deliver).
 */
 #include <lauxlib.h>
 

@@ -41,9 +41,7 @@ void evlua_process_init(evlua_process *p, struct ev_loop *loop,
   evlua_buffer_init(&p->in);
 }
 
-/*{====================================================================
-** Spawning
-**=====================================================================*/
+/* Spawning ============================================================ */
 
 /* A pipe whose ends are both close-on-exec; the parent's end (read end
 ** if parent_reads) is non-blocking. The child's end must stay blocking:
@@ -212,11 +210,7 @@ fail:
   return -1;
 }
 
-/*}====================================================================*/
-
-/*{====================================================================
-** Events
-**=====================================================================*/
+/* Events ============================================================== */
 
 static void stop_io(evlua_process *p, ev_io *w) {
   if (w->fd < 0) return;
@@ -338,8 +332,6 @@ static void on_timer(struct ev_loop *loop, ev_timer *w, int revents) {
     ev_timer_start(p->loop, w);
   }
 }
-
-/*}====================================================================*/
 
 int evlua_process_signal(evlua_process *p, int sig) {
   /* Once reaped, the pid may belong to someone else; but while our pipes
