@@ -10,6 +10,7 @@
 --  * timer deadlines resume their coroutine straight from the loop.
 
 local core = require "evlua.core"
+local errors = require "evlua.errors"
 
 local co_create, co_resume, co_yield, co_running =
   coroutine.create, coroutine.resume, coroutine.yield, coroutine.running
@@ -141,7 +142,7 @@ local function resumed(task, ...)
   task.state, task.what, task.on = "running", nil, nil
   if task.cancel_pending then
     task.cancel_pending = false
-    return nil, "cancelled"
+    return nil, "cancelled", "cancelled"
   end
   return ...
 end
@@ -151,7 +152,7 @@ end
 local function park(task, what, on, timeout)
   if task.cancel_pending then
     task.cancel_pending = false
-    return nil, "cancelled"
+    return nil, "cancelled", "cancelled"
   end
   task.state, task.what, task.on = "waiting", what, on
   if timeout then
@@ -169,11 +170,9 @@ end
 -- The task running now; raises the "must run in a coroutine" error for
 -- the caller of `fname` otherwise.
 local function current(fname)
-  local co, ismain = co_running()
-  local task = task_of[co]
+  local task = task_of[co_running()]
   if task then return task end
-  if ismain then error(fname .. " must run in a coroutine", 3) end
-  error(fname .. " must run in a coroutine started by event.fork", 3)
+  errors.need_coroutine(fname, 2)
 end
 
 local function check_duration(value, fname, argn)
@@ -306,7 +305,7 @@ function Task:cancel()
   local state = self.state
   if state == "dead" then return false end
   if state == "waiting" then
-    wake(self, nil, "cancelled")
+    wake(self, nil, "cancelled", "cancelled")
   elseif state == "ready" and self.co == nil then
     settle(self, { false, "cancelled", n = 2 })
   else
@@ -354,17 +353,17 @@ function event.sleep(sec)
   if sec == 0 then  -- yield: run again on the next loop iteration
     if task.cancel_pending then
       task.cancel_pending = false
-      return nil, "cancelled"
+      return nil, "cancelled", "cancelled"
     end
     task.state, task.what, task.on = "ready", "sleep", 0
     push_ready(task)
     local _, err = resumed(task, co_yield())
-    if err == "cancelled" then return nil, err end
+    if err == "cancelled" then return nil, err, err end
     return true
   end
-  local ok, err = park(task, "sleep", sec, sec)
+  local ok, err, code = park(task, "sleep", sec, sec)
   if err == "timeout" then return true end
-  return ok, err
+  return ok, err, code
 end
 
 --[[ wait / wakeup ==========================================================]]
@@ -422,18 +421,18 @@ end
 function event._park(task, what, on)
   if task.cancel_pending then
     task.cancel_pending = false
-    return nil, "cancelled"
+    return nil, "cancelled", "cancelled"
   end
   task.state, task.what, task.on = "waiting", what, on
-  local ok, err = co_yield()
+  local ok, err, code = co_yield()
   -- resumed(), inline, except that what and on stay (stale, unread while
   -- running): clearing them would make the next park add the keys again
   task.state = "running"
   if task.cancel_pending then
     task.cancel_pending = false
-    return nil, "cancelled"
+    return nil, "cancelled", "cancelled"
   end
-  return ok, err
+  return ok, err, code
 end
 
 -- event._wake(task) queues a parked task to resume (like event.wakeup);

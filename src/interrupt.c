@@ -254,9 +254,7 @@ static int l_catch_sigint(lua_State *L) {
     return 0;
   }
   if (sigint_pipe[0] < 0 && pipe2(sigint_pipe, O_NONBLOCK | O_CLOEXEC) != 0) {
-    luaL_pushfail(L);
-    lua_pushstring(L, strerror(errno));
-    return 2;
+    return evlua_fail_errno(L, errno, NULL);
   }
   sa.sa_handler = on_interrupt_signal;
   sa.sa_flags = SA_RESTART;

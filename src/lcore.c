@@ -2,6 +2,7 @@
 ** lcore.c - the "evlua.core" module: loop control, the ready-queue hook,
 ** time, logging and runtime statistics. The friendly API is lua/event.lua.
 */
+#include <errno.h>
 #include <lauxlib.h>
 #include <malloc.h>
 #include <string.h>
@@ -87,11 +88,8 @@ static int l_log(lua_State *L) {
 static int l_log_open(lua_State *L) {
   char err[512];
   const char *path = luaL_optstring(L, 1, NULL);
-  if (evlua_log_open(path, err, sizeof err) != 0) {
-    luaL_pushfail(L);
-    lua_pushstring(L, err);
-    return 2;
-  }
+  if (evlua_log_open(path, err, sizeof err) != 0)   /* err: strerror's case */
+    return evlua_fail_errno(L, errno, path);
   lua_pushboolean(L, 1);
   return 1;
 }

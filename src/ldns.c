@@ -61,6 +61,17 @@ static lrequest *check_request(lua_State *L, int idx) {
 
 /* Requests ============================================================ */
 
+/* dns.c's failures are short fixed words ("not found", "timeout"): the
+** code is the word with '_' for ' ' ("not_found"). */
+static int push_failure(lua_State *L, const char *err) {
+  char code[64];
+  size_t i;
+  for (i = 0; err[i] != '\0' && i < sizeof code - 1; i++)
+    code[i] = err[i] == ' ' ? '_' : err[i];
+  code[i] = '\0';
+  return evlua_fail(L, code, "%s", err);
+}
+
 /* Protected: push the request and its result, then deliver them. */
 static int deliver_result(lua_State *L) {
   result *res = (result *)lua_touserdata(L, 1);
@@ -68,9 +79,7 @@ static int deliver_result(lua_State *L) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, res->q->ref);
   evlua_unanchor(L, &res->q->ref);
   if (res->err != NULL) {
-    lua_pushnil(L);
-    lua_pushstring(L, res->err);
-    nargs = 2;
+    nargs = push_failure(L, res->err);
   } else {
     lua_createtable(L, (int)res->n, 0);
     for (size_t i = 0; i < res->n; i++) {
@@ -156,9 +165,9 @@ static int l_resolver_new(lua_State *L) {
   luaL_setmetatable(L, EVLUA_DNS_RESOLVER);
   o->r = evlua_dns_create(evlua_runtime_get(L)->loop, &opts, err, sizeof err);
   if (o->r == NULL) {
-    luaL_pushfail(L);
-    lua_pushstring(L, err);
-    return 2;
+    /* a server the caller gave is the one failure that is theirs */
+    int theirs = strncmp(err, "bad server", 10) == 0;
+    return evlua_fail(L, theirs ? "bad_server" : "resolver", "%s", err);
   }
   return 1;
 }

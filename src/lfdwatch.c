@@ -89,9 +89,8 @@ static int l_read(lua_State *L) {
   ssize_t n;
   do n = read(fd, p, (size_t)max); while (n < 0 && errno == EINTR);
   if (n < 0) {
-    luaL_pushfail(L);
-    lua_pushstring(L, errno == EAGAIN ? "again" : strerror(errno));
-    return 2;
+    if (errno == EAGAIN) return evlua_fail(L, "EAGAIN", "again");
+    return evlua_fail_errno(L, errno, NULL);
   }
   luaL_pushresultsize(&b, (size_t)n);
   return 1;

@@ -13,9 +13,7 @@
 #include "runtime.h"
 
 static int push_errno(lua_State *L, const char *path) {
-  luaL_pushfail(L);
-  lua_pushfstring(L, "%s: %s", path, strerror(errno));
-  return 2;
+  return evlua_fail_errno(L, errno, path);
 }
 
 /* core.realpath(path) -> absolute path without symlinks | nil, err */

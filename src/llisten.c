@@ -114,11 +114,7 @@ static int l_listen(lua_State *L) {
   evlua_set_target(L, lua_gettop(L), 5);
   char err[256];
   l->fd = evlua_net_listen(&addr, (int)backlog, reuseport, err, sizeof err);
-  if (l->fd < 0) {
-    luaL_pushfail(L);
-    lua_pushstring(L, err);
-    return 2;
-  }
+  if (l->fd < 0) return evlua_fail(L, evlua_errno_name(errno), "%s", err);
   ev_io_init(&l->w, on_accept, l->fd, EV_READ);
   ev_init(&l->retry, on_retry);
   ev_io_start(evlua_runtime_get(L)->loop, &l->w);
@@ -161,9 +157,7 @@ static int l_addr(lua_State *L) {
   llistener *l = check_listener(L, 1);
   evlua_addr addr;
   if (l->fd < 0 || evlua_net_sockname(l->fd, &addr) != 0) {
-    luaL_pushfail(L);
-    lua_pushliteral(L, "closed");
-    return 2;
+    return evlua_fail(L, "closed", "closed");
   }
   char host[128];
   int port = evlua_addr_format(&addr, host, sizeof host);

@@ -213,8 +213,12 @@ static void decode_value(lua_State *L, const char **p, const char *end) {
   }
 }
 
-static const char *length_error(long r) {
-  return r == MP_TOO_DEEP ? "nesting too deep" : "invalid msgpack data";
+/* nil, message, code for a failed mp_value_length / mp_scan. */
+static int length_error(lua_State *L, long r) {
+  if (r == MP_NEED_MORE)
+    return evlua_fail(L, "truncated", "truncated msgpack data");
+  return evlua_fail(L, "protocol", "%s", r == MP_TOO_DEEP
+                    ? "nesting too deep" : "invalid msgpack data");
 }
 
 /* core.mp_decode(s [, pos [, max_depth]]) -> value, next_pos | nil, err */
@@ -226,12 +230,7 @@ static int l_decode(lua_State *L) {
   luaL_argcheck(L, pos >= 1 && (size_t)pos <= len + 1, 2, "out of range");
   const char *p = s + pos - 1;
   long n = mp_value_length(p, len - (size_t)(pos - 1), max_depth);
-  if (n <= 0) {
-    luaL_pushfail(L);
-    lua_pushstring(L, n == MP_NEED_MORE ? "truncated msgpack data"
-                                        : length_error(n));
-    return 2;
-  }
+  if (n <= 0) return length_error(L, n);
   const char *end = p + n;
   decode_value(L, &p, end);
   lua_pushinteger(L, (lua_Integer)(end - s) + 1);
@@ -297,12 +296,13 @@ static mp_scanner *stream_scanner(lua_State *L, int idx, lstream *ls) {
 }
 
 static int too_large(lua_State *L, size_t max_size) {
-  lua_pushfstring(L, "message larger than %I bytes", (lua_Integer)max_size);
+  evlua_fail(L, "too_large", "message larger than %I bytes",
+             (lua_Integer)max_size);
   return -1;
 }
 
 /* Length of the complete message at the front of the stream's input,
-** 0 if more bytes are needed, or -1 with an error message pushed. A
+** 0 if more bytes are needed, or -1 with nil, message, code pushed. A
 ** message whose headers already announce more than max_size bytes fails
 ** at once, before the bytes arrive. sc (may be NULL) holds the scan. */
 static long message_length(lua_State *L, lstream *ls, size_t max_size,
@@ -318,7 +318,7 @@ static long message_length(lua_State *L, lstream *ls, size_t max_size,
   if (n != MP_NEED_MORE) mp_scan_start(sc);   /* the next scan is anew */
   if (n == MP_NEED_MORE) return sc->need > max_size ? too_large(L, max_size) : 0;
   if (n < 0) {
-    lua_pushstring(L, length_error(n));
+    length_error(L, n);
     return -1;
   }
   if ((size_t)n > max_size) return too_large(L, max_size);
@@ -331,11 +331,10 @@ static int l_read_msgpack(lua_State *L) {
   lstream *ls = evlua_check_stream(L, 1);
   size_t max_size = check_max_size(L, 2);
   long n = message_length(L, ls, max_size, check_depth(L, 3), NULL);
-  if (n <= 0) {
+  if (n < 0) return 3;   /* message_length's nil, message, code */
+  if (n == 0) {
     luaL_pushfail(L);
-    if (n == 0) return 1;
-    lua_insert(L, -2);
-    return 2;
+    return 1;
   }
   const char *p = evlua_buffer_peek(&ls->s.in);
   decode_value(L, &p, p + n);
@@ -392,11 +391,10 @@ static int l_read_rpc(lua_State *L) {
   mp_scanner *sc = stream_scanner(L, 5, ls);
   lua_settop(L, 1);
   long n = message_length(L, ls, max_size, max_depth, sc);
-  if (n <= 0) {
+  if (n < 0) return 3;   /* message_length's nil, message, code */
+  if (n == 0) {
     luaL_pushfail(L);
-    if (n == 0) return 1;
-    lua_insert(L, -2);
-    return 2;
+    return 1;
   }
   const char *p = evlua_buffer_peek(&ls->s.in), *end = p + n;
   mp_token t, kind, id, method;
@@ -425,9 +423,7 @@ static int l_read_rpc(lua_State *L) {
   evlua_stream_take(&ls->s, (size_t)n);
   if (!ok) {
     lua_settop(L, base);
-    luaL_pushfail(L);
-    lua_pushliteral(L, "invalid rpc message");
-    return 2;
+    return evlua_fail(L, "protocol", "invalid rpc message");
   }
   return lua_gettop(L) - base;
 }

@@ -128,11 +128,8 @@ static int l_process_spawn(lua_State *L) {
   luaL_setmetatable(L, EVLUA_PROCESS);
   evlua_set_target(L, lua_gettop(L), 2);
   char err[512];
-  if (evlua_process_spawn(&lp->p, &spec, err, sizeof err) != 0) {
-    luaL_pushfail(L);
-    lua_pushstring(L, err);
-    return 2;
-  }
+  if (evlua_process_spawn(&lp->p, &spec, err, sizeof err) != 0)
+    return evlua_fail(L, evlua_errno_name(errno), "%s", err);
   evlua_anchor(L, -1, &lp->ref);
   return 1;
 }
@@ -155,9 +152,8 @@ static int l_signal(lua_State *L) {
   int sig = (int)luaL_checkinteger(L, 2);
   luaL_argcheck(L, sig >= 0 && sig < NSIG, 2, "invalid signal");
   if (evlua_process_signal(&lp->p, sig) != 0) {
-    luaL_pushfail(L);
-    lua_pushstring(L, errno == ESRCH ? "exited" : strerror(errno));
-    return 2;
+    if (errno == ESRCH) return evlua_fail(L, "exited", "exited");
+    return evlua_fail_errno(L, errno, NULL);
   }
   lua_pushboolean(L, 1);
   return 1;

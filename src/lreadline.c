@@ -82,9 +82,7 @@ static int l_readline_feed(lua_State *L) {
     return 1;
   case GOT_EOF:
     state = NOTHING;
-    luaL_pushfail(L);
-    lua_pushliteral(L, "eof");
-    return 2;
+    return evlua_fail(L, "eof", "eof");
   default:
     lua_pushboolean(L, 0);
     return 1;

@@ -151,26 +151,24 @@ static int l_reader_read(lua_State *L) {
   }
   const char *p = evlua_buffer_peek(in);
   long n = resp_scan(sc, p, have, &r->lim);
-  if (n > 0 && (size_t)n > r->max_reply) {
-    luaL_pushfail(L);
-    lua_pushfstring(L, "reply larger than %I bytes", (lua_Integer)r->max_reply);
-    return 2;
-  }
+  if (n > 0 && (size_t)n > r->max_reply)
+    return evlua_fail(L, "too_large", "reply larger than %I bytes",
+                      (lua_Integer)r->max_reply);
   if (n > 0) {
     int nres = push_top(L, r, 1, p, (size_t)n);
     evlua_stream_take(&ls->s, (size_t)n);
     return nres;
   }
-  luaL_pushfail(L);
   if (n == RESP_NEED_MORE) {
     size_t cap = r->max_reply < ls->s.max_input ? r->max_reply
                                                 : ls->s.max_input;
-    if (have < cap) return 1;
-    lua_pushfstring(L, "reply larger than %I bytes", (lua_Integer)cap);
-    return 2;
+    if (have >= cap)
+      return evlua_fail(L, "too_large", "reply larger than %I bytes",
+                        (lua_Integer)cap);
+    luaL_pushfail(L);   /* not complete yet */
+    return 1;
   }
-  lua_pushfstring(L, "protocol error: %s", resp_strerror(n));
-  return 2;
+  return evlua_fail(L, "protocol", "protocol error: %s", resp_strerror(n));
 }
 
 /* reader:__tostring(): the type and the reply limit */

@@ -1,8 +1,8 @@
 /*
 ** lstream.c - streams for Lua: one userdata embedding an evlua_stream.
 ** Events (connect, data, drain, close) go to one Lua dispatcher,
-** set with core.set_stream_dispatch, as dispatch(owner, event, arg) where
-** owner is the userdata's user value (the channel object).
+** set with core.set_stream_dispatch, as dispatch(owner, event, arg, code)
+** where owner is the userdata's user value (the channel object).
 */
 #include <errno.h>
 #include <lauxlib.h>
@@ -35,16 +35,19 @@ void evlua_stream_add_methods(lua_State *L, const luaL_Reg *methods) {
   lua_pop(L, 2);
 }
 
-/* Call dispatch(owner, event, arg) for the stream userdata on top of
-** the stack, and pop it (it stays on the stack meanwhile, so dropping its
-** anchor first is safe). */
-static void dispatch(lua_State *L, const char *event, const char *arg) {
+/* Call dispatch(owner, event, arg, code) for the stream userdata on top
+** of the stack, and pop it (it stays on the stack meanwhile, so dropping
+** its anchor first is safe). code names a failure (errno name), or NULL. */
+static void dispatch(lua_State *L, const char *event, const char *arg,
+                     const char *code) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, dispatch_ref);
   lua_getiuservalue(L, -2, 1);
   lua_pushstring(L, event);
   if (arg) lua_pushstring(L, arg);
   else lua_pushnil(L);
-  evlua_pcall(L, 3, 0);
+  if (code) lua_pushstring(L, code);
+  else lua_pushnil(L);
+  evlua_pcall(L, 4, 0);
   lua_pop(L, 1);
 }
 
@@ -56,15 +59,17 @@ static lua_State *push_stream(lstream *ls) {
 }
 
 static void emit(evlua_stream *s, const char *event, const char *arg,
-                 int unanchor) {
+                 const char *code, int unanchor) {
   lstream *ls = container_of(s, lstream, s);
   lua_State *L = push_stream(ls);
   if (unanchor) evlua_unanchor(L, &ls->ref);
-  dispatch(L, event, arg);
+  dispatch(L, event, arg, code);
 }
 
 static void on_connect(evlua_stream *s, int err) {
-  emit(s, "connect", err ? evlua_net_strerror(err) : NULL, err != 0);
+  if (err) emit(s, "connect", evlua_net_strerror(err),
+                evlua_errno_name(err), 1);
+  else emit(s, "connect", NULL, NULL, 0);
 }
 
 /* New bytes: the stream's own data handler if it has one (user value 2),
@@ -78,15 +83,15 @@ static void on_data(evlua_stream *s) {
     return;
   }
   lua_pop(L, 1);
-  dispatch(L, "data", NULL);
+  dispatch(L, "data", NULL, NULL);
 }
 
 static void on_drain(evlua_stream *s) {
-  emit(s, "drain", NULL, 0);
+  emit(s, "drain", NULL, NULL, 0);
 }
 
 static void on_close(evlua_stream *s, const char *reason) {
-  emit(s, "close", reason, 1);
+  emit(s, "close", reason, NULL, 1);
 }
 
 static const evlua_stream_handler lua_handler = {
@@ -139,11 +144,7 @@ static int l_stream_connect(lua_State *L) {
   char err[256];
   int pending;
   int fd = evlua_net_connect(&addr, &pending, err, sizeof err);
-  if (fd < 0) {
-    luaL_pushfail(L);
-    lua_pushstring(L, err);
-    return 2;
-  }
+  if (fd < 0) return evlua_fail(L, evlua_errno_name(errno), "%s", err);
   evlua_push_stream(L, fd, 1);   /* completes from the loop either way */
   return 1;
 }
@@ -206,11 +207,9 @@ static int l_read_line(lua_State *L) {
     evlua_stream_take(&ls->s, (size_t)at + 1);
     return 1;
   }
-  luaL_pushfail(L);
-  if (max > 0 && (at > max || (at < 0 && have > (size_t)max))) {
-    lua_pushliteral(L, "line too long");
-    return 2;
-  }
+  if (max > 0 && (at > max || (at < 0 && have > (size_t)max)))
+    return evlua_fail(L, "too_large", "line too long");
+  luaL_pushfail(L);   /* no whole line yet */
   return 1;
 }
 
@@ -231,11 +230,7 @@ static int l_write(lua_State *L) {
 }
 
 int evlua_push_write_result(lua_State *L, lstream *ls, int r) {
-  if (r != 0) {
-    luaL_pushfail(L);
-    lua_pushliteral(L, "closed");
-    return 2;
-  }
+  if (r != 0) return evlua_fail(L, "closed", "closed");
   lua_pushboolean(L, !ls->s.full);
   return 1;
 }
@@ -274,11 +269,7 @@ static int l_counters(lua_State *L) {
 }
 
 static int push_addr(lua_State *L, int ok, const evlua_addr *addr) {
-  if (!ok) {
-    luaL_pushfail(L);
-    lua_pushstring(L, evlua_net_strerror(errno));
-    return 2;
-  }
+  if (!ok) return evlua_fail_errno(L, errno, NULL);
   char host[128];
   int port = evlua_addr_format(addr, host, sizeof host);
   lua_pushstring(L, host);

@@ -42,9 +42,8 @@ static void on_timer(struct ev_loop *loop, ev_timer *w, int revents) {
     rt->active_timers--;
     evlua_unanchor(L, &t->ref);
   }
-  lua_pushnil(L);
-  lua_pushliteral(L, "timeout");
-  evlua_deliver(L, -3, 2);
+  evlua_fail(L, "timeout", "timeout");   /* the wait's nil, err, code */
+  evlua_deliver(L, -4, 3);
   lua_pop(L, 1);
 }
 

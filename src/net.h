@@ -24,13 +24,13 @@ int evlua_addr_format(const evlua_addr *addr, char *buf, size_t size);
 
 /* A listening socket on addr with SO_REUSEADDR (and SO_REUSEPORT when
 ** asked); for unix sockets, a stale socket file nobody listens on is
-** replaced. Returns the fd, or -1 with a message in err. */
+** replaced. Returns the fd, or -1 with a message in err and errno set. */
 int evlua_net_listen(const evlua_addr *addr, int backlog, int reuseport,
                      char *err, size_t errlen);
 
 /* Start a non-blocking connect; TCP sockets get TCP_NODELAY. Returns the
 ** fd (*pending is set while the connection is still in progress), or -1
-** with a message in err. */
+** with a message in err and errno set. */
 int evlua_net_connect(const evlua_addr *addr, int *pending,
                       char *err, size_t errlen);
 

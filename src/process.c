@@ -66,11 +66,13 @@ static void close_pair(int fds[2]) {
   fds[0] = fds[1] = -1;
 }
 
-/* Lowercase first letter: strerror's text as one of our short messages. */
+/* Lowercase first letter: strerror's text as one of our short messages.
+** errno is left at e: the binding names it as the failure's code. */
 static void set_error(char *err, size_t errlen, const char *what, int e) {
   snprintf(err, errlen, "%s: %s", what, strerror(e));
   char *p = strchr(err, ':');
   if (p && p[1] == ' ' && p[2] >= 'A' && p[2] <= 'Z') p[2] = (char)(p[2] - 'A' + 'a');
+  errno = e;
 }
 
 /* How the child's fd `target` is set up: a pipe end, /dev/null, or left
@@ -200,13 +202,15 @@ int evlua_process_spawn(evlua_process *p, const evlua_process_spec *spec,
   }
   return 0;
 
-fail:
+fail:;
+  int e = errno;   /* set_error's, through the cleanup */
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&attr);
   close_pair(out_fds);
   close_pair(err_fds);
   close_pair(in_fds);
   evlua_buffer_free(&p->in);
+  errno = e;
   return -1;
 }
 

@@ -75,8 +75,8 @@ void evlua_process_init(evlua_process *p, struct ev_loop *loop,
                         evlua_process_done_fn on_done, void *data);
 
 /* Start the program. Returns 0, or -1 with a message in err (the program
-** cannot be run, the directory does not exist, out of fds...); nothing
-** is left running on failure. */
+** cannot be run, the directory does not exist, out of fds...) and errno
+** set to the cause; nothing is left running on failure. */
 int evlua_process_spawn(evlua_process *p, const evlua_process_spec *spec,
                         char *err, size_t errlen);
 

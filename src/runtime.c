@@ -8,10 +8,12 @@
 #include <lualib.h>
 #include <math.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
+#include "net.h"
 
 evlua_runtime *evlua_runtime_get(lua_State *L) {
   return *(evlua_runtime **)lua_getextraspace(L);
@@ -169,6 +171,28 @@ evlua_buffer *evlua_scratch(lua_State *L) {
 void evlua_scratch_done(evlua_buffer *b) {
   evlua_buffer_consume(b, evlua_buffer_len(b));
   if (b->cap > 1024 * 1024) evlua_buffer_free(b);
+}
+
+int evlua_fail(lua_State *L, const char *code, const char *fmt, ...) {
+  va_list ap;
+  luaL_pushfail(L);
+  va_start(ap, fmt);
+  lua_pushvfstring(L, fmt, ap);
+  va_end(ap);
+  lua_pushstring(L, code);
+  return 3;
+}
+
+const char *evlua_errno_name(int e) {
+  const char *name = strerrorname_np(e);   /* glibc >= 2.32 */
+  return name ? name : "EUNKNOWN";
+}
+
+int evlua_fail_errno(lua_State *L, int e, const char *context) {
+  /* the lowercase text streams and listeners already use */
+  const char *text = evlua_net_strerror(e);
+  if (context == NULL) return evlua_fail(L, evlua_errno_name(e), "%s", text);
+  return evlua_fail(L, evlua_errno_name(e), "%s: %s", context, text);
 }
 
 const void *evlua_new_class(lua_State *L, const char *name,

@@ -71,6 +71,20 @@ int evlua_traceback(lua_State *L);
 evlua_buffer *evlua_scratch(lua_State *L);
 void evlua_scratch_done(evlua_buffer *b);
 
+/* The one shape of a runtime failure (see CONTRIBUTING.md, "Errors"):
+** push nil, message, code and return 3, for `return evlua_fail(...)`.
+** code is what callers compare: an errno name ("ECONNREFUSED") for a
+** system call's failure, else a lowercase evlua name ("timeout",
+** "closed", "protocol"). message is short, lowercase, printf-formatted. */
+int evlua_fail(lua_State *L, const char *code, const char *fmt, ...);
+
+/* evlua_fail for errno value e: message "context: connection refused"
+** (the errno text alone when context is NULL), code the errno name. */
+int evlua_fail_errno(lua_State *L, int e, const char *context);
+
+/* errno's stable name: "ENOENT" for ENOENT, "EUNKNOWN" if it has none. */
+const char *evlua_errno_name(int e);
+
 /* Register the metatable of userdata type name: the meta functions, and
 ** __index, a table of the methods. Returns the metatable's pointer (for
 ** evlua_checkudata); the stack is as it was. */

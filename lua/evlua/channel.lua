@@ -14,6 +14,9 @@
 
 local core = require "evlua.core"
 local event = require "event"
+local errors = require "evlua.errors"
+
+local fail = errors.fail
 
 local Channel = {}
 Channel.__index = Channel
@@ -56,8 +59,9 @@ local function wake_all(list)
   end
 end
 
--- dispatch(channel, event, arg): every stream event comes through here.
-local function dispatch(ch, ev, arg)
+-- dispatch(channel, event, arg, code): every stream event comes through
+-- here; a failed connect brings its message and code.
+local function dispatch(ch, ev, arg, code)
   if ev == "data" then
     local reader = ch._reader
     if reader then
@@ -72,7 +76,7 @@ local function dispatch(ch, ev, arg)
     ch:_ended(arg)
     ch:disconnect(arg)
   elseif ev == "connect" then
-    if arg then event.wakeup(ch, nil, arg) else event.wakeup(ch) end
+    if arg then event.wakeup(ch, nil, arg, code) else event.wakeup(ch) end
   end
 end
 core.set_stream_dispatch(dispatch)
@@ -117,25 +121,25 @@ end
 -- closes, or the timeout passes.
 local function wait_for(self, fname, timeout, take, arg)
   local stream = self._stream
-  local value, err = take(stream, arg)
+  local value, err, code = take(stream, arg)
   if value then return value end
-  if err then return nil, err end
+  if err then return nil, err, code end
   if self._reader then
     error(fname .. ": another coroutine is already reading this channel", 3)
   end
   timeout = timeout or self.read_timeout
   local deadline = timeout and event.now() + timeout
   while true do
-    if self._closed then return nil, "closed" end
+    if self._closed then return fail("closed") end
     local left = deadline and deadline - event.now()
-    if left and left <= 0 then return nil, "timeout" end
+    if left and left <= 0 then return fail("timeout") end
     self._reader = stream
-    local ok, werr = event.wait_as("read", self, stream, left)
+    local ok, werr, wcode = event.wait_as("read", self, stream, left)
     self._reader = nil
-    value, err = take(stream, arg)
+    value, err, code = take(stream, arg)
     if value then return value end
-    if err then return nil, err end
-    if not ok then return nil, werr end
+    if err then return nil, err, code end
+    if not ok then return nil, werr, wcode end
   end
 end
 
@@ -148,8 +152,8 @@ function Channel:wait_read(n, timeout)
   if n ~= nil then
     local max_input = self._stream:limits()
     if math.type(n) ~= "integer" or n < 0 or n > max_input then
-      error("bad argument #1 to 'wait_read' (count between 0 and max_input ("
-            .. max_input .. ") expected)", 2)
+      errors.argerror(1, "wait_read", "count between 0 and max_input ("
+                      .. max_input .. ") expected")
     end
   end
   return wait_for(self, "wait_read", timeout, take_bytes, n)
@@ -168,9 +172,9 @@ local function wait_drain(self)
   local stream = self._stream
   local deadline = self.write_timeout and event.now() + self.write_timeout
   while stream:full() do
-    if self._closed or stream:state() ~= "open" then return nil, "closed" end
+    if self._closed or stream:state() ~= "open" then return fail("closed") end
     local left = deadline and deadline - event.now()
-    if left and left <= 0 then return nil, "timeout" end
+    if left and left <= 0 then return fail("timeout") end
     local token = {}
     local writers = self._writers
     if not writers then
@@ -178,12 +182,12 @@ local function wait_drain(self)
       self._writers = writers
     end
     writers[#writers + 1] = token
-    local ok, err = event.wait_as("write", self, token, left)
+    local ok, err, code = event.wait_as("write", self, token, left)
     if not ok then
       for i = #writers, 1, -1 do
         if writers[i] == token then table.remove(writers, i) end
       end
-      return nil, err
+      return nil, err, code
     end
   end
   return true
@@ -197,9 +201,9 @@ Channel._wait_drain = wait_drain
 -- a plain callback gets false (the bytes are queued all the same) and can
 -- wait for drain().
 function Channel:write(...)
-  local ok, err = self._stream:write(...)
+  local ok, err, code = self._stream:write(...)
   if ok == false and event.running() then return wait_drain(self) end
-  return ok, err
+  return ok, err, code
 end
 
 -- ch:send(...) is write(...) unless a subclass (rpc) gives it a meaning.

@@ -10,9 +10,11 @@
 
 local core = require "evlua.core"
 local event = require "event"
+local errors = require "evlua.errors"
 
-local type, error, tostring = type, error, tostring
-local co_running, mtype = coroutine.running, math.type
+local type, tostring = type, tostring
+local mtype = math.type
+local argerror, fail = errors.argerror, errors.fail
 
 local dns = {}
 
@@ -24,31 +26,24 @@ local FAMILIES = { inet = "inet", inet6 = "inet6" }
 local MAX_TIMEOUT = 300   -- seconds per try
 local MAX_TRIES = 10
 
--- Raise "bad argument" for the caller of the function `depth` levels up
--- (1: the function calling argerror).
-local function argerror(n, fname, msg, depth)
-  error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg),
-        (depth or 1) + 2)
-end
-
 local function positive(value)
   return type(value) == "number" and value > 0 and value < math.huge
 end
 
--- The resolver, created on first use. Returns nil, err if c-ares cannot
--- start.
+-- The resolver, created on first use. Returns nil, err, code if c-ares
+-- cannot start.
 local function get_resolver()
   if resolver == nil then
-    local r, err = core.dns_resolver(settings)
-    if not r then return nil, err end
+    local r, err, code = core.dns_resolver(settings)
+    if not r then return nil, err, code end
     resolver, max_wait = r, r:info().max_wait
   end
   return resolver
 end
 
 -- The target of every request: wake the coroutine waiting on it.
-local function on_answer(req, _, list, err)
-  event.wakeup(req, list, err)
+local function on_answer(req, _, list, err, code)
+  event.wakeup(req, list, err, code)
 end
 
 -- dns.resolve(host [, opts]) -> { address, ... } | nil, err
@@ -73,25 +68,21 @@ function dns.resolve(host, opts)
                .. tostring(timeout))
     end
   end
-  if not event.running() then
-    local _, ismain = co_running()
-    error("dns.resolve must run in a coroutine"
-          .. (ismain and "" or " started by event.fork"), 2)
-  end
+  if not event.running() then errors.need_coroutine("dns.resolve") end
   local addr, kind = core.dns_numeric(host)
   if addr then
-    if family and family ~= kind then return nil, "not found" end
+    if family and family ~= kind then return fail("not_found", "not found") end
     return { addr }
   end
-  local r, err = get_resolver()
-  if not r then return nil, err end
+  local r, err, code = get_resolver()
+  if not r then return nil, err, code end
   local req = r:resolve(host, family or "any", on_answer)
   local wait = max_wait
   if timeout and timeout < wait then wait = timeout end
-  local list, why = event.wait(req, wait)
+  local list, why, code = event.wait(req, wait)
   if list == nil then
     req:cancel()   -- timeout or cancelled: a late answer is dropped
-    return nil, why
+    return nil, why, code
   end
   return list
 end
@@ -138,10 +129,10 @@ end
 function dns.configure(opts)
   local new = nil
   if opts ~= nil then new = check_settings(opts) end
-  local r, err = core.dns_resolver(new)
+  local r, err, code = core.dns_resolver(new)
   if not r then
-    if err:find("^bad server") then argerror(1, "configure", err) end
-    return nil, err
+    if code == "bad_server" then argerror(1, "configure", err) end
+    return nil, err, code
   end
   local old = resolver
   settings, resolver, max_wait = new, r, r:info().max_wait
@@ -154,8 +145,8 @@ end
 -- dns.config() -> { servers = {...}, timeout = s, tries = n, max_wait = s,
 -- pending = n }: the settings in force (creates the resolver, sends nothing).
 function dns.config()
-  local r, err = get_resolver()
-  if not r then return nil, err end
+  local r, err, code = get_resolver()
+  if not r then return nil, err, code end
   local info = r:info()
   return { servers = info.servers, timeout = info.timeout,
            tries = info.tries, max_wait = info.max_wait,

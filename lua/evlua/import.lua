@@ -13,6 +13,7 @@
 --     new version.
 
 local core = require "evlua.core"
+local errors = require "evlua.errors"
 
 local type, next, rawget, rawset, pairs, ipairs, tostring, error, select =
   type, next, rawget, rawset, pairs, ipairs, tostring, error, select
@@ -53,13 +54,15 @@ end
 -- directory) or a module name looked up on package.path ("game.room").
 local function resolve(file, fname)
   if type(file) ~= "string" then
-    error(("bad argument #1 to '%s' (string expected, got %s)")
-          :format(fname, type(file)), 3)
+    errors.argerror(1, fname, "string expected, got " .. type(file), 2)
   end
   local path = file
   if not file:find("/", 1, true) and not file:find("%.lua$") then
     local found, err = package.searchpath(file, package.path)
-    if not found then return nil, "module '" .. file .. "' not found:" .. err end
+    if not found then
+      return errors.fail("not_found",
+                         "module '" .. file .. "' not found:" .. err)
+    end
     path = found
   end
   return core.realpath(path)
@@ -487,10 +490,12 @@ end
 -- import.reload(file) -> true | nil, err. The old code keeps running if
 -- the new source fails to compile or run.
 function import.reload(file)
-  local path, err = resolve(file, "reload")
-  if not path then return nil, err end
+  local path, err, code = resolve(file, "reload")
+  if not path then return nil, err, code end
   local rec = records[path]
-  if not rec then return nil, "not imported: " .. path end
+  if not rec then
+    return errors.fail("not_imported", "not imported: " .. path)
+  end
   return reload_record(rec)
 end
 

@@ -4,6 +4,9 @@
 local core = require "evlua.core"
 local event = require "event"
 local Channel = require "evlua.channel"
+local errors = require "evlua.errors"
+
+local argerror, fail = errors.argerror, errors.fail
 
 local net = {}
 
@@ -12,16 +15,14 @@ net.CONNECT_TIMEOUT = 30   -- seconds, when event.connect gets none
 local function check_class(class, argn, fname)
   if class == nil then return Channel end
   if type(class) ~= "table" or type(class._wrap) ~= "function" then
-    error(("bad argument #%d to '%s' (channel class expected)")
-          :format(argn, fname), 3)
+    argerror(argn, fname, "channel class expected", 2)
   end
   return class
 end
 
 local function check_port(port, argn, fname)
   if math.type(port) ~= "integer" or port < 0 or port > 65535 then
-    error(("bad argument #%d to '%s' (port between 0 and 65535 expected)")
-          :format(argn, fname), 3)
+    argerror(argn, fname, "port between 0 and 65535 expected", 2)
   end
 end
 
@@ -38,82 +39,82 @@ end
 -- reuseport (SO_REUSEPORT).
 function net.listen(ip, port, accept_cb, class, opts)
   if type(ip) ~= "string" then
-    error("bad argument #1 to 'listen' (string expected, got " .. type(ip) .. ")", 2)
+    argerror(1, "listen", "string expected, got " .. type(ip))
   end
   if ip:sub(1, 5) == "unix:" then port = port or 0 end
   check_port(port, 2, "listen")
   if type(accept_cb) ~= "function" then
-    error("bad argument #3 to 'listen' (function expected, got "
-          .. type(accept_cb) .. ")", 2)
+    argerror(3, "listen", "function expected, got " .. type(accept_cb))
   end
   class = check_class(class, 4, "listen")
   opts = opts or {}
   if ip == "localhost" then ip = "127.0.0.1" end
   if not core.numeric_host(ip) then
-    return nil, "listen needs a numeric address, \"*\" or unix:/path"
+    return fail("bad_address",
+                "listen needs a numeric address, \"*\" or unix:/path")
   end
   local ctx = { accept = accept_cb, class = class }
-  local listener, err = core.listen(ip, port, opts.backlog, opts.reuseport,
-                                    on_accept, ctx)
-  if not listener then return nil, err end
+  local listener, err, code = core.listen(ip, port, opts.backlog,
+                                          opts.reuseport, on_accept, ctx)
+  if not listener then return nil, err, code end
   ctx.listener = listener
   return listener
 end
 
--- Try one address: a connected channel, or nil, err.
+-- Try one address: a connected channel, or nil, err, code.
 local function try_connect(class, host, port, timeout)
-  local stream, err = core.stream_connect(host, port)
-  if not stream then return nil, err end
+  local stream, err, code = core.stream_connect(host, port)
+  if not stream then return nil, err, code end
   local ch = class._wrap(class, stream)
-  local ok, cerr = event.wait_as("connect", host .. ":" .. port, ch, timeout)
+  local ok, cerr, ccode = event.wait_as("connect", host .. ":" .. port, ch,
+                                        timeout)
   if ok == true then return ch end
   stream:close_silently()
-  return nil, cerr
+  return nil, cerr, ccode
 end
 
 -- event.connect(host, port [, channel_class [, timeout]]) -> channel |
 -- nil, err. In a coroutine. host: numeric, a name (resolved with
 -- event.dns, each address tried in turn), or "unix:/path".
 function net.connect(host, port, class, timeout)
-  if not event.running() then
-    error("event.connect must run in a coroutine", 2)
-  end
+  if not event.running() then errors.need_coroutine("event.connect") end
   if type(host) ~= "string" then
-    error("bad argument #1 to 'connect' (string expected, got " .. type(host) .. ")", 2)
+    argerror(1, "connect", "string expected, got " .. type(host))
   end
   if host:sub(1, 5) == "unix:" then port = port or 0 end
   check_port(port, 2, "connect")
   class = check_class(class, 3, "connect")
   timeout = timeout or net.CONNECT_TIMEOUT
   if type(timeout) ~= "number" or not (timeout > 0) then
-    error("bad argument #4 to 'connect' (positive number expected)", 2)
+    argerror(4, "connect", "positive number expected")
   end
   local deadline = event.now() + timeout
   local addrs
   if core.numeric_host(host) then
     addrs = { host }
   else
-    local err
-    addrs, err = event.dns(host, { timeout = timeout })
-    if not addrs then return nil, err end
+    local err, code
+    addrs, err, code = event.dns(host, { timeout = timeout })
+    if not addrs then return nil, err, code end
   end
-  local err = "no address"
+  local err, code = "no address", "not_found"
   for _, addr in ipairs(addrs) do
     local left = deadline - event.now()
-    if left <= 0 then return nil, "timeout" end
+    if left <= 0 then return fail("timeout") end
     local ch
-    ch, err = try_connect(class, addr, port, left)
+    ch, err, code = try_connect(class, addr, port, left)
     if ch then return ch:_start() end
-    if err == "timeout" or err == "cancelled" then return nil, err end
+    -- the wait's own end, not this address's: no other address is tried
+    if code == "timeout" or code == "cancelled" then return nil, err, code end
   end
-  return nil, err
+  return nil, err, code
 end
 
 -- event.bind(fd [, channel_class]) -> channel reading and writing fd (a
 -- pipe, a socket, stdin...). The channel owns fd from now on.
 function net.bind(fd, class)
   if math.type(fd) ~= "integer" or fd < 0 then
-    error("bad argument #1 to 'bind' (file descriptor expected)", 2)
+    argerror(1, "bind", "file descriptor expected")
   end
   class = check_class(class, 2, "bind")
   return class._wrap(class, core.stream_bind(fd)):_start()

@@ -5,6 +5,7 @@
 
 local core = require "evlua.core"
 local event = require "event"
+local errors = require "evlua.errors"
 
 local process = {}
 
@@ -25,9 +26,10 @@ local OPTIONS = {
 local STDOUT_MODES = { capture = true, inherit = true, null = true }
 local STDERR_MODES = { capture = true, inherit = true, null = true, stdout = true }
 
-local function bad(fname, argn, msg, level)
-  error(("bad argument #%d to '%s' (%s)"):format(argn, fname, msg), level + 1)
-end
+local argerror, fail = errors.argerror, errors.fail
+
+-- The code of each `why` process:result() can give (src/lprocess.c).
+local WHY_CODE = { timeout = "timeout", ["output too large"] = "too_large" }
 
 -- The environment list ("NAME=value") for opts.env / opts.clear_env, or
 -- nil to inherit ours unchanged.
@@ -36,14 +38,15 @@ local function environment(opts, fname, level)
   local vars = opts.clear_env and {} or core.environ()
   for k, v in pairs(opts.env or {}) do
     if type(k) ~= "string" or k == "" or k:find("=", 1, true) then
-      bad(fname, 2, "env names must be strings without '='", level + 1)
+      argerror(2, fname, "env names must be strings without '='", level)
     end
     if v == false then
       vars[k] = nil
     elseif type(v) == "string" or type(v) == "number" then
       vars[k] = tostring(v)
     else
-      bad(fname, 2, "env value for " .. k .. " must be a string or false", level + 1)
+      argerror(2, fname, "env value for " .. k
+               .. " must be a string or false", level)
     end
   end
   local list = {}
@@ -62,36 +65,41 @@ local function make_spec(cmd, opts, fname, level)
     for i = 1, #cmd do
       local a = cmd[i]
       if type(a) ~= "string" and type(a) ~= "number" then
-        bad(fname, 1, "argv entries must be strings", level + 1)
+        argerror(1, fname, "argv entries must be strings", level)
       end
       argv[i] = tostring(a)
     end
-    if #argv == 0 then bad(fname, 1, "argv is empty", level + 1) end
+    if #argv == 0 then argerror(1, fname, "argv is empty", level) end
     spec.file, spec.argv, label = argv[1], argv, table.concat(argv, " ")
   else
-    bad(fname, 1, "string or argv table expected, got " .. type(cmd), level + 1)
+    argerror(1, fname, "string or argv table expected, got " .. type(cmd),
+             level)
   end
   if opts == nil then opts = {} end
   if type(opts) ~= "table" then
-    bad(fname, 2, "table expected, got " .. type(opts), level + 1)
+    argerror(2, fname, "table expected, got " .. type(opts), level)
   end
   for k, v in pairs(opts) do
     local want = OPTIONS[k]
-    if not want then bad(fname, 2, "unknown option '" .. tostring(k) .. "'", level + 1) end
+    if not want then
+      argerror(2, fname, "unknown option '" .. tostring(k) .. "'", level)
+    end
     if type(v) ~= want then
-      bad(fname, 2, k .. " must be a " .. want, level + 1)
+      argerror(2, fname, k .. " must be a " .. want, level)
     end
   end
   if opts.stdout and not STDOUT_MODES[opts.stdout] then
-    bad(fname, 2, "stdout must be \"capture\", \"inherit\" or \"null\"", level + 1)
+    argerror(2, fname, "stdout must be \"capture\", \"inherit\" or \"null\"",
+             level)
   end
   if opts.stderr and not STDERR_MODES[opts.stderr] then
-    bad(fname, 2, "stderr must be \"inherit\", \"capture\", \"stdout\" or \"null\"", level + 1)
+    argerror(2, fname, "stderr must be \"inherit\", \"capture\", \"stdout\" "
+             .. "or \"null\"", level)
   end
   for _, k in ipairs({ "timeout", "kill_after", "max_output" }) do
     local v = opts[k]
     if v ~= nil and not (v > 0 and v < math.huge) then
-      bad(fname, 2, k .. " must be a positive number", level + 1)
+      argerror(2, fname, k .. " must be a positive number", level)
     end
   end
   spec.cwd = opts.cwd
@@ -134,8 +142,8 @@ local function spawn(cmd, opts, fname, level)
   spec, label, opts = make_spec(cmd, opts, fname, level + 1)
   local proc = setmetatable({ cmd = label, _lines = opts.lines,
                               _stderr = spec.stderr == "capture" }, Process)
-  local ud, err = core.process_spawn(spec, on_done, proc)
-  if not ud then return nil, err end
+  local ud, err, code = core.process_spawn(spec, on_done, proc)
+  if not ud then return nil, err, code end
   proc._ud, proc.pid = ud, ud:pid()
   return proc, nil, opts
 end
@@ -143,8 +151,9 @@ end
 -- process.spawn(cmd [, opts]) -> process | nil, err. The process runs on
 -- its own; proc:wait() collects what event.run_process returns.
 function process.spawn(cmd, opts)
-  local proc, err = spawn(cmd, opts, "spawn", 2)
-  return proc, err
+  local proc, err, code = spawn(cmd, opts, "spawn", 2)
+  if not proc then return nil, err, code end
+  return proc
 end
 
 -- proc:running() -> true until the process has exited and its output is
@@ -162,7 +171,7 @@ function Process:_result()
     self._r = r
     self._ud:close()   -- frees the buffers now rather than at the next GC
   end
-  if r.why then return nil, r.why end
+  if r.why then return fail(WHY_CODE[r.why], r.why) end
   local status = { code = r.code, signal = r.sig, pid = self.pid,
                    signal_name = r.sig and core.signal_name(r.sig) or nil,
                    stderr = self._stderr and r.err or nil }
@@ -174,15 +183,15 @@ end
 -- In a coroutine; one coroutine at a time may wait for a process.
 function Process:wait(timeout)
   if self._r == nil and self._ud:running() then
-    local ok, err = event.wait_as("process", self.cmd, self, timeout)
-    if not ok and self._ud:running() then return nil, err end
+    local ok, err, code = event.wait_as("process", self.cmd, self, timeout)
+    if not ok and self._ud:running() then return nil, err, code end
   end
   return self:_result()
 end
 
 local function signal_number(sig, fname)
   local n = core.signal_number(sig == nil and "TERM" or sig)
-  if not n then bad(fname, 1, "unknown signal " .. tostring(sig), 3) end
+  if not n then argerror(1, fname, "unknown signal " .. tostring(sig), 2) end
   return n
 end
 
@@ -190,7 +199,7 @@ end
 -- "SIGKILL", 9... It goes to the process group: the child's children too.
 function Process:kill(sig)
   local n = signal_number(sig, "kill")
-  if self._r then return nil, "exited" end
+  if self._r then return fail("exited") end
   return self._ud:signal(n)
 end
 
@@ -232,12 +241,10 @@ end
 -- event.run_process(cmd [, opts]) -> output, status | nil, err. In a
 -- coroutine. Cancelling the coroutine terminates the process.
 function process.run(cmd, opts)
-  if not event.running() then
-    error("event.run_process must run in a coroutine", 2)
-  end
-  local proc, err
-  proc, err, opts = spawn_in_turn(cmd, opts)
-  if not proc then return nil, err end
+  if not event.running() then errors.need_coroutine("event.run_process") end
+  local proc, err, third = spawn_in_turn(cmd, opts)
+  if not proc then return nil, err, third end   -- third: the code
+  opts = third                                  -- or the checked opts
   if opts.on_spawn then
     local ok, e = pcall(opts.on_spawn, proc)
     if not ok then   -- nobody will wait for it: do not leave it running
@@ -245,9 +252,9 @@ function process.run(cmd, opts)
       error(e, 0)
     end
   end
-  local out, status = proc:wait()
+  local out, status, code = proc:wait()   -- or nil, err, code
   if out == nil and proc:running() then proc:terminate() end
-  return out, status
+  return out, status, code
 end
 
 -- process.pid() -> the pid of this process

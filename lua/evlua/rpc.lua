@@ -9,6 +9,7 @@
 -- "timeout", "closed" or "cancelled").
 
 local event = require "event"
+local errors = require "evlua.errors"
 local core = require "evlua.core"
 local Channel = require "evlua.channel"
 
@@ -205,7 +206,9 @@ local function fail_pending(ch)
   local pending = ch._pending
   if pending and next(pending) then
     ch._pending = {}
-    for _, token in pairs(pending) do event.wakeup(token, nil, "closed") end
+    for _, token in pairs(pending) do
+      event.wakeup(token, nil, "closed", "closed")
+    end
   end
 end
 
@@ -302,13 +305,13 @@ end
 
 local function call(self, timeout, method, ...)
   if type(method) ~= "string" then
-    error("bad argument #1 to 'call' (method name expected, got "
-          .. type(method) .. ")", 3)
+    errors.argerror(1, "call", "method name expected, got " .. type(method),
+                    2)
   end
   local task = event.running()
-  if not task then error("rpc call must run in a coroutine", 3) end
+  if not task then errors.need_coroutine("rpc call", 2) end
   -- closing for bad input: no response could be read any more
-  if self._closed or self._failing then return nil, "closed" end
+  if self._closed or self._failing then return errors.fail("closed") end
   -- Small reused ids keep _pending in its array part; ever-new ids make
   -- it a hash that can rehash on every call.
   local msgid
@@ -321,33 +324,33 @@ local function call(self, timeout, method, ...)
     msgid = self._next_id
     self._next_id = msgid < MSGID_LIMIT and msgid + 1 or 1
   end
-  local ok, err = self._stream:write_rpc_request(msgid, method, ...)
-  if ok == nil then return nil, err end
+  local ok, err, code = self._stream:write_rpc_request(msgid, method, ...)
+  if ok == nil then return nil, err, code end
   local token = task   -- a task waits for one thing at a time
   self._pending[msgid] = token
   if ok == false then   -- the send queue is full: wait for it first
     local started = event.now()
-    ok, err = self:_wait_drain()
+    ok, err, code = self:_wait_drain()
     if not ok then
       self._pending[msgid] = nil
       self._early[task] = nil
-      return nil, err
+      return nil, err, code
     end
     if timeout then timeout = math.max(0, timeout - (event.now() - started)) end
     local early = self._early[task]
     if early then
       self._early[task] = nil
-      if early[1] ~= nil then return nil, early[1] end
+      if early[1] ~= nil then return nil, early[1], "remote" end
       return early[2]
     end
   end
   local tag, rerr, result = event.wait_as("call", method, token, timeout)
   if tag == RESPONSE then
-    if rerr ~= nil then return nil, rerr end
+    if rerr ~= nil then return nil, rerr, "remote" end   -- the handler's
     return result
   end
   self._pending[msgid] = nil
-  return nil, rerr
+  return nil, rerr, result   -- the wait's failure: result is its code
 end
 
 -- ch:call(method, ...) -> result | nil, err; waits at most call_timeout.
@@ -358,7 +361,7 @@ end
 -- ch:timed_call(seconds, method, ...): call with its own timeout.
 function RpcChannel:timed_call(timeout, method, ...)
   if type(timeout) ~= "number" or not (timeout >= 0) then
-    error("bad argument #1 to 'timed_call' (non-negative number expected)", 2)
+    errors.argerror(1, "timed_call", "non-negative number expected")
   end
   return call(self, timeout, method, ...)
 end
@@ -366,15 +369,14 @@ end
 -- ch:send(method, ...) -> true | nil, err: a notification, no reply.
 function RpcChannel:send(method, ...)
   if type(method) ~= "string" then
-    error("bad argument #1 to 'send' (method name expected, got "
-          .. type(method) .. ")", 2)
+    errors.argerror(1, "send", "method name expected, got " .. type(method))
   end
-  local ok, err = self._stream:write_rpc_notify(method, ...)
+  local ok, err, code = self._stream:write_rpc_notify(method, ...)
   if ok == false then
     if event.running() then return self:_wait_drain() end
     return true
   end
-  return ok, err
+  return ok, err, code
 end
 
 -- ch:pending() -> number of calls waiting for a response

@@ -106,7 +106,8 @@ describe("msgpack", function()
     assert.has_error(function() encode(nest(11), 10) end)
     local deep = ("\x91"):rep(128) .. "\x01"
     assert.is_table((decode(deep)))
-    assert.same({ nil, "nesting too deep" }, { decode("\x91" .. deep) })
+    assert.same({ nil, "nesting too deep", "protocol" },
+                { decode("\x91" .. deep) })
   end)
 
   it("detects cycles with a clear error", function()
@@ -140,7 +141,7 @@ describe("msgpack", function()
       local ok = pcall(decode, table.concat(bytes))
       assert.is_true(ok)
     end
-    assert.same({ nil, "invalid msgpack data" }, { decode("\xc1") })
+    assert.same({ nil, "invalid msgpack data", "protocol" }, { decode("\xc1") })
   end)
 
   it("decodes consecutive values from a position", function()

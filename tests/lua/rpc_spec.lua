@@ -63,8 +63,9 @@ describe("rpc", function()
   it("turns a handler error into an error response; the channel goes on", function()
     local listener, port = server()
     local ch = assert(rpc.connect("127.0.0.1", port))
-    assert.same({ nil, "kaboom" }, { ch:call("boom") })
-    assert.same({ nil, "unknown method: nope" }, { ch:call("nope") })
+    assert.same({ nil, "kaboom", "remote" }, { ch:call("boom") })
+    assert.same({ nil, "unknown method: nope", "remote" },
+                { ch:call("nope") })
     assert.equal(3, ch:call("add", 1, 2))
     ch:close()
     listener:close()
@@ -150,9 +151,9 @@ describe("rpc", function()
     local ch = assert(rpc.connect("127.0.0.1", port))
     local slow = event.fork(function() return ch:timed_call(0.05, "slow", 5, "late") end)
     for i = 1, 20 do assert.equal(i + 1, ch:call("add", i, 1)) end
-    assert.same({ true, nil, "timeout" }, { slow:join(5) })
+    assert.same({ true, nil, "timeout", "timeout" }, { slow:join(5) })
     ch.call_timeout = 0.02
-    assert.same({ nil, "timeout" }, { ch:call("slow", 5, "late") })
+    assert.same({ nil, "timeout", "timeout" }, { ch:call("slow", 5, "late") })
     ch.call_timeout = 5
     assert.equal(3, ch:call("add", 1, 2))
     ch:close()
@@ -178,9 +179,11 @@ describe("rpc", function()
     assert.equal(5, ch:pending())
     local t0 = event.time()
     helper.kill(pid, "KILL")
-    for i = 1, 5 do assert.same({ true, nil, "closed" }, { calls[i]:join(10) }) end
+    for i = 1, 5 do
+      assert.same({ true, nil, "closed", "closed" }, { calls[i]:join(10) })
+    end
     assert.is_true(event.time() - t0 < 5)
-    assert.same({ nil, "closed" }, { ch:call("hang") })
+    assert.same({ nil, "closed", "closed" }, { ch:call("hang") })
   end)
 
   it("decodes a message split across many reads, and many in one read", function()
@@ -224,10 +227,10 @@ describe("rpc", function()
     local good = assert(rpc.connect("127.0.0.1", port))
     local bad = assert(event.connect("127.0.0.1", port))
     bad:write("\x94\x00\x01\xc1\x90")           -- 0xc1 is never valid
-    assert.same({ nil, "closed" }, { bad:wait_read(1, 5) })
+    assert.same({ nil, "closed", "closed" }, { bad:wait_read(1, 5) })
     local wrong = assert(event.connect("127.0.0.1", port))
     wrong:write(rpc.msgpack.encode({ 7, "not", "rpc" }))
-    assert.same({ nil, "closed" }, { wrong:wait_read(1, 5) })
+    assert.same({ nil, "closed", "closed" }, { wrong:wait_read(1, 5) })
     assert.equal(3, good:call("add", 1, 2))
     event.log_file(nil)
     local text = helper.slurp(log)
@@ -246,7 +249,7 @@ describe("rpc", function()
     local overhead = #rpc.msgpack.encode({ 0, 0, "echo", { ("x"):rep(900) } }) - 900
     local fits = ("x"):rep(1000 - overhead)
     assert.equal(fits, ch:call("echo", fits))
-    assert.same({ nil, "closed" }, { ch:call("echo", fits .. "x") })
+    assert.same({ nil, "closed", "closed" }, { ch:call("echo", fits .. "x") })
     listener:close()
   end)
 
@@ -282,10 +285,11 @@ describe("rpc", function()
     local reply_overhead = #rpc.msgpack.encode({ 1, 0, rpc.msgpack.null, ("x"):rep(limit) }) - limit
     assert.equal(limit - reply_overhead, #ch:call("make", limit - reply_overhead))
     -- a reply one byte too long closes the client's channel
-    assert.same({ nil, "closed" }, { ch:call("make", limit - reply_overhead + 1) })
+    assert.same({ nil, "closed", "closed" },
+                { ch:call("make", limit - reply_overhead + 1) })
     -- a request one byte too long closes the server's
     ch = assert(rpc.connect("127.0.0.1", port, { class = Big, call_timeout = 20 }))
-    assert.same({ nil, "closed" }, { ch:call("echo", fits .. "x") })
+    assert.same({ nil, "closed", "closed" }, { ch:call("echo", fits .. "x") })
     event.log_file(nil)
     local text = helper.slurp(log)
     local _, count = text:gsub("ERROR rpc: closing channel 127.0.0.1:%d+: message larger than "
@@ -307,14 +311,14 @@ describe("rpc", function()
     for _, header in ipairs(headers) do
       local raw = assert(event.connect("127.0.0.1", port))
       raw:write(header)
-      assert.same({ nil, "closed" }, { raw:wait_read(1, 5) })
+      assert.same({ nil, "closed", "closed" }, { raw:wait_read(1, 5) })
     end
     -- exactly max_message announced: the connection waits for the bytes
     local raw = assert(event.connect("127.0.0.1", port))
     local max = rpc.channel.max_message
     local head = "\x94\x00\x01\xa4echo\x91\xc6" .. string.pack(">I4", max - 14)
     raw:write(head)
-    assert.same({ nil, "timeout" }, { raw:wait_read(1, 0.2) })
+    assert.same({ nil, "timeout", "timeout" }, { raw:wait_read(1, 0.2) })
     raw:close()
     event.log_file(nil)
     local _, count = helper.slurp(log):gsub("rpc: closing channel [%d.:]+: message larger than", "")
@@ -326,7 +330,7 @@ describe("rpc", function()
     local listener = assert(rpc.listen("127.0.0.1", 0, handlers, nil, { idle_timeout = 0.05 }))
     local raw = assert(event.connect("127.0.0.1", listener:port()))
     raw:write("\x94\x00\x01")   -- half a request, then nothing
-    assert.same({ nil, "closed" }, { raw:wait_read(1, 5) })
+    assert.same({ nil, "closed", "closed" }, { raw:wait_read(1, 5) })
     local server2 = assert(rpc.listen("127.0.0.1", 0, handlers))
     local Watched = rpc.channel:inherit()
     local gone = {}
@@ -345,7 +349,8 @@ describe("rpc", function()
     local ch = assert(rpc.connect("127.0.0.1", listener:port()))
     local ten = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 }
     assert.equal(10, ch:call("count", table.unpack(ten)))
-    assert.same({ nil, "too many parameters (11, max_params 10)" },
+    assert.same({ nil, "too many parameters (11, max_params 10)",
+                   "remote" },
                 { ch:call("count", 0, table.unpack(ten)) })
     assert.equal(3, ch:call("add", 1, 2))         -- the channel goes on
     ch:close()
@@ -358,7 +363,8 @@ describe("rpc", function()
     assert.equal(4096, rpc.channel.max_params)
     assert.equal(#many, ch:call("count", table.unpack(many)))
     many[#many + 1] = 0
-    assert.same({ nil, "too many parameters (4097, max_params 4096)" },
+    assert.same({ nil, "too many parameters (4097, max_params 4096)",
+                   "remote" },
                 { ch:call("count", table.unpack(many)) })
     ch:close()
     listener:close()
@@ -375,7 +381,9 @@ describe("rpc", function()
     end)
     -- before the fix, decoding this message held the loop for ~40 s
     assert.equal(3, other:timed_call(20, "add", 1, 2))
-    assert.same({ true, nil, "too many parameters (160000, max_params 4096)" },
+    assert.same({ true, nil,
+                   "too many parameters (160000, max_params 4096)",
+                   "remote" },
                 { refused:join(20) })
     flood:close()
     other:close()
@@ -418,13 +426,13 @@ describe("rpc", function()
     local want = msgpack.encode({ 1, 1, msgpack.null, 3 }) ..
                  msgpack.encode({ 1, 2, msgpack.null, "late" })
     assert.equal(want, raw:wait_read(#want, 5))
-    assert.same({ nil, "closed" }, { raw:wait_read(1, 5) })
+    assert.same({ nil, "closed", "closed" }, { raw:wait_read(1, 5) })
     -- a valid request, then a valid message that is not RPC
     raw = assert(event.connect("127.0.0.1", port))
     raw:write(msgpack.encode({ 0, 3, "add", { 2, 2 } }) .. msgpack.encode({ 9, 9 }))
     want = msgpack.encode({ 1, 3, msgpack.null, 4 })
     assert.equal(want, raw:wait_read(#want, 5))
-    assert.same({ nil, "closed" }, { raw:wait_read(1, 5) })
+    assert.same({ nil, "closed", "closed" }, { raw:wait_read(1, 5) })
     event.log_file(nil)
     local text = helper.slurp(log)
     assert.matches("ERROR rpc: closing channel 127.0.0.1:%d+: invalid msgpack data\n", text)
@@ -442,9 +450,10 @@ describe("rpc", function()
     end))
     local ch = assert(rpc.connect("127.0.0.1", fake:port()))
     local other = event.fork(function() return ch:call("hang") end)
-    assert.same({ nil, "closed" }, { ch:timed_call(5, "first") })
-    assert.same({ true, nil, "closed" }, { other:join(5) })
-    assert.same({ nil, "closed" }, { ch:timed_call(5, "after") })   -- at once too
+    assert.same({ nil, "closed", "closed" }, { ch:timed_call(5, "first") })
+    assert.same({ true, nil, "closed", "closed" }, { other:join(5) })
+    assert.same({ nil, "closed", "closed" },
+                { ch:timed_call(5, "after") })   -- at once too
     event.log_file(nil)
     assert.matches("rpc: closing channel 127.0.0.1:%d+: invalid msgpack data", helper.slurp(log))
     fake:close()
@@ -588,7 +597,7 @@ session.close()
     assert.is_nil(result)
     assert.matches("E117", err[2])
     ch:send("nvim_command", "qa!")
-    assert.same({ nil, "closed" }, { ch:wait_read(1, 10) })
+    assert.same({ nil, "closed", "closed" }, { ch:wait_read(1, 10) })
     helper.kill(pid, "KILL")
   end)
 
@@ -620,7 +629,8 @@ while True:
     local ch = assert(rpc.connect("127.0.0.1", port))
     assert.equal(42, ch:call("mul", 6, 7))
     assert.equal(2.5, ch:call("mul", 5, 0.5))
-    assert.same({ nil, "no such method" }, { ch:call("div", 1, 2) })
+    assert.same({ nil, "no such method", "remote" },
+                { ch:call("div", 1, 2) })
     ch:close()
   end)
 end)
