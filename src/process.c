@@ -116,14 +116,18 @@ static void watch(evlua_process *p, ev_io *w, int fd) {
   ev_io_start(p->loop, w);
 }
 
-int evlua_process_spawn(evlua_process *p, const evlua_process_spec *spec,
-                        char *err, size_t errlen) {
-  int out_fds[2] = { -1, -1 }, err_fds[2] = { -1, -1 }, in_fds[2] = { -1, -1 };
-  posix_spawn_file_actions_t fa;
-  posix_spawnattr_t attr;
-  int rc;
-  struct stat st;
+/* The pipes to the child, [0] the read end and [1] the write end; -1
+** where none was made. */
+typedef struct pipes {
+  int out[2], err[2], in[2];
+} pipes;
 
+/* What can be checked before spawning, for a clear message: the working
+** directory (posix_spawn would only report a failed chdir); and the
+** input, copied into p->in for the stdin pipe. */
+static int check_spec(evlua_process *p, const evlua_process_spec *spec,
+                      char *err, size_t errlen) {
+  struct stat st;
   if (spec->cwd && stat(spec->cwd, &st) != 0) {
     set_error(err, errlen, spec->cwd, errno);
     return -1;
@@ -137,6 +141,71 @@ int evlua_process_spawn(evlua_process *p, const evlua_process_spec *spec,
     set_error(err, errlen, "spawn", ENOMEM);
     return -1;
   }
+  return 0;
+}
+
+/* The child's fds 0-2, its other fds and its directory, as file actions.
+** Returns 0, a positive error number, or -1 with errno set. */
+static int plan_files(posix_spawn_file_actions_t *fa,
+                      const evlua_process_spec *spec, pipes *pp) {
+  int rc;
+  if (spec->input) {
+    rc = make_pipe(pp->in, 0) != 0 ? -1 :
+         posix_spawn_file_actions_adddup2(fa, pp->in[0], STDIN_FILENO);
+  } else {
+    rc = posix_spawn_file_actions_addopen(fa, STDIN_FILENO, "/dev/null",
+                                          O_RDONLY, 0);
+  }
+  if (rc == 0)
+    rc = plan_output(fa, spec->stdout_mode, STDOUT_FILENO, pp->out);
+  if (rc == 0)
+    rc = plan_output(fa, spec->stderr_mode, STDERR_FILENO, pp->err);
+  /* Belt and braces over O_CLOEXEC: fds other libraries opened without
+  ** it must not leak into the child either. */
+  if (rc == 0) rc = posix_spawn_file_actions_addclosefrom_np(fa, 3);
+  if (rc == 0 && spec->cwd)
+    rc = posix_spawn_file_actions_addchdir_np(fa, spec->cwd);
+  return rc;
+}
+
+/* The child runs: reap it, close its ends of the pipes, watch ours. */
+static void start_watching(evlua_process *p, const evlua_process_spec *spec,
+                           pid_t pid, pipes *pp) {
+  p->pid = pid;
+  p->running = 1;
+  p->max_output = spec->max_output;
+  p->kill_after = spec->kill_after;
+  ev_child_set(&p->child, pid, 0);
+  ev_child_start(p->loop, &p->child);
+  if (pp->out[0] >= 0) {
+    close(pp->out[1]);
+    watch(p, &p->out_w, pp->out[0]);
+    p->open_pipes++;
+  }
+  if (pp->err[0] >= 0) {
+    close(pp->err[1]);
+    watch(p, &p->err_w, pp->err[0]);
+    p->open_pipes++;
+  }
+  if (pp->in[1] >= 0) {
+    close(pp->in[0]);
+    if (evlua_buffer_len(&p->in) > 0) watch(p, &p->in_w, pp->in[1]);
+    else close(pp->in[1]);   /* empty input: end of file at once */
+  }
+  if (spec->timeout > 0) {
+    ev_timer_set(&p->timer, spec->timeout, 0.);
+    ev_timer_start(p->loop, &p->timer);
+  }
+}
+
+int evlua_process_spawn(evlua_process *p, const evlua_process_spec *spec,
+                        char *err, size_t errlen) {
+  pipes pp = { { -1, -1 }, { -1, -1 }, { -1, -1 } };
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t attr;
+  pid_t pid;
+
+  if (check_spec(p, spec, err, errlen) != 0) return -1;
   if (posix_spawn_file_actions_init(&fa) != 0) {
     set_error(err, errlen, "spawn", ENOMEM);
     return -1;
@@ -146,69 +215,25 @@ int evlua_process_spawn(evlua_process *p, const evlua_process_spec *spec,
     set_error(err, errlen, "spawn", ENOMEM);
     return -1;
   }
-  if (spec->input) {
-    rc = make_pipe(in_fds, 0) != 0 ? -1 :
-         posix_spawn_file_actions_adddup2(&fa, in_fds[0], STDIN_FILENO);
-  } else {
-    rc = posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null",
-                                          O_RDONLY, 0);
-  }
-  if (rc == 0) rc = plan_output(&fa, spec->stdout_mode, STDOUT_FILENO, out_fds);
-  if (rc == 0) rc = plan_output(&fa, spec->stderr_mode, STDERR_FILENO, err_fds);
-  /* Belt and braces over O_CLOEXEC: fds other libraries opened without
-  ** it must not leak into the child either. */
-  if (rc == 0) rc = posix_spawn_file_actions_addclosefrom_np(&fa, 3);
-  if (rc == 0 && spec->cwd)
-    rc = posix_spawn_file_actions_addchdir_np(&fa, spec->cwd);
+  int rc = plan_files(&fa, spec, &pp);
   if (rc == 0) rc = plan_attributes(&attr);
   if (rc != 0) {
     set_error(err, errlen, "spawn", rc > 0 ? rc : errno);
-    goto fail;
+  } else {
+    rc = posix_spawnp(&pid, spec->file, &fa, &attr, spec->argv,
+                      spec->envp ? spec->envp : environ);
+    if (rc != 0) set_error(err, errlen, spec->file, rc);
   }
-  pid_t pid;
-  rc = posix_spawnp(&pid, spec->file, &fa, &attr, spec->argv,
-                    spec->envp ? spec->envp : environ);
-  if (rc != 0) {
-    set_error(err, errlen, spec->file, rc);
-    goto fail;
-  }
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&attr);
-
-  p->pid = pid;
-  p->running = 1;
-  p->max_output = spec->max_output;
-  p->kill_after = spec->kill_after;
-  ev_child_set(&p->child, pid, 0);
-  ev_child_start(p->loop, &p->child);
-  if (out_fds[0] >= 0) {
-    close(out_fds[1]);
-    watch(p, &p->out_w, out_fds[0]);
-    p->open_pipes++;
-  }
-  if (err_fds[0] >= 0) {
-    close(err_fds[1]);
-    watch(p, &p->err_w, err_fds[0]);
-    p->open_pipes++;
-  }
-  if (in_fds[1] >= 0) {
-    close(in_fds[0]);
-    if (evlua_buffer_len(&p->in) > 0) watch(p, &p->in_w, in_fds[1]);
-    else close(in_fds[1]);   /* empty input: end of file at once */
-  }
-  if (spec->timeout > 0) {
-    ev_timer_set(&p->timer, spec->timeout, 0.);
-    ev_timer_start(p->loop, &p->timer);
-  }
-  return 0;
-
-fail:;
   int e = errno;   /* set_error's, through the cleanup */
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&attr);
-  close_pair(out_fds);
-  close_pair(err_fds);
-  close_pair(in_fds);
+  if (rc == 0) {
+    start_watching(p, spec, pid, &pp);
+    return 0;
+  }
+  close_pair(pp.out);
+  close_pair(pp.err);
+  close_pair(pp.in);
   evlua_buffer_free(&p->in);
   errno = e;
   return -1;
