@@ -42,16 +42,10 @@ typedef struct result {
 
 static const void *resolver_meta, *request_meta;   /* evlua_checkudata */
 
-/* The resolver at idx, open or closed (close and __tostring take both) */
-static lresolver *to_resolver(lua_State *L, int idx) {
+/* The resolver at idx, open or closed (o->r == NULL). */
+static lresolver *check_resolver(lua_State *L, int idx) {
   return (lresolver *)evlua_checkudata(L, idx, resolver_meta,
                                        EVLUA_DNS_RESOLVER);
-}
-
-static lresolver *check_resolver(lua_State *L, int idx) {
-  lresolver *o = to_resolver(L, idx);
-  if (o->r == NULL) luaL_error(L, "attempt to use a closed resolver");
-  return o;
 }
 
 static lrequest *check_request(lua_State *L, int idx) {
@@ -172,12 +166,14 @@ static int l_resolver_new(lua_State *L) {
   return 1;
 }
 
-/* resolver:resolve(host, "any"|"inet"|"inet6", fn [, arg]) -> request;
-** fn(request, arg, addresses | nil, err) runs later from the loop. */
+/* resolver:resolve(host, "any"|"inet"|"inet6", fn [, arg]) -> request
+** | nil, "closed"; fn(request, arg, addresses | nil, err) runs later
+** from the loop. */
 static int l_resolver_resolve(lua_State *L) {
   static const char *const families[] = { "any", "inet", "inet6", NULL };
   static const int af[] = { AF_UNSPEC, AF_INET, AF_INET6 };
   lresolver *o = check_resolver(L, 1);
+  if (o->r == NULL) return evlua_push_closed(L);
   size_t len;
   const char *host = luaL_checklstring(L, 2, &len);
   int family = af[luaL_checkoption(L, 3, "any", families)];
@@ -201,9 +197,10 @@ static int l_resolver_resolve(lua_State *L) {
 }
 
 /* resolver:info() -> { timeout, tries, servers, ndomains, max_wait,
-** pending } */
+** pending } | nil, "closed" */
 static int l_resolver_info(lua_State *L) {
   lresolver *o = check_resolver(L, 1);
+  if (o->r == NULL) return evlua_push_closed(L);
   evlua_dns_info info;
   char server[80];
   evlua_dns_get_info(o->r, &info);
@@ -230,7 +227,7 @@ static int l_resolver_info(lua_State *L) {
 /* resolver:close(): idempotent; pending requests are dropped silently
 ** (their targets are not called), so callers wake their own waiters. */
 static int l_resolver_close(lua_State *L) {
-  lresolver *o = to_resolver(L, 1);
+  lresolver *o = check_resolver(L, 1);
   if (o->r != NULL) {
     evlua_dns *r = o->r;
     o->r = NULL;
@@ -242,7 +239,7 @@ static int l_resolver_close(lua_State *L) {
 }
 
 static int l_resolver_tostring(lua_State *L) {
-  lresolver *o = to_resolver(L, 1);
+  lresolver *o = check_resolver(L, 1);
   lua_pushfstring(L, "evlua.dns.resolver (%p%s)", (void *)o,
                   o->r == NULL ? ", closed" : "");
   return 1;

@@ -23,6 +23,7 @@ extern char **environ;
 typedef struct lprocess {
   evlua_process p;
   int ref;     /* registry anchor while the child runs */
+  int closed;  /* process:close() ran: its output buffers are freed */
 } lprocess;
 
 static const void *process_meta;   /* for evlua_checkudata */
@@ -124,6 +125,7 @@ static int l_process_spawn(lua_State *L) {
 
   lprocess *lp = (lprocess *)lua_newuserdatauv(L, sizeof *lp, 2);
   lp->ref = LUA_NOREF;
+  lp->closed = 0;
   evlua_process_init(&lp->p, evlua_runtime_get(L)->loop, on_done, NULL);
   luaL_setmetatable(L, EVLUA_PROCESS);
   evlua_set_target(L, lua_gettop(L), 2);
@@ -149,6 +151,7 @@ static int l_running(lua_State *L) {
 /* process:signal(signum) -> true | nil, err (to the whole group) */
 static int l_signal(lua_State *L) {
   lprocess *lp = check_process(L, 1);
+  if (lp->closed) return evlua_push_closed(L);
   int sig = (int)luaL_checkinteger(L, 2);
   luaL_argcheck(L, sig >= 0 && sig < NSIG, 2, "invalid signal");
   if (evlua_process_signal(&lp->p, sig) != 0) {
@@ -176,6 +179,7 @@ static void push_buffer(lua_State *L, const evlua_buffer *b) {
 static int l_result(lua_State *L) {
   lprocess *lp = check_process(L, 1);
   evlua_process *p = &lp->p;
+  if (lp->closed) return evlua_push_closed(L);
   if (p->running || !p->exited)
     return luaL_error(L, "process is still running");
   push_buffer(L, &p->out);
@@ -194,6 +198,7 @@ static int l_result(lua_State *L) {
 static int l_close(lua_State *L) {
   lprocess *lp = check_process(L, 1);
   evlua_process_release(&lp->p);
+  lp->closed = 1;
   evlua_unanchor(L, &lp->ref);
   return 0;
 }
@@ -201,6 +206,7 @@ static int l_close(lua_State *L) {
 static int l_tostring(lua_State *L) {
   lprocess *lp = check_process(L, 1);
   lua_pushfstring(L, "evlua.process (pid %d%s)", (int)lp->p.pid,
+                  lp->closed ? ", closed" :
                   lp->p.running ? ", running" : "");
   return 1;
 }

@@ -281,15 +281,15 @@ static int push_addr(lua_State *L, int ok, const evlua_addr *addr) {
 static int l_peer(lua_State *L) {
   lstream *ls = check_stream(L, 1);
   evlua_addr addr;
-  return push_addr(L, ls->s.fd >= 0 && evlua_net_peername(ls->s.fd, &addr) == 0,
-                   &addr);
+  if (ls->s.fd < 0) return evlua_push_closed(L);
+  return push_addr(L, evlua_net_peername(ls->s.fd, &addr) == 0, &addr);
 }
 
 static int l_local_addr(lua_State *L) {
   lstream *ls = check_stream(L, 1);
   evlua_addr addr;
-  return push_addr(L, ls->s.fd >= 0 && evlua_net_sockname(ls->s.fd, &addr) == 0,
-                   &addr);
+  if (ls->s.fd < 0) return evlua_push_closed(L);
+  return push_addr(L, evlua_net_sockname(ls->s.fd, &addr) == 0, &addr);
 }
 
 /* stream:set_idle_timeout(sec): close with "timeout" after sec seconds

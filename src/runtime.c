@@ -218,6 +218,13 @@ void *evlua_checkudata(lua_State *L, int idx, const void *meta,
   return luaL_checkudata(L, idx, tname);
 }
 
+int evlua_push_closed(lua_State *L) {
+  luaL_pushfail(L);
+  lua_pushliteral(L, "closed");
+  lua_pushliteral(L, "closed");
+  return 3;
+}
+
 double evlua_check_seconds(lua_State *L, int idx) {
   double d = luaL_checknumber(L, idx);
   luaL_argcheck(L, d >= 0 && d < HUGE_VAL, idx,

@@ -98,6 +98,12 @@ const void *evlua_new_class(lua_State *L, const char *name,
 void *evlua_checkudata(lua_State *L, int idx, const void *meta,
                        const char *tname);
 
+/* What a method that needs the resource returns on a closed handle
+** (CONTRIBUTING.md, "Userdata"): nil, "closed", "closed", the error
+** contract's message and code. Returns 3: `return evlua_push_closed(L);`
+*/
+int evlua_push_closed(lua_State *L);
+
 /* Argument idx as a duration in seconds: a finite, non-negative number
 ** (NaN fails the comparison too), or raise an argument error. */
 double evlua_check_seconds(lua_State *L, int idx);

@@ -307,8 +307,9 @@ describe("dns.resolve against a real DNS server", function()
     assert.is_false(called)
     r:close()
     r:close()
-    assert.has_error(function() r:resolve("x.svc.test", "any", print) end,
-                     "attempt to use a closed resolver")
+    -- a closed handle answers as every closed handle does
+    assert.same({ nil, "closed", "closed" },
+                { r:resolve("x.svc.test", "any", print) })
   end)
 
   it("survives a resolver closed or collected from inside a callback", function()
@@ -327,7 +328,7 @@ describe("dns.resolve against a real DNS server", function()
       end
       assert.is_true(event.wait(token, 5))
       assert.equal(1, calls)
-      assert.has_error(function() r:info() end, "attempt to use a closed resolver")
+      assert.same({ nil, "closed", "closed" }, { r:info() })
     end
     -- Collected with a cancelled request still out.
     local r = assert(core.dns_resolver({

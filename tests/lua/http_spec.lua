@@ -1035,3 +1035,73 @@ describe("http limits on input that is still incomplete", function()
     srv:close()
   end)
 end)
+
+describe("http reply status lines", function()
+  after_each(helper.cleanup)
+
+  local REASONS = {}
+  for code, reason in ([[200=OK;201=Created;202=Accepted;
+203=Non-Authoritative Information;204=No Content;205=Reset Content;
+206=Partial Content;207=Multi-Status;208=Already Reported;226=IM Used;
+300=Multiple Choices;301=Moved Permanently;302=Found;303=See Other;
+304=Not Modified;305=Use Proxy;307=Temporary Redirect;
+308=Permanent Redirect;400=Bad Request;401=Unauthorized;
+402=Payment Required;403=Forbidden;404=Not Found;405=Method Not Allowed;
+406=Not Acceptable;407=Proxy Authentication Required;408=Request Timeout;
+409=Conflict;410=Gone;411=Length Required;412=Precondition Failed;
+413=Payload Too Large;414=URI Too Long;415=Unsupported Media Type;
+416=Range Not Satisfiable;417=Expectation Failed;421=Misdirected Request;
+422=Unprocessable Entity;423=Locked;424=Failed Dependency;
+426=Upgrade Required;428=Precondition Required;429=Too Many Requests;
+431=Request Header Fields Too Large;451=Unavailable For Legal Reasons;
+500=Internal Server Error;501=Not Implemented;502=Bad Gateway;
+503=Service Unavailable;504=Gateway Timeout;
+505=HTTP Version Not Supported;506=Variant Also Negotiates;
+507=Insufficient Storage;508=Loop Detected;510=Not Extended;
+511=Network Authentication Required]]):gmatch("(%d+)=([^;]+)") do
+    REASONS[tonumber(code)] = reason
+  end
+
+  -- GET /CODE[/REASON] answers CODE with REASON (or the standard one).
+  local function status_server()
+    return server(function(_, req, _, url)
+      local code, reason = url:match("^/(%d+)/?(.*)$")
+      req:reply(tonumber(code), reason ~= "" and reason or nil, "body")
+    end)
+  end
+
+  local function status_line(port, path)
+    local ch = connect(port)
+    assert.is_true(ch:write("GET " .. path .. " HTTP/1.1\r\nHost: x\r\n"
+                            .. "Connection: close\r\n\r\n"))
+    local line = ch:wait_line(10)
+    ch:close()
+    return line
+  end
+
+  it("gives every standard status its reason phrase", function()
+    local srv, port = status_server()
+    local n = 0
+    for code, reason in pairs(REASONS) do
+      assert.equal(("HTTP/1.1 %d %s"):format(code, reason),
+                   status_line(port, "/" .. code))
+      n = n + 1
+    end
+    assert.equal(56, n)
+    srv:close()
+  end)
+
+  it("says Unknown for a code without a phrase, keeps a reason given",
+     function()
+    local srv, port = status_server()
+    assert.equal("HTTP/1.1 299 Unknown", status_line(port, "/299"))
+    assert.equal("HTTP/1.1 200 Fine", status_line(port, "/200/Fine"))
+    assert.equal("HTTP/1.1 404 Not%20Found",
+                 status_line(port, "/404/Not%20Found"))
+    assert.equal("HTTP/1.1 404 Nope", status_line(port, "/404/Nope"))
+    -- twice in the same second: the cached prefix
+    assert.equal("HTTP/1.1 404 Not Found", status_line(port, "/404"))
+    assert.equal("HTTP/1.1 404 Not Found", status_line(port, "/404"))
+    srv:close()
+  end)
+end)
