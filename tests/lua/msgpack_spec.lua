@@ -175,3 +175,51 @@ print("ok")
     helper.cleanup()
   end)
 end)
+
+describe("msgpack containers", function()
+  it("switches array and map headers at 16 and 65,536 entries", function()
+    local function seq(n)
+      local t = {}
+      for i = 1, n do t[i] = 0 end
+      return t
+    end
+    local function keyed(n)
+      local t = {}
+      for i = 1, n do t["k" .. i] = 0 end
+      return t
+    end
+    local heads = {
+      { 15, "\x9f", "\x8f" },
+      { 16, "\xdc\x00\x10", "\xde\x00\x10" },
+      { 65535, "\xdc\xff\xff", "\xde\xff\xff" },
+      { 65536, "\xdd\x00\x01\x00\x00", "\xdf\x00\x01\x00\x00" },
+    }
+    for _, h in ipairs(heads) do
+      local n, ahead, mhead = h[1], h[2], h[3]
+      local back, s = round_trip(seq(n))
+      assert.equal(ahead, s:sub(1, #ahead))
+      assert.equal(n, #back)
+      back, s = round_trip(keyed(n))
+      assert.equal(mhead, s:sub(1, #mhead))
+      assert.equal(0, back["k" .. n])
+      -- cut anywhere in the header or the entries: an error, not a value
+      for _, cut in ipairs({ 1, #ahead, #s // 2, #s - 1 }) do
+        assert.is_nil((decode(s:sub(1, cut))))
+      end
+    end
+  end)
+
+  it("drops map entries whose key no Lua table can hold", function()
+    -- { nil = 1, NaN = 2, "a" = 3 }
+    local nan = "\xcb\x7f\xf8\x00\x00\x00\x00\x00\x00"
+    assert.same({ a = 3 }, (decode("\x83\xc0\x01" .. nan .. "\x02\xa1a\x03")))
+  end)
+
+  it("forces a map of a sequence and an array of a keyed table", function()
+    assert.equal("\x82\x01\x0a\x02\x14", encode(msgpack.map({ 10, 20 })))
+    assert.equal("\x90", encode(msgpack.array({ x = 1 })))
+    -- integer keys beyond the length make a map
+    assert.equal(0x81, encode({ [5] = 1 }):byte())
+    assert.equal(0x82, encode({ 1, [0] = 1 }):byte())
+  end)
+end)
