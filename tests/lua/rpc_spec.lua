@@ -512,6 +512,41 @@ describe("rpc", function()
     listener:close()
   end)
 
+  it("closes on every kind of frame that is msgpack but not rpc",
+     function()
+    local listener, port = server()
+    local enc = rpc.msgpack.encode
+    local frames = {
+      enc(42),                               -- not an array
+      enc({ "0", 1, "add", { 1, 2 } }),      -- kind not an integer
+      enc({ 0, "1", "add", { 1, 2 } }),      -- id not an integer
+      enc({ 0, 1, 7, { 1, 2 } }),            -- method not a string
+      enc({ 0, 1, "add" }),                  -- request of 3
+      enc({ 0, 1, "add", { 1, 2 }, 5 }),     -- request of 5
+      enc({ 0, 1, "add", 5 }),               -- params not an array
+      enc({ 1, "1", rpc.msgpack.null, 1 }),  -- response id not an integer
+      enc({ 1, 1, rpc.msgpack.null }),       -- response of 3
+      enc({ 2, 7, {} }),                     -- notification method
+      enc({ 2, "add" }),                     -- notification of 2
+      enc({ 2, "add", 5 }),                  -- notification params
+      enc({ 3, 1, "add", {} }),              -- unknown kind
+    }
+    for i, frame in ipairs(frames) do
+      local raw = assert(event.connect("127.0.0.1", port))
+      assert.is_true(raw:write(frame))
+      local data = raw:wait_read(1, 5)
+      assert.is_nil(data, "frame " .. i .. " got an answer")
+      raw:close()
+    end
+    -- a method name sent as bin is taken like a str
+    local raw = assert(event.connect("127.0.0.1", port))
+    assert.is_true(raw:write("\x94\x00\x07\xc4\x03add\x92\x01\x02"))
+    local reply = raw:wait_read(5, 5)
+    assert.same({ 1, 7, nil, 3 }, (rpc.msgpack.decode(reply)))
+    raw:close()
+    listener:close()
+  end)
+
   it("rejects bad arguments", function()
     local listener, port = server()
     local ch = assert(rpc.connect("127.0.0.1", port))
