@@ -182,7 +182,8 @@ static int l_backlog(lua_State *L) {
 
 static int l_tostring(lua_State *L) {
   llistener *l = check_listener(L, 1);
-  lua_pushfstring(L, "evlua.listener (fd %d)", l->fd);
+  if (l->fd < 0) lua_pushliteral(L, "evlua.listener (closed)");
+  else lua_pushfstring(L, "evlua.listener (fd %d)", l->fd);
   return 1;
 }
 
