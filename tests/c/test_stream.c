@@ -496,6 +496,106 @@ static void idle_timeout_zero_is_none(void **state) {
   close(peer);
 }
 
+static void many_parts_go_out_in_order(void **state) {
+  (void)state;
+  int peer = open_pair();
+  /* more parts than one writev takes: the rest is queued, in order */
+  enum { PARTS = EVLUA_STREAM_MAX_IOV + 6, PART = 1024 };
+  static char parts[PARTS][PART];
+  struct iovec v[PARTS];
+  for (int i = 0; i < PARTS; i++) {
+    memset(parts[i], 'A' + i % 26, PART);
+    v[i].iov_base = parts[i];
+    v[i].iov_len = PART;
+  }
+  assert_int_equal(write_str("<"), 0);            /* corked first */
+  assert_int_equal(evlua_stream_write(&st, v, PARTS), 0);
+  assert_true(st.bytes_out > 0);                  /* written at once */
+  ev_run(loop, EVRUN_NOWAIT);                      /* nothing left corked */
+  static char got[1 + PARTS * PART];
+  size_t have = 0;
+  while (have < sizeof got) {
+    ssize_t r = read(peer, got + have, sizeof got - have);
+    assert_true(r > 0);
+    have += (size_t)r;
+    ev_run(loop, EVRUN_NOWAIT);
+  }
+  assert_int_equal(got[0], '<');
+  for (int i = 0; i < PARTS; i++) {
+    assert_int_equal(got[1 + i * PART], 'A' + i % 26);
+    assert_int_equal(got[i * PART + PART], 'A' + i % 26);
+  }
+  evlua_stream_release(&st);
+  close(peer);
+}
+
+static void write_above_high_water_is_not_corked(void **state) {
+  (void)state;
+  int peer = open_pair();
+  evlua_stream_set_limits(&st, 1024, 100, 10);
+  char buf[256];
+  memset(buf, 'h', 200);
+  struct iovec v = { buf, 200 };
+  assert_int_equal(evlua_stream_write(&st, &v, 1), 0);
+  assert_int_equal(st.bytes_out, 200);   /* not corked: over high_water */
+  assert_false(st.full);
+  assert_int_equal(read_now(peer, buf, sizeof buf), 200);
+  evlua_stream_release(&st);
+  close(peer);
+}
+
+static void close_right_after_a_small_write_sends_it(void **state) {
+  (void)state;
+  int peer = open_pair();
+  assert_int_equal(write_str("last words"), 0);
+  evlua_stream_close(&st, "local close");
+  evlua_stream_set_idle_timeout(&st, 0.01);   /* closing: not armed again */
+  WAIT_FOR(closes > 0);
+  assert_string_equal(close_reason, "local close");
+  char buf[32];
+  ssize_t n = read(peer, buf, sizeof buf);
+  assert_int_equal(n, 10);
+  assert_memory_equal(buf, "last words", 10);
+  assert_int_equal(drain_to_eof(peer), 0);
+  evlua_stream_release(&st);
+  close(peer);
+}
+
+static void writes_after_a_write_error_wait_for_its_report(void **state) {
+  (void)state;
+  int peer = open_pair();
+  evlua_stream_set_limits(&st, 0, 1024 * 1024, 1024);
+  close(peer);
+  assert_int_equal(write_big(), 0);
+  assert_int_equal(st.write_error, EPIPE);
+  assert_int_equal(write_str("more"), 0);    /* queued, not written */
+  assert_int_equal(write_big(), 0);
+  WAIT_FOR(closes > 0);
+  assert_int_equal(closes, 1);
+  assert_string_equal(close_reason, evlua_net_strerror(EPIPE));
+  assert_int_equal(write_str("after"), -1);
+  evlua_stream_release(&st);
+}
+
+static void reading_resumes_only_below_max_input(void **state) {
+  (void)state;
+  int peer = open_pair();
+  evlua_stream_set_limits(&st, 8, 1024, 512);
+  assert_int_equal(write(peer, "0123456789", 10), 10);
+  WAIT_FOR(datas > 0);
+  assert_int_equal(evlua_buffer_len(&st.in), 8);
+  evlua_stream_consumed(&st);                /* nothing taken */
+  assert_false(ev_is_active(&st.rw));
+  evlua_buffer_consume(&st.in, 1);
+  evlua_stream_consumed(&st);
+  assert_true(ev_is_active(&st.rw));
+  WAIT_FOR(datas > 1);
+  assert_int_equal(evlua_buffer_len(&st.in), 8);
+  assert_memory_equal(evlua_buffer_peek(&st.in), "12345678", 8);
+  evlua_stream_release(&st);
+  close(peer);
+}
+
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   loop = ev_default_loop(0);
@@ -523,6 +623,11 @@ int main(void) {
     cmocka_unit_test(writes_that_go_out_never_arm_the_send_timer),
     cmocka_unit_test(idle_timeout_closes_a_quiet_stream),
     cmocka_unit_test(idle_timeout_zero_is_none),
+    cmocka_unit_test(many_parts_go_out_in_order),
+    cmocka_unit_test(write_above_high_water_is_not_corked),
+    cmocka_unit_test(close_right_after_a_small_write_sends_it),
+    cmocka_unit_test(writes_after_a_write_error_wait_for_its_report),
+    cmocka_unit_test(reading_resumes_only_below_max_input),
   };
   int failed = cmocka_run_group_tests(tests, NULL, NULL);
   free(big);
