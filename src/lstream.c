@@ -1,8 +1,10 @@
 /*
 ** lstream.c - streams for Lua: one userdata embedding an evlua_stream.
-** Events (connect, data, drain, close) go to one Lua dispatcher,
-** set with core.set_stream_dispatch, as dispatch(owner, event, arg, code)
-** where owner is the userdata's user value (the channel object).
+** Events (connect, drain, close, and data unless the stream has a data
+** handler) go to one Lua dispatcher, set with core.set_stream_dispatch,
+** as dispatch(owner, event, arg, code) where owner is user value 1 (the
+** channel object). A data handler (user value 2, set with
+** stream:set_data_handler) is called as handler(owner) instead.
 */
 #include <errno.h>
 #include <lauxlib.h>
