@@ -248,9 +248,12 @@ local function serve(session, ch)
   local authenticated = session.password == nil
   session.auth_failures = 0
   while true do
-    local line, err = ch:wait_line()
+    local line, err, code = ch:wait_line()
     if not line then
-      if err == "line too long" then reply(ch, "error", "line too long") ch:close() end
+      if code == "too_large" then   -- longer than max_line
+        reply(ch, "error", err)
+        ch:close()
+      end
       return
     end
     local name, args = line:match("^%s*(%S*)%s*(.-)%s*$")

@@ -22,14 +22,17 @@ Session.__index = Session
 
 -- Read one framed reply: "ok <n>" | "error <n>", then n bytes.
 local function read_reply(ch, timeout)
-  local header, err = ch:wait_line(timeout)
-  if not header then return nil, err end
+  local header, err, code = ch:wait_line(timeout)
+  if not header then return nil, err, code end
   local status, n = header:match("^(%a+) (%d+)$")
-  if not status then return nil, "bad reply from the console: " .. header end
+  if not status then
+    return nil, "bad reply from the console: " .. header, "protocol"
+  end
   local parts, left = {}, tonumber(n)
   while left > 0 do
-    local chunk, rerr = ch:wait_read(math.min(left, 64 * 1024), timeout)
-    if not chunk then return nil, rerr end
+    local chunk, rerr, rcode = ch:wait_read(math.min(left, 64 * 1024),
+                                            timeout)
+    if not chunk then return nil, rerr, rcode end
     parts[#parts + 1] = chunk
     left = left - #chunk
   end
@@ -42,8 +45,8 @@ function Session:command(line)
   if line:find("\n", 1, true) then
     error("bad argument #1 to 'command' (one line expected)", 2)
   end
-  local ok, err = self.channel:write(line, "\n")
-  if not ok then return nil, err end
+  local ok, err, code = self.channel:write(line, "\n")
+  if not ok then return nil, err, code end
   return read_reply(self.channel, self.timeout)
 end
 
@@ -54,8 +57,8 @@ end
 -- client.connect(host, port [, password [, timeout]]) -> session |
 -- nil, err. In a coroutine.
 function client.connect(host, port, password, timeout)
-  local ch, err = event.connect(host, port, nil, timeout)
-  if not ch then return nil, err end
+  local ch, err, code = event.connect(host, port, nil, timeout)
+  if not ch then return nil, err, code end
   local session = setmetatable({ channel = ch, timeout = timeout }, Session)
   if password then
     local status, text = session:command("auth " .. password)

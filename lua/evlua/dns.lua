@@ -79,10 +79,10 @@ function dns.resolve(host, opts)
   local req = r:resolve(host, family or "any", on_answer)
   local wait = max_wait
   if timeout and timeout < wait then wait = timeout end
-  local list, why, code = event.wait(req, wait)
+  local list, why, wcode = event.wait(req, wait)
   if list == nil then
     req:cancel()   -- timeout or cancelled: a late answer is dropped
-    return nil, why, code
+    return nil, why, wcode
   end
   return list
 end

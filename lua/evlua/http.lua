@@ -50,14 +50,14 @@ http.Request = Request
 -- oldest unanswered request of its connection, else kept until it is.
 local function emit(req, a, b, c)   -- up to three strings
   local conn = req._conn
-  if conn._closed then return nil, "closed" end
+  if conn._closed then return nil, "closed", "closed" end
   if conn._queue[conn._qhead] == req then
-    local stream, ok, err = conn._stream, nil, nil
-    if c then ok, err = stream:write(a, b, c)
-    elseif b then ok, err = stream:write(a, b)
-    else ok, err = stream:write(a) end
+    local stream, ok, err, code = conn._stream, nil, nil, nil
+    if c then ok, err, code = stream:write(a, b, c)
+    elseif b then ok, err, code = stream:write(a, b)
+    else ok, err, code = stream:write(a) end
     if ok == false and event.running() then return conn:_wait_drain() end
-    return ok, err
+    return ok, err, code
   end
   local out = req._out
   if not out then
@@ -137,22 +137,24 @@ function Request:reply(status, reason, body)
   local conn = self._conn
   local flags, extra = reply_flags(self)
   if flags & KEEP_ALIVE == 0 then self.keep_alive = false end
-  local ok, err = true, nil
+  local ok, err, code = true, nil, nil
   local oldest = conn._queue[conn._qhead] == self
   -- http_reply raises on a bad status or reason phrase before it writes:
   -- the request is still unanswered then (the error gets it a 500)
   if conn._closed then
     check_status(status, "reply")
-    ok, err = nil, "closed"
+    ok, err, code = nil, "closed", "closed"
   elseif oldest then
-    ok, err = http_reply(conn._stream, status, reason, body, flags, extra,
-                         conn.httpd.server_header)
+    ok, err, code = http_reply(conn._stream, status, reason, body, flags,
+                               extra, conn.httpd.server_header)
   else   -- it waits for the replies before it
     self._out = { http_reply(nil, status, reason, body, flags, extra,
                              conn.httpd.server_header) }
   end
   self._status = DONE   -- done(self), inline: this runs for every request
-  if ok == false and event.running() then ok, err = conn:_wait_drain() end
+  if ok == false and event.running() then
+    ok, err, code = conn:_wait_drain()
+  end
   if oldest then
     local h = conn._qhead
     if h == conn._qtail and self.keep_alive then   -- advance(), in short
@@ -162,7 +164,7 @@ function Request:reply(status, reason, body)
       advance(conn)
     end
   end
-  return ok, err
+  return ok, err, code
 end
 
 -- req:start(status [, reason]): begin a streamed reply (chunked for
@@ -600,13 +602,13 @@ end
 function Server:shutdown(timeout)
   self:close()
   if self.nconn == 0 then return true end
-  local ok, err = event.wait_as("http shutdown", self, self, timeout)
+  local ok, err, code = event.wait_as("http shutdown", self, self, timeout)
   if ok then return true end
   for conn in pairs(self.conns) do
     conn:close_immediately()   -- no disconnect callback: do its work
     Conn.disconnect(conn)
   end
-  return nil, err
+  return nil, err, code
 end
 
 -- httpd:port() -> the port it listens on

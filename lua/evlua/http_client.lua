@@ -6,6 +6,9 @@ local core = require "evlua.core"
 local event = require "event"
 local Channel = require "evlua.channel"
 local util = require "evlua.http_util"
+local errors = require "evlua.errors"
+
+local argerror, fail = errors.argerror, errors.fail
 
 local client = {}
 
@@ -113,7 +116,7 @@ local function request_bytes(method, u, headers, body)
 end
 
 -- Read one final response from conn. Returns status, headers, body,
--- keep_alive | nil, err, got_bytes (whether any response byte came).
+-- keep_alive | nil, err, got_bytes (whether any response byte came), code.
 local function read_response(conn, head, deadline, max_body)
   local parser, stream = conn._parser, conn._stream
   local token = {}
@@ -124,18 +127,16 @@ local function read_response(conn, head, deadline, max_body)
       got = true
       if status >= 200 or status == 101 then return status, headers, body, keep end
     elseif kind == "error" then
-      return nil, "bad response: " .. tostring(body), true
+      return nil, "bad response: " .. tostring(body), true, "protocol"
     else
       if not got and (status or stream:buffered() > 0) then got = true end
-      if conn._closed then
-        return nil, got and "closed" or "closed before response", got
-      end
+      if conn._closed then return nil, "closed", got, "closed" end
       local left = deadline - event.now()
-      if left <= 0 then return nil, "timeout", got end
+      if left <= 0 then return nil, "timeout", got, "timeout" end
       conn._waiter = token
-      local ok, err = event.wait_as("http response", conn, token, left)
+      local ok, err, code = event.wait_as("http response", conn, token, left)
       conn._waiter = nil
-      if not ok and err then return nil, err, got end
+      if not ok and err then return nil, err, got, code end
     end
   end
   -- not reached (max_body is enforced by the parser)
@@ -143,9 +144,9 @@ end
 
 local function connect(u, key, deadline, max_body)
   local left = deadline - event.now()
-  if left <= 0 then return nil, "timeout" end
-  local conn, err = event.connect(u.host, u.port, Conn, left)
-  if not conn then return nil, err end
+  if left <= 0 then return fail("timeout") end
+  local conn, err, code = event.connect(u.host, u.port, Conn, left)
+  if not conn then return nil, err, code end
   conn._parser = core.http_parser("response", { max_body = max_body })
   conn._key = key
   return conn
@@ -161,11 +162,11 @@ local function exchange(method, u, t, deadline)
   local reused = conn ~= nil
   while true do
     if not conn then
-      local err
-      conn, err = connect(u, key, deadline, max_body)
-      if not conn then return nil, err end
+      local err, code
+      conn, err, code = connect(u, key, deadline, max_body)
+      if not conn then return nil, err, code end
     end
-    local ok, err = conn:write(bytes)
+    local ok, err, code = conn:write(bytes)
     local status, headers, body, keep
     if ok then
       status, headers, body, keep = read_response(conn, method == "HEAD", deadline, max_body)
@@ -178,13 +179,12 @@ local function exchange(method, u, t, deadline)
       end
       return status, headers, body
     end
-    err = err or headers
-    local got = body
+    local got   -- read_response's nil, err, got, code
+    if ok then err, got, code = headers, body, keep end
     conn:close_immediately()
     -- A pooled connection the server closed meanwhile: retry once.
-    if not (reused and not got and (err == "closed before response" or err == "closed")) then
-      if err == "closed before response" then err = "closed" end
-      return nil, err
+    if not (reused and not got and code == "closed") then
+      return nil, err, code
     end
     conn, reused = nil, false
   end
@@ -202,22 +202,22 @@ local REDIRECTS = { [301] = true, [302] = true, [303] = true, [307] = true,
 function client.request(t)
   if type(t) == "string" then t = { url = t } end
   if type(t) ~= "table" then
-    error("bad argument #1 to 'request' (table expected, got " .. type(t) .. ")", 2)
+    argerror(1, "request", "table expected, got " .. type(t))
   end
-  if not event.running() then error("http.request must run in a coroutine", 2) end
+  if not event.running() then errors.need_coroutine("http.request") end
   if type(t.url) ~= "string" then
-    error("bad argument #1 to 'request' (url string expected)", 2)
+    argerror(1, "request", "url string expected")
   end
   local method = t.method or "GET"
   if type(method) ~= "string" or not method:find("^%u+$") then
-    error("bad argument #1 to 'request' (method must be an upper-case token)", 2)
+    argerror(1, "request", "method must be an upper-case token")
   end
   if t.body ~= nil and type(t.body) ~= "string" then
-    error("bad argument #1 to 'request' (body must be a string)", 2)
+    argerror(1, "request", "body must be a string")
   end
   local timeout = t.timeout or client.DEFAULT_TIMEOUT
   if type(timeout) ~= "number" or not (timeout > 0) then
-    error("bad argument #1 to 'request' (timeout must be a positive number)", 2)
+    argerror(1, "request", "timeout must be a positive number")
   end
   local deadline = event.now() + timeout
   local url = t.url
@@ -225,10 +225,12 @@ function client.request(t)
   local req = t
   while true do
     local u, err = util.parse_url(url)
-    if not u or not u.host then return nil, err or "invalid url" end
-    if u.scheme ~= "http" then return nil, "unsupported scheme: " .. u.scheme end
+    if not u or not u.host then return fail("bad_url", err or "invalid url") end
+    if u.scheme ~= "http" then
+      return fail("bad_url", "unsupported scheme: " .. u.scheme)
+    end
     local status, headers, body = exchange(method, u, req, deadline)
-    if not status then return nil, headers end
+    if not status then return nil, headers, body end   -- err, code
     local location = REDIRECTS[status] and util.header(headers, "location")
     if not location or hops <= 0 then return status, headers, body end
     hops = hops - 1

@@ -13,7 +13,8 @@
 --     new version.
 
 local core = require "evlua.core"
-local errors = require "evlua.errors"
+local fail = require("evlua.errors").fail
+local argerror = require("evlua.errors").argerror
 
 local type, next, rawget, rawset, pairs, ipairs, tostring, error, select =
   type, next, rawget, rawset, pairs, ipairs, tostring, error, select
@@ -54,14 +55,14 @@ end
 -- directory) or a module name looked up on package.path ("game.room").
 local function resolve(file, fname)
   if type(file) ~= "string" then
-    errors.argerror(1, fname, "string expected, got " .. type(file), 2)
+    argerror(1, fname, "string expected, got " .. type(file), 2)
   end
   local path = file
   if not file:find("/", 1, true) and not file:find("%.lua$") then
     local found, err = package.searchpath(file, package.path)
     if not found then
-      return errors.fail("not_found",
-                         "module '" .. file .. "' not found:" .. err)
+      return fail("not_found",
+                  "module '" .. file .. "' not found:" .. err)
     end
     path = found
   end
@@ -494,7 +495,7 @@ function import.reload(file)
   if not path then return nil, err, code end
   local rec = records[path]
   if not rec then
-    return errors.fail("not_imported", "not imported: " .. path)
+    return fail("not_imported", "not imported: " .. path)
   end
   return reload_record(rec)
 end

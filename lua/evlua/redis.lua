@@ -18,6 +18,7 @@
 local core = require "evlua.core"
 local event = require "event"
 local Channel = require "evlua.channel"
+local errors = require "evlua.errors"
 
 local type, select, error, setmetatable, tostring, unpack =
   type, select, error, setmetatable, tostring, table.unpack
@@ -145,15 +146,15 @@ end
 local write_command, read_reply
 
 -- A fatal problem with the connection: pending commands get err.
-function Conn:_fail(err)
+function Conn:_fail(err, code)
   event.error(("redis: closing %s: %s"):format(tostring(self), err))
-  self._error = err
+  self._error, self._error_code = err, code or "protocol"
   self:close_immediately()
 end
 
 local function timed_out(ch)
   if not ch._closed then
-    ch._error = "timeout"
+    ch._error, ch._error_code = "timeout", "timeout"
     ch:close_immediately()
   end
 end
@@ -230,9 +231,9 @@ function Conn:data()
   -- server) wait for the first reply
   if not resp then return end
   while true do
-    local ok, value = read_reply(resp, stream)
+    local ok, value, code = read_reply(resp, stream)
     if ok == nil then
-      if value then self:_fail(value) end
+      if value then self:_fail(value, code) end
       return
     end
     if not deliver(self, ok, value) then
@@ -245,7 +246,7 @@ function Conn:_ended(reason)
   Channel._ended(self, reason)
   if self._watchdog then self._watchdog:stop() end
   self._watching = false
-  local err = self._error or "closed"
+  local err, code = self._error or "closed", self._error_code or "closed"
   local fifo, slots = self._fifo, self._slot
   local head, tail = self._head, self._tail
   self._fifo, self._slot, self._deadline = {}, {}, {}
@@ -253,9 +254,9 @@ function Conn:_ended(reason)
   for i = head, tail do
     local w, slot = fifo[i], slots[i]
     if slot then
-      batch_reply(w, slot, nil, err)
+      batch_reply(w, slot, nil, err, code)
     elseif w ~= DROPPED and w ~= nil then
-      wakeup(w, nil, err)
+      wakeup(w, nil, err, code)
     end
   end
 end
@@ -269,7 +270,8 @@ end
 --[[ Batches: the replies of a pipeline ======================================
 A batch is the object a pipeline function gets (p:set(...) sends SET at
 once) and collects the replies: _task, _ch, _n sent, _got answered,
-_results, _failed (an error ends it), _sealed (all sent). ]]
+_results, _failed (an error ends it) and _code (its code), _sealed (all
+sent). ]]
 
 local Batch = {}
 
@@ -278,13 +280,14 @@ local function new_batch(task, ch, timeout)
   -- command factory on each access
   return setmetatable({ _task = task, _ch = ch, _timeout = timeout, _n = 0,
                         _got = 0, _results = {}, _failed = false,
+                        _code = false,
                         _sealed = false }, Batch)
 end
 
-batch_reply = function(b, i, ok, value)
+batch_reply = function(b, i, ok, value, code)
   if b._failed then return end
   if ok == nil then
-    b._failed = value
+    b._failed, b._code = value, code or "closed"
     -- before it is sealed, the task may be waiting for something else
     -- inside the pipeline function (batch_wait sees _failed then)
     if b._sealed then wakeup(b._task, nil, value) end
@@ -304,9 +307,9 @@ end
 local function batch_send(b, _, ...)
   if b._failed then return end
   local ch = b._ch
-  local ok, err = write_command(ch._stream, ...)
+  local ok, err, code = write_command(ch._stream, ...)
   if ok == nil then
-    b._failed = err
+    b._failed, b._code = err, code
     return
   end
   local n = b._n + 1
@@ -319,10 +322,10 @@ end
 local function batch_wait(b, what)
   b._sealed = true
   if not b._failed and b._got < b._n then
-    local ok, err = wait_as("redis", what, b._task)
-    if not ok and not b._failed then b._failed = err end
+    local ok, err, code = wait_as("redis", what, b._task)
+    if not ok and not b._failed then b._failed, b._code = err, code end
   end
-  if b._failed then return nil, b._failed end
+  if b._failed then return nil, b._failed, b._code end
   local results = b._results
   results.n = b._n
   return results
@@ -333,8 +336,8 @@ end
 -- Open a connection of class for the options; AUTH and SELECT are sent
 -- first. Returns the channel or nil, err.
 local function open(o, class)
-  local ch, err = event.connect(o.host, o.port, class, o.timeout)
-  if not ch then return nil, err end
+  local ch, err, code = event.connect(o.host, o.port, class, o.timeout)
+  if not ch then return nil, err, code end
   ch._resp = core.resp_reader(o.max_reply, o.max_elements, o.max_depth,
                               ErrorReply)
   local max_input = ch._stream:limits()
@@ -354,15 +357,17 @@ local function open(o, class)
       end
     end
     if o.db ~= 0 then batch_send(b, nil, "SELECT", o.db) end
-    local results, berr = batch_wait(b, "connect")
+    local results, berr, bcode = batch_wait(b, "connect")
     if results then
-      for i = 1, results.n do
-        if redis.is_error(results[i]) then berr = results[i].err end
+      for i = 1, results.n do   -- the server refused AUTH or SELECT
+        if redis.is_error(results[i]) then
+          berr, bcode = results[i].err, "redis"
+        end
       end
     end
     if berr then
       ch:close_immediately()
-      return nil, berr
+      return nil, berr, bcode
     end
   end
   return ch
@@ -388,40 +393,44 @@ end
 local function attempt(obj)
   local connecting = {}
   obj._connecting = connecting
-  local ch, err = open(obj._opts, obj._class)
+  local ch, err, code = open(obj._opts, obj._class)
   obj._connecting = false
   if ch and obj._closed then   -- closed by its owner meanwhile
     ch:close_immediately()
-    ch, err = nil, "closed"
+    ch, err, code = nil, "closed", "closed"
   end
   if ch then
     obj._ch, obj._delay, obj._retry_at = ch, false, 0
     if obj._linked then   -- a subscriber: its connection hands it messages
       ch._owner = obj
-      local ok, lerr = obj:_linked(ch)
+      local ok, lerr, lcode = obj:_linked(ch)
       if not ok then
         ch:close_immediately()
-        obj._ch, ch, err = false, nil, lerr
+        obj._ch, ch, err, code = false, nil, lerr, lcode
       end
     end
   end
-  if err == "cancelled" then
+  if code == "cancelled" then
     -- the cancel concerns this coroutine, not the server: no backoff,
     -- and the others go on without it
     for i = 1, #connecting do wakeup(connecting[i], TAKE_OVER) end
-    return nil, err
+    return nil, err, code
   end
   if not ch then
     local o = obj._opts
     local delay = obj._delay and obj._delay * 2 or o.reconnect_delay
     if delay > o.max_reconnect_delay then delay = o.max_reconnect_delay end
-    obj._delay, obj._last_error = delay, err
+    obj._delay, obj._last_error, obj._last_code = delay, err, code
     obj._retry_at = event.now() + delay
   end
   for i = 1, #connecting do
-    if ch then wakeup(connecting[i], ch) else wakeup(connecting[i], nil, err) end
+    if ch then
+      wakeup(connecting[i], ch)
+    else
+      wakeup(connecting[i], nil, err, code)
+    end
   end
-  return ch, err
+  return ch, err, code
 end
 
 -- The open connection of obj (a client or subscriber), connecting if
@@ -437,19 +446,19 @@ local function link(obj, timeout)
   local task = running()
   local deadline = event.now() + (timeout or obj._opts.timeout)
   while true do
-    if obj._closed then return nil, "closed" end
+    if obj._closed then return errors.fail("closed") end
     ch = obj._ch
     if ch and not ch._closed then return ch end
     local left = deadline - event.now()
     local connecting = obj._connecting
     if connecting then
-      if left <= 0 then return nil, "timeout" end
+      if left <= 0 then return errors.fail("timeout") end
       connecting[#connecting + 1] = task
-      local got, err = wait_as("redis", "connect", task, left)
+      local got, err, code = wait_as("redis", "connect", task, left)
       if got ~= TAKE_OVER then
         if got then return got end
         leave(connecting, task)
-        return nil, err
+        return nil, err, code
       end
     else
       local pause = obj._retry_at - event.now()
@@ -459,10 +468,10 @@ local function link(obj, timeout)
       local outlasts = pause >= left
       if outlasts then pause = left end
       if pause > 0 then
-        local ok, err = event.sleep(pause)
-        if not ok then return nil, err end
+        local ok, err, code = event.sleep(pause)
+        if not ok then return nil, err, code end
       end
-      if outlasts then return nil, obj._last_error end
+      if outlasts then return nil, obj._last_error, obj._last_code end
     end
   end
 end
@@ -505,7 +514,7 @@ local Client = {}
 
 local function check_running(fname)
   local task = running()
-  if not task then error("redis " .. fname .. " must run in a coroutine", 3) end
+  if not task then errors.need_coroutine("redis " .. fname, 2) end
   return task
 end
 
@@ -514,31 +523,32 @@ end
 -- it) or the seconds of a timed_call.
 local function call(self, timeout, ...)
   local task = running()
-  if not task then error("redis commands must run in a coroutine", 3) end
+  if not task then errors.need_coroutine("redis commands", 2) end
   local ch = self._ch
   if not ch or ch._closed then
-    local err
-    ch, err = link(self, timeout)
-    if not ch then return nil, err end
+    local err, code
+    ch, err, code = link(self, timeout)
+    if not ch then return nil, err, code end
   end
   if ch._full then
     ch._full = false
-    local ok, err = wait_room(ch)
-    if not ok then return nil, err end
+    local ok, err, code = wait_room(ch)
+    if not ok then return nil, err, code end
   end
-  local ok, err = write_command(ch._stream, ...)
+  local ok, err, code = write_command(ch._stream, ...)
   if not ok then
-    if ok == nil then return nil, err end
+    if ok == nil then return nil, err, code end
     ch._full = true   -- queued above the high-water mark
   end
   local t = push_waiter(ch, task, nil, not timeout and self._timeout or nil)
-  local tag, value = wait_as("redis", (...), task, timeout)
+  local tag, value, vcode = wait_as("redis", (...), task, timeout)
   if tag then return value end
-  if tag == nil and ch._fifo[t] == task then   -- still unanswered
+  if tag == false then return nil, value, "redis" end   -- an error reply
+  if ch._fifo[t] == task then   -- still unanswered
     ch._fifo[t] = DROPPED
-    if value == "timeout" then timed_out(ch) end
+    if vcode == "timeout" then timed_out(ch) end
   end
-  return nil, value
+  return nil, value, vcode
 end
 
 command_class(Client, call)
@@ -591,12 +601,12 @@ function Client:pipeline(fn)
   if type(fn) ~= "function" then
     error("bad argument #1 to 'pipeline' (function expected)", 2)
   end
-  local ch, err = link(self)
-  if not ch then return nil, err end
+  local ch, err, code = link(self)
+  if not ch then return nil, err, code end
   local b = new_batch(task, ch, self._timeout)
   local ok, ferr = pcall(fn, b)
   if not ok then
-    b._failed = "aborted"
+    b._failed, b._code = "aborted", "aborted"
     error(ferr, 0)
   end
   if ch._stream:full() then wait_room(ch) end
@@ -628,22 +638,22 @@ function Client:transaction(fn)
   local t = setmetatable({ _cmds = {} }, Recorder)
   fn(t)
   local cmds = t._cmds
-  local results, err = self:pipeline(function(p)
+  local results, err, code = self:pipeline(function(p)
     p:call("MULTI")
     for i = 1, #cmds do p:call(unpack(cmds[i], 1, cmds[i].n)) end
     p:call("EXEC")
   end)
-  if not results then return nil, err end
+  if not results then return nil, err, code end
   for i = 1, results.n - 1 do
     if redis.is_error(results[i]) then
       local exec = results[results.n]
-      if redis.is_error(exec) then return nil, exec.err end
-      return nil, results[i].err
+      if redis.is_error(exec) then return nil, exec.err, "redis" end
+      return nil, results[i].err, "redis"
     end
   end
   local exec = results[results.n]
-  if redis.is_error(exec) then return nil, exec.err end
-  if exec == nil then return nil, "aborted" end
+  if redis.is_error(exec) then return nil, exec.err, "redis" end
+  if exec == nil then return errors.fail("aborted") end
   return exec
 end
 
@@ -699,9 +709,9 @@ function redis.connect(opts)
   local r = setmetatable({ _opts = o, _timeout = o.timeout, _class = Conn,
                            _ch = false, _closed = false, _connecting = false,
                            _retry_at = 0, _delay = false, _last_error = false,
-                           _linked = false }, Client)
-  local ch, err = link(r)
-  if not ch then return nil, err end
+                           _last_code = false, _linked = false }, Client)
+  local ch, err, code = link(r)
+  if not ch then return nil, err, code end
   return r
 end
 
@@ -722,12 +732,12 @@ end
 -- r:subscribe(channel, ...) / r:psubscribe(pattern, ...) -> a subscriber
 -- on a new connection with the client's options, subscribed | nil, err
 local function subscribed(client, method, ...)
-  local sub, err = redis.subscriber(client._opts)
-  if not sub then return nil, err end
-  local ok, serr = sub[method](sub, ...)
+  local sub, err, code = redis.subscriber(client._opts)
+  if not sub then return nil, err, code end
+  local ok, serr, scode = sub[method](sub, ...)
   if not ok then
     sub:close()
-    return nil, serr
+    return nil, serr, scode
   end
   return sub
 end

@@ -4,6 +4,9 @@
 
 local event = require "event"
 local redis = require "evlua.redis"
+local errors = require "evlua.errors"
+
+local fail = errors.fail
 
 local type, select, error, setmetatable, unpack =
   type, select, error, setmetatable, table.unpack
@@ -104,14 +107,15 @@ end
 -- come, all = unsubscribing from everything, pong = a PING }; the waiting
 -- task waits on its entry.
 local function sub_command(sub, entry, ...)
-  local ch, err = link(sub)
-  if not ch then return nil, err end
-  local ok, werr = ch._stream:write_command(...)
-  if ok == nil then return nil, werr end
+  local ch, err, code = link(sub)
+  if not ch then return nil, err, code end
+  local ok, werr, wcode = ch._stream:write_command(...)
+  if ok == nil then return nil, werr, wcode end
   push_waiter(ch, entry)
-  local tag, value = wait_as("redis", (...), entry, sub._opts.timeout)
+  local tag, value, vcode = wait_as("redis", (...), entry, sub._opts.timeout)
   if tag then return true end
-  return nil, value
+  if tag == false then return nil, value, "redis" end   -- an error reply
+  return nil, value, vcode
 end
 
 local Subscriber = {}
@@ -200,27 +204,27 @@ function Subscriber:receive(timeout)
       if v[1] == "pmessage" then return "pmessage", v[3], v[4], v[2] end
       return v[1], v[2], v[3]
     end
-    if self._closed then return nil, "closed" end
+    if self._closed then return fail("closed") end
     if self._lost then
       self._lost = false
-      return nil, "closed"
+      return fail("closed")
     end
     local left = deadline and deadline - event.now()
-    if left and left <= 0 then return nil, "timeout" end
-    local ch, err = link(self, left)
+    if left and left <= 0 then return fail("timeout") end
+    local ch, err, code = link(self, left)
     if not ch then
       -- keep trying while the caller waits: link waits out the backoff
       -- before each attempt, so this does not spin
-      if err == "cancelled" then return nil, err end
-      if left and deadline - event.now() <= 0 then return nil, err end
+      if code == "cancelled" then return nil, err, code end
+      if left and deadline - event.now() <= 0 then return nil, err, code end
     else
       if self._receiver then
         error("receive: another coroutine is already receiving", 2)
       end
       self._receiver = task
-      local ok, werr = wait_as("redis", "receive", task, left)
+      local ok, werr, wcode = wait_as("redis", "receive", task, left)
       if self._receiver == task then self._receiver = false end
-      if not ok then return nil, werr end
+      if not ok then return nil, werr, wcode end
     end
   end
 end
@@ -252,12 +256,14 @@ function Subscriber:_linked(ch)
   for name in pairs(self._channels) do channels[#channels + 1] = name end
   for name in pairs(self._patterns) do patterns[#patterns + 1] = name end
   if #channels > 0 then
-    local ok, err = sub_command(self, { left = #channels }, "SUBSCRIBE", unpack(channels))
-    if not ok then return nil, err end
+    local ok, err, code = sub_command(self, { left = #channels },
+                                      "SUBSCRIBE", unpack(channels))
+    if not ok then return nil, err, code end
   end
   if #patterns > 0 then
-    local ok, err = sub_command(self, { left = #patterns }, "PSUBSCRIBE", unpack(patterns))
-    if not ok then return nil, err end
+    local ok, err, code = sub_command(self, { left = #patterns },
+                                      "PSUBSCRIBE", unpack(patterns))
+    if not ok then return nil, err, code end
   end
   return ch
 end
@@ -271,7 +277,7 @@ function Subscriber:close()
   local r = self._receiver
   if r then
     self._receiver = false
-    wakeup(r, nil, "closed")
+    wakeup(r, nil, "closed", "closed")
   end
 end
 
@@ -285,8 +291,8 @@ local function new(opts)
                              _retry_at = 0, _delay = false,
                              _connecting = false, _receiver = false,
                              _lost = false }, Subscriber)
-  local ch, err = link(sub)
-  if not ch then return nil, err end
+  local ch, err, code = link(sub)
+  if not ch then return nil, err, code end
   return sub
 end
 

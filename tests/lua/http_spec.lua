@@ -900,13 +900,16 @@ describe("http client", function()
 
   it("returns nil, err for refused connections, timeouts and bad urls", function()
     local port = helper.free_port()
-    local ok, err = http.request{ url = "http://127.0.0.1:" .. port .. "/" }
+    local ok, err, code = http.request{ url = "http://127.0.0.1:" .. port .. "/" }
     assert.is_nil(ok)
     assert.equal("connection refused", err)
+    assert.equal("ECONNREFUSED", code)   -- callers compare the code
     local srv, sport = server(function() event.sleep(5) end)
-    ok, err = http.request{ url = "http://127.0.0.1:" .. sport .. "/", timeout = 0.2 }
-    assert.same({ nil, "timeout" }, { ok, err })
-    assert.same({ nil, "unsupported scheme: ftp" }, { http.request{ url = "ftp://x/" } })
+    ok, err, code = http.request{ url = "http://127.0.0.1:" .. sport .. "/",
+                                  timeout = 0.2 }
+    assert.same({ nil, "timeout", "timeout" }, { ok, err, code })
+    assert.same({ nil, "unsupported scheme: ftp", "bad_url" },
+                { http.request{ url = "ftp://x/" } })
     assert.has_error(function() http.request{ url = "http://x/", method = 1 } end)
     srv:close()
   end)
