@@ -1108,3 +1108,47 @@ describe("http reply status lines", function()
     srv:close()
   end)
 end)
+
+describe("http reply heads, uncommon cases", function()
+  after_each(helper.cleanup)
+
+  it("takes every token character in a header name", function()
+    local name = "X-09az_AZ!#$%&'*+.^`|~"
+    local srv, port = server(function(_, req)
+      req:reply_header(name, "v")
+      assert.has_error(function() req:reply_header("X(", "v") end)
+      assert.has_error(function() req:reply_header("X@", "v") end)
+      req:reply(200, nil, "ok")
+    end)
+    local ch = connect(port)
+    assert.is_true(ch:write("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+    local status, headers = read_reply(ch)
+    assert.equal(200, status)
+    assert.equal("v", headers[name:lower()])
+    ch:close()
+    srv:close()
+  end)
+
+  it("formats the status line itself for a long Server value", function()
+    local long = ("s"):rep(300)
+    local srv, port = server(function(_, req, _, url)
+      local code = tonumber(url:match("%d+"))
+      req:reply(code, url:find("/r$") and "Mine" or nil, "ok")
+    end, { server = long })
+    for path, want in pairs({ ["/404"] = "HTTP/1.1 404 Not Found",
+                              ["/299"] = "HTTP/1.1 299 Unknown",
+                              ["/200/r"] = "HTTP/1.1 200 Mine" }) do
+      local ch = connect(port)
+      assert.is_true(ch:write("GET " .. path .. " HTTP/1.1\r\nHost: x\r\n\r\n"))
+      assert.equal(want, ch:wait_line(10))
+      local server_header
+      repeat
+        local h = assert(ch:wait_line(10))
+        server_header = server_header or h:match("^Server: (.*)$")
+      until h == ""
+      assert.equal(long, server_header)
+      ch:close()
+    end
+    srv:close()
+  end)
+end)
