@@ -45,20 +45,30 @@ static void on_query(struct ev_loop *l, ev_io *w, int revents) {
   end += 5;                                  /* root label, type, class */
   if (end > (size_t)n) return;
   int type = q[end - 4] << 8 | q[end - 3];
-  int missing = q[12] >= 7 && memcmp(q + 13, "missing", 7) == 0;
+  /* the first label picks the answer */
+  int rcode = 0, twice = 0;
+  static const struct { const char *label; int rcode; } codes[] = {
+    { "missing", 3 }, { "servfail", 2 }, { "refused", 5 }, { "formerr", 1 }
+  };
+  for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
+    size_t ln = strlen(codes[i].label);
+    if (q[12] >= ln && memcmp(q + 13, codes[i].label, ln) == 0)
+      rcode = codes[i].rcode;
+  }
+  if (q[12] >= 5 && memcmp(q + 13, "twice", 5) == 0) twice = 1;
   memcpy(a, q, end);
   a[2] = 0x81;                               /* response, recursion */
-  a[3] = missing ? 0x83 : 0x80;              /* NXDOMAIN or NOERROR */
+  a[3] = (unsigned char)(0x80 | rcode);
   a[6] = 0; a[7] = 0;                        /* answers */
   a[8] = a[9] = a[10] = a[11] = 0;
   size_t len = end;
-  if (!missing && type == 1) {
+  for (int k = 0; rcode == 0 && type == 1 && k < 1 + twice; k++) {
     static const unsigned char rr[] = {
       0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 10, 1, 2, 3
     };
     memcpy(a + len, rr, sizeof rr);
     len += sizeof rr;
-    a[7] = 1;
+    a[7]++;
   }
   sendto(w->fd, a, len, 0, (struct sockaddr *)&from, fromlen);
 }
@@ -385,6 +395,53 @@ static void cancelled_request_never_calls_back(void **state) {
   evlua_dns_destroy(r);
 }
 
+/* Server errors end the request with an error and no address (which
+** message is c-ares' choice: with one server, it may report SERVFAIL as
+** a refusal). */
+static void server_errors_end_the_request(void **state) {
+  (void)state;
+  evlua_dns *r = resolver_on(answering_port, 2);
+  static const char *const names[] = {
+    "servfail.test", "refused.test", "formerr.test"
+  };
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    result res = { 0 };
+    assert_non_null(evlua_dns_resolve(r, names[i], AF_INET, on_result,
+                                      &res));
+    wait_result(&res);
+    assert_int_equal(res.calls, 1);
+    assert_int_equal(res.n, 0);
+    assert_true(res.err[0] != '\0');
+    assert_string_not_equal(res.err, "timeout");
+  }
+  evlua_dns_destroy(r);
+}
+
+static void duplicates_are_dropped_and_ipv4_comes_first(void **state) {
+  (void)state;
+  evlua_dns *r = resolver_on(answering_port, 2);
+  result twice = { 0 }, any = { 0 }, six = { 0 };
+  assert_non_null(evlua_dns_resolve(r, "twice.test", AF_INET, on_result,
+                                    &twice));
+  wait_result(&twice);
+  assert_string_equal(twice.err, "");
+  assert_int_equal(twice.n, 1);
+  assert_string_equal(twice.addrs[0], "10.1.2.3");
+  /* both families asked: the AAAA query has no data */
+  assert_non_null(evlua_dns_resolve(r, "host.test.", AF_UNSPEC, on_result,
+                                    &any));
+  wait_result(&any);
+  assert_string_equal(any.err, "");
+  assert_int_equal(any.n, 1);
+  assert_string_equal(any.addrs[0], "10.1.2.3");
+  assert_non_null(evlua_dns_resolve(r, "host.test", AF_INET6, on_result,
+                                    &six));
+  wait_result(&six);
+  assert_int_equal(six.n, 0);
+  assert_string_equal(six.err, "not found");
+  evlua_dns_destroy(r);
+}
+
 int main(void) {
   loop = ev_default_loop(0);
   answering_fd = udp_server(&answering_port, &answering_w);
@@ -400,6 +457,8 @@ int main(void) {
     cmocka_unit_test(destroy_cancels_pending_requests),
     cmocka_unit_test(destroy_inside_a_callback_is_deferred),
     cmocka_unit_test(cancelled_request_never_calls_back),
+    cmocka_unit_test(server_errors_end_the_request),
+    cmocka_unit_test(duplicates_are_dropped_and_ipv4_comes_first),
   };
   int failed = cmocka_run_group_tests(tests, NULL, NULL);
   close(answering_fd);
