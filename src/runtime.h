@@ -87,14 +87,15 @@ const char *evlua_errno_name(int e);
 
 /* Register the metatable of userdata type name: the meta functions, and
 ** __index, a table of the methods. Returns the metatable's pointer (for
-** evlua_checkudata); the stack is as it was. */
+** evlua_checkudata); the stack is as it was. Every userdata type that
+** reaches Lua is registered this way (CONTRIBUTING.md, "Userdata"). */
 const void *evlua_new_class(lua_State *L, const char *name,
                             const luaL_Reg *meta, const luaL_Reg *methods);
 
-/* luaL_checkudata for the hot paths: compares the value's metatable with
-** meta (the pointer of the registered metatable, which lives as long as
-** the state) instead of looking tname up in the registry; falls back to
-** luaL_checkudata for its error message. */
+/* The one type check of the bindings (hot paths included): compares the
+** value's metatable with meta (the pointer of the registered metatable,
+** which lives as long as the state) instead of looking tname up in the
+** registry; falls back to luaL_checkudata for its error message. */
 void *evlua_checkudata(lua_State *L, int idx, const void *meta,
                        const char *tname);
 
