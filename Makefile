@@ -123,7 +123,7 @@ coverage: deps-test deps-coverage build/cov/evlua $(COV_C_TESTS)
 	@find build/cov -name '*.gcda' -delete
 	@C_TEST_DIR=build/cov/tests tests/run.sh build/cov/evlua; \
 	  status=$$?; \
-	  $(GCOVR) --txt-summary --txt build/cov/coverage.txt \
+	  $(GCOVR) --print-summary --txt build/cov/coverage.txt \
 	    --html-details build/cov/index.html | tail -n 3; \
 	  echo "coverage per file: build/cov/coverage.txt, build/cov/index.html"; \
 	  exit $$status
