@@ -43,7 +43,7 @@ C_TESTS = build/tests/test_log build/tests/test_paths build/tests/test_buffer \
   build/tests/test_dns
 
 .PHONY: all deps-build deps-test deps-bench deps-coverage test asan asan-test \
-  coverage bench fuzz fresh-check install uninstall clean
+  coverage bench fuzz fresh-check lint install uninstall clean
 all: deps-build evlua
 
 deps-build deps-test deps-bench deps-coverage:
@@ -155,6 +155,10 @@ build/fuzz/fuzz_http: tests/fuzz/fuzz_http.c src/http.c src/buffer.c
 
 bench: deps-bench all
 	@bench/run.sh
+
+# luacheck over the Lua code (.luacheckrc); CI runs it.
+lint: deps-test
+	@luacheck -q lua tests bench examples
 
 # Slow (a debootstrap and every package): run by hand, not in CI.
 fresh-check:

@@ -13,7 +13,6 @@
 --   kill -9 <a worker's pid>           (the master starts another)
 local event = require "event"
 local rpc = require "evlua.rpc"
-local process = require "evlua.process"
 
 local function setting(argn, env, default)
   local v = arg and arg[argn] or os.getenv(env)

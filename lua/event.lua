@@ -262,7 +262,8 @@ task_body = function(task)
     if npool >= POOL_MAX then return end
     npool = npool + 1
     pool[npool] = co
-    task, args, co = nil, nil, nil
+    -- drop the finished task's references while parked in the pool
+    task, args, co = nil, nil, nil  -- luacheck: ignore 311
     task = co_yield()       -- the next task, from run()
   end
 end

@@ -14,13 +14,14 @@ libhttp-parser-dev libreadline-dev"
 # Tests: cmocka (C unit tests); busted and the stock interpreter (for
 # comparisons); clang and its sanitizer runtime (asan-test, fuzz);
 # valgrind; tmux (terminal tests); procps (ps, kill); groff-base (the
-# man page must render without warnings); a DNS server and
+# man page must render without warnings); luacheck (make lint); a DNS
+# server and
 # python3 (a silent UDP peer) for the DNS tests; msgpack-rpc peers nobody
 # here wrote: Neovim, and Python's msgpack and pynvim (tests call
 # /usr/bin/python3, Debian's, which has them); curl and nginx as HTTP
 # peers; redis-server for the Redis client.
 TEST="libcmocka-dev lua5.4 lua-busted clang libclang-rt-14-dev valgrind tmux \
-procps groff-base dnsmasq-base python3 python3-msgpack python3-pynvim neovim curl nginx \
+procps groff-base lua-check dnsmasq-base python3 python3-msgpack python3-pynvim neovim curl nginx \
 redis-server"
 # Benchmarks: wrk, and nginx with its Lua module as the HTTP peers;
 # redis-benchmark (redis-tools) as the Redis client's peer; taskset

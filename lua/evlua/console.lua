@@ -139,7 +139,7 @@ commands.reload = {
     for _, path in ipairs(done) do lines[#lines + 1] = "reloaded " .. path end
     if errors then
       local failed = {}
-      for path, err in pairs(errors) do failed[#failed + 1] = err end
+      for _, err in pairs(errors) do failed[#failed + 1] = err end
       table.sort(failed)
       for _, err in ipairs(failed) do lines[#lines + 1] = "failed: " .. err end
       return nil, table.concat(lines, "\n")

@@ -52,7 +52,8 @@ local function emit(req, a, b, c)   -- up to three strings
   local conn = req._conn
   if conn._closed then return nil, "closed", "closed" end
   if conn._queue[conn._qhead] == req then
-    local stream, ok, err, code = conn._stream, nil, nil, nil
+    local stream = conn._stream
+    local ok, err, code
     if c then ok, err, code = stream:write(a, b, c)
     elseif b then ok, err, code = stream:write(a, b)
     else ok, err, code = stream:write(a) end

@@ -117,7 +117,7 @@ end
 
 -- Read one final response from conn. Returns status, headers, body,
 -- keep_alive | nil, err, got_bytes (whether any response byte came), code.
-local function read_response(conn, head, deadline, max_body)
+local function read_response(conn, head, deadline)
   local parser, stream = conn._parser, conn._stream
   local token = {}
   local got = false
@@ -169,7 +169,7 @@ local function exchange(method, u, t, deadline)
     local ok, err, code = conn:write(bytes)
     local status, headers, body, keep
     if ok then
-      status, headers, body, keep = read_response(conn, method == "HEAD", deadline, max_body)
+      status, headers, body, keep = read_response(conn, method == "HEAD", deadline)
     end
     if status then
       if keep and not has_connection and not conn._closed and not t.no_reuse then

@@ -132,7 +132,7 @@ local function check_names(fname, ...)
   end
 end
 
-local function subscribe(self, cmd, set, fname, ...)
+local function subscribe(self, cmd, fname, ...)
   check_running(fname)
   local n = select("#", ...)
   if n == 0 then
@@ -145,11 +145,11 @@ end
 -- sub:subscribe(channel, ...) / sub:psubscribe(pattern, ...) -> true |
 -- nil, err, once the server confirmed every one.
 function Subscriber:subscribe(...)
-  return subscribe(self, "SUBSCRIBE", "_channels", "subscribe", ...)
+  return subscribe(self, "SUBSCRIBE", "subscribe", ...)
 end
 
 function Subscriber:psubscribe(...)
-  return subscribe(self, "PSUBSCRIBE", "_patterns", "psubscribe", ...)
+  return subscribe(self, "PSUBSCRIBE", "psubscribe", ...)
 end
 
 local function unsubscribe(self, cmd, setname, fname, ...)

@@ -66,11 +66,6 @@ local function handler_for(ch, method)
   end
 end
 
-local function error_text(err)
-  if type(err) == "table" and type(err.err) == "string" then return err.err end
-  return tostring(err)
-end
-
 local function on_handler_error(err)
   return { err = err, traceback = event.traceback(err, 2) }
 end

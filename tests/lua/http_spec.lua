@@ -67,7 +67,7 @@ local function await_close(ch, seconds)
   end
 end
 
-local function echo_handler(_, req, method, url, headers, body)
+local function echo_handler(_, req, method, url, _headers, body)
   if url == "/sleep" then event.sleep(0.2) end
   req:reply_header("X-Method", method)
   req:reply(200, "OK", url .. " " .. body)
@@ -241,7 +241,7 @@ describe("http server", function()
   end)
 
   it("refuses what RFC 9112 refuses: 400 for names, Host; 505 for versions", function()
-    local srv, port = server(function(_, req, method, url, headers)
+    local srv, port = server(function(_, req, method, _url, headers)
       req:reply(200, nil, method .. " " .. req.version .. " " .. tostring(headers.host))
     end)
     local cases = {
@@ -379,7 +379,9 @@ describe("http server", function()
     local log = event.error
     event.error = function(msg) logged[#logged + 1] = msg end
     local ch = connect(port)
-    ch:write("GET /boom HTTP/1.1\r\nHost: x\r\n\r\nGET /none HTTP/1.1\r\nHost: x\r\n\r\nGET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
+    ch:write("GET /boom HTTP/1.1\r\nHost: x\r\n\r\n",
+             "GET /none HTTP/1.1\r\nHost: x\r\n\r\n",
+             "GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
     local s1 = read_reply(ch)
     local s2 = read_reply(ch)
     local s3, _, b3 = read_reply(ch)
@@ -846,7 +848,7 @@ describe("http client", function()
   after_each(helper.cleanup)
 
   it("talks to the evlua server, reusing connections", function()
-    local conns = 0
+    local conns
     local srv, port = server(function(_, req, method, url, _, body)
       if url == "/chunked" then
         req:write("one,")
@@ -954,7 +956,7 @@ http {
     assert.equal(200, status, headers)
     assert.equal(data, body)
     assert.truthy(headers.server:find("nginx", 1, true))
-    status, headers, body = http.request{ url = "http://127.0.0.1:" .. port .. "/missing" }
+    status = http.request{ url = "http://127.0.0.1:" .. port .. "/missing" }
     assert.equal(404, status)
     status, headers, body = http.request{ url = "http://127.0.0.1:" .. port .. "/file.txt",
                                           method = "HEAD" }

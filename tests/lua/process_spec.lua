@@ -328,10 +328,11 @@ describe("event.run_process", function()
       print(failures, before, after, zombies)
     ]])
     assert.equal(0, rc, err)
-    local failures, before, after, zombies = out:match("^(%d+)\t(%d+)\t(%d+)\t(%d+)\n$")
+    local failures, before, after, zombie_count =
+      out:match("^(%d+)\t(%d+)\t(%d+)\t(%d+)\n$")
     assert.equal("0", failures)
     assert.equal(before, after, err)
-    assert.equal("0", zombies)
+    assert.equal("0", zombie_count)
   end)
 
   it("gives the child only fds 0-2, even ones opened without O_CLOEXEC", function()

@@ -352,7 +352,7 @@ describe("redis pub/sub", function()
     local sub = assert(r:subscribe("chat"))
     local got = {}
     local listener = event.fork(function()
-      return sub:listen(function(kind, channel, message)
+      return sub:listen(function(_, _, message)
         got[#got + 1] = message
         return message ~= "stop"
       end)

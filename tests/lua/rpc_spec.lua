@@ -2,7 +2,6 @@
 -- concurrency, failures, limits, and interop with Neovim and pynvim.
 local event = require "event"
 local rpc = require "evlua.rpc"
-local channel = require "evlua.channel"
 local helper = require "helper"
 
 local handlers = {
@@ -109,7 +108,7 @@ describe("rpc", function()
     local ch = assert(rpc.connect("127.0.0.1", port))
     local wrong, done = 0, 0
     local finished = {}
-    local in_flight_seen = 0
+    local in_flight_seen
     for c = 1, 1000 do
       event.fork(function()
         for i = 1, 10 do
@@ -356,6 +355,7 @@ describe("rpc", function()
     ch:close()
     listener:close()
     -- the default
+    local port
     listener, port = server()
     ch = assert(rpc.connect("127.0.0.1", port))
     local many = {}
