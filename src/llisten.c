@@ -157,7 +157,7 @@ static int l_addr(lua_State *L) {
   llistener *l = check_listener(L, 1);
   evlua_addr addr;
   if (l->fd < 0 || evlua_net_sockname(l->fd, &addr) != 0) {
-    return evlua_fail(L, "closed", "closed");
+    return evlua_push_closed(L);
   }
   char host[128];
   int port = evlua_addr_format(&addr, host, sizeof host);

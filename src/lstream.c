@@ -232,7 +232,7 @@ static int l_write(lua_State *L) {
 }
 
 int evlua_push_write_result(lua_State *L, lstream *ls, int r) {
-  if (r != 0) return evlua_fail(L, "closed", "closed");
+  if (r != 0) return evlua_push_closed(L);
   lua_pushboolean(L, !ls->s.full);
   return 1;
 }

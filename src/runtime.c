@@ -219,10 +219,7 @@ void *evlua_checkudata(lua_State *L, int idx, const void *meta,
 }
 
 int evlua_push_closed(lua_State *L) {
-  luaL_pushfail(L);
-  lua_pushliteral(L, "closed");
-  lua_pushliteral(L, "closed");
-  return 3;
+  return evlua_fail(L, "closed", "closed");
 }
 
 double evlua_check_seconds(lua_State *L, int idx) {
