@@ -20,16 +20,25 @@ WARNINGS = -Wall -Wextra -Wshadow -Wpointer-arith -Wcast-qual \
 ifeq ($(CI),true)
 WARNINGS += -Werror
 endif
-PKG_CFLAGS = $(shell pkg-config --cflags lua5.4 libcares readline 2>/dev/null)
-PKG_LIBS = $(shell pkg-config --libs lua5.4 libcares readline 2>/dev/null)
+# src/core/ is plain C: it never sees Lua's headers, so a Lua call there
+# fails to compile. src/lua/ is everything that includes lua.h: the
+# runtime (runtime.c, alloc.c, main.c) and the bindings (l<name>.c).
+CORE_PKGS = libcares
+LUA_PKGS = lua5.4 libcares readline
+PKG_LIBS = $(shell pkg-config --libs $(LUA_PKGS) 2>/dev/null)
 # libev and http-parser ship no .pc file in Debian.
 LIBS = $(PKG_LIBS) -lev -lhttp_parser -lm
-ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARNINGS) $(PKG_CFLAGS) \
+BASE_CFLAGS = -std=c11 -D_GNU_SOURCE -D_DEFAULT_SOURCE $(WARNINGS) \
   -DEVLUA_SHARE_DIR='"$(SHARE_DIR)"' $(CFLAGS)
+CORE_CFLAGS = $(BASE_CFLAGS) $(shell pkg-config --cflags $(CORE_PKGS) 2>/dev/null) \
+  -Isrc/core
+LUA_CFLAGS = $(BASE_CFLAGS) $(shell pkg-config --cflags $(LUA_PKGS) 2>/dev/null) \
+  -Isrc/core -Isrc/lua
+layer_cflags = $(if $(filter src/core/%,$(1)),$(CORE_CFLAGS),$(LUA_CFLAGS))
 
-# Every C file in src/ is part of the runtime; main.c holds the launcher.
-CORE_SRC = $(filter-out src/main.c,$(sort $(wildcard src/*.c)))
-SRC = src/main.c $(CORE_SRC)
+# Every C file in src/ is part of the runtime; src/lua/main.c holds the
+# launcher.
+SRC = $(sort $(wildcard src/core/*.c src/lua/*.c))
 OBJ = $(SRC:src/%.c=build/obj/%.o)
 ASAN_OBJ = $(SRC:src/%.c=build/asan/obj/%.o)
 ASAN_FLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
@@ -54,7 +63,7 @@ evlua: $(OBJ)
 
 build/obj/%.o: src/%.c
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+	$(CC) $(call layer_cflags,$<) -MMD -MP -c -o $@ $<
 
 # The sanitizer build lives in build/asan/ with a lua/ link beside it, so
 # it finds the library the same way ./evlua does.
@@ -65,7 +74,7 @@ build/asan/evlua: $(ASAN_OBJ)
 
 build/asan/obj/%.o: src/%.c
 	@mkdir -p $(@D)
-	clang $(ALL_CFLAGS) $(ASAN_FLAGS) -MMD -MP -c -o $@ $<
+	clang $(call layer_cflags,$<) $(ASAN_FLAGS) -MMD -MP -c -o $@ $<
 
 # The coverage build: gcov-instrumented, in build/cov/ (its .gcda files
 # beside the objects), with a lua/ link like the sanitizer build.
@@ -75,7 +84,7 @@ build/cov/evlua: $(COV_OBJ)
 
 build/cov/obj/%.o: src/%.c
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) $(COV_FLAGS) -MMD -MP -c -o $@ $<
+	$(CC) $(call layer_cflags,$<) $(COV_FLAGS) -MMD -MP -c -o $@ $<
 
 # The C unit tests, built three times: plainly for make test, with the
 # sanitizers (build/asan/tests/) for make asan-test, with gcov
@@ -85,29 +94,29 @@ COV_C_TESTS = $(C_TESTS:build/tests/%=build/cov/tests/%)
 T = build/tests/$(1) build/asan/tests/$(1) build/cov/tests/$(1)
 $(C_TESTS) $(ASAN_C_TESTS) $(COV_C_TESTS): TEST_CC = $(CC)
 $(ASAN_C_TESTS): TEST_CC = clang $(ASAN_FLAGS)
-$(call T,test_msgpack): src/buffer.c
-$(call T,test_http): src/buffer.c
-$(call T,test_resp): src/buffer.c
+$(call T,test_msgpack): src/core/buffer.c
+$(call T,test_http): src/core/buffer.c
+$(call T,test_resp): src/core/buffer.c
 $(call T,test_http): TEST_LIBS = -lhttp_parser
-$(call T,test_process): src/buffer.c
+$(call T,test_process): src/core/buffer.c
 $(call T,test_process): TEST_LIBS = -lev
-$(call T,test_stream): src/buffer.c src/net.c src/clock.c
+$(call T,test_stream): src/core/buffer.c src/core/net.c src/core/clock.c
 $(call T,test_stream): TEST_LIBS = -lev
-$(call T,test_dns): TEST_LIBS = $(PKG_LIBS) -lev
+$(call T,test_dns): TEST_LIBS = $(shell pkg-config --libs $(CORE_PKGS)) -lev
 
-build/tests/test_%: tests/c/test_%.c src/%.c
+build/tests/test_%: tests/c/test_%.c src/core/%.c
 	@mkdir -p $(@D)
-	$(TEST_CC) $(ALL_CFLAGS) -Isrc -o $@ $^ \
+	$(TEST_CC) $(CORE_CFLAGS) -o $@ $^ \
 	  $(shell pkg-config --cflags --libs cmocka) $(TEST_LIBS)
 
-build/asan/tests/test_%: tests/c/test_%.c src/%.c
+build/asan/tests/test_%: tests/c/test_%.c src/core/%.c
 	@mkdir -p $(@D)
-	$(TEST_CC) $(ALL_CFLAGS) -Isrc -o $@ $^ \
+	$(TEST_CC) $(CORE_CFLAGS) -o $@ $^ \
 	  $(shell pkg-config --cflags --libs cmocka) $(TEST_LIBS)
 
-build/cov/tests/test_%: tests/c/test_%.c src/%.c
+build/cov/tests/test_%: tests/c/test_%.c src/core/%.c
 	@mkdir -p $(@D)
-	$(TEST_CC) $(ALL_CFLAGS) $(COV_FLAGS) -Isrc -o $@ $^ \
+	$(TEST_CC) $(CORE_CFLAGS) $(COV_FLAGS) -o $@ $^ \
 	  $(shell pkg-config --cflags --libs cmocka) $(TEST_LIBS)
 
 test: deps-test all $(C_TESTS)
@@ -141,17 +150,17 @@ fuzz: deps-test $(FUZZERS)
 	    tests/fuzz/corpus/$$(basename $$f) || exit 1; \
 	done
 
-build/fuzz/fuzz_msgpack: tests/fuzz/fuzz_msgpack.c src/msgpack.c src/buffer.c
+build/fuzz/fuzz_msgpack: tests/fuzz/fuzz_msgpack.c src/core/msgpack.c src/core/buffer.c
 	@mkdir -p $(@D)
-	clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc -o $@ $^
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc/core -o $@ $^
 
-build/fuzz/fuzz_resp: tests/fuzz/fuzz_resp.c src/resp.c src/buffer.c
+build/fuzz/fuzz_resp: tests/fuzz/fuzz_resp.c src/core/resp.c src/core/buffer.c
 	@mkdir -p $(@D)
-	clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc -o $@ $^
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc/core -o $@ $^
 
-build/fuzz/fuzz_http: tests/fuzz/fuzz_http.c src/http.c src/buffer.c
+build/fuzz/fuzz_http: tests/fuzz/fuzz_http.c src/core/http.c src/core/buffer.c
 	@mkdir -p $(@D)
-	clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc -o $@ $^ -lhttp_parser
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc/core -o $@ $^ -lhttp_parser
 
 bench: deps-bench all
 	@bench/run.sh

@@ -7,7 +7,7 @@
 set -e
 
 # Build: compiler, make, pkg-config, Lua 5.4, libev, c-ares, http-parser
-# and readline headers. (Redis replies are read by src/resp.c, not
+# and readline headers. (Redis replies are read by src/core/resp.c, not
 # hiredis: see docs/redis.md.)
 BUILD="gcc make pkg-config libc6-dev liblua5.4-dev libev-dev libc-ares-dev \
 libhttp-parser-dev libreadline-dev"

@@ -1,5 +1,5 @@
 -- evlua/errors.lua - the one shape of every error (CONTRIBUTING.md,
--- "Errors"; the C side is evlua_fail in src/runtime.c).
+-- "Errors"; the C side is evlua_fail in src/lua/runtime.c).
 --
 --   return errors.fail("timeout")               --> nil, "timeout", "timeout"
 --   return errors.fail("protocol", "bad reply") --> nil, "bad reply", "protocol"

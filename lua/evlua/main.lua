@@ -1,5 +1,5 @@
 -- evlua/main.lua - the evlua command line: options, `arg`, finding the
--- script, and starting the main chunk as a coroutine. Called by src/main.c
+-- script, and starting the main chunk as a coroutine. Called by src/lua/main.c
 -- as launcher(argv, info); returns an exit status to stop at once, or
 -- nothing to run the loop.
 
@@ -7,7 +7,7 @@ local core = require "evlua.core"
 local event = require "event"
 
 -- SIGUSR1 interrupts user code only, never evlua's own library (the
--- directory event.lua was loaded from): see src/interrupt.c.
+-- directory event.lua was loaded from): see src/lua/linterrupt.c.
 core.interrupt_library(debug.getinfo(event.fork, "S").source
                        :match("^(@.*[/\\])event%.lua$") or "@<no library>")
 

@@ -1,5 +1,5 @@
 -- evlua/msgpack.lua - MessagePack for Lua values (the codec is C, in
--- src/lmsgpack.c; docs/rpc.md states the mapping rules).
+-- src/lua/lmsgpack.c; docs/rpc.md states the mapping rules).
 --
 --   msgpack.encode(value [, max_depth]) -> string
 --   msgpack.decode(s [, pos [, max_depth]]) -> value, next_pos | nil, err

@@ -1,6 +1,6 @@
 -- evlua/process.lua - child processes: event.run_process, and
 -- process.spawn for callers that need the process while it runs. The
--- bytes and the events are C (src/process.c: posix_spawn, pipes, libev's
+-- bytes and the events are C (src/core/process.c: posix_spawn, pipes, libev's
 -- child watcher); this module checks arguments and shapes the results.
 
 local core = require "evlua.core"
@@ -28,7 +28,7 @@ local STDERR_MODES = { capture = true, inherit = true, null = true, stdout = tru
 
 local argerror, fail = errors.argerror, errors.fail
 
--- The code of each `why` process:result() can give (src/lprocess.c).
+-- The code of each `why` process:result() can give (src/lua/lprocess.c).
 local WHY_CODE = { timeout = "timeout", ["output too large"] = "too_large" }
 
 -- The environment list ("NAME=value") for opts.env / opts.clear_env, or

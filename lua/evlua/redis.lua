@@ -6,7 +6,7 @@
 -- in order, so the data callback hands each one to the head of the FIFO.
 -- N coroutines issuing commands at once cost one round trip.
 --
--- Replies (decoded in C by src/lredis.c, straight from the input buffer):
+-- Replies (decoded in C by src/lua/lredis.c, straight from the input buffer):
 -- status and bulk strings -> strings, integers -> integers, arrays ->
 -- tables; a nil reply -> nil (false inside an array, which has no holes);
 -- an error reply -> nil, "ERR ..." (inside an array or a pipeline, an
@@ -142,7 +142,7 @@ function Conn:init()
 end
 
 -- The C functions that encode and queue a command on a stream, and read
--- the next reply (src/lredis.c), looked up on the first connection.
+-- the next reply (src/lua/lredis.c), looked up on the first connection.
 local write_command, read_reply
 
 -- A fatal problem with the connection: pending commands get err.

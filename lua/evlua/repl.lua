@@ -65,7 +65,7 @@ local function plain_reader(fd)
   return reader
 end
 
--- Lines edited with readline (src/lreadline.c): the coroutine waits for
+-- Lines edited with readline (src/lua/lreadline.c): the coroutine waits for
 -- stdin to be readable and feeds readline, so the loop never blocks.
 local function readline_reader(fd)
   local token = {}
@@ -141,7 +141,7 @@ local function print_results(ok, ...)
   end
 end
 
--- Ctrl-C while the prompt is active. When Lua code runs, src/interrupt.c
+-- Ctrl-C while the prompt is active. When Lua code runs, src/lua/linterrupt.c
 -- breaks it itself; what reaches here came while no code ran: the prompt
 -- waiting for a line (clear it), or typed code waiting (cancel the wait).
 -- Returns a function that stops catching.

@@ -1,5 +1,5 @@
 /*
-** test_buffer.c - unit tests for src/buffer.c
+** test_buffer.c - unit tests for src/core/buffer.c
 */
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,5 +1,5 @@
 /*
-** test_dns.c - unit tests for src/dns.c on libev's default loop, without
+** test_dns.c - unit tests for src/core/dns.c on libev's default loop, without
 ** the network: the servers are this test's own UDP sockets on 127.0.0.1,
 ** one that answers A queries (NXDOMAIN for names starting "missing") and
 ** one that never answers.

@@ -1,5 +1,5 @@
 /*
-** test_http.c - unit tests for src/http.c (HTTP/1.x parsing with limits)
+** test_http.c - unit tests for src/core/http.c (HTTP/1.x parsing with limits)
 */
 #include <stdarg.h>
 #include <stddef.h>

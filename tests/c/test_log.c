@@ -1,5 +1,5 @@
 /*
-** test_log.c - unit tests for src/log.c
+** test_log.c - unit tests for src/core/log.c
 */
 #include <stdarg.h>
 #include <stddef.h>

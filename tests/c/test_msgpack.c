@@ -1,5 +1,5 @@
 /*
-** test_msgpack.c - unit tests for src/msgpack.c
+** test_msgpack.c - unit tests for src/core/msgpack.c
 */
 #include <stdarg.h>
 #include <stddef.h>

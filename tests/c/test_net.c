@@ -1,5 +1,5 @@
 /*
-** test_net.c - unit tests for src/net.c: address parsing and formatting,
+** test_net.c - unit tests for src/core/net.c: address parsing and formatting,
 ** listening and connecting on 127.0.0.1 and on unix sockets, errors.
 */
 #include <stdarg.h>

@@ -1,5 +1,5 @@
 /*
-** test_paths.c - unit tests for src/paths.c
+** test_paths.c - unit tests for src/core/paths.c
 */
 #include <stdarg.h>
 #include <stddef.h>

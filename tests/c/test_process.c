@@ -1,5 +1,5 @@
 /*
-** test_process.c - unit tests for src/process.c on libev's default loop,
+** test_process.c - unit tests for src/core/process.c on libev's default loop,
 ** with real programs (/bin/sh).
 */
 #include <stdarg.h>

@@ -1,5 +1,5 @@
 /*
-** test_resp.c - unit tests for src/resp.c
+** test_resp.c - unit tests for src/core/resp.c
 */
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,5 +1,5 @@
 /*
-** test_stream.c - unit tests for src/stream.c on libev's default loop,
+** test_stream.c - unit tests for src/core/stream.c on libev's default loop,
 ** with socketpairs and loopback TCP: corking, backpressure (high and low
 ** water), input limits, the close rules, write errors, linger, send and
 ** idle timeouts, connecting.

@@ -1,5 +1,5 @@
 /*
-** fuzz_http.c - libFuzzer target for the HTTP parser (src/http.c): any
+** fuzz_http.c - libFuzzer target for the HTTP parser (src/core/http.c): any
 ** byte string, fed whole and then split at every 7th byte as a socket
 ** would deliver it, must parse to messages, "more" or an error status,
 ** never a crash, a leak or a read outside the input; both ways must agree

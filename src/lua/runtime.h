@@ -33,7 +33,7 @@ typedef struct evlua_runtime {
 ** cannot be created. The caller owns it; release with evlua_runtime_free. */
 evlua_runtime *evlua_runtime_new(void);
 
-/* Give L the runtime's allocator (src/lalloc.c): malloc with lists of
+/* Give L the runtime's allocator (src/lua/alloc.c): malloc with lists of
 ** freed small blocks, which the collector's batch frees would otherwise
 ** push through malloc's slow paths. */
 void evlua_alloc_install(lua_State *L);
@@ -118,7 +118,7 @@ void evlua_unanchor(lua_State *L, int *ref);
 ** targ) and an optional argument as user values 1 and 2 of userdata ud. */
 void evlua_set_target(lua_State *L, int ud, int targ);
 
-/* SIGUSR1 breaks dead loops (interrupt.c): install the handler and the
+/* SIGUSR1 breaks dead loops (linterrupt.c): install the handler and the
 ** tracking coroutine.resume/wrap. Every run of Lua code is bracketed by
 ** prev = evlua_interrupt_enter(thread) ... evlua_interrupt_leave(thread,
 ** prev) so the handler knows which thread to interrupt. */

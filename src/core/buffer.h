@@ -10,7 +10,7 @@
 #include <stddef.h>
 
 /* 1 in an AddressSanitizer build: the caches of freed blocks (here and
-** in lalloc.c) stay off there, so that it sees every block's lifetime. */
+** in src/lua/alloc.c) stay off there, so that it sees every block's lifetime. */
 #if defined(__SANITIZE_ADDRESS__)
 #define EVLUA_ASAN 1
 #elif defined(__has_feature)

@@ -1,5 +1,5 @@
 /*
-** lalloc.c - the Lua state's allocator: malloc and free, with a list of
+** alloc.c - the Lua state's allocator: malloc and free, with a list of
 ** freed blocks per exact size for small blocks.
 **
 ** The collector frees objects in batches, so glibc's per-thread cache

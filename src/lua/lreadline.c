@@ -9,7 +9,7 @@
 ** returns the line once Enter is pressed. The handler is removed as soon
 ** as a line is complete, which gives the terminal back (cooked mode, so
 ** Ctrl-C raises SIGINT and output looks normal) while the typed code runs.
-** readline catches no signals here: SIGINT belongs to src/interrupt.c.
+** readline catches no signals here: SIGINT belongs to src/lua/linterrupt.c.
 */
 #include <lauxlib.h>
 #include <stdio.h>
@@ -50,7 +50,7 @@ static void setup_once(void) {
   if (done) return;
   done = 1;
   rl_readline_name = "evlua";   /* for $if evlua in ~/.inputrc */
-  rl_catch_signals = 0;         /* SIGINT is interrupt.c's */
+  rl_catch_signals = 0;         /* SIGINT is linterrupt.c's */
   atexit(restore_terminal);
 }
 

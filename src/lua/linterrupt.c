@@ -1,5 +1,5 @@
 /*
-** interrupt.c - breaking out of a Lua dead loop with SIGUSR1, or with
+** linterrupt.c - breaking out of a Lua dead loop with SIGUSR1, or with
 ** SIGINT (Ctrl-C) while the interactive prompt is active.
 **
 ** The signal handler cannot touch the Lua state beyond lua_sethook, the
