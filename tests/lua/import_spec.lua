@@ -226,15 +226,17 @@ describe("import.reload", function()
     local good = helper.slurp(path)
 
     helper.write_file(path, good:gsub("return M", "return M +"))
-    local ok, err = import.reload(path)
+    local ok, err, code = import.reload(path)
     assert.is_nil(ok)
     assert.matches(path:gsub("%p", "%%%0") .. ":5: unexpected symbol near <eof>", err)
+    assert.equal("syntax", code)
 
     -- Fails at run time after redefining everything: nothing of it stays.
     helper.write_file(path, good:gsub('"v1"', '"v2"'):gsub("return M", "error('half way') return M"))
-    ok, err = import.reload(path)
+    ok, err, code = import.reload(path)
     assert.is_nil(ok)
     assert.equal(path .. ":4: half way", err)
+    assert.equal("raised", code)
 
     assert.same({ "v1", 2 }, { m.next() })
     assert.equal(config, m.config)
@@ -248,6 +250,13 @@ describe("import.reload", function()
                 { import.reload(other) })
     assert.same({ nil, dir .. "/gone.lua: no such file", "ENOENT" },
                 { import.reload(dir .. "/gone.lua") })
+  end)
+
+  it("reports a file removed after its import with the errno code", function()
+    local path = module_file(dir, "removed.lua", "return {}")
+    import(path)
+    os.remove(path)
+    assert.same({ nil, path .. ": no such file", "ENOENT" }, { import.reload(path) })
   end)
 
   it("follows the documented rules for removed functions, changed initial values and new code", function()
