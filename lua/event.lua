@@ -105,8 +105,7 @@ core.set_drain(drain)
 
 local function new_task(fn, ...)
   if type(fn) ~= "function" then
-    error("bad argument #1 to 'fork' (function expected, got "
-          .. type(fn) .. ")", 3)
+    errors.argerror(1, "fork", "function expected, got " .. type(fn), 2)
   end
   last_id = last_id + 1
   -- Fields read on every switch are present (false) so that lookups
@@ -177,8 +176,8 @@ end
 
 local function check_duration(value, fname, argn)
   if type(value) ~= "number" or not (value >= 0) or value == math.huge then
-    error(("bad argument #%d to '%s' (non-negative number expected, got %s)")
-          :format(argn, fname, tostring(value)), 3)
+    errors.argerror(argn, fname, "non-negative number expected, got "
+                    .. tostring(value), 2)
   end
   return value
 end
@@ -321,7 +320,8 @@ function Task:status()
   return state, self.what, self.on
 end
 
--- handle:name([label]) -> its name; a label replaces the default one
+-- handle:set_name(label) -> handle; label replaces the default name that
+-- handle:name() returns.
 function Task:set_name(label)
   self.label = label
   return self
@@ -387,12 +387,11 @@ end
 function event.wait_as(what, on, token, timeout)
   local task = current("event.wait")
   if token == nil or token ~= token then
-    error("bad argument #1 to 'wait' (token expected, got "
-          .. tostring(token) .. ")", 2)
+    errors.argerror(1, "wait", "token expected, got " .. tostring(token))
   end
   if timeout ~= nil then check_duration(timeout, "wait", 2) end
   if waiters[token] then
-    error("bad argument #1 to 'wait' (token already has a waiter)", 2)
+    errors.argerror(1, "wait", "token already has a waiter")
   end
   waiters[token] = task
   return unwait(token, task, park(task, what, on, timeout))
@@ -459,8 +458,7 @@ end
 
 local function check_callback(fn, fname)
   if type(fn) ~= "function" then
-    error("bad argument #2 to '" .. fname .. "' (function expected, got "
-          .. type(fn) .. ")", 3)
+    errors.argerror(2, fname, "function expected, got " .. type(fn), 2)
   end
 end
 
@@ -469,7 +467,7 @@ end
 function event.timer(sec, fn)
   check_duration(sec, "timer", 1)
   if sec == 0 then
-    error("bad argument #1 to 'timer' (positive number expected, got 0)", 2)
+    errors.argerror(1, "timer", "positive number expected, got 0")
   end
   check_callback(fn, "timer")
   return core.timer(fire, fn):start(sec, sec)
@@ -494,13 +492,13 @@ end
 function event.signal(name, fn)
   local signum = core.signal_number(name)
   if not signum then
-    error("bad argument #1 to 'signal' (unknown signal " .. tostring(name) .. ")", 2)
+    errors.argerror(1, "signal", "unknown signal " .. tostring(name))
   end
   check_callback(fn, "signal")
   local ok, watcher = pcall(core.signal, signum, on_signal, fn)
   if not ok then
-    error("bad argument #1 to 'signal' (" .. tostring(name)
-          .. " is reserved by the runtime)", 2)
+    errors.argerror(1, "signal", tostring(name)
+                    .. " is reserved by the runtime")
   end
   return watcher:start()
 end

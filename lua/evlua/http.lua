@@ -11,6 +11,7 @@ local core = require "evlua.core"
 local event = require "event"
 local Channel = require "evlua.channel"
 local util = require "evlua.http_util"
+local argerror = require("evlua.errors").argerror
 
 local http = {}
 
@@ -96,7 +97,7 @@ local math_type, type = math.type, type
 local STREAMING <const>, DONE <const> = 1, 2
 local function check_status(status, fname)
   if math_type(status) ~= "integer" or status < 100 or status > 999 then
-    error("bad argument #1 to '" .. fname .. "' (status code expected)", 3)
+    argerror(1, fname, "status code expected", 2)
   end
 end
 
@@ -195,7 +196,7 @@ end
 -- a coroutine it waits while the connection's send queue is full.
 function Request:write(chunk)
   if type(chunk) ~= "string" then
-    error("bad argument #1 to 'write' (string expected, got " .. type(chunk) .. ")", 2)
+    argerror(1, "write", "string expected, got " .. type(chunk))
   end
   if not self._status then self:start(200) end
   if self._status ~= STREAMING then error("write: reply already finished", 2) end
@@ -356,6 +357,61 @@ local function worker_body(w)
   end
 end
 
+-- An idle worker, or a new one (forked by dispatch).
+local function take_worker()
+  if nidle == 0 then return {} end
+  local w = idle_workers[nidle]
+  idle_workers[nidle] = nil
+  nidle = nidle - 1
+  return w
+end
+
+-- A parsed request joins conn's queue and goes to a worker (kept beside
+-- it in _workers, for expire). Its fields read on every request are
+-- present, so that their lookups do not fall through to the class (and
+-- reply_header adds no key).
+local function dispatch(conn, deferred, method, url, headers, body,
+                        keep_alive, version, trailers)
+  local w = take_worker()
+  local req = setmetatable({ _conn = conn, method = method, url = url,
+                             headers = headers, body = body,
+                             keep_alive = keep_alive, version = version,
+                             trailers = trailers,
+                             _status = false, _rh = false },
+                           Request)
+  local tail = conn._qtail + 1
+  conn._qtail = tail
+  conn._queue[tail] = req
+  conn._workers[tail] = w
+  w.req = req
+  local task = w.task
+  if not task then
+    w.task = event.fork(worker_body, w)
+  elseif deferred then
+    wake(task)
+  else
+    resume_now(task)
+  end
+end
+
+-- The parser stopped for more bytes: partial ("headers" or "body") while
+-- inside a request, whose header or body timeout then runs; nil between
+-- requests.
+local function track_partial(conn, partial)
+  if partial then
+    if conn._partial ~= partial then
+      conn._partial = partial
+      conn._read_deadline = event.now() + (partial == "headers"
+        and conn.httpd.opts.header_timeout or conn.httpd.opts.body_timeout)
+      conn.httpd.slow[conn] = true
+    end
+  else
+    conn._partial = false
+    conn._read_deadline = false
+    conn.httpd.slow[conn] = nil
+  end
+end
+
 -- Parse every buffered request (up to max_pipeline unanswered ones).
 -- deferred: not called from the stream's data event, so the workers are
 -- queued to run (resumed from the loop) rather than resumed now.
@@ -376,55 +432,15 @@ function Conn:data(deferred)
         self._read_deadline = false
         self._partial = false
       end
-      -- The request joins the queue and goes to a worker, an idle one or
-      -- a new one (kept beside it in _workers, for expire). Its fields
-      -- read on every request are present, so that their lookups do not
-      -- fall through to the class (and reply_header adds no key).
-      local w
-      if nidle > 0 then
-        w = idle_workers[nidle]
-        idle_workers[nidle] = nil
-        nidle = nidle - 1
-      else
-        w = {}
-      end
-      local req = setmetatable({ _conn = self, method = a, url = b,
-                                 headers = headers, body = body,
-                                 keep_alive = keep_alive, version = version,
-                                 trailers = trailers,
-                                 _status = false, _rh = false },
-                               Request)
-      local tail = self._qtail + 1
-      self._qtail = tail
-      self._queue[tail] = req
-      self._workers[tail] = w
-      w.req = req
-      local task = w.task
-      if not task then
-        w.task = event.fork(worker_body, w)
-      elseif deferred then
-        wake(task)
-      else
-        resume_now(task)
-      end
+      dispatch(self, deferred, a, b, headers, body, keep_alive, version,
+               trailers)
       if not keep_alive then
         self._stopped = true
         return
       end
       if not more then return end
     elseif kind == nil then
-      if a then   -- a partial request: its header or body timeout runs
-        if self._partial ~= a then
-          self._partial = a
-          self._read_deadline = event.now() + (a == "headers"
-            and self.httpd.opts.header_timeout or self.httpd.opts.body_timeout)
-          self.httpd.slow[self] = true
-        end
-      else
-        self._partial = false
-        self._read_deadline = false
-        self.httpd.slow[self] = nil
-      end
+      track_partial(self, a)
       return
     elseif kind == "continue" then
       -- the client sends its body once told to go on: the body timeout
@@ -632,34 +648,31 @@ end
 -- plus backlog and reuseport (see event.listen).
 function http.listen(ip, port, callback, opts)
   if type(callback) ~= "function" then
-    error("bad argument #3 to 'listen' (function expected, got "
-          .. type(callback) .. ")", 2)
+    argerror(3, "listen", "function expected, got " .. type(callback))
   end
   if opts ~= nil and type(opts) ~= "table" then
-    error("bad argument #4 to 'listen' (table expected, got " .. type(opts) .. ")", 2)
+    argerror(4, "listen", "table expected, got " .. type(opts))
   end
   local o = {}
   for k, v in pairs(http.defaults) do o[k] = v end
   for k, v in pairs(opts or {}) do
     if http.defaults[k] == nil and k ~= "backlog" and k ~= "reuseport" then
-      error("bad argument #4 to 'listen' (unknown option '" .. tostring(k) .. "')", 2)
+      argerror(4, "listen", "unknown option '" .. tostring(k) .. "'")
     end
     o[k] = v
   end
   for _, k in ipairs({ "header_timeout", "body_timeout", "idle_timeout",
                        "handler_timeout" }) do
     if type(o[k]) ~= "number" or not (o[k] > 0) then
-      error("bad argument #4 to 'listen' (" .. k .. " must be a positive number)", 2)
+      argerror(4, "listen", k .. " must be a positive number")
     end
   end
   local send = o.send_timeout
   if send ~= false and (type(send) ~= "number" or not (send >= 0 and send < math.huge)) then
-    error("bad argument #4 to 'listen' (send_timeout must be false or a "
-          .. "non-negative number)", 2)
+    argerror(4, "listen", "send_timeout must be false or a non-negative number")
   end
   if o.server ~= false and (type(o.server) ~= "string" or o.server:find("[\r\n%z]")) then
-    error("bad argument #4 to 'listen' (server must be false or a string "
-          .. "without CR, LF or NUL)", 2)
+    argerror(4, "listen", "server must be false or a string without CR, LF or NUL")
   end
   core.http_parser("request", o)   -- raises on a bad limit
   local srv = setmetatable({ callback = callback, opts = o, nconn = 0,

@@ -1,6 +1,9 @@
 -- evlua/http_util.lua - URL, query-string and header helpers shared by the
 -- HTTP server and client (exposed as http.url_decode, http.parse_url...).
 
+local errors = require "evlua.errors"
+local argerror, fail = errors.argerror, errors.fail
+
 local util = {}
 
 local function hex_char(h)
@@ -51,10 +54,10 @@ end
 -- query = {...}, raw_query =, fragment = } for an absolute URL
 -- ("http://host:port/path?q") or a request target ("/path?q"). path is
 -- percent-decoded ("+" kept), query is parse_query(raw_query). Returns nil,
--- err when the URL has no usable form.
+-- "invalid url", "bad_url" when the URL has no usable form.
 function util.parse_url(url)
   if type(url) ~= "string" then
-    error("bad argument #1 to 'parse_url' (string expected, got " .. type(url) .. ")", 2)
+    argerror(1, "parse_url", "string expected, got " .. type(url))
   end
   local u = {}
   local rest = url
@@ -66,12 +69,12 @@ function util.parse_url(url)
     authority = authority:gsub("^.*@", "")   -- userinfo is not used
     local host, port = authority:match("^%[([^%]]+)%]:?(%d*)$")   -- IPv6
     if not host then host, port = authority:match("^([^:]*):?(%d*)$") end
-    if not host or host == "" then return nil, "invalid url" end
+    if not host or host == "" then return fail("bad_url", "invalid url") end
     u.host = host
     u.port = tonumber(port) or (u.scheme == "https" and 443 or 80)
-    if u.port > 65535 then return nil, "invalid url" end
+    if u.port > 65535 then return fail("bad_url", "invalid url") end
   elseif rest:sub(1, 1) ~= "/" and rest ~= "*" then
-    return nil, "invalid url"
+    return fail("bad_url", "invalid url")
   end
   local fragment
   rest, fragment = rest:match("^([^#]*)#?(.*)$")
@@ -110,7 +113,7 @@ end
 -- value has no CR or LF (header injection).
 function util.check_header(key, value, fname)
   if type(key) ~= "string" or not key:find("^[%w!#$%%&'*+%-.^_`|~]+$") then
-    error("bad argument #1 to '" .. fname .. "' (header name expected)", 3)
+    argerror(1, fname, "header name expected", 2)
   end
   local tv = type(value)
   if tv == "number" then return end
@@ -119,8 +122,7 @@ function util.check_header(key, value, fname)
     return
   end
   if tv ~= "string" or value:find("[\r\n]") then
-    error("bad argument #2 to '" .. fname
-          .. "' (header value without CR or LF expected)", 3)
+    argerror(2, fname, "header value without CR or LF expected", 2)
   end
 end
 
