@@ -189,9 +189,11 @@ static int parse_server(const char *s, struct ares_addr_port_node *node) {
   return 0;
 }
 
-/* Set the caller's servers on r's channel. Returns 0, or -1 with err. */
+/* Set the caller's servers on r's channel. Returns 0, or -1 with err
+** and *failure. */
 static int set_servers(evlua_dns *r, const evlua_dns_options *opts,
-                       char *err, size_t errlen) {
+                       char *err, size_t errlen,
+                       evlua_dns_failure *failure) {
   struct ares_addr_port_node *nodes = calloc(opts->nservers, sizeof *nodes);
   int status;
   if (nodes == NULL) {
@@ -201,6 +203,7 @@ static int set_servers(evlua_dns *r, const evlua_dns_options *opts,
   for (size_t i = 0; i < opts->nservers; i++) {
     if (parse_server(opts->servers[i], &nodes[i]) != 0) {
       snprintf(err, errlen, "bad server address '%s'", opts->servers[i]);
+      *failure = EVLUA_DNS_FAIL_BAD_SERVER;
       free(nodes);
       return -1;
     }
@@ -524,11 +527,16 @@ void evlua_dns_cancel(evlua_dns_req *q) {
 
 evlua_dns *evlua_dns_create(struct ev_loop *loop,
                             const evlua_dns_options *opts,
-                            char *err, size_t errlen) {
+                            char *err, size_t errlen,
+                            evlua_dns_failure *failure) {
   struct ares_options o;
   int status, tries;
   double timeout;
-  evlua_dns *r = calloc(1, sizeof *r);
+  evlua_dns_failure ignored;
+  evlua_dns *r;
+  if (failure == NULL) failure = &ignored;
+  *failure = EVLUA_DNS_FAIL_RESOLVER;   /* every failure but a bad server */
+  r = calloc(1, sizeof *r);
   if (r == NULL) {
     snprintf(err, errlen, "out of memory");
     return NULL;
@@ -565,7 +573,7 @@ evlua_dns *evlua_dns_create(struct ev_loop *loop,
   }
   /* Before any query, so the system's servers never see one. */
   if ((opts != NULL && opts->nservers > 0 &&
-       set_servers(r, opts, err, errlen) != 0))
+       set_servers(r, opts, err, errlen, failure) != 0))
     goto fail;
   if (load_info(r) != 0) {
     snprintf(err, errlen, "out of memory");

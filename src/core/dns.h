@@ -49,12 +49,20 @@ typedef void (*evlua_dns_cb)(void *arg, const char *err,
 #define EVLUA_DNS_DEFAULT_TIMEOUT 2.0
 #define EVLUA_DNS_DEFAULT_TRIES 2
 
-/* Create a resolver on loop. Returns NULL with a message in err when c-ares
+/* Why evlua_dns_create failed: the binding's error code depends on it. */
+typedef enum evlua_dns_failure {
+  EVLUA_DNS_FAIL_RESOLVER,     /* out of memory, c-ares could not start */
+  EVLUA_DNS_FAIL_BAD_SERVER    /* a server in opts is not a numeric address */
+} evlua_dns_failure;
+
+/* Create a resolver on loop. Returns NULL with a message in err, and the
+** kind of failure in *failure (when failure is not NULL), when c-ares
 ** cannot start or an option is invalid (a server that is not a numeric
 ** address). The caller owns it; release with evlua_dns_destroy. */
 evlua_dns *evlua_dns_create(struct ev_loop *loop,
                             const evlua_dns_options *opts,
-                            char *err, size_t errlen);
+                            char *err, size_t errlen,
+                            evlua_dns_failure *failure);
 
 /* Cancel every pending request (each callback runs now, inside this call,
 ** with err "cancelled"), close every socket, stop every watcher, free r.

@@ -132,6 +132,7 @@ static int l_resolver_new(lua_State *L) {
   const char *servers[MAX_SERVERS];
   evlua_dns_options opts = { servers, 0, 0.0, 0 };
   char err[256];
+  evlua_dns_failure failure;
   lua_settop(L, 1);
   if (!lua_isnil(L, 1)) {
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -157,11 +158,13 @@ static int l_resolver_new(lua_State *L) {
   o->L = evlua_runtime_get(L)->L;
   o->closing = 0;
   luaL_setmetatable(L, EVLUA_DNS_RESOLVER);
-  o->r = evlua_dns_create(evlua_runtime_get(L)->loop, &opts, err, sizeof err);
+  o->r = evlua_dns_create(evlua_runtime_get(L)->loop, &opts, err, sizeof err,
+                          &failure);
   if (o->r == NULL) {
     /* a server the caller gave is the one failure that is theirs */
-    int theirs = strncmp(err, "bad server", 10) == 0;
-    return evlua_fail(L, theirs ? "bad_server" : "resolver", "%s", err);
+    return evlua_fail(L, failure == EVLUA_DNS_FAIL_BAD_SERVER ? "bad_server"
+                                                              : "resolver",
+                      "%s", err);
   }
   return 1;
 }

@@ -132,7 +132,7 @@ static evlua_dns *resolver_on(int port, double timeout) {
   snprintf(server, sizeof server, "127.0.0.1:%d", port);
   const char *servers[] = { server };
   evlua_dns_options o = { servers, 1, timeout, 1 };
-  evlua_dns *r = evlua_dns_create(loop, &o, err, sizeof err);
+  evlua_dns *r = evlua_dns_create(loop, &o, err, sizeof err, NULL);
   assert_non_null(r);
   return r;
 }
@@ -180,8 +180,10 @@ static void bad_servers_fail_to_start(void **state) {
     const char *servers[] = { "127.0.0.1", bad[i] };
     evlua_dns_options o = { servers, 2, 0, 0 };
     char err[128] = "";
-    assert_null(evlua_dns_create(loop, &o, err, sizeof err));
+    evlua_dns_failure failure = EVLUA_DNS_FAIL_RESOLVER;
+    assert_null(evlua_dns_create(loop, &o, err, sizeof err, &failure));
     assert_non_null(strstr(err, bad[i]));     /* names the bad server */
+    assert_int_equal(failure, EVLUA_DNS_FAIL_BAD_SERVER);
   }
 }
 
@@ -190,7 +192,7 @@ static void servers_and_settings(void **state) {
   const char *servers[] = { "127.0.0.1", "[::1]:5353", "::1", "10.0.0.1:54" };
   evlua_dns_options o = { servers, 4, 0.5, 3 };
   char err[128], buf[64];
-  evlua_dns *r = evlua_dns_create(loop, &o, err, sizeof err);
+  evlua_dns *r = evlua_dns_create(loop, &o, err, sizeof err, NULL);
   assert_non_null(r);
   evlua_dns_info info;
   evlua_dns_get_info(r, &info);
@@ -220,14 +222,14 @@ static void res_options_set_timeout_and_tries(void **state) {
   evlua_dns_options o = { servers, 1, 0, 0 };
   evlua_dns_info info;
   setenv("RES_OPTIONS", "timeout:3 attempts:4", 1);
-  evlua_dns *r = evlua_dns_create(loop, &o, err, sizeof err);
+  evlua_dns *r = evlua_dns_create(loop, &o, err, sizeof err, NULL);
   assert_non_null(r);
   evlua_dns_get_info(r, &info);
   assert_true(info.timeout == 3);
   assert_int_equal(info.tries, 4);
   evlua_dns_destroy(r);
   setenv("RES_OPTIONS", "timeout:99 attempts:99", 1);   /* capped */
-  r = evlua_dns_create(loop, &o, err, sizeof err);
+  r = evlua_dns_create(loop, &o, err, sizeof err, NULL);
   assert_non_null(r);
   evlua_dns_get_info(r, &info);
   assert_true(info.timeout == 30);

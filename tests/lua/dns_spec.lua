@@ -464,6 +464,13 @@ describe("dns.configure and dns.config", function()
     end
     assert.same({ "127.0.0.1:1" }, dns.config().servers)
   end)
+
+  it("gets the bad_server code from the C resolver, which knows the cause", function()
+    assert.same({ nil, "bad server address 'dns.example'", "bad_server" },
+                { core.dns_resolver({ servers = { "127.0.0.1", "dns.example" } }) })
+    local r = assert(core.dns_resolver({ servers = { "127.0.0.1" } }))
+    r:close()
+  end)
 end)
 
 describe("dns.resolve arguments", function()
