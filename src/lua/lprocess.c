@@ -55,13 +55,13 @@ static char **string_list(lua_State *L, int idx, const char *name) {
   luaL_argcheck(L, n >= 0 && n < MAX_ARGS, 1, "too many strings");
   char **list = (char **)lua_newuserdatauv(L, sizeof(char *) * (size_t)(n + 1), 0);
   for (lua_Integer i = 1; i <= n; i++) {
-    lua_geti(L, -2, i);
-    const char *s = lua_tostring(L, -1);
-    luaL_argcheck(L, s != NULL && lua_type(L, -1) == LUA_TSTRING, 1,
+    /* strings only: lua_tostring would turn a number into a new string
+    ** that nothing keeps alive once popped */
+    luaL_argcheck(L, lua_geti(L, -2, i) == LUA_TSTRING, 1,
                   "string lists expected");
     /* posix_spawn takes char *[] but never writes; the list table keeps
     ** the string alive */
-    list[i - 1] = (char *)(uintptr_t)s;
+    list[i - 1] = (char *)(uintptr_t)lua_tostring(L, -1);
     lua_pop(L, 1);
   }
   list[n] = NULL;
@@ -69,27 +69,51 @@ static char **string_list(lua_State *L, int idx, const char *name) {
   return list;
 }
 
+/* Raise for the spec field `name` (the value on top): bad argument #1,
+** naming the field (luaL_check* on the field's stack slot would name
+** argument #-1). */
+static int field_error(lua_State *L, const char *name, const char *want) {
+  return luaL_argerror(L, 1, lua_pushfstring(L, "%s: %s expected, got %s",
+                                             name, want,
+                                             luaL_typename(L, -1)));
+}
+
 static int io_mode(lua_State *L, int idx, const char *name, int dflt) {
   static const char *const modes[] = { "inherit", "capture", "null",
                                        "stdout", NULL };
-  lua_getfield(L, idx, name);
-  int mode = lua_isnil(L, -1) ? dflt : luaL_checkoption(L, -1, NULL, modes);
+  int mode = dflt;
+  if (lua_getfield(L, idx, name) != LUA_TNIL) {
+    if (lua_type(L, -1) != LUA_TSTRING) field_error(L, name, "mode");
+    const char *s = lua_tostring(L, -1);
+    for (mode = 0; modes[mode] && strcmp(modes[mode], s) != 0; mode++) {}
+    if (modes[mode] == NULL)
+      luaL_argerror(L, 1, lua_pushfstring(L, "%s: invalid mode '%s'",
+                                          name, s));
+  }
   lua_pop(L, 1);
   return mode;
 }
 
 static double number_field(lua_State *L, int idx, const char *name,
                            double dflt) {
-  lua_getfield(L, idx, name);
-  double v = luaL_optnumber(L, -1, dflt);
+  double v = dflt;
+  if (lua_getfield(L, idx, name) != LUA_TNIL) {
+    if (lua_type(L, -1) != LUA_TNUMBER) field_error(L, name, "number");
+    v = lua_tonumber(L, -1);
+  }
   lua_pop(L, 1);
   return v;
 }
 
+/* A string field, or NULL if nil. Strings only: a number converted here
+** would be a new string that nothing keeps alive once popped. */
 static const char *string_field(lua_State *L, int idx, const char *name,
                                 size_t *len) {
-  lua_getfield(L, idx, name);
-  const char *s = luaL_optlstring(L, -1, NULL, len);
+  const char *s = NULL;
+  if (lua_getfield(L, idx, name) != LUA_TNIL) {
+    if (lua_type(L, -1) != LUA_TSTRING) field_error(L, name, "string");
+    s = lua_tolstring(L, -1, len);
+  }
   lua_pop(L, 1);   /* still referenced by the spec table */
   return s;
 }

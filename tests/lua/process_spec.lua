@@ -87,6 +87,13 @@ describe("event.run_process", function()
     assert.is_nil(out)
     assert.equal("/nonexistent/dir: no such file or directory", err)
     assert.equal("ENOENT", code)
+    -- a cwd that exists but is a file: refused before the spawn
+    local file = helper.tmpdir() .. "/file"
+    helper.write_file(file, "")
+    out, err, code = event.run_process("pwd", { cwd = file })
+    assert.is_nil(out)
+    assert.equal(file .. ": not a directory", err)
+    assert.equal("ENOTDIR", code)
   end)
 
   it("splits the output into lines with opts.lines", function()
@@ -391,6 +398,8 @@ describe("event.run_process", function()
 end)
 
 describe("process.spawn", function()
+  after_each(helper.cleanup)
+
   it("gives a handle: pid, wait with a timeout, kill with a signal", function()
     local proc = assert(process.spawn("echo started; sleep 100"))
     assert.is_true(alive(proc.pid))
@@ -403,6 +412,128 @@ describe("process.spawn", function()
     assert.same({ nil, "exited", "exited" }, { proc:kill() })
     assert.equal("started\n", (proc:wait()))   -- the result stays
     assert.has_error(function() proc:kill("NOPE") end)
+  end)
+
+  it("escalates to SIGKILL once however often terminate is called",
+     function()
+    local t0 = event.now()
+    local ready = helper.tmpdir() .. "/ready"
+    local proc = assert(process.spawn("trap '' TERM; echo >" .. ready
+                                      .. "; sleep 100", { kill_after = 0.3 }))
+    helper.eventually(function()
+      local f = io.open(ready)
+      local text = f and f:read("a")
+      if f then f:close() end
+      return text and text ~= ""
+    end, "the trap to be set")
+    proc:terminate()
+    proc:terminate()
+    local out, status = proc:wait(10)
+    assert.equal("", out)
+    assert.equal("KILL", status.signal_name)   -- TERM was ignored
+    assert.is_true(event.now() - t0 < 5)
+    proc:terminate()   -- done: nothing to do
+  end)
+end)
+
+describe("process signal names", function()
+  it("maps names and numbers both ways; unknown ones give nil", function()
+    assert.equal(15, process.signal_number("TERM"))
+    assert.equal(15, process.signal_number("SIGTERM"))
+    assert.equal(9, process.signal_number(9))
+    assert.equal("KILL", process.signal_name(9))
+    for _, bad in ipairs({ 0, -1, 65, 1000, "NOPE", "SIG" }) do
+      assert.is_nil(process.signal_number(bad), tostring(bad))
+    end
+    assert.is_nil(process.signal_name(0))
+    assert.has_error(function() process.signal_number(1.5) end)
+  end)
+end)
+
+-- core.process_spawn is the C half under evlua.process: it checks the
+-- spec itself, so that no caller can hand posix_spawn a bad one.
+describe("core.process_spawn", function()
+  local core = require "evlua.core"
+  local function noop() end
+
+  local NONE = {}
+  local function spec(fields)
+    local s = { file = "true", argv = { "true" } }
+    for k, v in pairs(fields) do
+      if v == NONE then s[k] = nil else s[k] = v end
+    end
+    return s
+  end
+
+  it("raises on a bad spec or target, naming what is wrong", function()
+    local many = {}
+    for i = 1, 5000 do many[i] = "x" end
+    local cases = {
+      { spec({ file = NONE }), "file expected" },
+      { spec({ file = false }), "file: string expected, got boolean" },
+      { spec({ cwd = 1 }), "cwd: string expected, got number" },
+      { spec({ input = {} }), "input: string expected, got table" },
+      { spec({ stdout = "stdout" }), "stdout cannot go to stdout" },
+      { spec({ stdout = "pipe" }), "stdout: invalid mode 'pipe'" },
+      { spec({ stderr = 2 }), "stderr: mode expected, got number" },
+      { spec({ timeout = "1" }), "timeout: number expected, got string" },
+      { spec({ max_output = -1 }), "max_output out of range" },
+      { spec({ max_output = 1e16 }), "max_output out of range" },
+      { spec({ timeout = -1 }), "timeouts must be positive" },
+      { spec({ kill_after = 0 }), "timeouts must be positive" },
+      { spec({ argv = NONE }), "argv expected" },
+      { spec({ argv = {} }), "argv expected" },
+      { spec({ argv = "true" }), "string lists expected" },
+      { spec({ argv = { "true", 1 } }), "string lists expected" },
+      { spec({ argv = { "true", {} } }), "string lists expected" },
+      { spec({ argv = many }), "too many strings" },
+      { spec({ env = { "A=1", true } }), "string lists expected" },
+    }
+    for _, case in ipairs(cases) do
+      local ok, err = pcall(core.process_spawn, case[1], noop)
+      assert.is_false(ok, case[2])
+      assert.matches("bad argument #1 to '[%w._]*process_spawn' %(" ..
+                     case[2]:gsub("%p", "%%%0") .. "%)", err)
+    end
+    local ok, err = pcall(core.process_spawn, spec({}), nil)
+    assert.is_false(ok)
+    assert.matches("bad argument #2 to '[%w._]*process_spawn' %(function "
+                   .. "or coroutine expected, got nil%)", err)
+  end)
+
+  it("raises for a result asked too early or a bad signal; signals after "
+     .. "the end give nil, 'exited', 'exited'", function()
+    local token = {}
+    local ud = assert(core.process_spawn(
+      spec({ file = "sleep", argv = { "sleep", "100" } }),
+      function() event.wakeup(token) end))
+    assert.equal("evlua.process (pid " .. ud:pid() .. ", running)",
+                 tostring(ud))
+    assert.has_error(function() ud:result() end, "process is still running")
+    for _, bad in ipairs({ -1, 65 }) do
+      local ok, err = pcall(ud.signal, ud, bad)
+      assert.is_false(ok)
+      assert.matches("bad argument #2 to '.-' %(invalid signal%)", err)
+    end
+    assert.is_true(ud:signal(0))   -- still there
+    assert.is_true(ud:signal(process.signal_number("TERM")))
+    assert.is_true(event.wait(token, 10))
+    assert.is_false(ud:running())
+    assert.same({ nil, "exited", "exited" }, { ud:signal(0) })
+    local out, err, code, sig = ud:result()
+    assert.same({ "", "", nil, 15 }, { out, err, code, sig })
+    ud:close()
+  end)
+
+  it("close on a running child sends it SIGTERM", function()
+    local ud = assert(core.process_spawn(
+      spec({ file = "sleep", argv = { "sleep", "100" } }), noop))
+    local pid = ud:pid()
+    assert.is_true(alive(pid))
+    ud:close()
+    assert.equal("evlua.process (pid " .. pid .. ", closed)", tostring(ud))
+    helper.eventually(function() return not alive(pid) end,
+                      "the closed child to die")
   end)
 end)
 
