@@ -100,7 +100,8 @@ $(call T,test_resp): src/core/buffer.c
 $(call T,test_http): TEST_LIBS = -lhttp_parser
 $(call T,test_process): src/core/buffer.c
 $(call T,test_process): TEST_LIBS = -lev
-$(call T,test_stream): src/core/buffer.c src/core/net.c src/core/clock.c
+$(call T,test_stream): src/core/buffer.c src/core/net.c src/core/clock.c \
+  src/core/loop.c
 $(call T,test_stream): TEST_LIBS = -lev
 $(call T,test_dns): TEST_LIBS = $(shell pkg-config --libs $(CORE_PKGS)) -lev
 

@@ -8,42 +8,47 @@
 
 #define MIN_CAPACITY 256
 
-/* Streams read in 64 KiB chunks and free their input buffer whenever it
-** empties, so busy connections would malloc and free a 64 KiB block per
-** read: a few blocks of that size are kept for reuse instead. */
+/* The blocks a cache keeps (buffer.h): the size of one read. */
 #define CACHED_CAPACITY (64 * 1024)
-#define CACHE_SLOTS 16
 #define BLOCK_CACHE (!EVLUA_ASAN)
 
-static char *block_cache[CACHE_SLOTS];
-static int cached_blocks;
-
-static char *alloc_block(size_t cap) {
-  if (BLOCK_CACHE && cap == CACHED_CAPACITY && cached_blocks > 0)
-    return block_cache[--cached_blocks];
+static char *alloc_block(evlua_block_cache *c, size_t cap) {
+  if (BLOCK_CACHE && c != NULL && cap == CACHED_CAPACITY && c->n > 0)
+    return c->blocks[--c->n];
   return malloc(cap);
 }
 
-static void free_block(char *data, size_t cap) {
-  if (BLOCK_CACHE && cap == CACHED_CAPACITY && cached_blocks < CACHE_SLOTS) {
-    block_cache[cached_blocks++] = data;
+static void free_block(evlua_block_cache *c, char *data, size_t cap) {
+  if (BLOCK_CACHE && c != NULL && cap == CACHED_CAPACITY &&
+      c->n < EVLUA_BLOCK_CACHE_SLOTS) {
+    c->blocks[c->n++] = data;
     return;
   }
   free(data);
 }
 
-void evlua_buffer_release_cache(void) {
-  while (cached_blocks > 0) free(block_cache[--cached_blocks]);
+void evlua_block_cache_release(evlua_block_cache *c) {
+  while (c->n > 0) free(c->blocks[--c->n]);
 }
 
-void evlua_buffer_init(evlua_buffer *b) {
+/* Empty, keeping the cache. */
+static void reset(evlua_buffer *b) {
   b->data = NULL;
   b->start = b->end = b->cap = 0;
 }
 
+void evlua_buffer_init(evlua_buffer *b) {
+  evlua_buffer_init_cached(b, NULL);
+}
+
+void evlua_buffer_init_cached(evlua_buffer *b, evlua_block_cache *cache) {
+  reset(b);
+  b->cache = cache;
+}
+
 void evlua_buffer_free(evlua_buffer *b) {
-  if (b->data != NULL) free_block(b->data, b->cap);
-  evlua_buffer_init(b);
+  if (b->data != NULL) free_block(b->cache, b->data, b->cap);
+  reset(b);
 }
 
 char *evlua_buffer_reserve(evlua_buffer *b, size_t n) {
@@ -59,10 +64,10 @@ char *evlua_buffer_reserve(evlua_buffer *b, size_t n) {
       if (cap > ((size_t)-1) / 2) return NULL;
       cap *= 2;
     }
-    char *data = alloc_block(cap);
+    char *data = alloc_block(b->cache, cap);
     if (data == NULL) return NULL;
     if (len) memcpy(data, b->data + b->start, len);
-    if (b->data != NULL) free_block(b->data, b->cap);
+    if (b->data != NULL) free_block(b->cache, b->data, b->cap);
     b->data = data;
     b->cap = cap;
   }

@@ -22,20 +22,37 @@
 #define EVLUA_ASAN 0
 #endif
 
+/* Freed blocks of the read size (64 KiB), kept for reuse: streams read
+** in such blocks and free their input buffer whenever it empties, so a
+** busy connection would otherwise malloc and free 64 KiB per read. One
+** cache per loop (src/core/loop.h), shared by the buffers given it. */
+#define EVLUA_BLOCK_CACHE_SLOTS 16
+
+typedef struct evlua_block_cache {
+  char *blocks[EVLUA_BLOCK_CACHE_SLOTS];
+  int n;
+} evlua_block_cache;
+
+/* Free the blocks kept (when the loop goes, so leak checkers see none). */
+void evlua_block_cache_release(evlua_block_cache *c);
+
 typedef struct evlua_buffer {
   char *data;      /* storage, owned; NULL when released */
   size_t start;    /* offset of the first unread byte */
   size_t end;      /* offset just past the last byte */
   size_t cap;      /* size of storage */
+  evlua_block_cache *cache;   /* where 64 KiB blocks come from, or NULL */
 } evlua_buffer;
 
+/* An empty buffer allocating with malloc alone. */
 void evlua_buffer_init(evlua_buffer *b);
 
-/* Release the storage; the buffer is empty and usable afterwards. */
-void evlua_buffer_free(evlua_buffer *b);
+/* An empty buffer taking and giving back its 64 KiB blocks in cache. */
+void evlua_buffer_init_cached(evlua_buffer *b, evlua_block_cache *cache);
 
-/* Free the blocks kept for reuse (at exit, so leak checkers see none). */
-void evlua_buffer_release_cache(void);
+/* Release the storage; the buffer is empty and usable afterwards (with
+** the same cache). */
+void evlua_buffer_free(evlua_buffer *b);
 
 static inline size_t evlua_buffer_len(const evlua_buffer *b) {
   return b->end - b->start;

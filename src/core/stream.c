@@ -6,7 +6,6 @@
 
 #include <errno.h>
 #include <stddef.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -16,21 +15,17 @@
 #include "util.h"
 
 /* Output corking: a small write to a stream with nothing queued is only
-** appended to its queue, and the queues are written once per loop
-** iteration by a lowest-priority prepare watcher (after the Lua ready
-** queue ran), so the messages of one iteration share one write(2).
-** One loop per process: the list is static. */
+** appended to its queue, and the stream joins its loop's corked list
+** (loop.h); the loop's owner writes the queues once per loop iteration
+** with evlua_stream_flush_corked, after the Lua ready queue ran, so the
+** messages of one iteration share one write(2). */
 #define CORK_MAX (16 * 1024)
-static ev_prepare flusher;
-static int flusher_init;
-static evlua_stream *corked_list;
 
-static void start_flusher(struct ev_loop *loop);
 static void flush_corked(struct ev_loop *loop, evlua_stream *s);
 
 static void uncork(evlua_stream *s) {
   if (!s->corked) return;
-  for (evlua_stream **p = &corked_list; *p; p = &(*p)->next_corked)
+  for (evlua_stream **p = &s->loop_state->corked; *p; p = &(*p)->next_corked)
     if (*p == s) {
       *p = s->next_corked;
       break;
@@ -256,8 +251,8 @@ void evlua_stream_init(evlua_stream *s, struct ev_loop *loop, int fd,
                        int connecting, const evlua_stream_handler *h,
                        void *data) {
   memset(s, 0, sizeof *s);
-  start_flusher(loop);
   s->loop = loop;
+  s->loop_state = evlua_loop_state_of(loop);
   s->fd = fd;
   s->handler = h;
   s->data = data;
@@ -266,8 +261,8 @@ void evlua_stream_init(evlua_stream *s, struct ev_loop *loop, int fd,
   s->low_water = EVLUA_STREAM_LOW_WATER;
   s->linger = EVLUA_STREAM_LINGER;
   s->send_timeout = EVLUA_STREAM_SEND_TIMEOUT;
-  evlua_buffer_init(&s->in);
-  evlua_buffer_init(&s->out);
+  evlua_buffer_init_cached(&s->in, &s->loop_state->blocks);
+  evlua_buffer_init_cached(&s->out, &s->loop_state->blocks);
   evlua_net_nonblock(fd);
   ev_io_init(&s->rw, on_readable, fd, EV_READ);
   ev_io_init(&s->ww, on_writable, fd, EV_WRITE);
@@ -323,49 +318,21 @@ static void flush_corked(struct ev_loop *loop, evlua_stream *s) {
     evlua_buffer_free(&s->out);
 }
 
-/* Write the corked queue of every stream listed. */
-static void on_flush(struct ev_loop *loop, ev_prepare *w, int revents) {
-  (void)w; (void)revents;
+void evlua_stream_flush_corked(evlua_loop_state *st) {
   evlua_stream *s;
-  while ((s = corked_list) != NULL) {
-    corked_list = s->next_corked;
+  while ((s = st->corked) != NULL) {
+    st->corked = s->next_corked;
     s->next_corked = NULL;
     s->corked = 0;
-    flush_corked(loop, s);
-  }
-}
-
-/* At exit (os.exit right after a write), coalesced bytes still get one
-** try at the socket instead of being dropped. */
-static void flush_at_exit(void) {
-  for (evlua_stream *s = corked_list; s != NULL; s = s->next_corked) {
-    size_t len = evlua_buffer_len(&s->out);
-    if (s->state == EVLUA_STREAM_OPEN && len > 0 &&
-        write(s->fd, evlua_buffer_peek(&s->out), len) < 0) {
-      /* nothing more to do about it at exit */
-    }
-  }
-}
-
-static void start_flusher(struct ev_loop *loop) {
-  if (!flusher_init) {
-    atexit(flush_at_exit);
-    /* Always active, so that writes made by the Lua ready queue (itself a
-    ** prepare watcher, of higher priority) are flushed in the same
-    ** iteration; unref'd so it does not keep the loop alive. */
-    ev_prepare_init(&flusher, on_flush);
-    ev_set_priority(&flusher, EV_MINPRI);
-    ev_prepare_start(loop, &flusher);
-    ev_unref(loop);
-    flusher_init = 1;
+    flush_corked(st->loop, s);
   }
 }
 
 static void cork(evlua_stream *s) {
   if (s->corked) return;
   s->corked = 1;
-  s->next_corked = corked_list;
-  corked_list = s;
+  s->next_corked = s->loop_state->corked;
+  s->loop_state->corked = s;
 }
 
 int evlua_stream_write(evlua_stream *s, const struct iovec *iov, int n) {

@@ -7,7 +7,8 @@
 ** at the cap the read watcher stops (the peer is throttled by TCP) and
 ** resumes once the consumer calls evlua_stream_consumed.
 ** Writing: small writes (under 16 KiB queued) are coalesced and written
-** once per loop iteration, before the loop polls again, so the messages
+** once per loop iteration, before the loop polls again (the loop's owner
+** calls evlua_stream_flush_corked there), so the messages
 ** one iteration produces share a write(2); larger ones go to the socket
 ** at once, after what was coalesced, and what the socket does not take is
 ** queued; above high_water the stream reports itself full until
@@ -32,6 +33,7 @@
 #include <sys/uio.h>
 
 #include "buffer.h"
+#include "loop.h"
 
 typedef struct evlua_stream evlua_stream;
 
@@ -57,6 +59,7 @@ enum evlua_stream_state {
 
 struct evlua_stream {
   struct ev_loop *loop;
+  evlua_loop_state *loop_state;   /* the loop's: corked list, block cache */
   int fd;
   int state;
   int full;                 /* output above high_water, waiting to drain */
@@ -88,7 +91,8 @@ struct evlua_stream {
 #define EVLUA_STREAM_SEND_TIMEOUT 60.0
 
 /* Set up a stream on fd (made non-blocking). If connecting, it waits for
-** the connection to complete, else it starts reading. */
+** the connection to complete, else it starts reading. loop carries an
+** evlua_loop_state (evlua_loop_state_init). */
 void evlua_stream_init(evlua_stream *s, struct ev_loop *loop, int fd,
                        int connecting, const evlua_stream_handler *h,
                        void *data);
@@ -113,6 +117,11 @@ static inline void evlua_stream_take(evlua_stream *s, size_t n) {
   evlua_buffer_consume(&s->in, n);
   evlua_stream_consumed(s);
 }
+
+/* Write the coalesced output of every corked stream of st's loop: once
+** per loop iteration, before the loop polls (the runtime's before-sleep
+** step, src/lua/runtime.c), and once more before the process exits. */
+void evlua_stream_flush_corked(evlua_loop_state *st);
 
 /* Close after sending the queued output (within the linger time); then
 ** on_close(reason) runs from the loop, never from inside this call.

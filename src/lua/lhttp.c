@@ -211,26 +211,26 @@ static const char *status_text(lua_Integer code) {
 }
 
 /* Every reply starts with a status line, Date and Server: that prefix is
-** kept per status (one slot each of a few) for the current second. */
+** kept per status (one slot each of a few) for the current second, in the
+** runtime's reply_prefixes (PREFIX_SLOTS of them, made by the opener). */
 #define PREFIX_SLOTS 8
 #define PREFIX_MAX 256
 
-typedef struct reply_prefix {
+typedef struct evlua_reply_prefix {
   lua_Integer status;
   time_t second;
   size_t server_len, len;
   char server[PREFIX_MAX], text[PREFIX_MAX];
 } reply_prefix;
 
-static reply_prefix prefixes[PREFIX_SLOTS];
-
 /* The prefix of a reply with the standard reason phrase, or NULL when
 ** server is too long to keep. */
 static const reply_prefix *standard_prefix(lua_State *L, lua_Integer status,
                                            const char *server,
                                            size_t server_len) {
-  time_t now = (time_t)ev_now(evlua_runtime_get(L)->loop);
-  reply_prefix *p = &prefixes[status % PREFIX_SLOTS];
+  evlua_runtime *rt = evlua_runtime_get(L);
+  time_t now = (time_t)ev_now(rt->loop);
+  reply_prefix *p = &rt->reply_prefixes[status % PREFIX_SLOTS];
   if (p->status == status && p->second == now &&
       p->server_len == server_len && memcmp(p->server, server, server_len) == 0)
     return p;
@@ -481,6 +481,12 @@ static int l_new(lua_State *L) {
   }
   evlua_http *h = (evlua_http *)lua_newuserdatauv(L, sizeof *h, 0);
   evlua_http_init(h, kind == 1);   /* empty buffers: safe for __gc */
+  /* a body of 32 to 64 KiB takes a block of the loop's cache, as stream
+  ** input does */
+  evlua_block_cache *blocks = &evlua_runtime_get(L)->core.blocks;
+  evlua_buffer_init_cached(&h->url, blocks);
+  evlua_buffer_init_cached(&h->hbuf, blocks);
+  evlua_buffer_init_cached(&h->body, blocks);
   luaL_setmetatable(L, EVLUA_HTTP_PARSER);
   /* http-parser stops at HTTP_MAX_HEADER_SIZE on its own: limits above
   ** it would never be reached. */
@@ -523,4 +529,11 @@ void evlua_open_http(lua_State *L) {
   };
   parser_meta = evlua_new_class(L, EVLUA_HTTP_PARSER, meta, methods);
   luaL_setfuncs(L, funcs, 0);
+  /* The reply prefixes: a userdata the registry keeps as long as the
+  ** state, zeroed (status 0 matches no reply). */
+  reply_prefix *prefixes = lua_newuserdatauv(L, PREFIX_SLOTS * sizeof *prefixes,
+                                             0);
+  memset(prefixes, 0, PREFIX_SLOTS * sizeof *prefixes);
+  luaL_ref(L, LUA_REGISTRYINDEX);
+  evlua_runtime_get(L)->reply_prefixes = prefixes;
 }

@@ -45,7 +45,7 @@ static void on_retry(struct ev_loop *loop, ev_timer *w, int revents) {
 static void on_accept(struct ev_loop *loop, ev_io *w, int revents) {
   (void)revents;
   llistener *l = container_of(w, llistener, w);
-  lua_State *L = ((evlua_runtime *)ev_userdata(loop))->L;
+  lua_State *L = evlua_runtime_of_loop(loop)->L;
   lua_rawgeti(L, LUA_REGISTRYINDEX, l->ref);   /* listener, kept meanwhile */
   int top = lua_gettop(L);
   for (int i = 0; i < ACCEPTS_PER_EVENT && l->fd >= 0 && !l->paused; i++) {

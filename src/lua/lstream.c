@@ -18,7 +18,6 @@
 
 #define MAX_WRITE_PARTS EVLUA_STREAM_MAX_IOV
 
-static int dispatch_ref = LUA_NOREF;
 static const void *stream_meta;
 
 static lstream *check_stream(lua_State *L, int idx) {
@@ -40,9 +39,10 @@ void evlua_stream_add_methods(lua_State *L, const luaL_Reg *methods) {
 /* Call dispatch(owner, event, arg, code) for the stream userdata on top
 ** of the stack, and pop it (it stays on the stack meanwhile, so dropping
 ** its anchor first is safe). code names a failure (errno name), or NULL. */
-static void dispatch(lua_State *L, const char *event, const char *arg,
+static void dispatch(evlua_runtime *rt, const char *event, const char *arg,
                      const char *code) {
-  lua_rawgeti(L, LUA_REGISTRYINDEX, dispatch_ref);
+  lua_State *L = rt->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->dispatch_ref);
   lua_getiuservalue(L, -2, 1);
   lua_pushstring(L, event);
   if (arg) lua_pushstring(L, arg);
@@ -53,19 +53,20 @@ static void dispatch(lua_State *L, const char *event, const char *arg,
   lua_pop(L, 1);
 }
 
-/* The loop's Lua state, with the stream's userdata pushed. */
-static lua_State *push_stream(lstream *ls) {
-  lua_State *L = ((evlua_runtime *)ev_userdata(ls->s.loop))->L;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, ls->ref);
-  return L;
+/* The runtime of the stream's loop, with the stream's userdata pushed on
+** its Lua state. */
+static evlua_runtime *push_stream(lstream *ls) {
+  evlua_runtime *rt = evlua_runtime_of_loop(ls->s.loop);
+  lua_rawgeti(rt->L, LUA_REGISTRYINDEX, ls->ref);
+  return rt;
 }
 
 static void emit(evlua_stream *s, const char *event, const char *arg,
                  const char *code, int unanchor) {
   lstream *ls = container_of(s, lstream, s);
-  lua_State *L = push_stream(ls);
-  if (unanchor) evlua_unanchor(L, &ls->ref);
-  dispatch(L, event, arg, code);
+  evlua_runtime *rt = push_stream(ls);
+  if (unanchor) evlua_unanchor(rt->L, &ls->ref);
+  dispatch(rt, event, arg, code);
 }
 
 static void on_connect(evlua_stream *s, int err) {
@@ -77,7 +78,8 @@ static void on_connect(evlua_stream *s, int err) {
 /* New bytes: the stream's own data handler if it has one (user value 2),
 ** called as handler(owner), else the dispatcher. */
 static void on_data(evlua_stream *s) {
-  lua_State *L = push_stream(container_of(s, lstream, s));
+  evlua_runtime *rt = push_stream(container_of(s, lstream, s));
+  lua_State *L = rt->L;
   if (lua_getiuservalue(L, -1, 2) == LUA_TFUNCTION) {
     lua_getiuservalue(L, -2, 1);
     evlua_pcall(L, 1, 0);
@@ -85,7 +87,7 @@ static void on_data(evlua_stream *s) {
     return;
   }
   lua_pop(L, 1);
-  dispatch(L, "data", NULL, NULL);
+  dispatch(rt, "data", NULL, NULL);
 }
 
 static void on_drain(evlua_stream *s) {
@@ -378,9 +380,10 @@ static int l_numeric_host(lua_State *L) {
 
 /* core.set_stream_dispatch(fn) */
 static int l_set_dispatch(lua_State *L) {
+  evlua_runtime *rt = evlua_runtime_get(L);
   luaL_checktype(L, 1, LUA_TFUNCTION);
-  evlua_unanchor(L, &dispatch_ref);
-  evlua_anchor(L, 1, &dispatch_ref);
+  evlua_unanchor(L, &rt->dispatch_ref);
+  evlua_anchor(L, 1, &rt->dispatch_ref);
   return 0;
 }
 

@@ -14,6 +14,7 @@
 
 #include "log.h"
 #include "net.h"
+#include "stream.h"
 
 evlua_runtime *evlua_runtime_get(lua_State *L) {
   return *(evlua_runtime **)lua_getextraspace(L);
@@ -97,12 +98,39 @@ void evlua_deliver(lua_State *L, int ud, int nargs) {
   }
 }
 
-static void on_prepare(struct ev_loop *loop, ev_prepare *w, int revents) {
-  (void)loop; (void)revents;
-  evlua_runtime *rt = container_of(w, evlua_runtime, drain_watcher);
+/* Before sleep ======================================================== */
+
+/* Run the Lua ready queue: the tasks forked or woken since it last ran. */
+static void run_ready_tasks(evlua_runtime *rt) {
   lua_State *L = rt->L;
   lua_rawgeti(L, LUA_REGISTRYINDEX, rt->drain_ref);
   evlua_pcall(L, 0, 0);
+}
+
+/* The one step closing every loop iteration, once its events have been
+** handled and just before the loop polls (or blocks) again, as Redis's
+** beforesleep. In this order:
+**   1. run the ready Lua tasks: what they write is only coalesced in
+**      their streams' queues;
+**   2. write each stream's coalesced output, so the messages of the whole
+**      iteration (its callbacks' and its tasks') share one write(2).
+** It is the loop's only prepare watcher, of the lowest priority, always
+** active but not counted as keeping the loop alive (spin_watcher does
+** while tasks are ready). A debugger or a profiler hooks in here: before
+** step 1 an iteration's events are handled and its tasks not yet run;
+** after step 2 its output is out. */
+static void before_sleep(struct ev_loop *loop, ev_prepare *w, int revents) {
+  (void)loop; (void)revents;
+  evlua_runtime *rt = container_of(w, evlua_runtime, before_sleep);
+  if (rt->ready) run_ready_tasks(rt);
+  evlua_stream_flush_corked(&rt->core);
+}
+
+static void start_before_sleep(evlua_runtime *rt) {
+  ev_prepare_init(&rt->before_sleep, before_sleep);
+  ev_set_priority(&rt->before_sleep, EV_MINPRI);
+  ev_prepare_start(rt->loop, &rt->before_sleep);
+  ev_unref(rt->loop);
 }
 
 static void on_spin(struct ev_loop *loop, ev_idle *w, int revents) {
@@ -110,14 +138,48 @@ static void on_spin(struct ev_loop *loop, ev_idle *w, int revents) {
 }
 
 void evlua_runtime_set_ready(evlua_runtime *rt, int on) {
-  if (on && rt->drain_ref != LUA_NOREF) {
-    ev_prepare_start(rt->loop, &rt->drain_watcher);
-    ev_idle_start(rt->loop, &rt->spin_watcher);
-  } else {
-    ev_prepare_stop(rt->loop, &rt->drain_watcher);
-    ev_idle_stop(rt->loop, &rt->spin_watcher);
-  }
+  rt->ready = on && rt->drain_ref != LUA_NOREF;
+  if (rt->ready) ev_idle_start(rt->loop, &rt->spin_watcher);
+  else ev_idle_stop(rt->loop, &rt->spin_watcher);
 }
+
+/* Life cycle ========================================================== */
+
+/* Close the Lua state, then free what outlived it: the blocks kept for
+** reuse by the allocator and by the buffers. */
+static void close_state(evlua_runtime *rt) {
+  lua_close(rt->L);   /* __gc stops every watcher still running */
+  evlua_buffer_free(&rt->scratch);
+  evlua_loop_state_release(&rt->core);
+  evlua_alloc_release(&rt->alloc);
+}
+
+/* os.exit, wrapped (same arguments): the coalesced writes get their one
+** try at the socket first, so that bytes written just before os.exit
+** reach the peer; with close, what the runtime kept is freed after the
+** state, so that leak checkers see every block freed. */
+static int l_os_exit(lua_State *L) {
+  evlua_runtime *rt = evlua_runtime_get(L);
+  int status;
+  if (lua_isboolean(L, 1))
+    status = lua_toboolean(L, 1) ? EXIT_SUCCESS : EXIT_FAILURE;
+  else
+    status = (int)luaL_optinteger(L, 1, EXIT_SUCCESS);
+  evlua_stream_flush_corked(&rt->core);
+  if (lua_toboolean(L, 2)) close_state(rt);
+  exit(status);
+}
+
+static void wrap_os_exit(lua_State *L) {
+  lua_getglobal(L, "os");
+  lua_pushcfunction(L, l_os_exit);
+  lua_setfield(L, -2, "exit");
+  lua_pop(L, 1);
+}
+
+/* ev_userdata(loop) is the core's state and the runtime at once. */
+_Static_assert(offsetof(evlua_runtime, core) == 0,
+               "the loop state is the runtime's first member");
 
 evlua_runtime *evlua_runtime_new(void) {
   evlua_runtime *rt = calloc(1, sizeof *rt);
@@ -129,18 +191,19 @@ evlua_runtime *evlua_runtime_new(void) {
     free(rt);
     return NULL;
   }
-  evlua_alloc_install(rt->L);
+  evlua_alloc_install(rt->L, &rt->alloc);
   /* A peer that goes away must cost an EPIPE on that socket, not the
   ** process. */
   signal(SIGPIPE, SIG_IGN);
-  rt->drain_ref = LUA_NOREF;
-  evlua_buffer_init(&rt->scratch);
+  rt->drain_ref = rt->dispatch_ref = LUA_NOREF;
+  evlua_loop_state_init(&rt->core, rt->loop);
+  evlua_buffer_init_cached(&rt->scratch, &rt->core.blocks);
   rt->started = ev_time();
-  ev_set_userdata(rt->loop, rt);
-  ev_prepare_init(&rt->drain_watcher, on_prepare);
+  start_before_sleep(rt);
   ev_idle_init(&rt->spin_watcher, on_spin);
   *(evlua_runtime **)lua_getextraspace(rt->L) = rt;
   luaL_openlibs(rt->L);
+  wrap_os_exit(rt->L);
   evlua_interrupt_install(rt->L);
   luaL_getsubtable(rt->L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   lua_pushcfunction(rt->L, luaopen_evlua_core);
@@ -155,10 +218,10 @@ void evlua_runtime_run(evlua_runtime *rt) {
 
 void evlua_runtime_free(evlua_runtime *rt) {
   evlua_runtime_set_ready(rt, 0);
-  lua_close(rt->L);   /* __gc stops every watcher still running */
+  close_state(rt);
+  ev_ref(rt->loop);   /* as before_sleep took it */
+  ev_prepare_stop(rt->loop, &rt->before_sleep);
   ev_loop_destroy(rt->loop);
-  evlua_buffer_free(&rt->scratch);
-  evlua_buffer_release_cache();
   free(rt);
 }
 

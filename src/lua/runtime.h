@@ -11,22 +11,51 @@
 #include <stddef.h>
 
 #include "buffer.h"
+#include "loop.h"
 #include "util.h"
 
 #define EVLUA_VERSION "0.1.0"
 
+/* The Lua allocator's lists of freed small blocks, one per exact size
+** (alloc.c). */
+#define EVLUA_ALLOC_SMALL_MAX 1024
+
+typedef struct evlua_free_block {
+  struct evlua_free_block *next;
+} evlua_free_block;
+
+typedef struct evlua_alloc_lists {
+  evlua_free_block *lists[EVLUA_ALLOC_SMALL_MAX + 1];
+  size_t cached;             /* bytes held in the lists */
+} evlua_alloc_lists;
+
+struct evlua_reply_prefix;   /* lhttp.c's */
+
+/* Everything the process keeps per loop lives here (no globals). */
 typedef struct evlua_runtime {
+  /* First member: ev_userdata(loop) points at it, and so at the runtime
+  ** too (the bindings cast it; evlua_runtime_of_loop says so). */
+  evlua_loop_state core;     /* the C core's: corked streams, block cache */
   struct ev_loop *loop;
   lua_State *L;              /* main thread; callbacks run Lua on it */
-  ev_prepare drain_watcher;  /* runs the ready queue before each poll */
+  ev_prepare before_sleep;   /* the step closing each iteration (runtime.c) */
   ev_idle spin_watcher;      /* keeps the poll from blocking while work waits */
+  int ready;                 /* the Lua ready queue has tasks */
   int drain_ref;             /* registry ref of the Lua ready-queue drain */
+  int dispatch_ref;          /* registry ref of the stream event dispatcher */
   int exit_code;             /* process exit status once the loop stops */
   long active_timers;        /* counters for stats and leak checks */
   long active_fdwatches;
   double started;            /* ev_time() at creation, for uptime */
   evlua_buffer scratch;      /* encoders build messages here */
+  struct evlua_reply_prefix *reply_prefixes;  /* lhttp.c's, Lua-owned */
+  evlua_alloc_lists alloc;   /* the Lua state's allocator (alloc.c) */
 } evlua_runtime;
+
+/* The runtime owning loop. */
+static inline evlua_runtime *evlua_runtime_of_loop(struct ev_loop *loop) {
+  return container_of(evlua_loop_state_of(loop), evlua_runtime, core);
+}
 
 /* Create the runtime on libev's default loop and a new Lua state with the
 ** standard libraries and "evlua.core" preloaded. Returns NULL if either
@@ -34,9 +63,11 @@ typedef struct evlua_runtime {
 evlua_runtime *evlua_runtime_new(void);
 
 /* Give L the runtime's allocator (src/lua/alloc.c): malloc with lists of
-** freed small blocks, which the collector's batch frees would otherwise
-** push through malloc's slow paths. */
-void evlua_alloc_install(lua_State *L);
+** freed small blocks (in a), which the collector's batch frees would
+** otherwise push through malloc's slow paths. evlua_alloc_release frees
+** what the lists hold, once L is closed. */
+void evlua_alloc_install(lua_State *L, evlua_alloc_lists *a);
+void evlua_alloc_release(evlua_alloc_lists *a);
 
 /* Close the Lua state (running every __gc) and destroy the loop. */
 void evlua_runtime_free(evlua_runtime *rt);
@@ -59,7 +90,7 @@ int evlua_pcall(lua_State *L, int nargs, int nresults);
 void evlua_deliver(lua_State *L, int ud, int nargs);
 
 /* Ask the loop to run the ready-queue drain before its next poll (on) or
-** stop doing so (off). */
+** stop doing so (off): step 1 of the before-sleep step (runtime.c). */
 void evlua_runtime_set_ready(evlua_runtime *rt, int on);
 
 /* Message handler adding a traceback to an error (as lua.c does). */

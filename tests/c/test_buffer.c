@@ -106,6 +106,47 @@ static void empty_append_is_a_no_op(void **state) {
   evlua_buffer_free(&b);
 }
 
+/* A block of the read size goes back to its buffer's cache when freed,
+** and the next buffer of that cache takes it instead of malloc's. */
+static void read_sized_blocks_are_reused_through_the_cache(void **state) {
+  (void)state;
+  evlua_block_cache cache = { .n = 0 };
+  evlua_buffer a, b;
+  evlua_buffer_init_cached(&a, &cache);
+  assert_non_null(evlua_buffer_reserve(&a, 64 * 1024));
+  assert_int_equal(a.cap, 64 * 1024);
+  char *block = a.data;
+  evlua_buffer_free(&a);
+  assert_ptr_equal(a.cache, &cache);     /* free keeps the cache */
+  if (EVLUA_ASAN) {                      /* the cache is off there */
+    assert_int_equal(cache.n, 0);
+    return;
+  }
+  assert_int_equal(cache.n, 1);
+  evlua_buffer_init_cached(&b, &cache);
+  assert_non_null(evlua_buffer_reserve(&b, 64 * 1024));
+  assert_ptr_equal(b.data, block);
+  assert_int_equal(cache.n, 0);
+  evlua_buffer_free(&b);
+  evlua_block_cache_release(&cache);
+  assert_int_equal(cache.n, 0);
+}
+
+/* Other sizes, and buffers without a cache, never fill one. */
+static void only_read_sized_blocks_of_cached_buffers_are_kept(void **state) {
+  (void)state;
+  evlua_block_cache cache = { .n = 0 };
+  evlua_buffer a, b;
+  evlua_buffer_init_cached(&a, &cache);
+  assert_non_null(evlua_buffer_reserve(&a, 1000));
+  evlua_buffer_free(&a);
+  evlua_buffer_init(&b);
+  assert_null(b.cache);
+  assert_non_null(evlua_buffer_reserve(&b, 64 * 1024));
+  evlua_buffer_free(&b);
+  assert_int_equal(cache.n, 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(append_peek_consume),
@@ -114,6 +155,8 @@ int main(void) {
     cmocka_unit_test(shrink_releases_only_when_empty),
     cmocka_unit_test(find_from_offsets),
     cmocka_unit_test(empty_append_is_a_no_op),
+    cmocka_unit_test(read_sized_blocks_are_reused_through_the_cache),
+    cmocka_unit_test(only_read_sized_blocks_of_cached_buffers_are_kept),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
