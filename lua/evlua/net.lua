@@ -26,25 +26,29 @@ local function check_port(port, argn, fname)
   end
 end
 
+-- A new connection: its channel, its init(), then accept_cb in a task of
+-- its own; without accept_cb no task is made (a server whose channel class
+-- does all the work costs none per connection).
 local function on_accept(_, ctx, stream)
   local ch = ctx.class._wrap(ctx.class, stream)
   ch:_start()
-  event.fork(ctx.accept, ctx.listener, ch)
+  local accept = ctx.accept
+  if accept then event.fork(accept, ctx.listener, ch) end
 end
 
--- event.listen(ip, port, accept_cb [, channel_class [, opts]]) -> listener
--- | nil, err. ip: numeric IPv4/IPv6, "*" (any IPv4), "localhost", or
--- "unix:/path". accept_cb(listener, channel) runs in a new coroutine per
--- connection. opts: backlog (default: the system's limit, somaxconn),
--- reuseport (SO_REUSEPORT).
+-- event.listen(ip, port, accept_cb | nil [, channel_class [, opts]]) ->
+-- listener | nil, err. ip: numeric IPv4/IPv6, "*" (any IPv4), "localhost",
+-- or "unix:/path". accept_cb(listener, channel), if given, runs in a new
+-- coroutine per connection. opts: backlog (default: the system's limit,
+-- somaxconn), reuseport (SO_REUSEPORT).
 function net.listen(ip, port, accept_cb, class, opts)
   if type(ip) ~= "string" then
     argerror(1, "listen", "string expected, got " .. type(ip))
   end
   if ip:sub(1, 5) == "unix:" then port = port or 0 end
   check_port(port, 2, "listen")
-  if type(accept_cb) ~= "function" then
-    argerror(3, "listen", "function expected, got " .. type(accept_cb))
+  if accept_cb ~= nil and type(accept_cb) ~= "function" then
+    argerror(3, "listen", "function or nil expected, got " .. type(accept_cb))
   end
   class = check_class(class, 4, "listen")
   opts = opts or {}

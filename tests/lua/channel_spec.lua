@@ -56,6 +56,35 @@ describe("channels", function()
     listener:close()
   end)
 
+  it("listens without an accept callback: init runs, no task is forked", function()
+    local inits = 0
+    local Server = Echo:inherit()
+    function Server:init() inits = inits + 1 end
+    -- count the tasks net.lua forks per connection, with and without one
+    local fork, forks = event.fork, 0
+    local function serve(accept_cb)
+      local listener = assert(event.listen("127.0.0.1", 0, accept_cb, Server))
+      for i = 1, 3 do
+        local ch = assert(event.connect("127.0.0.1", listener:port()))
+        ch:write("ping " .. i .. "\n")
+        assert.equal("ping " .. i, ch:wait_line(5))
+        ch:close()
+      end
+      listener:close()
+    end
+    event.fork = function(...) forks = forks + 1 return fork(...) end
+    local ok, err = pcall(serve, nil)
+    local without = forks
+    if ok then ok, err = pcall(serve, function() end) end
+    event.fork = fork
+    assert(ok, err)
+    assert.equal(6, inits)
+    assert.equal(0, without)
+    assert.equal(3, forks - without)   -- the count does see forks
+    assert.has_error(function() event.listen("127.0.0.1", 0, "nope") end,
+      "bad argument #3 to 'listen' (function or nil expected, got string)")
+  end)
+
   it("serves 1,000 concurrent clients", function()
     local listener, port = echo_server()
     local N, ok = 1000, 0
