@@ -19,6 +19,7 @@ local core = require "evlua.core"
 local event = require "event"
 local Channel = require "evlua.channel"
 local errors = require "evlua.errors"
+local argerror, fail = errors.argerror, errors.fail
 
 local type, select, error, setmetatable, tostring, unpack =
   type, select, error, setmetatable, tostring, table.unpack
@@ -54,7 +55,7 @@ end
 -- ... arrays of HGETALL, CONFIG GET and the like
 function redis.to_map(list)
   if type(list) ~= "table" then
-    error("bad argument #1 to 'to_map' (table expected, got " .. type(list) .. ")", 2)
+    argerror(1, "to_map", "table expected, got " .. type(list))
   end
   local map = {}
   for i = 1, #list - 1, 2 do map[list[i]] = list[i + 1] end
@@ -65,10 +66,11 @@ local DROPPED = setmetatable({}, { __name = "dropped reply" })
 
 --[[ Options ================================================================]]
 
--- "redis://[[user]:password@]host[:port][/db]"
+-- "redis://[[user]:password@]host[:port][/db]" -> options | nil, err,
+-- "bad_url"
 local function parse_url(url)
   local rest = url:match("^redis://(.*)$")
-  if not rest then return nil, "invalid redis url: " .. url end
+  if not rest then return fail("bad_url", "invalid redis url: " .. url) end
   local opts = {}
   local userinfo, hostpart = rest:match("^(.*)@(.*)$")
   if userinfo then
@@ -82,38 +84,42 @@ local function parse_url(url)
     rest = hostpart
   end
   local host, port, db = rest:match("^([^:/]*):?(%d*)/?(%d*)$")
-  if not host then return nil, "invalid redis url: " .. url end
+  if not host then return fail("bad_url", "invalid redis url: " .. url) end
   if host ~= "" then opts.host = host end
   if port ~= "" then opts.port = math.tointeger(tonumber(port)) end
   if db ~= "" then opts.db = math.tointeger(tonumber(db)) end
   return opts
 end
 
--- The options of a connect call, with the defaults filled in.
-local function options(opts, fname, level)
-  level = level or 3
+-- The options of a connect call, with the defaults filled in | nil, err,
+-- "bad_url" (a url is data, from a config or the environment: a bad one
+-- is a failure, not a programmer error). depth: argerror's, blaming the
+-- caller of fname (1: fname calls options).
+local function options(opts, fname, depth)
+  depth = (depth or 1) + 1
+  local err, code
   if type(opts) == "string" then
-    local parsed, err = parse_url(opts)
-    if not parsed then error("bad argument #1 to '" .. fname .. "' (" .. err .. ")", level) end
-    opts = parsed
+    opts, err, code = parse_url(opts)
+    if not opts then return nil, err, code end
   elseif opts == nil then
     opts = {}
   elseif type(opts) ~= "table" then
-    error("bad argument #1 to '" .. fname .. "' (options table or url expected)", level)
+    argerror(1, fname, "options table or url expected", depth)
   end
   local o = {}
   if opts.url then
-    local parsed, err = parse_url(opts.url)
-    if not parsed then error("bad argument #1 to '" .. fname .. "' (" .. err .. ")", level) end
+    local parsed
+    parsed, err, code = parse_url(opts.url)
+    if not parsed then return nil, err, code end
     for k, v in pairs(parsed) do o[k] = v end
   end
   for k, v in pairs(opts) do if k ~= "url" then o[k] = v end end
   for k, v in pairs(redis.defaults) do if o[k] == nil then o[k] = v end end
   if type(o.timeout) ~= "number" or not (o.timeout > 0 and o.timeout < math.huge) then
-    error("bad argument #1 to '" .. fname .. "' (timeout must be a positive number)", level)
+    argerror(1, fname, "timeout must be a positive number", depth)
   end
   if math.type(o.db) ~= "integer" or o.db < 0 then
-    error("bad argument #1 to '" .. fname .. "' (db must be a non-negative integer)", level)
+    argerror(1, fname, "db must be a non-negative integer", depth)
   end
   return o
 end
@@ -555,8 +561,7 @@ command_class(Client, call)
 
 local function check_name(name, fname)
   if type(name) ~= "string" and type(name) ~= "number" then
-    error("bad argument #1 to '" .. fname .. "' (command name expected, got "
-          .. type(name) .. ")", 3)
+    argerror(1, fname, "command name expected, got " .. type(name), 2)
   end
 end
 
@@ -571,7 +576,7 @@ end
 -- blocking commands such as BLPOP, give one above theirs).
 function Client:timed_call(timeout, name, ...)
   if type(timeout) ~= "number" or not (timeout >= 0) then
-    error("bad argument #1 to 'timed_call' (non-negative number expected)", 2)
+    argerror(1, "timed_call", "non-negative number expected")
   end
   check_name(name, "timed_call")
   return call(self, timeout, name, ...)
@@ -579,9 +584,9 @@ end
 
 -- r:select(db): SELECT, remembered for reconnects.
 function Client:select(db)
-  local ok, err = call(self, nil, "SELECT", db)
+  local ok, err, code = call(self, nil, "SELECT", db)
   if ok then self._opts.db = math.tointeger(tonumber(db)) or self._opts.db end
-  return ok, err
+  return ok, err, code
 end
 
 command_class(Batch, batch_send)
@@ -599,7 +604,7 @@ end
 function Client:pipeline(fn)
   local task = check_running("pipeline")
   if type(fn) ~= "function" then
-    error("bad argument #1 to 'pipeline' (function expected)", 2)
+    argerror(1, "pipeline", "function expected")
   end
   local ch, err, code = link(self)
   if not ch then return nil, err, code end
@@ -633,7 +638,7 @@ end
 function Client:transaction(fn)
   check_running("transaction")
   if type(fn) ~= "function" then
-    error("bad argument #1 to 'transaction' (function expected)", 2)
+    argerror(1, "transaction", "function expected")
   end
   local t = setmetatable({ _cmds = {} }, Recorder)
   fn(t)
@@ -703,7 +708,8 @@ Client.__name = "evlua.redis.client"
 -- redis.defaults); url: "redis://[[user]:password@]host[:port][/db]".
 function redis.connect(opts)
   check_running("connect")
-  local o = options(opts, "connect")
+  local o, oerr, ocode = options(opts, "connect")
+  if not o then return nil, oerr, ocode end
   -- every field is set: a nil one would be looked up through the command
   -- factory on each access
   local r = setmetatable({ _opts = o, _timeout = o.timeout, _class = Conn,

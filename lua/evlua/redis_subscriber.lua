@@ -6,7 +6,7 @@ local event = require "event"
 local redis = require "evlua.redis"
 local errors = require "evlua.errors"
 
-local fail = errors.fail
+local argerror, fail = errors.argerror, errors.fail
 
 local type, select, error, setmetatable, unpack =
   type, select, error, setmetatable, table.unpack
@@ -126,8 +126,7 @@ local function check_names(fname, ...)
   for i = 1, select("#", ...) do
     local v = select(i, ...)
     if type(v) ~= "string" then
-      error(("bad argument #%d to '%s' (string expected, got %s)")
-            :format(i, fname, type(v)), 3)
+      argerror(i, fname, "string expected, got " .. type(v), 2)
     end
   end
 end
@@ -136,7 +135,7 @@ local function subscribe(self, cmd, fname, ...)
   check_running(fname)
   local n = select("#", ...)
   if n == 0 then
-    error("bad argument #1 to '" .. fname .. "' (channel name expected)", 3)
+    argerror(1, fname, "channel name expected", 2)
   end
   check_names(fname, ...)
   return sub_command(self, { left = n }, cmd, ...)
@@ -186,7 +185,7 @@ end
 function Subscriber:receive(timeout)
   local task = check_running("receive")
   if timeout ~= nil and (type(timeout) ~= "number" or not (timeout >= 0)) then
-    error("bad argument #1 to 'receive' (non-negative number expected)", 2)
+    argerror(1, "receive", "non-negative number expected")
   end
   local deadline = timeout and event.now() + timeout
   local queue = self._queue
@@ -237,15 +236,19 @@ end
 
 -- sub:listen(fn): call fn(kind, channel, message, pattern) for every
 -- message until fn returns false or the subscriber is closed. Returns
--- what ended it: true (fn returned false) | nil, err.
+-- what ended it: true (fn returned false) | nil, "closed", "closed" (or
+-- the error, and its code, that receive returned as the subscriber closed).
 function Subscriber:listen(fn)
   check_running("listen")
+  if type(fn) ~= "function" then
+    argerror(1, "listen", "function expected, got " .. type(fn))
+  end
   while true do
     local kind, channel, message, pattern = self:receive()
     if kind then
       if fn(kind, channel, message, pattern) == false then return true end
     elseif self._closed then
-      return nil, channel
+      return nil, channel, message   -- receive's err, code
     end
   end
 end
@@ -285,13 +288,15 @@ Subscriber.__close = Subscriber.close
 
 -- subscriber.new(opts | url) -> subscriber | nil, err. In a coroutine.
 local function new(opts)
-  local o = options(opts, "subscriber", 4)
+  local o, err, code = options(opts, "subscriber", 2)
+  if not o then return nil, err, code end
   local sub = setmetatable({ _opts = o, _class = SubConn, _channels = {},
                              _patterns = {}, _queue = { head = 1, tail = 0 },
                              _retry_at = 0, _delay = false,
                              _connecting = false, _receiver = false,
                              _lost = false }, Subscriber)
-  local ch, err, code = link(sub)
+  local ch
+  ch, err, code = link(sub)
   if not ch then return nil, err, code end
   return sub
 end

@@ -133,17 +133,38 @@ describe("redis replies", function()
     assert.equal(1, r:exists("nothing") + 1)
   end)
 
+  it("fails with bad_url for a url it cannot read, from connect and subscriber", function()
+    assert.same({ nil, "invalid redis url: http://127.0.0.1", "bad_url" },
+                { redis.connect("http://127.0.0.1") })
+    assert.same({ nil, "invalid redis url: redis://h:x", "bad_url" },
+                { redis.connect({ url = "redis://h:x" }) })
+    assert.same({ nil, "invalid redis url: nope", "bad_url" },
+                { redis.subscriber("nope") })
+  end)
+
   it("raises for programmer errors", function()
     assert.has_error(function() r:set("k", {}) end)
     assert.has_error(function() r:call() end)
     assert.has_error(function() r:multi() end)
     assert.has_error(function() r:exec() end)
     assert.has_error(function() r:pipeline("not a function") end)
-    assert.has_error(function() redis.connect("http://127.0.0.1") end)
-    assert.has_error(function() redis.connect({ timeout = -1 }) end)
-    assert.has_error(function() redis.connect({ db = "one" }) end)
-    assert.has_error(function() redis.connect(42) end)
-    assert.has_error(function() r:timed_call(-1, "PING") end)
+    assert.has_error(function() redis.connect({ timeout = -1 }) end,
+                     "bad argument #1 to 'connect' (timeout must be a positive number)")
+    assert.has_error(function() redis.connect({ db = "one" }) end,
+                     "bad argument #1 to 'connect' (db must be a non-negative integer)")
+    assert.has_error(function() redis.connect(42) end,
+                     "bad argument #1 to 'connect' (options table or url expected)")
+    assert.has_error(function() redis.subscriber({ timeout = 0 }) end,
+                     "bad argument #1 to 'subscriber' (timeout must be a positive number)")
+    assert.has_error(function() r:timed_call(-1, "PING") end,
+                     "bad argument #1 to 'timed_call' (non-negative number expected)")
+    assert.has_error(function() r:call() end,
+                     "bad argument #1 to 'call' (command name expected, got nil)")
+    assert.has_error(function() redis.to_map("x") end,
+                     "bad argument #1 to 'to_map' (table expected, got string)")
+    local ok, perr = pcall(function() redis.connect(42) end)
+    assert.is_false(ok)
+    assert.matches("^[^:]*redis_spec.lua:%d+: bad argument", perr)  -- blames the caller
     local out, err, rc = helper.run_script(([[
       local redis = require "evlua.redis"
       local r = assert(redis.connect{ port = %d })
@@ -364,6 +385,22 @@ describe("redis pub/sub", function()
     assert.is_true(result)
     assert.same({ "a", "b", "stop" }, got)
     sub:close()
+  end)
+
+  it("ends listen with nil, closed, closed when the subscriber closes", function()
+    local sub = assert(r:subscribe("chat"))
+    local listener = event.fork(function()
+      return sub:listen(function() end)
+    end)
+    event.sleep(0)
+    sub:close()
+    assert.same({ true, nil, "closed", "closed" }, { listener:join(5) })
+    assert.has_error(function() sub:listen("x") end,
+                     "bad argument #1 to 'listen' (function expected, got string)")
+    assert.has_error(function() sub:subscribe() end,
+                     "bad argument #1 to 'subscribe' (channel name expected)")
+    assert.has_error(function() sub:subscribe("a", 2) end,
+                     "bad argument #2 to 'subscribe' (string expected, got number)")
   end)
 
   it("holds at most max_messages unread and loses none", function()
