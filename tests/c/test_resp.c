@@ -81,6 +81,29 @@ static void malformed(void **state) {
   assert_int_equal(scan("*-2\r\n"), RESP_BAD_LENGTH);
   assert_int_equal(scan("$3\r\nabcXY"), RESP_BAD_BULK_END);
   assert_int_equal(scan("$3x\r\nabc\r\n"), RESP_BAD_INTEGER);
+  /* "\n" right after the type byte; "\r" then something else */
+  assert_int_equal(scan("+\n"), RESP_BAD_LINE);
+  assert_int_equal(scan("$3\r\nabc\rX"), RESP_BAD_BULK_END);
+}
+
+/* Every error code has its own message (lredis.c passes it on as the
+** "protocol" failure's text); anything else is "invalid reply". */
+static void error_messages(void **state) {
+  (void)state;
+  static const struct { long code; const char *text; } known[] = {
+    { RESP_BAD_TYPE, "invalid reply type" },
+    { RESP_BAD_LINE, "line not ended by CRLF" },
+    { RESP_BAD_INTEGER, "invalid integer" },
+    { RESP_BAD_LENGTH, "invalid length" },
+    { RESP_BAD_BULK_END, "bulk string not ended by CRLF" },
+    { RESP_TOO_LONG, "string too long" },
+    { RESP_TOO_MANY, "too many elements" },
+    { RESP_TOO_DEEP, "nesting too deep" },
+  };
+  for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+    assert_string_equal(resp_strerror(known[i].code), known[i].text);
+  assert_string_equal(resp_strerror(-9), "invalid reply");
+  assert_string_equal(resp_strerror(1), "invalid reply");
 }
 
 static void limits_at_and_past(void **state) {
@@ -146,6 +169,7 @@ int main(void) {
     cmocka_unit_test(scalars),
     cmocka_unit_test(integers),
     cmocka_unit_test(malformed),
+    cmocka_unit_test(error_messages),
     cmocka_unit_test(limits_at_and_past),
     cmocka_unit_test(arrays_and_resuming),
     cmocka_unit_test(encoding),
