@@ -99,6 +99,50 @@ static void lib_dir_prefers_the_one_next_to_the_binary(void **state) {
   assert_int_equal(system(cmd), 0);
 }
 
+/* Candidates that cannot be the library are passed over: no exe dir, an
+** event.lua that is a directory, a path longer than out or than PATH_MAX. */
+static void lib_dir_skips_unusable_candidates(void **state) {
+  (void)state;
+  char root[] = "/tmp/evlua-test-paths-XXXXXX";
+  assert_non_null(mkdtemp(root));
+  char share[64], out[256], cmd[200];
+  snprintf(share, sizeof share, "%s/share", root);
+  snprintf(cmd, sizeof cmd, "%s/lua", share);
+  make_lib(cmd);
+  assert_int_equal(evlua_paths_lib_dir(NULL, share, out, sizeof out), 0);
+  assert_string_equal(out, cmd);
+  /* too long for out: the one candidate does not fit */
+  char small[16];
+  assert_int_equal(evlua_paths_lib_dir(NULL, share, small, sizeof small), -1);
+  /* bin/lua/event.lua is a directory: not the library */
+  snprintf(cmd, sizeof cmd, "mkdir -p %s/bin/lua/event.lua", root);
+  assert_int_equal(system(cmd), 0);
+  char bin[64];
+  snprintf(bin, sizeof bin, "%s/bin", root);
+  assert_int_equal(evlua_paths_lib_dir(bin, share, out, sizeof out), 0);
+  assert_string_equal(out + strlen(out) - strlen("/share/lua"), "/share/lua");
+  /* an exe dir longer than a path can be: skipped, not truncated */
+  static char huge[5000], big_out[6000];
+  memset(huge, 'd', sizeof huge - 1);
+  huge[0] = '/';
+  assert_int_equal(evlua_paths_lib_dir(huge, NULL, big_out, sizeof big_out), -1);
+  snprintf(cmd, sizeof cmd, "rm -rf %s", root);
+  assert_int_equal(system(cmd), 0);
+}
+
+static void search_path_edge_cases(void **state) {
+  (void)state;
+  char out[256];
+  /* single semicolons are copied as they are */
+  assert_int_equal(evlua_paths_search("a;b;", "/x", "S", out, sizeof out), 0);
+  assert_string_equal(out, "a;b;");
+  /* a library dir so long that the default path cannot be built */
+  static char huge[5000];
+  memset(huge, 'd', sizeof huge - 1);
+  assert_int_equal(evlua_paths_search(NULL, huge, "S", out, sizeof out), -1);
+  assert_int_equal(evlua_paths_search(";;", huge, "S", out, sizeof out), -1);
+}
+
 int main(int argc, char **argv) {
   (void)argc;
   test_binary = argv[0];
@@ -109,6 +153,8 @@ int main(int argc, char **argv) {
     cmocka_unit_test(too_small_buffers_fail),
     cmocka_unit_test(exe_dir_is_this_test_binary_dir),
     cmocka_unit_test(lib_dir_prefers_the_one_next_to_the_binary),
+    cmocka_unit_test(lib_dir_skips_unusable_candidates),
+    cmocka_unit_test(search_path_edge_cases),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
