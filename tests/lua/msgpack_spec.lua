@@ -239,3 +239,82 @@ describe("msgpack arguments", function()
     assert.has_error(function() encode({ {} }, 1) end)
   end)
 end)
+
+-- stream:read_msgpack decodes straight from a stream's input buffer: it
+-- answers nil until a whole value has arrived, and fails as soon as the
+-- bytes already there are bad or announce more than max_size.
+describe("stream:read_msgpack", function()
+  local event = require "event"
+
+  -- A connected client channel and the server's stream, whose every
+  -- arrival of bytes runs read_msgpack(...) and hands over the results.
+  local function reading_pair(...)
+    local args = table.pack(...)
+    local accepted, ready, got = nil, {}, {}
+    local l = assert(event.listen("127.0.0.1", 0, function(_, ch)
+      accepted = ch
+      event.wakeup(ready)
+    end))
+    local client = assert(event.connect("127.0.0.1", l:port()))
+    if not accepted then assert.is_true(event.wait(ready, 5)) end
+    l:close()
+    local stream = accepted._stream
+    stream:set_data_handler(function()
+      event.wakeup(got, table.pack(stream:read_msgpack(
+        table.unpack(args, 1, args.n))))
+    end)
+    -- send(bytes) -> what read_msgpack answered once they arrived
+    local function send(bytes)
+      assert.is_true(client:write(bytes))
+      return assert(event.wait(got, 5))
+    end
+    return send, function() client:close() accepted:close() end
+  end
+
+  it("gives nil until the value is whole, then the value; bytes after it "
+     .. "stay for the next read", function()
+    local send, close = reading_pair()
+    local bytes = encode({ list = { 1, 2, 3 }, name = ("x"):rep(100) })
+    local r = send(bytes:sub(1, 50))
+    assert.same({ n = 1 }, r)   -- nil: not complete yet
+    r = send(bytes:sub(51) .. "\x92")   -- and the start of the next
+    assert.same({ list = { 1, 2, 3 }, name = ("x"):rep(100) }, r[1])
+    r = send("\x01\x02")
+    assert.same({ 1, 2 }, r[1])
+    close()
+  end)
+
+  it("fails with too_large on a header announcing more than max_size, "
+     .. "before the bytes arrive", function()
+    local send, close = reading_pair(100)
+    -- str32 of 1,000,000 bytes: only its 5-byte header is there
+    local r = send("\xdb\x00\x0f\x42\x40")
+    assert.same({ nil, "message larger than 100 bytes", "too_large", n = 3 },
+                r)
+    close()
+  end)
+
+  it("fails with protocol on bad bytes and on nesting past max_depth",
+     function()
+    local send, close = reading_pair(nil, 2)
+    local r = send("\xc1")   -- a type byte MessagePack never uses
+    assert.same({ nil, "invalid msgpack data", "protocol", n = 3 }, r)
+    close()
+    send, close = reading_pair(nil, 2)
+    r = send("\x91\x91\x91\x01")
+    assert.same({ nil, "nesting too deep", "protocol", n = 3 }, r)
+    close()
+  end)
+
+  it("raises on a max_size or a depth out of range", function()
+    local core = require "evlua.core"
+    local l = assert(core.listen("127.0.0.1", 0, nil, false, function() end))
+    local s = assert(core.stream_connect("127.0.0.1", l:port()))
+    assert.has_error(function() s:read_msgpack(0) end,
+                     "bad argument #1 to 'read_msgpack' (positive size expected)")
+    assert.has_error(function() s:read_msgpack(nil, 0) end,
+                     "bad argument #2 to 'read_msgpack' (depth out of range)")
+    s:close_silently()
+    l:close()
+  end)
+end)
