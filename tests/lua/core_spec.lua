@@ -188,3 +188,43 @@ describe("event.log_level and event.log_file", function()
                 { event.log_file(path) })
   end)
 end)
+
+describe("core.resp_command and core.resp_reader", function()
+  it("encode floats in the shortest form that reads back the same",
+     function()
+    assert.equal("*4\r\n$3\r\nSET\r\n$3\r\n0.1\r\n$18\r\n0.3333333333333333\r\n"
+                 .. "$19\r\n0.30000000000000004\r\n",
+                 core.resp_command("SET", 0.1, 1 / 3, 0.1 + 0.2))
+    assert.equal("*2\r\n$4\r\nINCR\r\n$2\r\n42\r\n", core.resp_command("INCR", 42))
+  end)
+
+  it("encode every argument when more are big than fit in one writev",
+     function()
+    local args, expect = {}, { "*81\r\n$4\r\nMSET\r\n" }
+    for i = 1, 80 do
+      args[i] = string.char(64 + i % 26):rep(64 * 1024)
+      expect[#expect + 1] = "$65536\r\n" .. args[i] .. "\r\n"
+    end
+    local s = core.resp_command("MSET", table.unpack(args))
+    assert.equal(#table.concat(expect), #s)
+    assert.is_true(s == table.concat(expect), "the bytes differ")
+  end)
+
+  it("raise without a command name, on an argument of another type, on "
+     .. "limits out of range", function()
+    assert.matches(bad_argument(1, "command name expected"),
+                   raised(core.resp_command))
+    assert.matches(bad_argument(2, "string or number expected, got table"),
+                   raised(core.resp_command, "GET", {}))
+    for i, bad in ipairs({ 0, -1 }) do
+      local args = { nil, nil, nil }
+      args[i] = bad
+      assert.matches(bad_argument(i, "limit out of range"),
+                     raised(core.resp_reader, table.unpack(args, 1, 3)))
+    end
+    assert.matches(bad_argument(3, "limit out of range"),
+                   raised(core.resp_reader, nil, nil, 1001))
+    assert.matches(bad_argument(4, "table expected, got string"),
+                   raised(core.resp_reader, nil, nil, nil, "mt"))
+  end)
+end)
