@@ -358,12 +358,12 @@ function event.sleep(sec)
     end
     task.state, task.what, task.on = "ready", "sleep", 0
     push_ready(task)
-    local _, err = resumed(task, co_yield())
-    if err == "cancelled" then return nil, err, err end
+    local _, err, code = resumed(task, co_yield())
+    if code == "cancelled" then return nil, err, code end
     return true
   end
   local ok, err, code = park(task, "sleep", sec, sec)
-  if err == "timeout" then return true end
+  if code == "timeout" then return true end
   return ok, err, code
 end
 

@@ -6,6 +6,8 @@
 local core = require "evlua.core"
 local event = require "event"
 local import = require "evlua.import"
+local errors = require "evlua.errors"
+local argerror, fail = errors.argerror, errors.fail
 
 local console = {}
 
@@ -18,8 +20,9 @@ console.MAX_AUTH_TRIES = 3      -- wrong passwords before the connection closes
 
 --[[ Commands ===============================================================
 console.commands[name] = { usage =, help =, run = function(session, args) }
-run returns the reply text, or raises / returns nil, err for an error
-reply. A process may add its own commands to this table.
+run returns the reply text, or raises / returns nil, err, code for an
+error reply (the reply carries err; code is for Lua callers of run).
+A process may add its own commands to this table.
 ==========================================================================]]
 
 local commands = {}
@@ -101,7 +104,7 @@ commands.top = {
   run = function(_, args)
     local seconds = args == "" and 1 or tonumber(args)
     if not seconds or seconds <= 0 or seconds > 60 then
-      return nil, "top: seconds between 0 and 60 expected"
+      return fail("usage", "top: seconds between 0 and 60 expected")
     end
     local before, cpu, start = event.stats(), os.clock(), event.time()
     event.sleep(seconds)
@@ -130,19 +133,19 @@ commands.reload = {
   help = "reload an imported file, or every imported file changed on disk",
   run = function(_, args)
     if args ~= "" then
-      local ok, err = import.reload(args)
-      if not ok then return nil, err end
+      local ok, err, code = import.reload(args)
+      if not ok then return nil, err, code end
       return "reloaded " .. args
     end
-    local done, errors = import.auto_reload()
+    local done, failures = import.auto_reload()
     local lines = {}
     for _, path in ipairs(done) do lines[#lines + 1] = "reloaded " .. path end
-    if errors then
+    if failures then
       local failed = {}
-      for _, err in pairs(errors) do failed[#failed + 1] = err end
+      for _, err in pairs(failures) do failed[#failed + 1] = err end
       table.sort(failed)
       for _, err in ipairs(failed) do lines[#lines + 1] = "failed: " .. err end
-      return nil, table.concat(lines, "\n")
+      return fail("reload_failed", table.concat(lines, "\n"))
     end
     if #lines == 0 then return "nothing changed" end
     return table.concat(lines, "\n")
@@ -164,7 +167,7 @@ commands.eval = {
   usage = "eval <lua>",
   help = "run Lua code in the process (in a coroutine; it may wait), print its results",
   run = function(session, code)
-    if code == "" then return nil, "usage: eval <lua>" end
+    if code == "" then return fail("usage", "usage: eval <lua>") end
     local output = {}
     -- print() writes into the reply; every other global is the process's.
     local env = setmetatable({
@@ -175,16 +178,16 @@ commands.eval = {
       end,
     }, { __index = _G, __newindex = _G })
     local fn, err = compile_eval(code, env)
-    if not fn then return nil, err end
+    if not fn then return fail("syntax", err) end
     local task = event.fork(function() return pack_results(xpcall(fn, event.traceback)) end)
     task:set_name("console eval")
     local done, ok, results = task:join(session.eval_timeout)
     if done == nil then
       task:cancel()
-      return nil, ("eval: no result after %g s (cancelled at its next wait)")
-                  :format(session.eval_timeout)
+      return fail("timeout", ("eval: no result after %g s (cancelled at its next wait)")
+                             :format(session.eval_timeout))
     end
-    if not ok then return nil, tostring(results[1]) end
+    if not ok then return fail("raised", tostring(results[1])) end
     if results.n > 0 then
       for i = 1, results.n do results[i] = tostring(results[i]) end
       output[#output + 1] = table.concat(results, "\t", 1, results.n)
@@ -218,14 +221,15 @@ local function reply(ch, status, text)
   return ch:write(status, " ", #text, "\n", text)
 end
 
+-- run_command(session, name, args) -> reply text | nil, err, code
 local function run_command(session, name, args)
   local command = commands[name]
   if not command then
-    return nil, "unknown command '" .. name .. "' (try help)"
+    return fail("unknown_command", "unknown command '" .. name .. "' (try help)")
   end
-  local ok, text, err = xpcall(command.run, event.traceback, session, args)
-  if not ok then return nil, text end
-  if text == nil then return nil, err or "failed" end
+  local ok, text, err, code = xpcall(command.run, event.traceback, session, args)
+  if not ok then return fail("raised", text) end
+  if text == nil then return nil, err or "failed", code or "failed" end
   return text
 end
 
@@ -284,22 +288,21 @@ end
 local function check_options(opts)
   if math.type(opts) == "integer" then opts = { port = opts } end
   if type(opts) ~= "table" then
-    error("bad argument #1 to 'listen' (port or options table expected, got "
-          .. type(opts) .. ")", 3)
+    argerror(1, "listen", "port or options table expected, got " .. type(opts), 2)
   end
   local port = opts.port
   if math.type(port) ~= "integer" or port < 0 or port > 65535 then
-    error("bad argument #1 to 'listen' (port between 0 and 65535 expected)", 3)
+    argerror(1, "listen", "port between 0 and 65535 expected", 2)
   end
   if opts.password ~= nil and type(opts.password) ~= "string" then
-    error("bad argument #1 to 'listen' (password must be a string)", 3)
+    argerror(1, "listen", "password must be a string", 2)
   end
   local delay, tries = opts.auth_delay, opts.max_auth_tries
   if delay ~= nil and (type(delay) ~= "number" or delay < 0 or delay ~= delay) then
-    error("bad argument #1 to 'listen' (auth_delay must be a number >= 0)", 3)
+    argerror(1, "listen", "auth_delay must be a number >= 0", 2)
   end
   if tries ~= nil and (math.type(tries) ~= "integer" or tries < 1) then
-    error("bad argument #1 to 'listen' (max_auth_tries must be an integer >= 1)", 3)
+    argerror(1, "listen", "max_auth_tries must be an integer >= 1", 2)
   end
   return opts
 end

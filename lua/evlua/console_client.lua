@@ -4,6 +4,8 @@
 
 local core = require "evlua.core"
 local event = require "event"
+local errors = require "evlua.errors"
+local argerror, fail = errors.argerror, errors.fail
 
 local client = {}
 
@@ -26,7 +28,7 @@ local function read_reply(ch, timeout)
   if not header then return nil, err, code end
   local status, n = header:match("^(%a+) (%d+)$")
   if not status then
-    return nil, "bad reply from the console: " .. header, "protocol"
+    return fail("protocol", "bad reply from the console: " .. header)
   end
   local parts, left = {}, tonumber(n)
   while left > 0 do
@@ -39,11 +41,11 @@ local function read_reply(ch, timeout)
   return status, table.concat(parts)
 end
 
--- session:command(line) -> "ok" | "error", text | nil, err (the
+-- session:command(line) -> "ok" | "error", text | nil, err, code (the
 -- connection failed)
 function Session:command(line)
   if line:find("\n", 1, true) then
-    error("bad argument #1 to 'command' (one line expected)", 2)
+    argerror(1, "command", "one line expected")
   end
   local ok, err, code = self.channel:write(line, "\n")
   if not ok then return nil, err, code end
@@ -55,16 +57,18 @@ function Session:close()
 end
 
 -- client.connect(host, port [, password [, timeout]]) -> session |
--- nil, err. In a coroutine.
+-- nil, err, code: the connection's failure, or the console's reply to
+-- the password with code "bad_password". In a coroutine.
 function client.connect(host, port, password, timeout)
   local ch, err, code = event.connect(host, port, nil, timeout)
   if not ch then return nil, err, code end
   local session = setmetatable({ channel = ch, timeout = timeout }, Session)
   if password then
-    local status, text = session:command("auth " .. password)
+    local status, text, scode = session:command("auth " .. password)
     if status ~= "ok" then
       ch:close()
-      return nil, text
+      if status == nil then return nil, text, scode end
+      return fail("bad_password", text)
     end
   end
   return session
@@ -92,20 +96,23 @@ local function run_line(session, line)
   return nil
 end
 
-local function parse(args)
+-- client.parse(args) -> { host =, port =, password =, timeout =, command =,
+-- help = } | nil, err, code ("bad_option", or "bad_address" for the
+-- target); args are the words after "console".
+function client.parse(args)
   local opts = { password = os.getenv("EVLUA_CONSOLE_PASSWORD"), timeout = 60 }
   local i = 1
   while args[i] and args[i]:sub(1, 1) == "-" do
     local a = args[i]
     if a == "-p" or a == "-t" then
       local value = args[i + 1]
-      if value == nil then return nil, "'" .. a .. "' needs argument" end
+      if value == nil then return fail("bad_option", "'" .. a .. "' needs argument") end
       if a == "-p" then
         opts.password = value
       else
         opts.timeout = tonumber(value)
         if not opts.timeout or opts.timeout <= 0 then
-          return nil, "'-t' needs a positive number of seconds"
+          return fail("bad_option", "'-t' needs a positive number of seconds")
         end
       end
       i = i + 2
@@ -113,15 +120,17 @@ local function parse(args)
       opts.help = true
       return opts
     else
-      return nil, "unrecognized option '" .. a .. "'"
+      return fail("bad_option", "unrecognized option '" .. a .. "'")
     end
   end
   local target = args[i]
-  if not target then return nil, "HOST:PORT expected" end
+  if not target then return fail("bad_option", "HOST:PORT expected") end
   local host, port = target:match("^(.*):(%d+)$")
   if not host then host, port = "127.0.0.1", target:match("^%d+$") end
   port = math.tointeger(tonumber(port))
-  if not port or port > 65535 then return nil, "bad address '" .. target .. "'" end
+  if not port or port > 65535 then
+    return fail("bad_address", "bad address '" .. target .. "'")
+  end
   opts.host, opts.port = host ~= "" and host or "127.0.0.1", port
   if args[i + 1] then opts.command = table.concat(args, " ", i + 1) end
   return opts
@@ -150,7 +159,7 @@ end
 
 -- client.main(args) -> exit status; args are the words after "console".
 function client.main(args)
-  local opts, err = parse(args)
+  local opts, err = client.parse(args)
   if not opts then
     io.stderr:write("evlua console: ", err, "\n", client.USAGE)
     return 2

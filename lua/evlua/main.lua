@@ -1,19 +1,21 @@
 -- evlua/main.lua - the evlua command line: options, `arg`, finding the
 -- script, and starting the main chunk as a coroutine. Called by src/lua/main.c
 -- as launcher(argv, info); returns an exit status to stop at once, or
--- nothing to run the loop.
+-- nothing to run the loop. launcher.parse(argv) is the option parser
+-- alone (for tests).
 
 local core = require "evlua.core"
 local event = require "event"
+local fail = require("evlua.errors").fail
 
 -- SIGUSR1 interrupts user code only, never evlua's own library (the
 -- directory event.lua was loaded from): see src/lua/linterrupt.c.
 core.interrupt_library(debug.getinfo(event.fork, "S").source
                        :match("^(@.*[/\\])event%.lua$") or "@<no library>")
 
--- import(file): hot-reloadable loading (docs/import.md), and event, globals
--- as in the original project (so -e code, the prompt and console evals
--- have them without a require).
+-- Globals of every evlua process, so that the script, -e code, imported
+-- files, the prompt and console evals use them without a require:
+-- import (hot-reloadable loading, docs/import.md) and event.
 _G.import = require "evlua.import"
 _G.event = event
 
@@ -40,8 +42,9 @@ local function report(progname, msg)
   io.stderr:flush()
 end
 
--- Parse options; returns { actions, interactive, version, script } where
--- script is argv's index of the script (nil when none), or nil, message.
+-- Parse options; returns { actions, interactive, version, help, console,
+-- script } where script is argv's index of the script (nil when none), or
+-- nil, message, "bad_option".
 local function parse(argv)
   local opts = { actions = {} }
   local i = 1
@@ -56,7 +59,7 @@ local function parse(argv)
     elseif a == "--console" then
       i = i + 1
       opts.console = argv[i]
-      if opts.console == nil then return nil, "'--console' needs argument" end
+      if opts.console == nil then return fail("bad_option", "'--console' needs argument") end
       i = i + 1
       goto continue
     end
@@ -66,7 +69,7 @@ local function parse(argv)
         i = i + 1
         value = argv[i]
         if value == nil or value:sub(1, 1) == "-" then
-          return nil, "'-" .. flag .. "' needs argument"
+          return fail("bad_option", "'-" .. flag .. "' needs argument")
         end
       end
       opts.actions[#opts.actions + 1] = { flag, value }
@@ -78,7 +81,7 @@ local function parse(argv)
       opts.help = true
       return opts
     else
-      return nil, "unrecognized option '" .. a .. "'"
+      return fail("bad_option", "unrecognized option '" .. a .. "'")
     end
     i = i + 1
     ::continue::
@@ -129,44 +132,54 @@ end
 
 -- The function an option runs, prepared when its turn comes (as lua does:
 -- `-l nosuch -e 'x='` reports the module, `-e 'x=' -l nosuch` the syntax
--- error). Returns the function, or nil, message.
+-- error). Returns the function, or nil, message, code ("syntax", or
+-- "raised" when require raised, a missing module included).
 local function prepare_option(action)
   if action[1] == "e" then
-    return load(action[2], "=(command line)")
+    local fn, err = load(action[2], "=(command line)")
+    if not fn then return fail("syntax", err) end
+    return fn
   end
   local name = action[2]
   -- require called from pcall (C): no evlua location in its message
   local ok, mod = pcall(require, name)
-  if not ok then return nil, tostring(mod) end
+  if not ok then return fail("raised", tostring(mod)) end
   return function() _G[name] = mod end
 end
 
 -- The script's main function with its arguments bound (stdin for "-" or
--- when script is nil), or nil, message.
+-- when script is nil), or nil, message, code ("ENOENT" when the file
+-- cannot be opened, else "syntax").
 local function prepare_script(argv, script)
   local name = script and argv[script] or "-"
   local fn, err = loadfile(name ~= "-" and name or nil)
   if not fn then
-    if name ~= "-" and not file_exists(name) then err = "cannot open " .. name end
-    return nil, err
+    if name ~= "-" and not file_exists(name) then
+      return fail("ENOENT", "cannot open " .. name)
+    end
+    return fail("syntax", err)
   end
   local args = table.pack(table.unpack(argv, (script or #argv) + 1))
   return function() return fn(table.unpack(args, 1, args.n)) end
 end
 
 -- --console [HOST:]PORT: open the console port before the script runs.
+-- Returns true | nil, message, code ("bad_address", or the listen's).
 local function open_console(spec)
   local host, port = spec:match("^(.*):(%d+)$")
   if not host then host, port = nil, spec:match("^%d+$") end
   port = math.tointeger(tonumber(port))
-  if not port then error("--console: bad address '" .. spec .. "'", 0) end
-  local listener, err = require("evlua.console").listen({
+  if not port or port > 65535 then
+    return fail("bad_address", "--console: bad address '" .. spec .. "'")
+  end
+  local listener, err, code = require("evlua.console").listen({
     host = host ~= "" and host or nil, port = port,
     password = os.getenv("EVLUA_CONSOLE_PASSWORD"),
   })
-  if not listener then error("--console " .. spec .. ": " .. err, 0) end
+  if not listener then return nil, "--console " .. spec .. ": " .. err, code end
   core.log("info", "console listening on " .. (host or "127.0.0.1") .. ":"
            .. listener:port())
+  return true
 end
 
 -- `evlua console ...`: the console client (a file named "console" in the
@@ -182,7 +195,7 @@ local function console_client(argv, progname)
   end)
 end
 
-return function(argv, info)
+local function launch(argv, info)
   local progname = argv[0]
   if argv[1] == "console" and not file_exists("console") then
     return console_client(argv, progname)
@@ -215,7 +228,10 @@ return function(argv, info)
   -- Options run in order, then the script (a tail call: its traceback
   -- ends in "main chunk"), then the prompt.
   local function main_chunk()
-    if opts.console then open_console(opts.console) end
+    if opts.console then
+      local ok, cerr = open_console(opts.console)
+      if not ok then return start_failed(progname, cerr) end
+    end
     for i, action in ipairs(opts.actions) do
       local fn, ferr = prepare_option(action)
       if not fn then return start_failed(progname, ferr) end
@@ -236,3 +252,7 @@ return function(argv, info)
   end
   event._start_main(main_chunk, failed)
 end
+
+return setmetatable({ parse = parse }, {
+  __call = function(_, argv, info) return launch(argv, info) end,
+})

@@ -5,13 +5,15 @@
 
 local core = require "evlua.core"
 local event = require "event"
+local fail = require("evlua.errors").fail
 
 local repl = {}
 
 --[[ Readers ================================================================
-A reader is { read = function(prompt) -> line | nil, "eof" | nil,
-"interrupted" | nil, err; interrupt = function() } where interrupt() makes
-a read in progress return nil, "interrupted" (Ctrl-C at the prompt).
+A reader is { read = function(prompt) -> line | nil, err, code (code
+"eof", "interrupted" or a read error's); interrupt = function() } where
+interrupt() makes a read in progress return nil, "interrupted",
+"interrupted" (Ctrl-C at the prompt).
 ==========================================================================]]
 
 -- Lines from a raw fd (a pipe, a file): the prompt is written as is.
@@ -40,18 +42,18 @@ local function plain_reader(fd)
       local line = next_line()
       if line then return line end
       watch:start()
-      local ok, err = event.wait(token)
+      local ok, err, code = event.wait(token)
       watch:stop()
-      if interrupted then ok, err = nil, "interrupted" end
+      if interrupted then ok, err, code = fail("interrupted") end
       if not ok then
-        if err == "interrupted" then io.stdout:write("\n") end
-        return nil, err
+        if code == "interrupted" then io.stdout:write("\n") end
+        return nil, err, code
       end
       local data
-      data, err = core.read(fd, 4096)
-      if not data then return nil, err end
+      data, err, code = core.read(fd, 4096)
+      if not data then return nil, err, code end
       if data == "" then   -- end of input
-        if buffer == "" then return nil, "eof" end
+        if buffer == "" then return fail("eof") end
         data = "\n"
       end
       buffer = buffer .. data
@@ -78,18 +80,18 @@ local function readline_reader(fd)
     core.readline_start(prompt or "")
     watch:start()
     while true do
-      local ok, err = event.wait(token)
-      if interrupted then ok, err = nil, "interrupted" end
+      local ok, err, code = event.wait(token)
+      if interrupted then ok, err, code = fail("interrupted") end
       if not ok then
         watch:stop()
         core.readline_cancel()
-        return nil, err
+        return nil, err, code
       end
-      local line, ferr = core.readline_feed()
+      local line, ferr, fcode = core.readline_feed()
       if line or ferr then
         watch:stop()
         if line and line:find("%S") then core.readline_add_history(line) end
-        return line, ferr
+        return line, ferr, fcode
       end
     end
   end
@@ -124,9 +126,9 @@ local function compile(line, read)
   while true do
     fn, err = load(chunk, "=stdin")
     if fn or not incomplete(err) then return fn, err end
-    local more, rerr = read(">> ")
+    local more, _, rcode = read(">> ")
     if not more then
-      if rerr == "interrupted" then return nil, nil end
+      if rcode == "interrupted" then return nil, nil end
       return nil, err
     end
     chunk = chunk .. "\n" .. more
@@ -171,14 +173,14 @@ function repl.run(fd)
   local running = false
   local stop_catching = catch_interrupts(reader, function() return running end)
   local function read(prompt)
-    local line, err = reader.read(prompt)
-    if err == "cancelled" then err = "interrupted" end
-    return line, err
+    local line, err, code = reader.read(prompt)
+    if code == "cancelled" then return fail("interrupted") end
+    return line, err, code
   end
   while true do
-    local line, err = read("> ")
+    local line, _, code = read("> ")
     if not line then
-      if err ~= "interrupted" then break end
+      if code ~= "interrupted" then break end
     else
       local fn, cerr = compile(line, read)
       if fn then

@@ -136,6 +136,36 @@ describe("evlua options", function()
     assert.matches("usage:", err, 1, true)
   end)
 
+  it("fails an option it cannot read with the bad_option code", function()
+    local out, err, rc = run({ "-e", [[
+      local parse = require("evlua.main").parse
+      for _, argv in ipairs({ { [0] = "evlua", "-Z" }, { [0] = "evlua", "-e" },
+                              { [0] = "evlua", "--console" } }) do
+        print(parse(argv))
+      end
+    ]] })
+    assert.equal(0, rc, err)
+    assert.equal("nil\tunrecognized option '-Z'\tbad_option\n"
+                 .. "nil\t'-e' needs argument\tbad_option\n"
+                 .. "nil\t'--console' needs argument\tbad_option\n", out)
+  end)
+
+  it("ends the prompt's line reader with nil, eof, eof", function()
+    local out, err, rc = run({ "-e", [[
+      local read = require("evlua.repl").line_reader(0)
+      print(read())
+      print(read())
+    ]] }, "one line\n")
+    assert.equal(0, rc, err)
+    assert.equal("one line\nnil\teof\teof\n", out)
+  end)
+
+  it("reports a --console address it cannot use as one line, without a traceback", function()
+    local out, err, rc = run({ "--console", "70000", "-e", "print(1)" })
+    assert.same({ "", 1 }, { out, rc })
+    assert.matches("^[^\n]*: %-%-console: bad address '70000'\n$", err)
+  end)
+
   it("--help and -h print the usage on stdout and exit 0", function()
     for _, flag in ipairs({ "--help", "-h" }) do
       local out, err, rc = run({ flag })

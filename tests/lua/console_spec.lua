@@ -368,6 +368,70 @@ describe("console.listen", function()
   end)
 end)
 
+describe("console error codes", function()
+  local commands = console.commands
+  local session = { eval_timeout = 0.2 }
+
+  it("gives every failing command a code beside its message", function()
+    assert.same({ nil, "top: seconds between 0 and 60 expected", "usage" },
+                { commands.top.run(session, "x") })
+    assert.same({ nil, "usage: eval <lua>", "usage" }, { commands.eval.run(session, "") })
+    local _, err, code = commands.eval.run(session, "return +")
+    assert.matches("^console:1: unexpected symbol", err)
+    assert.equal("syntax", code)
+    _, err, code = commands.eval.run(session, "error('boom')")
+    assert.matches("^console:1: boom\nstack traceback:", err)
+    assert.equal("raised", code)
+    assert.same({ nil, "eval: no result after 0.2 s (cancelled at its next wait)", "timeout" },
+                { commands.eval.run(session, "require('event').sleep(5)") })
+    local path = helper.tmpdir() .. "/never_imported.lua"
+    helper.write_file(path, "return {}")
+    local real = require("evlua.core").realpath(path)
+    assert.same({ nil, "not imported: " .. real, "not_imported" },
+                { commands.reload.run(session, path) })
+    helper.cleanup()
+  end)
+
+  it("answers an unknown command, a raising command and a coded failure on the wire", function()
+    commands.broken = { usage = "broken", help = "raises", run = function() error("oops") end }
+    commands.coded = { usage = "coded", help = "fails", run = function() return nil, "nope", "mine" end }
+    local l = assert(console.listen(0))
+    local s = assert(client.connect("127.0.0.1", l:port(), nil, 10))
+    assert.same({ "error", "unknown command 'nosuch' (try help)" }, { s:command("nosuch") })
+    local status, text = s:command("broken")
+    assert.equal("error", status)
+    assert.matches("oops\nstack traceback:", text)
+    assert.same({ "error", "nope" }, { s:command("coded") })
+    commands.broken, commands.coded = nil, nil
+    s:close()
+    l:close()
+  end)
+
+  it("fails client.connect with bad_password on a wrong password", function()
+    local l = assert(console.listen({ port = 0, password = "right", auth_delay = 0 }))
+    assert.same({ nil, "wrong password", "bad_password" },
+                { client.connect("127.0.0.1", l:port(), "wrong", 10) })
+    local s = assert(client.connect("127.0.0.1", l:port(), "right", 10))
+    s:close()
+    l:close()
+    local ok, perr = pcall(function() s:command("a\nb") end)
+    assert.is_false(ok)
+    assert.matches("console_spec.lua:%d+: bad argument #1 to 'command' %(one line expected%)", perr)
+  end)
+
+  it("reads the client's command line with bad_option and bad_address codes", function()
+    assert.same({ nil, "HOST:PORT expected", "bad_option" }, { client.parse({}) })
+    assert.same({ nil, "unrecognized option '-x'", "bad_option" }, { client.parse({ "-x", "1" }) })
+    assert.same({ nil, "'-p' needs argument", "bad_option" }, { client.parse({ "-p" }) })
+    assert.same({ nil, "'-t' needs a positive number of seconds", "bad_option" },
+                { client.parse({ "-t", "0", "1" }) })
+    assert.same({ nil, "bad address 'nonsense'", "bad_address" }, { client.parse({ "nonsense" }) })
+    assert.same({ nil, "bad address '99999'", "bad_address" }, { client.parse({ "99999" }) })
+    local opts = client.parse({ "-t", "5", "host:81", "eval", "1" })
+    assert.same({ "host", 81, 5, "eval 1" }, { opts.host, opts.port, opts.timeout, opts.command })
+  end)
+end)
+
 describe("evlua console on a terminal", function()
   local term
   after_each(function()
