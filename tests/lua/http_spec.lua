@@ -912,6 +912,16 @@ describe("http client", function()
     assert.same({ nil, "timeout", "timeout" }, { ok, err, code })
     assert.same({ nil, "unsupported scheme: ftp", "bad_url" },
                 { http.request{ url = "ftp://x/" } })
+    assert.same({ nil, "invalid url", "bad_url" }, { http.request{ url = "nope" } })
+    local garbage = assert(event.listen("127.0.0.1", 0, function(_, ch)
+      ch:write("NOT HTTP AT ALL\r\n\r\n")
+    end))
+    ok, err, code = http.request{ url = "http://127.0.0.1:" .. garbage:port() .. "/",
+                                  timeout = 5 }
+    assert.is_nil(ok)
+    assert.matches("^bad response: ", err)
+    assert.equal("protocol", code)
+    garbage:close()
     assert.has_error(function() http.request{ url = "http://x/", method = 1 } end)
     srv:close()
   end)

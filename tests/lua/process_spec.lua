@@ -132,9 +132,10 @@ describe("event.run_process", function()
 
   it("kills a process at its timeout: nil, 'timeout'", function()
     local t0 = event.now()
-    local out, err = event.run_process("sleep 100", { timeout = 0.2 })
+    local out, err, code = event.run_process("sleep 100", { timeout = 0.2 })
     assert.is_nil(out)
     assert.equal("timeout", err)
+    assert.equal("timeout", code)
     assert.is_true(event.now() - t0 < 10)
   end)
 
@@ -206,16 +207,15 @@ describe("event.run_process", function()
                                           { max_output = 65536 })
     assert.equal(65536, #out)
     assert.equal(0, status.code)
-    local err
-    out, err = event.run_process("head -c 65537 /dev/zero", { max_output = 65536 })
-    assert.same({ nil, "output too large" }, { out, err })
+    assert.same({ nil, "output too large", "too_large" },
+                { event.run_process("head -c 65537 /dev/zero", { max_output = 65536 }) })
     -- stderr counts too
-    out, err = event.run_process("head -c 40000 /dev/zero >&2; head -c 40000 /dev/zero",
-                                 { max_output = 65536, stderr = "capture" })
-    assert.same({ nil, "output too large" }, { out, err })
+    assert.same({ nil, "output too large", "too_large" },
+                { event.run_process("head -c 40000 /dev/zero >&2; head -c 40000 /dev/zero",
+                                    { max_output = 65536, stderr = "capture" }) })
     -- an endless writer is stopped
-    out, err = event.run_process({ "yes" }, { max_output = MiB })
-    assert.same({ nil, "output too large" }, { out, err })
+    assert.same({ nil, "output too large", "too_large" },
+                { event.run_process({ "yes" }, { max_output = MiB }) })
     assert.equal(16 * MiB, process.defaults.max_output)
   end)
 
