@@ -21,17 +21,16 @@ local type, select, tostring, error, setmetatable, pairs, getmetatable =
 
 local event = {}
 
---[[ Tasks ==================================================================
-A task is one run of a function in a coroutine. Fields:
-  id, fn, args (packed, until started), co (nil until started),
-  state: "ready" (queued) | "running" | "waiting" (parked) | "dead",
-  what, on: what a parked task waits for ("sleep", 2.5), ("wait", token)...
-  wn, w1..w3 / wakeargs: the values to resume a queued task with (up to
-    three in fields, more packed),
-  cancel_pending: the next wait fails with nil, "cancelled",
-  results: packed join results once dead, joiners: tasks joining it.
-Coroutines are pooled: a finished task's coroutine runs the next task.
-==========================================================================]]
+--[[ Tasks ==================================================================]]
+-- A task is one run of a function in a coroutine. Fields:
+--   id, fn, args (packed, until started), co (nil until started),
+--   state: "ready" (queued) | "running" | "waiting" (parked) | "dead",
+--   what, on: what a parked task waits for ("sleep", 2.5), ("wait", token)...
+--   wn, w1..w3 / wakeargs: the values to resume a queued task with (up to
+--     three in fields, more packed),
+--   cancel_pending: the next wait fails with nil, "cancelled",
+--   results: packed join results once dead, joiners: tasks joining it.
+-- Coroutines are pooled: a finished task's coroutine runs the next task.
 
 local Task = {}
 Task.__index = Task
@@ -535,8 +534,8 @@ event.log_file = core.log_open
 -- event.log_level([name]) -> previous level ("error", "warn", "info", "debug")
 event.log_level = core.log_level
 
---[[ Channels and names =====================================================
-Loaded on first use: they need this module themselves. ]]
+--[[ Channels and names =====================================================]]
+-- Loaded on first use: they need this module themselves.
 
 function event.listen(...) return require("evlua.net").listen(...) end
 function event.connect(...) return require("evlua.net").connect(...) end

@@ -18,12 +18,11 @@ console.MAX_SESSIONS = 16       -- connections served at once
 console.AUTH_DELAY = 1          -- seconds before answering a wrong password
 console.MAX_AUTH_TRIES = 3      -- wrong passwords before the connection closes
 
---[[ Commands ===============================================================
-console.commands[name] = { usage =, help =, run = function(session, args) }
-run returns the reply text, or raises / returns nil, err, code for an
-error reply (the reply carries err; code is for Lua callers of run).
-A process may add its own commands to this table.
-==========================================================================]]
+--[[ Commands ===============================================================]]
+-- console.commands[name] = { usage =, help =, run = function(session, args) }
+-- run returns the reply text, or raises / returns nil, err, code for an
+-- error reply (the reply carries err; code is for Lua callers of run).
+-- A process may add its own commands to this table.
 
 local commands = {}
 console.commands = commands

@@ -26,17 +26,16 @@ local getmetatable_raw = debug.getmetatable
 local import = {}
 local SOURCE = debug.getinfo(1, "S").source   -- this file's chunk name
 
---[[ Records ================================================================
-One per imported file: path (canonical), chunkname ("@" .. path), env
-(its global environment), value (what import returns), locals (the
-chunk's top-level locals by name: a local function handed to a timer is
-found through them), source, mtime and
-size (when last read), read_at (when), functions (weak set of the file's
-functions reachable from the module after the last load, for finding a
-variable by name), defined (weak: table -> set of keys whose functions
-the source defined, so a function dropped from the source can be dropped
-from its table without touching keys added at run time).
-==========================================================================]]
+--[[ Records ================================================================]]
+-- One per imported file: path (canonical), chunkname ("@" .. path), env
+-- (its global environment), value (what import returns), locals (the
+-- chunk's top-level locals by name: a local function handed to a timer is
+-- found through them), source, mtime and
+-- size (when last read), read_at (when), functions (weak set of the file's
+-- functions reachable from the module after the last load, for finding a
+-- variable by name), defined (weak: table -> set of keys whose functions
+-- the source defined, so a function dropped from the source can be dropped
+-- from its table without touching keys added at run time).
 
 local records, order = {}, {}
 

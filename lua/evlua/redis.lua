@@ -124,19 +124,19 @@ local function options(opts, fname, depth)
   return o
 end
 
---[[ Connections ============================================================
-A connection is a channel whose FIFO holds, per command in flight, its
-waiting task, or a batch (pipeline) with the command's index in it
-(_slot), or DROPPED when the waiter gave up (cancelled).
-
-Deadlines: commands with the client's own timeout are sent in order and
-answered in order, so the oldest one waiting is the first to expire. One
-timer per connection (the watchdog) watches it, instead of a timer per
-command; a command with a timeout of its own (timed_call) waits with it.
-When a command times out, everything sent after it waits behind it (a
-BLPOP that blocks for ever, a hung server): the connection is closed,
-every command waiting fails with "timeout", and the next command
-connects afresh. ]]
+--[[ Connections ============================================================]]
+-- A connection is a channel whose FIFO holds, per command in flight, its
+-- waiting task, or a batch (pipeline) with the command's index in it
+-- (_slot), or DROPPED when the waiter gave up (cancelled).
+--
+-- Deadlines: commands with the client's own timeout are sent in order and
+-- answered in order, so the oldest one waiting is the first to expire. One
+-- timer per connection (the watchdog) watches it, instead of a timer per
+-- command; a command with a timeout of its own (timed_call) waits with it.
+-- When a command times out, everything sent after it waits behind it (a
+-- BLPOP that blocks for ever, a hung server): the connection is closed,
+-- every command waiting fails with "timeout", and the next command
+-- connects afresh.
 
 local Conn = Channel:inherit()
 Conn.__name = "evlua.redis.connection"
@@ -273,11 +273,11 @@ local function wait_room(ch)
   return true
 end
 
---[[ Batches: the replies of a pipeline ======================================
-A batch is the object a pipeline function gets (p:set(...) sends SET at
-once) and collects the replies: _task, _ch, _n sent, _got answered,
-_results, _failed (an error ends it) and _code (its code), _sealed (all
-sent). ]]
+--[[ Batches: the replies of a pipeline =====================================]]
+-- A batch is the object a pipeline function gets (p:set(...) sends SET at
+-- once) and collects the replies: _task, _ch, _n sent, _got answered,
+-- _results, _failed (an error ends it) and _code (its code), _sealed (all
+-- sent).
 
 local Batch = {}
 
@@ -482,10 +482,10 @@ local function link(obj, timeout)
   end
 end
 
---[[ Command classes ========================================================
-Any method name a class does not define is a command: r:get(k) sends GET,
-r:client_list() sends CLIENT LIST (an underscore separates words), as
-send(self, nil, words..., args...) (the nil: no timeout of its own). ]]
+--[[ Command classes ========================================================]]
+-- Any method name a class does not define is a command: r:get(k) sends GET,
+-- r:client_list() sends CLIENT LIST (an underscore separates words), as
+-- send(self, nil, words..., args...) (the nil: no timeout of its own).
 
 local function command_class(class, send)
   class.__index = class
@@ -721,7 +721,7 @@ function redis.connect(opts)
   return r
 end
 
---[[ Pub/sub: lua/evlua/redis_subscriber.lua ===============================]]
+--[[ Pub/sub: lua/evlua/redis_subscriber.lua ================================]]
 
 redis._internal = {
   Conn = Conn, deliver = deliver, push_waiter = push_waiter, link = link,

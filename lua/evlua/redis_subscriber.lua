@@ -17,15 +17,15 @@ local Conn, deliver, push_waiter, link, options, check_running =
   internal.Conn, internal.deliver, internal.push_waiter, internal.link,
   internal.options, internal.check_running
 
---[[ Pub/sub ================================================================
-A subscriber has a connection of its own (a subscribed connection only
-takes (P)(UN)SUBSCRIBE and PING). Messages queue up (at most max_messages;
-beyond that no more of the input is decoded until they are received, and
-TCP slows the server down once the input buffer is full) and
-sub:receive() takes them in order. After a disconnect, receive reports
-nil, "closed" once; the next call reconnects (retrying at the backoff's
-pace while it waits) and subscribes again to every channel and pattern
-(messages published meanwhile are lost). ]]
+--[[ Pub/sub ================================================================]]
+-- A subscriber has a connection of its own (a subscribed connection only
+-- takes (P)(UN)SUBSCRIBE and PING). Messages queue up (at most max_messages;
+-- beyond that no more of the input is decoded until they are received, and
+-- TCP slows the server down once the input buffer is full) and
+-- sub:receive() takes them in order. After a disconnect, receive reports
+-- nil, "closed" once; the next call reconnects (retrying at the backoff's
+-- pace while it waits) and subscribes again to every channel and pattern
+-- (messages published meanwhile are lost).
 
 local SubConn = Conn:inherit()
 SubConn.__name = "evlua.redis.subscriber"

@@ -9,12 +9,11 @@ local fail = require("evlua.errors").fail
 
 local repl = {}
 
---[[ Readers ================================================================
-A reader is { read = function(prompt) -> line | nil, err, code (code
-"eof", "interrupted" or a read error's); interrupt = function() } where
-interrupt() makes a read in progress return nil, "interrupted",
-"interrupted" (Ctrl-C at the prompt).
-==========================================================================]]
+--[[ Readers ================================================================]]
+-- A reader is { read = function(prompt) -> line | nil, err, code (code
+-- "eof", "interrupted" or a read error's); interrupt = function() } where
+-- interrupt() makes a read in progress return nil, "interrupted",
+-- "interrupted" (Ctrl-C at the prompt).
 
 -- Lines from a raw fd (a pipe, a file): the prompt is written as is.
 local function plain_reader(fd)

@@ -96,13 +96,13 @@ local function serve(ch, msgid, method, _, ...)
                xpcall(answer, on_handler_error, ch, msgid, fn, ...))
 end
 
---[[ Request workers ========================================================
-Requests wait in one queue (flattened: ch, msgid, method, n, params...)
-served by a pool of worker coroutines, which costs far less than a new
-coroutine per request. A worker serves one request at a time; before it
-starts one while more are queued, it makes sure another worker is on its
-way, so a handler that waits (sleeps, calls another service) holds up
-nothing but itself. ]]
+--[[ Request workers ========================================================]]
+-- Requests wait in one queue (flattened: ch, msgid, method, n, params...)
+-- served by a pool of worker coroutines, which costs far less than a new
+-- coroutine per request. A worker serves one request at a time; before it
+-- starts one while more are queued, it makes sure another worker is on its
+-- way, so a handler that waits (sleeps, calls another service) holds up
+-- nothing but itself.
 
 local queue, qhead, qtail = {}, 1, 0
 local idle, nidle = {}, 0      -- tokens of parked workers
