@@ -531,9 +531,9 @@ void evlua_open_http(lua_State *L) {
   luaL_setfuncs(L, funcs, 0);
   /* The reply prefixes: a userdata the registry keeps as long as the
   ** state, zeroed (status 0 matches no reply). */
-  reply_prefix *prefixes = lua_newuserdatauv(L, PREFIX_SLOTS * sizeof *prefixes,
-                                             0);
-  memset(prefixes, 0, PREFIX_SLOTS * sizeof *prefixes);
+  size_t size = PREFIX_SLOTS * sizeof(reply_prefix);
+  reply_prefix *prefixes = lua_newuserdatauv(L, size, 0);
+  memset(prefixes, 0, size);
   luaL_ref(L, LUA_REGISTRYINDEX);
   evlua_runtime_get(L)->reply_prefixes = prefixes;
 }

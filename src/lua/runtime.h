@@ -48,7 +48,7 @@ typedef struct evlua_runtime {
   long active_fdwatches;
   double started;            /* ev_time() at creation, for uptime */
   evlua_buffer scratch;      /* encoders build messages here */
-  struct evlua_reply_prefix *reply_prefixes;  /* lhttp.c's, Lua-owned */
+  struct evlua_reply_prefix *reply_prefixes;   /* lhttp.c's, in the state */
   evlua_alloc_lists alloc;   /* the Lua state's allocator (alloc.c) */
 } evlua_runtime;
 
