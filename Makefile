@@ -49,7 +49,7 @@ COV_FLAGS = -O0 -g --coverage
 C_TESTS = build/tests/test_log build/tests/test_paths build/tests/test_buffer \
   build/tests/test_msgpack build/tests/test_http build/tests/test_process \
   build/tests/test_resp build/tests/test_stream build/tests/test_net \
-  build/tests/test_dns
+  build/tests/test_dns build/tests/test_kcp
 
 .PHONY: all deps-build deps-test deps-bench deps-coverage test asan asan-test \
   coverage bench fuzz fresh-check lint install uninstall clean
