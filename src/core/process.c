@@ -69,9 +69,11 @@ static void close_pair(int fds[2]) {
 /* Lowercase first letter: strerror's text as one of our short messages.
 ** errno is left at e: the binding names it as the failure's code. */
 static void set_error(char *err, size_t errlen, const char *what, int e) {
-  snprintf(err, errlen, "%s: %s", what, strerror(e));
-  char *p = strchr(err, ':');
-  if (p && p[1] == ' ' && p[2] >= 'A' && p[2] <= 'Z') p[2] = (char)(p[2] - 'A' + 'a');
+  int n = snprintf(err, errlen, "%s: %s", what, strerror(e));
+  size_t at = strlen(what) + 2;   /* past "what: " (what may hold ':') */
+  if (n > 0 && at < (size_t)n && at < errlen && err[at] >= 'A' &&
+      err[at] <= 'Z')
+    err[at] = (char)(err[at] - 'A' + 'a');
   errno = e;
 }
 
