@@ -142,7 +142,8 @@ coverage: deps-test deps-coverage build/cov/evlua $(COV_C_TESTS)
 # starting from the committed seeds in tests/fuzz/corpus/NAME (what a run
 # finds goes to build/fuzz/corpus-NAME).
 FUZZ_SECONDS ?= 30
-FUZZERS = build/fuzz/fuzz_msgpack build/fuzz/fuzz_http build/fuzz/fuzz_resp
+FUZZERS = build/fuzz/fuzz_msgpack build/fuzz/fuzz_http build/fuzz/fuzz_resp \
+  build/fuzz/fuzz_kcp
 fuzz: deps-test $(FUZZERS)
 	@for f in $(FUZZERS); do \
 	  mkdir -p build/fuzz/corpus-$$(basename $$f); \
@@ -159,9 +160,23 @@ build/fuzz/fuzz_resp: tests/fuzz/fuzz_resp.c src/core/resp.c src/core/buffer.c
 	@mkdir -p $(@D)
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc/core -o $@ $^
 
+build/fuzz/fuzz_kcp: tests/fuzz/fuzz_kcp.c src/core/kcp.c
+	@mkdir -p $(@D)
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc/core -o $@ $^
+
 build/fuzz/fuzz_http: tests/fuzz/fuzz_http.c src/core/http.c src/core/buffer.c
 	@mkdir -p $(@D)
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc/core -o $@ $^ -lhttp_parser
+
+# KCP interop peers: kcp-go (Debian's golang-github-xtaci-kcp-dev, built
+# offline in GOPATH mode) and our engine over a real UDP socket.
+build/peers/kcp_peer: tests/peers/kcp_peer.go
+	@mkdir -p $(@D)
+	GO111MODULE=off GOPATH=/usr/share/gocode go build -o $@ tests/peers/kcp_peer.go
+
+build/peers/kcp_c_echo: tests/peers/kcp_c_echo.c src/core/kcp.c
+	@mkdir -p $(@D)
+	$(CC) $(CORE_CFLAGS) -o $@ $^
 
 bench: deps-bench all
 	@bench/run.sh
