@@ -144,3 +144,56 @@ require("event").fork(function() print("spinning") while true do end end)
     helper.kill(pid, "KILL")
   end)
 end)
+
+-- The runtime replaces coroutine.resume and coroutine.wrap (to know which
+-- coroutine runs when a signal comes); they must behave as Lua's own.
+-- What each case gives was checked against the stock lua5.4.
+describe("coroutine.resume and coroutine.wrap", function()
+  it("pass values and errors as Lua's own do", function()
+    local f = coroutine.wrap(function(a)
+      local b = coroutine.yield(a + 1)
+      error(b)
+    end)
+    assert.equal(2, f(1))
+    local ok, err = pcall(f, "boom")
+    assert.is_false(ok)
+    assert.matches("^[^:]*interrupt_spec%.lua:%d+: boom$", err)
+    assert.same({ false, "cannot resume dead coroutine" }, { pcall(f) })
+    -- an error value that is not a string comes through as it is
+    local obj = setmetatable({}, { __tostring = function() return "obj" end })
+    ok, err = pcall(coroutine.wrap(function() error(obj) end))
+    assert.is_false(ok)
+    assert.equal(obj, err)
+    -- the failed coroutine's to-be-closed variables are closed
+    local closed = false
+    ok = pcall(coroutine.wrap(function()
+      local _ <close> = setmetatable({}, { __close = function() closed = true end })
+      error("with tbc")
+    end))
+    assert.is_false(ok)
+    assert.is_true(closed)
+    -- resume: every argument and result, nils included
+    local co = coroutine.create(function(...) return select("#", ...), ... end)
+    assert.same({ true, 3, 1, nil, 3, n = 5 },
+                table.pack(coroutine.resume(co, 1, nil, 3)))
+    assert.same({ false, "cannot resume dead coroutine" },
+                { coroutine.resume(co) })
+    local many = coroutine.wrap(function() return table.unpack({}, 1, 250) end)
+    assert.equal(250, select("#", many()))
+  end)
+
+  it("raise on arguments of the wrong type", function()
+    local function raised(f, ...)
+      local ok, err = pcall(f, ...)
+      assert.is_false(ok)
+      return err
+    end
+    assert.matches("^bad argument #1 to '[%w.]*resume' %(coroutine expected, "
+                   .. "got number%)$", raised(coroutine.resume, 42))
+    assert.matches("^bad argument #1 to '[%w.]*wrap' %(function expected, "
+                   .. "got number%)$", raised(coroutine.wrap, 42))
+    local core = require "evlua.core"
+    assert.matches("(prefix too long)",
+                   raised(core.interrupt_library, ("x"):rep(4096)), 1, true)
+  end)
+end)
