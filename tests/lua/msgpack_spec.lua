@@ -292,6 +292,12 @@ describe("stream:read_msgpack", function()
     assert.same({ nil, "message larger than 100 bytes", "too_large", n = 3 },
                 r)
     close()
+    -- a whole value of 101 bytes: as large, as refused
+    send, close = reading_pair(100)
+    r = send(encode(("x"):rep(99)))
+    assert.same({ nil, "message larger than 100 bytes", "too_large", n = 3 },
+                r)
+    close()
   end)
 
   it("fails with protocol on bad bytes and on nesting past max_depth",
@@ -306,7 +312,7 @@ describe("stream:read_msgpack", function()
     close()
   end)
 
-  it("raises on a max_size or a depth out of range", function()
+  it("raises on a max_size, a depth or max_params out of range", function()
     local core = require "evlua.core"
     local l = assert(core.listen("127.0.0.1", 0, nil, false, function() end))
     local s = assert(core.stream_connect("127.0.0.1", l:port()))
@@ -314,6 +320,10 @@ describe("stream:read_msgpack", function()
                      "bad argument #1 to 'read_msgpack' (positive size expected)")
     assert.has_error(function() s:read_msgpack(nil, 0) end,
                      "bad argument #2 to 'read_msgpack' (depth out of range)")
+    for _, bad in ipairs({ -1, 100001 }) do
+      assert.has_error(function() s:read_rpc(nil, nil, bad) end,
+                       "bad argument #3 to 'read_rpc' (max_params out of range)")
+    end
     s:close_silently()
     l:close()
   end)
