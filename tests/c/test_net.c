@@ -71,6 +71,38 @@ static void rejects_names_and_bad_paths(void **state) {
   assert_int_equal(evlua_addr_parse(&a, longpath, 0), -1);
 }
 
+/* Brackets are only taken around a whole IPv6 address that fits. */
+static void rejects_bad_brackets(void **state) {
+  (void)state;
+  evlua_addr a;
+  assert_int_equal(evlua_addr_parse(&a, "[::1", 80), -1);
+  assert_int_equal(evlua_addr_parse(&a, "::1]", 80), -1);
+  char wide[80];
+  memset(wide, '0', sizeof wide);
+  wide[0] = '[';
+  wide[sizeof wide - 2] = ']';
+  wide[sizeof wide - 1] = '\0';
+  assert_int_equal(evlua_addr_parse(&a, wide, 80), -1);
+}
+
+/* A zero-size buffer is left alone (the port still comes back); an
+** unnamed unix socket (a socketpair's) formats as "unix:". */
+static void formats_into_no_buffer_and_unnamed_sockets(void **state) {
+  (void)state;
+  evlua_addr a;
+  char buf[16] = "untouched";
+  assert_int_equal(evlua_addr_parse(&a, "10.0.0.1", 7), 0);
+  assert_int_equal(evlua_addr_format(&a, buf, 0), 7);
+  assert_string_equal(buf, "untouched");
+  int sv[2];
+  assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  assert_int_equal(evlua_net_sockname(sv[0], &a), 0);
+  assert_int_equal(evlua_addr_format(&a, buf, sizeof buf), 0);
+  assert_string_equal(buf, "unix:");
+  close(sv[0]);
+  close(sv[1]);
+}
+
 static int is_nonblocking_cloexec(int fd) {
   return (fcntl(fd, F_GETFL) & O_NONBLOCK) && (fcntl(fd, F_GETFD) & FD_CLOEXEC);
 }
@@ -243,6 +275,8 @@ int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(parses_and_formats_addresses),
     cmocka_unit_test(rejects_names_and_bad_paths),
+    cmocka_unit_test(rejects_bad_brackets),
+    cmocka_unit_test(formats_into_no_buffer_and_unnamed_sockets),
     cmocka_unit_test(listens_and_connects_on_loopback),
     cmocka_unit_test(listens_on_ipv6_when_available),
     cmocka_unit_test(listens_and_connects_on_unix_socket),
