@@ -217,6 +217,43 @@ static void scanner_bounds_from_headers(void **state) {
   assert_int_equal(mp_scan(&sc, "\x91\x91\x91", 3, 2), MP_TOO_DEEP);
 }
 
+/* mp_valid_utf8 decides whether a Lua string encodes as str or bin: only
+** well-formed UTF-8 is str. */
+static void utf8_is_checked_strictly(void **state) {
+  (void)state;
+  static const struct { const char *s; int valid; } cases[] = {
+    { "plain ascii", 1 },
+    { "\xc3\xa9t\xc3\xa9", 1 },          /* 2 bytes: "ete" with accents */
+    { "\xe2\x82\xac", 1 },                /* 3 bytes: euro sign */
+    { "\xf0\x9f\x98\x80", 1 },            /* 4 bytes: U+1F600 */
+    { "\xe2\x82", 0 },                    /* cut short */
+    { "\xe2\x28\xa1", 0 },                /* not a continuation byte */
+    { "\xc0\xaf", 0 },                    /* overlong "/" */
+    { "\xed\xa0\x80", 0 },                /* surrogate U+D800 */
+    { "\xf4\x90\x80\x80", 0 },            /* above U+10FFFF */
+    { "\xf8\x88\x80\x80\x80", 0 },        /* 5-byte form */
+    { "\x80", 0 },                        /* lone continuation byte */
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+    assert_int_equal(mp_valid_utf8(cases[i].s, strlen(cases[i].s)),
+                     cases[i].valid);
+}
+
+/* A depth limit above MP_MAX_DEPTH is taken as MP_MAX_DEPTH. */
+static void scan_depth_is_capped(void **state) {
+  (void)state;
+  static char deep[MP_MAX_DEPTH + 2];
+  memset(deep, 0x91, sizeof deep - 1);   /* arrays of one element */
+  deep[sizeof deep - 1] = 0x01;
+  mp_scanner sc;
+  mp_scan_start(&sc);
+  assert_int_equal(mp_scan(&sc, deep, sizeof deep, 1 << 30), MP_TOO_DEEP);
+  mp_scan_start(&sc);
+  /* MP_MAX_DEPTH levels are fine */
+  assert_int_equal(mp_scan(&sc, deep + 1, sizeof deep - 1, 1 << 30),
+                   (long)(sizeof deep - 1));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(integers_use_the_smallest_form),
@@ -227,6 +264,8 @@ int main(void) {
     cmocka_unit_test(invalid_and_empty_inputs),
     cmocka_unit_test(scanner_resumes_where_it_stopped),
     cmocka_unit_test(scanner_bounds_from_headers),
+    cmocka_unit_test(utf8_is_checked_strictly),
+    cmocka_unit_test(scan_depth_is_capped),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
