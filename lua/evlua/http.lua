@@ -683,9 +683,10 @@ function http.listen(ip, port, callback, opts)
   local class = Conn:inherit()
   class.httpd = srv
   class.send_timeout = o.send_timeout   -- applied by Channel:_start
-  local listener, err = event.listen(ip, port, function() end, class,
-                                     { backlog = o.backlog, reuseport = o.reuseport })
-  if not listener then return nil, err end
+  local listener, err, code = event.listen(ip, port, nil, class,
+                                           { backlog = o.backlog,
+                                             reuseport = o.reuseport })
+  if not listener then return nil, err, code end
   srv.listener = listener
   return srv
 end

@@ -421,7 +421,7 @@ end
 -- call_timeout, idle_timeout for the channels it accepts.
 function rpc.listen(ip, port, handlers, class, opts)
   class = configured(class, handlers, opts, "listen")
-  return event.listen(ip, port, function() end, class, opts)
+  return event.listen(ip, port, nil, class, opts)
 end
 
 -- rpc.connect(host, port [, opts]) -> channel | nil, err. In a coroutine.
