@@ -390,10 +390,12 @@ local OPTIONS = { "max_message", "max_depth", "max_params", "call_timeout",
 local CEILING = { max_depth = 512, max_params = 100000 }
 
 -- class, or a subclass of it with the handlers and the OPTIONS in opts.
-local function configured(class, handlers, opts, fname)
+-- handlers_arg and opts_arg: where the caller took them, for the errors.
+local function configured(class, handlers, opts, fname, handlers_arg, opts_arg)
   class = class or RpcChannel
   if handlers ~= nil and type(handlers) ~= "table" then
-    error("bad argument to '" .. fname .. "' (handler table expected)", 3)
+    errors.argerror(handlers_arg, fname, "handler table expected, got "
+                    .. type(handlers), 2)
   end
   local sub
   if handlers ~= nil then
@@ -405,8 +407,9 @@ local function configured(class, handlers, opts, fname)
     if value ~= nil then
       local ceiling = CEILING[name] or math.huge
       if type(value) ~= "number" or not (value >= 0 and value <= ceiling) then
-        error(("bad option '%s' to '%s' (number from 0 to %s expected)")
-              :format(name, fname, ceiling), 3)
+        local range = ceiling == math.huge and "a non-negative number"
+                      or "a number from 0 to " .. ceiling
+        errors.argerror(opts_arg, fname, name .. " must be " .. range, 2)
       end
       sub = sub or class:inherit()
       sub[name] = value
@@ -420,7 +423,7 @@ end
 -- opts: those of event.listen, and max_message, max_depth, max_params,
 -- call_timeout, idle_timeout for the channels it accepts.
 function rpc.listen(ip, port, handlers, class, opts)
-  class = configured(class, handlers, opts, "listen")
+  class = configured(class, handlers, opts, "listen", 3, 5)
   return event.listen(ip, port, nil, class, opts)
 end
 
@@ -429,7 +432,7 @@ end
 -- max_message, max_depth, max_params, call_timeout, idle_timeout.
 function rpc.connect(host, port, opts)
   opts = opts or {}
-  local class = configured(opts.class, opts.handlers, opts, "connect")
+  local class = configured(opts.class, opts.handlers, opts, "connect", 3, 3)
   return event.connect(host, port, class, opts.timeout)
 end
 

@@ -338,7 +338,10 @@ describe("rpc", function()
                                   { class = Watched, idle_timeout = 0.05 }))
     assert.equal(3, ch:call("add", 1, 2))
     assert.same({ "timeout" }, { event.wait(gone, 5) })   -- the reason it woke with
-    assert.has_error(function() rpc.connect("127.0.0.1", 1, { idle_timeout = "x" }) end)
+    assert.has_error(function() rpc.connect("127.0.0.1", 1, { idle_timeout = "x" }) end,
+      "bad argument #3 to 'connect' (idle_timeout must be a non-negative number)")
+    assert.has_error(function() rpc.listen("127.0.0.1", 0, 42) end,
+      "bad argument #3 to 'listen' (handler table expected, got number)")
     listener:close()
     server2:close()
   end)
@@ -409,7 +412,8 @@ describe("rpc", function()
     assert.is_true(event.wait(got, 10))
     assert.same({ 2 }, got)
     -- max_params beyond the ceiling is a programmer error
-    assert.has_error(function() rpc.listen("127.0.0.1", 0, h, nil, { max_params = 100001 }) end)
+    assert.has_error(function() rpc.listen("127.0.0.1", 0, h, nil, { max_params = 100001 }) end,
+      "bad argument #5 to 'listen' (max_params must be a number from 0 to 100000)")
     ch:close()
     listener:close()
   end)
