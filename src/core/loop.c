@@ -3,6 +3,7 @@
 */
 #include "loop.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 void evlua_loop_state_init(evlua_loop_state *st, struct ev_loop *loop) {
@@ -13,4 +14,6 @@ void evlua_loop_state_init(evlua_loop_state *st, struct ev_loop *loop) {
 
 void evlua_loop_state_release(evlua_loop_state *st) {
   evlua_block_cache_release(&st->blocks);
+  free(st->udp_area);
+  st->udp_area = NULL;
 }

@@ -1,7 +1,7 @@
 /*
-** loop.h - what the C core keeps per libev loop: the streams whose
-** coalesced output waits for the end of the loop iteration, and the
-** cache of 64 KiB buffer blocks. Pure C, no Lua.
+** loop.h - what the C core keeps per libev loop: the streams and UDP
+** sockets whose output waits for the end of the loop iteration, the
+** cache of 64 KiB buffer blocks and the UDP receive area. Pure C, no Lua.
 **
 ** It hangs off the loop as libev's user data (ev_set_userdata), so
 ** anything holding a struct ev_loop * reaches it. The Lua runtime embeds
@@ -18,11 +18,14 @@
 #include "buffer.h"
 
 struct evlua_stream;
+struct evlua_udp;
 
 typedef struct evlua_loop_state {
   struct ev_loop *loop;
   struct evlua_stream *corked;   /* streams with output to flush */
   evlua_block_cache blocks;      /* for the streams' buffers */
+  struct evlua_udp *udp_pending; /* UDP sockets with datagrams to send */
+  char *udp_area;                /* where recvmmsg puts datagrams (udp.c) */
 } evlua_loop_state;
 
 /* Set st up empty and install it as loop's user data. */

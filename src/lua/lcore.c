@@ -154,6 +154,7 @@ static const binding bindings[] = {
   { "readline", evlua_open_readline },
   { "import", evlua_open_import },
   { "redis", evlua_open_redis },       /* adds stream methods */
+  { "udp", evlua_open_udp },
   { NULL, NULL }
 };
 

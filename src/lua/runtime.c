@@ -15,6 +15,7 @@
 #include "log.h"
 #include "net.h"
 #include "stream.h"
+#include "udp.h"
 
 evlua_runtime *evlua_runtime_get(lua_State *L) {
   return *(evlua_runtime **)lua_getextraspace(L);
@@ -113,7 +114,8 @@ static void run_ready_tasks(evlua_runtime *rt) {
 **   1. run the ready Lua tasks: what they write is only coalesced in
 **      their streams' queues;
 **   2. write each stream's coalesced output, so the messages of the whole
-**      iteration (its callbacks' and its tasks') share one write(2).
+**      iteration (its callbacks' and its tasks') share one write(2), and
+**      each UDP socket's queued datagrams, in one sendmmsg(2).
 ** It is the loop's only prepare watcher, of the lowest priority, always
 ** active but not counted as keeping the loop alive (spin_watcher does
 ** while tasks are ready). A debugger or a profiler hooks in here: before
@@ -124,6 +126,7 @@ static void before_sleep(struct ev_loop *loop, ev_prepare *w, int revents) {
   evlua_runtime *rt = container_of(w, evlua_runtime, before_sleep);
   if (rt->ready) run_ready_tasks(rt);
   evlua_stream_flush_corked(&rt->core);
+  evlua_udp_flush_pending(rt->loop);
 }
 
 static void start_before_sleep(evlua_runtime *rt) {
@@ -166,6 +169,7 @@ static int l_os_exit(lua_State *L) {
   else
     status = (int)luaL_optinteger(L, 1, EXIT_SUCCESS);
   evlua_stream_flush_corked(&rt->core);
+  evlua_udp_flush_pending(rt->loop);
   if (lua_toboolean(L, 2)) close_state(rt);
   exit(status);
 }

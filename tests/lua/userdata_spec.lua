@@ -23,6 +23,7 @@ local function one_of_each()
     ["evlua.dns.request"] = r:resolve("127.0.0.1", "any", noop),
     ["evlua.process"] = assert(core.process_spawn(
       { file = "true", argv = { "true" } }, noop)),
+    ["evlua.udp"] = assert(core.udp_open("127.0.0.1", 0, 2048, 16, noop)),
   }
 end
 
@@ -45,6 +46,7 @@ describe("userdata", function()
       ["evlua.stream"] = function(s) return s:peer() end,
       ["evlua.dns.resolver"] = function(r) return r:info() end,
       ["evlua.process"] = function(p) return p:signal(0) end,
+      ["evlua.udp"] = function(u) return u:sendto("x", "127.0.0.1", 9) end,
     }
     for name, use in pairs(closed) do
       local ud = all[name]
