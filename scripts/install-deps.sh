@@ -19,10 +19,11 @@ libhttp-parser-dev libreadline-dev"
 # python3 (a silent UDP peer) for the DNS tests; msgpack-rpc peers nobody
 # here wrote: Neovim, and Python's msgpack and pynvim (tests call
 # /usr/bin/python3, Debian's, which has them); curl and nginx as HTTP
-# peers; redis-server for the Redis client.
+# peers; redis-server for the Redis client; Go and kcp-go (built offline,
+# GOPATH mode) as the KCP peer (tests/peers/kcp_peer.go).
 TEST="libcmocka-dev lua5.4 lua-busted clang libclang-rt-14-dev valgrind tmux \
 procps groff-base lua-check dnsmasq-base python3 python3-msgpack python3-pynvim neovim curl nginx \
-redis-server"
+redis-server golang-go golang-github-xtaci-kcp-dev"
 # Benchmarks: wrk, and nginx with its Lua module as the HTTP peers;
 # redis-benchmark (redis-tools) as the Redis client's peer; taskset
 # (util-linux) pins server and client to their cores.
