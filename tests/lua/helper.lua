@@ -105,17 +105,21 @@ function helper.terminal(command)
     "sh -c '" .. command .. "; echo rc=$? > " .. marker .. "; sleep 60'")))
   local term = {}
   function term:keys(keys) tmux("send-keys -t " .. session .. " " .. keys) end
+  -- A busy machine (CI runs the suites beside the sanitizer build) can
+  -- take seconds to start evlua under tmux: wait up to 30 s by the clock.
   function term:shows(text)
-    for _ = 1, 500 do
+    local deadline = event.time() + 30
+    repeat
       local s = screen()
       if s:find(text, 1, true) then return s end
       event.sleep(0.01)
-    end
+    until event.time() > deadline
     return screen()
   end
   function term:exit_status()
     -- the shell creates the file before it writes the line: wait for both
-    for _ = 1, 500 do
+    local deadline = event.time() + 30
+    while event.time() < deadline do
       local f = io.open(marker)
       local text = f and f:read("a")
       if f then f:close() end
