@@ -329,6 +329,41 @@ static void stream_lossy_link(void **state) {
   pair_free(p);
 }
 
+/* Growing both windows while segments are in flight and out of order
+** moves them to the larger rings without losing one. */
+static void windows_grow_mid_transfer(void **state) {
+  (void)state;
+  rng_state = 21;
+  pair *p = pair_new(3, 20, 2, 20);
+  evlua_kcp_set_nodelay(p->a, 1, 10, 2, 1);
+  evlua_kcp_set_nodelay(p->b, 1, 10, 2, 1);
+  evlua_kcp_set_wndsize(p->a, 16, 16);
+  evlua_kcp_set_wndsize(p->b, 16, 16);
+  evlua_kcp_set_dead_link(p->a, 1000);
+  enum { N = 400 };
+  char buf[64], want[64];
+  int sent = 0, got = 0;
+  while (got < N && p->now < 600000) {
+    while (sent < N) {
+      fill(buf, 40, (uint32_t)sent);
+      if (evlua_kcp_send(p->a, buf, 40) != 0) break;
+      sent++;
+    }
+    while (evlua_kcp_recv(p->b, buf, sizeof(buf)) == 40) {
+      fill(want, 40, (uint32_t)got);
+      assert_memory_equal(buf, want, 40);
+      got++;
+    }
+    if (p->now == 300) {
+      assert_int_equal(evlua_kcp_set_wndsize(p->a, 1024, 1024), 0);
+      assert_int_equal(evlua_kcp_set_wndsize(p->b, 1024, 1024), 0);
+    }
+    pair_tick(p);
+  }
+  assert_int_equal(got, N);
+  pair_free(p);
+}
+
 /* Fragmentation ======================================================= */
 
 static void fragments_at_mtu(void **state) {
@@ -720,6 +755,7 @@ int main(void) {
     cmocka_unit_test(messages_lossy_link),
     cmocka_unit_test(messages_very_lossy_link),
     cmocka_unit_test(stream_lossy_link),
+    cmocka_unit_test(windows_grow_mid_transfer),
     cmocka_unit_test(fragments_at_mtu),
     cmocka_unit_test(segments_pack_to_mtu),
     cmocka_unit_test(message_bigger_than_rcvwnd),
