@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -48,13 +49,20 @@ static void stop_all(evlua_stream *s) {
   ev_timer_stop(s->loop, &s->send_timer);
 }
 
-/* Stop everything and release the fd; input stays readable. */
+/* Stop everything and release the fd (or let the transport go); input
+** stays readable. */
 static void release_fd(evlua_stream *s) {
   uncork(s);
   if (s->state == EVLUA_STREAM_CLOSED) return;
   stop_all(s);
-  if (s->state == EVLUA_STREAM_CLOSING) shutdown(s->fd, SHUT_WR);
-  close(s->fd);
+  if (s->transport) {
+    s->state = EVLUA_STREAM_CLOSED;   /* first: close may call nothing back */
+    s->transport->close(s);
+    s->transport_data = NULL;
+  } else {
+    if (s->state == EVLUA_STREAM_CLOSING) shutdown(s->fd, SHUT_WR);
+    close(s->fd);
+  }
   s->fd = -1;
   s->state = EVLUA_STREAM_CLOSED;
   evlua_buffer_free(&s->out);
@@ -123,7 +131,7 @@ static void wait_writable(evlua_stream *s) {
 static void on_send_timer(struct ev_loop *loop, ev_timer *w, int revents) {
   (void)revents;
   evlua_stream *s = container_of(w, evlua_stream, send_timer);
-  if (s->send_timeout <= 0 || evlua_buffer_len(&s->out) == 0) return;
+  if (s->send_timeout <= 0 || evlua_stream_pending(s) == 0) return;
   double left = s->last_write + s->send_timeout - ev_now(loop);
   if (left <= 0) {
     close_now(s, "send timeout");
@@ -133,7 +141,13 @@ static void on_send_timer(struct ev_loop *loop, ev_timer *w, int revents) {
   ev_timer_start(loop, w);
 }
 
+static void resume_transport(evlua_stream *s);
+
 static void start_reading(evlua_stream *s) {
+  if (s->transport) {
+    resume_transport(s);
+    return;
+  }
   if (s->state == EVLUA_STREAM_OPEN &&
       evlua_buffer_len(&s->in) < s->max_input)
     ev_io_start(s->loop, &s->rw);
@@ -142,7 +156,13 @@ static void start_reading(evlua_stream *s) {
 /* Flush the queue from the loop, then close with reason; the write
 ** watcher runs even with an empty queue, so on_close always comes from
 ** the loop. The linger timer bounds the flush. */
+static void enter_closing_transport(evlua_stream *s, const char *reason);
+
 static void enter_closing(evlua_stream *s, const char *reason) {
+  if (s->transport) {
+    enter_closing_transport(s, reason);
+    return;
+  }
   ev_io_stop(s->loop, &s->rw);
   s->state = EVLUA_STREAM_CLOSING;
   s->close_reason = reason;
@@ -297,6 +317,10 @@ static int queue_rest(evlua_stream *s, const struct iovec *iov, int n,
 
 /* Write the queue of a stream just taken off the corked list. */
 static void flush_corked(struct ev_loop *loop, evlua_stream *s) {
+  if (s->transport) {
+    if (s->state != EVLUA_STREAM_CLOSED) s->transport->flush(s);
+    return;
+  }
   if (s->state != EVLUA_STREAM_OPEN || ev_is_active(&s->ww)) return;
   size_t len = evlua_buffer_len(&s->out);
   if (len == 0) return;
@@ -335,11 +359,14 @@ static void cork(evlua_stream *s) {
   s->loop_state->corked = s;
 }
 
+static int write_transport(evlua_stream *s, const struct iovec *iov, int n);
+
 int evlua_stream_write(evlua_stream *s, const struct iovec *iov, int n) {
   if (s->state != EVLUA_STREAM_OPEN && s->state != EVLUA_STREAM_CONNECTING) {
     errno = EPIPE;
     return -1;
   }
+  if (s->transport) return write_transport(s, iov, n);
   size_t written = 0;
   if (s->state == EVLUA_STREAM_OPEN && !ev_is_active(&s->ww) &&
       s->write_error == 0) {
@@ -391,8 +418,11 @@ int evlua_stream_write(evlua_stream *s, const struct iovec *iov, int n) {
   return 0;
 }
 
+static void prune_messages(evlua_stream *s);
+
 void evlua_stream_consumed(evlua_stream *s) {
   evlua_buffer_shrink(&s->in);
+  if (s->msg_count) prune_messages(s);
   start_reading(s);
 }
 
@@ -413,6 +443,9 @@ void evlua_stream_close_silently(evlua_stream *s) {
 void evlua_stream_release(evlua_stream *s) {
   evlua_stream_close_silently(s);
   evlua_buffer_free(&s->in);
+  free(s->msg_end);
+  s->msg_end = NULL;
+  s->msg_count = s->msg_cap = 0;
 }
 
 void evlua_stream_set_idle_timeout(evlua_stream *s, double seconds) {
@@ -423,7 +456,10 @@ void evlua_stream_set_idle_timeout(evlua_stream *s, double seconds) {
 void evlua_stream_set_send_timeout(evlua_stream *s, double seconds) {
   s->send_timeout = seconds;
   ev_timer_stop(s->loop, &s->send_timer);
-  if (seconds > 0 && ev_is_active(&s->ww) && evlua_buffer_len(&s->out) > 0 &&
+  int stalled = s->transport ? evlua_stream_pending(s) > 0
+                             : ev_is_active(&s->ww) &&
+                               evlua_buffer_len(&s->out) > 0;
+  if (seconds > 0 && stalled &&
       s->state != EVLUA_STREAM_CONNECTING) {   /* a stall under way */
     double left = s->last_write + seconds - ev_now(s->loop);
     ev_timer_set(&s->send_timer, left > 0 ? left : 0., 0.);
@@ -436,6 +472,186 @@ void evlua_stream_set_limits(evlua_stream *s, size_t max_input,
   s->max_input = max_input;
   s->high_water = high_water;
   s->low_water = low_water;
-  if (evlua_buffer_len(&s->in) >= max_input) ev_io_stop(s->loop, &s->rw);
-  else start_reading(s);
+  if (s->transport) {
+    if (!evlua_stream_wants_input(s)) s->input_paused = 1;
+    else start_reading(s);
+  } else if (evlua_buffer_len(&s->in) >= max_input) {
+    ev_io_stop(s->loop, &s->rw);
+  } else {
+    start_reading(s);
+  }
+}
+
+/* Transports ========================================================== */
+
+void evlua_stream_init_transport(evlua_stream *s, struct ev_loop *loop,
+                                 const evlua_stream_transport *t,
+                                 void *tdata, int message_mode,
+                                 const evlua_stream_handler *h, void *data) {
+  memset(s, 0, sizeof *s);
+  s->loop = loop;
+  s->loop_state = evlua_loop_state_of(loop);
+  s->fd = -1;
+  s->state = EVLUA_STREAM_OPEN;
+  s->transport = t;
+  s->transport_data = tdata;
+  s->message_mode = message_mode;
+  s->handler = h;
+  s->data = data;
+  s->max_input = EVLUA_STREAM_MAX_INPUT;
+  s->high_water = EVLUA_STREAM_HIGH_WATER;
+  s->low_water = EVLUA_STREAM_LOW_WATER;
+  s->linger = EVLUA_STREAM_LINGER;
+  s->send_timeout = EVLUA_STREAM_SEND_TIMEOUT;
+  evlua_buffer_init_cached(&s->in, &s->loop_state->blocks);
+  evlua_buffer_init_cached(&s->out, &s->loop_state->blocks);
+  ev_io_init(&s->rw, on_readable, -1, EV_READ);    /* never started */
+  ev_io_init(&s->ww, on_writable, -1, EV_WRITE);
+  ev_init(&s->timer, on_timer);
+  ev_init(&s->send_timer, on_send_timer);
+  touch(s);
+}
+
+size_t evlua_stream_pending(const evlua_stream *s) {
+  if (s->transport && s->state != EVLUA_STREAM_CLOSED)
+    return s->transport->pending(s);
+  return evlua_buffer_len(&s->out);
+}
+
+int evlua_stream_addr(evlua_stream *s, int peer, evlua_addr *a) {
+  if (s->state == EVLUA_STREAM_CLOSED) return errno = EBADF, -1;
+  if (s->transport) return s->transport->addr(s, peer, a);
+  return peer ? evlua_net_peername(s->fd, a) : evlua_net_sockname(s->fd, a);
+}
+
+int evlua_stream_wants_input(evlua_stream *s) {
+  return s->state == EVLUA_STREAM_OPEN &&
+         evlua_buffer_len(&s->in) < s->max_input &&
+         s->msg_count < EVLUA_STREAM_MAX_MESSAGES;
+}
+
+static void resume_transport(evlua_stream *s) {
+  if (s->input_paused && evlua_stream_wants_input(s)) {
+    s->input_paused = 0;
+    s->transport->resume(s);
+  }
+}
+
+/* Remember where the message just delivered ends. */
+static int push_message_end(evlua_stream *s) {
+  if (s->msg_count == s->msg_cap) {
+    size_t cap = s->msg_cap ? s->msg_cap * 2 : 16;
+    uint64_t *p = malloc(cap * sizeof *p);
+    if (!p) return -1;
+    for (size_t i = 0; i < s->msg_count; i++)   /* unwrap the ring */
+      p[i] = s->msg_end[(s->msg_head + i) % s->msg_cap];
+    free(s->msg_end);
+    s->msg_end = p;
+    s->msg_cap = cap;
+    s->msg_head = 0;
+  }
+  s->msg_end[(s->msg_head + s->msg_count) % s->msg_cap] = s->bytes_in;
+  s->msg_count++;
+  return 0;
+}
+
+int evlua_stream_delivered(evlua_stream *s, size_t len) {
+  if (s->state != EVLUA_STREAM_OPEN) return -1;
+  s->bytes_in += (uint64_t)len;
+  if (s->message_mode && push_message_end(s) != 0) {
+    close_now(s, "out of memory");
+    return -1;
+  }
+  touch(s);
+  if (!evlua_stream_wants_input(s)) s->input_paused = 1;
+  s->handler->on_data(s);
+  return 0;
+}
+
+int evlua_stream_deliver(evlua_stream *s, const char *data, size_t len) {
+  if (s->state != EVLUA_STREAM_OPEN) return -1;
+  if (len > 0 && evlua_buffer_append(&s->in, data, len) != 0) {
+    close_now(s, "out of memory");
+    return -1;
+  }
+  return evlua_stream_delivered(s, len);
+}
+
+/* The absolute offset of the first unread input byte. */
+static uint64_t consumed_offset(const evlua_stream *s) {
+  return s->bytes_in - evlua_buffer_len(&s->in);
+}
+
+/* Drop the message ends that reads other than take_message passed: a
+** message is gone once every byte of it was read (an empty one once a
+** byte after it was). */
+static void prune_messages(evlua_stream *s) {
+  uint64_t at = consumed_offset(s);
+  while (s->msg_count) {
+    uint64_t end = s->msg_end[s->msg_head];
+    if (end > at || (end == at && s->msg_base == end)) break;
+    s->msg_base = end;
+    s->msg_head = (s->msg_head + 1) % s->msg_cap;
+    s->msg_count--;
+  }
+}
+
+long evlua_stream_next_message(evlua_stream *s) {
+  prune_messages(s);
+  if (s->msg_count == 0) return -1;
+  return (long)(s->msg_end[s->msg_head] - consumed_offset(s));
+}
+
+void evlua_stream_take_message(evlua_stream *s, size_t n) {
+  evlua_buffer_consume(&s->in, n);
+  if (s->msg_count) {
+    s->msg_base = s->msg_end[s->msg_head];
+    s->msg_head = (s->msg_head + 1) % s->msg_cap;
+    s->msg_count--;
+  }
+  evlua_stream_consumed(s);
+}
+
+static int write_transport(evlua_stream *s, const struct iovec *iov, int n) {
+  if (s->state != EVLUA_STREAM_OPEN) return errno = EPIPE, -1;
+  if (s->transport->write(s, iov, n) != 0) return -1;
+  for (int i = 0; i < n; i++) s->bytes_out += iov[i].iov_len;
+  size_t pending = s->transport->pending(s);
+  if (pending > 0) start_stall(s);
+  if (pending >= s->high_water) s->full = s->was_full = 1;
+  cork(s);   /* the transport sends once per loop iteration */
+  return 0;
+}
+
+void evlua_stream_progress(evlua_stream *s) {
+  if (s->state == EVLUA_STREAM_CLOSED) return;
+  size_t pending = s->transport->pending(s);
+  s->last_write = evlua_clock_now(s->loop);
+  if (pending == 0) {
+    ev_timer_stop(s->loop, &s->send_timer);
+    if (s->state == EVLUA_STREAM_CLOSING) {
+      close_now(s, s->close_reason);
+      return;
+    }
+  }
+  if (s->full && pending <= s->low_water) {
+    s->full = 0;
+    s->handler->on_drain(s);
+  }
+}
+
+/* As for an fd: wait for the transport to send everything, within the
+** linger time; with nothing pending, close from the loop at once. */
+static void enter_closing_transport(evlua_stream *s, const char *reason) {
+  s->state = EVLUA_STREAM_CLOSING;
+  s->close_reason = reason;
+  cork(s);
+  int idle = s->transport->pending(s) == 0;
+  ev_timer_stop(s->loop, &s->timer);
+  ev_timer_set(&s->timer, idle ? 0. : s->linger, 0.);
+  ev_timer_start(s->loop, &s->timer);
+}
+
+void evlua_stream_end(evlua_stream *s, const char *reason) {
+  close_now(s, reason);
 }

@@ -24,6 +24,15 @@
 ** Closing: with flush, queued output is written first (bounded by the
 ** linger time), then the fd is shut down and closed; on_close always runs
 ** exactly once with the reason, except for a silent close (GC).
+**
+** Transports: a stream made with evlua_stream_init_transport has no fd.
+** Its transport (a KCP session) delivers input with evlua_stream_deliver
+** and takes writes whole (in message mode one evlua_stream_write is one
+** message); the bytes it still holds (queued or unacknowledged) stand for
+** the output queue: full/drain, the send timeout and a flushing close use
+** them as they use `out` for an fd. Input that reaches max_input pauses
+** the transport (it stops taking data from its peer, whose window then
+** closes) until the consumer has taken some.
 */
 #ifndef EVLUA_STREAM_H
 #define EVLUA_STREAM_H
@@ -34,6 +43,7 @@
 
 #include "buffer.h"
 #include "loop.h"
+#include "net.h"
 
 typedef struct evlua_stream evlua_stream;
 
@@ -49,6 +59,33 @@ typedef struct evlua_stream_handler {
   ** "timeout", "send timeout", "local close" or an error message. */
   void (*on_close)(evlua_stream *s, const char *reason);
 } evlua_stream_handler;
+
+/* What a transport does for its stream. Every call comes from the stream
+** while it is not closed; close is the last one. */
+typedef struct evlua_stream_transport {
+  const char *name;         /* for __tostring: "kcp" */
+  /* Take the bytes of iov[0..n) (one message in message mode): 0, or -1
+  ** with errno (EMSGSIZE: too large for one message; EPIPE). */
+  int (*write)(evlua_stream *s, const struct iovec *iov, int n);
+  /* Bytes written and not yet acknowledged by the peer. */
+  size_t (*pending)(const evlua_stream *s);
+  /* Send what this loop iteration wrote (once per iteration, from
+  ** evlua_stream_flush_corked). */
+  void (*flush)(evlua_stream *s);
+  /* Input fell below max_input after a pause: take data again. Called
+  ** from the consumer's read, so it must not deliver from inside the
+  ** call (schedule it on the loop instead). */
+  void (*resume)(evlua_stream *s);
+  /* The peer's or our address: 0, or -1 with errno. */
+  int (*addr)(evlua_stream *s, int peer, evlua_addr *a);
+  /* The stream is closed: let go of it (no call follows). */
+  void (*close)(evlua_stream *s);
+} evlua_stream_transport;
+
+/* A message-mode stream keeps at most this many unread message ends;
+** the transport pauses at it (so empty messages cannot grow the list
+** without bound). */
+#define EVLUA_STREAM_MAX_MESSAGES 8192
 
 enum evlua_stream_state {
   EVLUA_STREAM_CONNECTING,
@@ -81,6 +118,16 @@ struct evlua_stream {
   void *data;               /* the handler's */
   evlua_stream *next_corked; /* in the list of streams to flush */
   int corked;
+  /* With a transport (fd is -1): */
+  const evlua_stream_transport *transport;
+  void *transport_data;     /* the transport's */
+  int input_paused;         /* at max_input: resume when consumed */
+  int message_mode;         /* delivered input is whole messages */
+  /* Message mode: the ends of the unread messages, as absolute input
+  ** offsets (bytes_in when each was delivered), a ring of msg_cap. */
+  uint64_t *msg_end;
+  uint64_t msg_base;        /* the end of the last message taken */
+  size_t msg_head, msg_count, msg_cap;
 };
 
 /* Defaults for new streams (see docs/channel.md). */
@@ -134,6 +181,41 @@ void evlua_stream_close_silently(evlua_stream *s);
 
 /* Release the buffers of a closed stream (before freeing its memory). */
 void evlua_stream_release(evlua_stream *s);
+
+/* Set up an open stream on a transport (no fd). message_mode: the
+** transport delivers whole messages (evlua_stream_next_message). */
+void evlua_stream_init_transport(evlua_stream *s, struct ev_loop *loop,
+                                 const evlua_stream_transport *t,
+                                 void *tdata, int message_mode,
+                                 const evlua_stream_handler *h, void *data);
+
+/* Transport side. Deliver len bytes (in message mode: one whole message)
+** to s->in and run on_data: 0, or -1 when the stream is not open or out
+** of memory (the stream is then closed). */
+int evlua_stream_deliver(evlua_stream *s, const char *data, size_t len);
+/* As evlua_stream_deliver, for len bytes the transport has already
+** appended to s->in itself (evlua_buffer_reserve, commit). */
+int evlua_stream_delivered(evlua_stream *s, size_t len);
+/* Room for more input: the stream is open, s->in is under max_input and
+** (message mode) under EVLUA_STREAM_MAX_MESSAGES unread messages. When
+** there is none, the stream calls resume once there is again. */
+int evlua_stream_wants_input(evlua_stream *s);
+/* The transport's pending bytes went down (acks): drain, send-timeout
+** progress, and the end of a flushing close once nothing is pending. */
+void evlua_stream_progress(evlua_stream *s);
+/* The transport ends the stream (dead link: "timeout"); on_close runs
+** now, so call it from a loop callback. */
+void evlua_stream_end(evlua_stream *s, const char *reason);
+
+/* Output waiting: the transport's pending bytes, or the queue's. */
+size_t evlua_stream_pending(const evlua_stream *s);
+/* The peer's (peer 1) or the local address: 0, or -1 with errno. */
+int evlua_stream_addr(evlua_stream *s, int peer, evlua_addr *a);
+/* Message mode: the size of the next unread message (what of it is left
+** if reads took part of it), or -1 when none is whole. */
+long evlua_stream_next_message(evlua_stream *s);
+/* Take the next message's bytes (after evlua_stream_next_message). */
+void evlua_stream_take_message(evlua_stream *s, size_t n);
 
 /* Change limits and timeouts; they apply from the next event. */
 void evlua_stream_set_idle_timeout(evlua_stream *s, double seconds);

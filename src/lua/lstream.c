@@ -102,11 +102,27 @@ static const evlua_stream_handler lua_handler = {
   on_connect, on_data, on_drain, on_close
 };
 
-lstream *evlua_push_stream(lua_State *L, int fd, int connecting) {
+static lstream *new_stream(lua_State *L) {
   lstream *ls = (lstream *)lua_newuserdatauv(L, sizeof *ls, 2);
+  memset(ls, 0, sizeof *ls);
   ls->ref = LUA_NOREF;
   ls->s.state = EVLUA_STREAM_CLOSED;   /* safe for __gc until set up */
   luaL_setmetatable(L, EVLUA_STREAM);
+  return ls;
+}
+
+lstream *evlua_push_transport_stream(lua_State *L,
+                                     const evlua_stream_transport *t,
+                                     void *tdata, int message_mode) {
+  lstream *ls = new_stream(L);
+  evlua_stream_init_transport(&ls->s, evlua_runtime_get(L)->loop, t, tdata,
+                              message_mode, &lua_handler, NULL);
+  evlua_anchor(L, -1, &ls->ref);
+  return ls;
+}
+
+lstream *evlua_push_stream(lua_State *L, int fd, int connecting) {
+  lstream *ls = new_stream(L);
   evlua_stream_init(&ls->s, evlua_runtime_get(L)->loop, fd, connecting,
                     &lua_handler, NULL);
   evlua_anchor(L, -1, &ls->ref);
@@ -234,6 +250,8 @@ static int l_write(lua_State *L) {
 }
 
 int evlua_push_write_result(lua_State *L, lstream *ls, int r) {
+  if (r != 0 && errno == EMSGSIZE)   /* one message past the transport's */
+    return evlua_fail(L, "too_large", "message too large");
   if (r != 0) return evlua_push_closed(L);
   lua_pushboolean(L, !ls->s.full);
   return 1;
@@ -260,7 +278,7 @@ static int l_state(lua_State *L) {
 static int l_buffered(lua_State *L) {
   lstream *ls = check_stream(L, 1);
   lua_pushinteger(L, (lua_Integer)evlua_buffer_len(&ls->s.in));
-  lua_pushinteger(L, (lua_Integer)evlua_buffer_len(&ls->s.out));
+  lua_pushinteger(L, (lua_Integer)evlua_stream_pending(&ls->s));
   return 2;
 }
 
@@ -282,18 +300,36 @@ static int push_addr(lua_State *L, int ok, const evlua_addr *addr) {
 }
 
 /* stream:peer() / stream:local_addr() -> host, port | nil, err */
-static int l_peer(lua_State *L) {
+static int push_stream_addr(lua_State *L, int peer) {
   lstream *ls = check_stream(L, 1);
   evlua_addr addr;
-  if (ls->s.fd < 0) return evlua_push_closed(L);
-  return push_addr(L, evlua_net_peername(ls->s.fd, &addr) == 0, &addr);
+  if (ls->s.state == EVLUA_STREAM_CLOSED) return evlua_push_closed(L);
+  return push_addr(L, evlua_stream_addr(&ls->s, peer, &addr) == 0, &addr);
 }
 
-static int l_local_addr(lua_State *L) {
+static int l_peer(lua_State *L) { return push_stream_addr(L, 1); }
+static int l_local_addr(lua_State *L) { return push_stream_addr(L, 0); }
+
+/* stream:read_message() -> the next whole message | nil when none is
+** buffered (a message-mode transport's stream; raises on others) */
+static int l_read_message(lua_State *L) {
   lstream *ls = check_stream(L, 1);
-  evlua_addr addr;
-  if (ls->s.fd < 0) return evlua_push_closed(L);
-  return push_addr(L, evlua_net_sockname(ls->s.fd, &addr) == 0, &addr);
+  if (!ls->s.message_mode)
+    return luaL_error(L, "read_message: not a message-mode stream");
+  long n = evlua_stream_next_message(&ls->s);
+  if (n < 0) {
+    luaL_pushfail(L);
+    return 1;
+  }
+  lua_pushlstring(L, evlua_buffer_peek(&ls->s.in), (size_t)n);
+  evlua_stream_take_message(&ls->s, (size_t)n);
+  return 1;
+}
+
+/* stream:message_mode() -> true when input comes as whole messages */
+static int l_message_mode(lua_State *L) {
+  lua_pushboolean(L, check_stream(L, 1)->s.message_mode);
+  return 1;
 }
 
 /* stream:set_idle_timeout(sec): close with "timeout" after sec seconds
@@ -365,8 +401,12 @@ static int l_fd(lua_State *L) {
 
 static int l_tostring(lua_State *L) {
   lstream *ls = check_stream(L, 1);
-  lua_pushfstring(L, "evlua.stream (fd %d, %s)", ls->s.fd,
-                  state_names[ls->s.state]);
+  if (ls->s.transport)
+    lua_pushfstring(L, "evlua.stream (%s, %s)", ls->s.transport->name,
+                    state_names[ls->s.state]);
+  else
+    lua_pushfstring(L, "evlua.stream (fd %d, %s)", ls->s.fd,
+                    state_names[ls->s.state]);
   return 1;
 }
 
@@ -393,6 +433,8 @@ void evlua_open_stream(lua_State *L) {
     { "set_data_handler", l_set_data_handler },
     { "read", l_read },
     { "read_line", l_read_line },
+    { "read_message", l_read_message },
+    { "message_mode", l_message_mode },
     { "write", l_write },
     { "close", l_close },
     { "close_silently", l_close_silently },

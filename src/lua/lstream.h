@@ -20,6 +20,12 @@ typedef struct lstream {
 /* Push a new stream userdata on fd (connecting or reading). */
 lstream *evlua_push_stream(lua_State *L, int fd, int connecting);
 
+/* Push a new stream userdata on a transport (stream.h), anchored while
+** open like the others. */
+lstream *evlua_push_transport_stream(lua_State *L,
+                                     const evlua_stream_transport *t,
+                                     void *tdata, int message_mode);
+
 /* Push what stream:write returns for evlua_stream_write's result r:
 ** true, false (queued above the high-water mark) or nil, "closed". */
 int evlua_push_write_result(lua_State *L, lstream *ls, int r);

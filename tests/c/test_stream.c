@@ -2,7 +2,9 @@
 ** test_stream.c - unit tests for src/core/stream.c on libev's default loop,
 ** with socketpairs and loopback TCP: corking, backpressure (high and low
 ** water), input limits, the close rules, write errors, linger, send and
-** idle timeouts, connecting.
+** idle timeouts, connecting; and a fake transport: its flush per
+** iteration, full/drain on its pending bytes, input pauses, close after
+** acks, linger, send timeout, message boundaries.
 */
 #include <stdarg.h>
 #include <stddef.h>
@@ -613,6 +615,256 @@ static void reading_resumes_only_below_max_input(void **state) {
   close(peer);
 }
 
+/* Transports =========================================================== */
+
+/* A fake transport: it keeps what is written as "pending" until the
+** test acknowledges bytes, counts flushes and resumes. */
+static struct {
+  size_t pending;
+  int flushes, resumes, closed, writes;
+  char last[256];
+  size_t last_len;
+} fake;
+
+static int fake_write(evlua_stream *s, const struct iovec *iov, int n) {
+  (void)s;
+  size_t len = 0;
+  for (int i = 0; i < n; i++) {
+    if (len + iov[i].iov_len <= sizeof fake.last)
+      memcpy(fake.last + len, iov[i].iov_base, iov[i].iov_len);
+    len += iov[i].iov_len;
+  }
+  if (len > 100000) return errno = EMSGSIZE, -1;
+  fake.last_len = len;
+  fake.pending += len;
+  fake.writes++;
+  return 0;
+}
+
+static size_t fake_pending(const evlua_stream *s) {
+  (void)s;
+  return fake.pending;
+}
+
+static void fake_flush(evlua_stream *s) { (void)s; fake.flushes++; }
+static void fake_resume(evlua_stream *s) { (void)s; fake.resumes++; }
+static void fake_close(evlua_stream *s) { (void)s; fake.closed++; }
+
+static int fake_addr(evlua_stream *s, int peer, evlua_addr *a) {
+  (void)s;
+  return evlua_addr_parse(a, "127.0.0.1", peer ? 9 : 8);
+}
+
+static const evlua_stream_transport fake_transport = {
+  "fake", fake_write, fake_pending, fake_flush, fake_resume, fake_addr,
+  fake_close
+};
+
+static void open_fake(int message_mode) {
+  memset(&fake, 0, sizeof fake);
+  connects = connect_err = datas = drains = closes = 0;
+  close_reason[0] = '\0';
+  evlua_stream_init_transport(&st, loop, &fake_transport, &fake,
+                              message_mode, &handler, NULL);
+}
+
+/* The peer acknowledged n bytes. */
+static void ack(size_t n) {
+  fake.pending -= n;
+  evlua_stream_progress(&st);
+}
+
+static void transport_writes_are_flushed_once_per_iteration(void **state) {
+  (void)state;
+  open_fake(0);
+  assert_int_equal(st.fd, -1);
+  assert_int_equal(st.state, EVLUA_STREAM_OPEN);
+  assert_int_equal(write_str("a"), 0);
+  assert_int_equal(write_str("b"), 0);
+  assert_int_equal(fake.writes, 2);
+  assert_int_equal(fake.flushes, 0);
+  ev_run(loop, EVRUN_NOWAIT);
+  assert_int_equal(fake.flushes, 1);
+  assert_int_equal(evlua_stream_pending(&st), 2);
+  assert_int_equal(st.bytes_out, 2);
+  evlua_addr a;
+  assert_int_equal(evlua_stream_addr(&st, 1, &a), 0);
+  char host[64];
+  assert_int_equal(evlua_addr_format(&a, host, sizeof host), 9);
+  evlua_stream_release(&st);
+  assert_int_equal(fake.closed, 1);
+  assert_int_equal(evlua_stream_addr(&st, 1, &a), -1);
+}
+
+static void transport_full_at_high_water_drains_at_low(void **state) {
+  (void)state;
+  open_fake(0);
+  evlua_stream_set_limits(&st, 1000, 100, 40);
+  struct iovec v = { big, 150 };
+  assert_int_equal(evlua_stream_write(&st, &v, 1), 0);
+  assert_true(st.full);
+  ack(100);              /* 50 left: above low water */
+  assert_true(st.full);
+  assert_int_equal(drains, 0);
+  ack(10);               /* 40: at it */
+  assert_false(st.full);
+  assert_int_equal(drains, 1);
+  evlua_stream_release(&st);
+}
+
+static void transport_input_pauses_at_max_input(void **state) {
+  (void)state;
+  open_fake(0);
+  evlua_stream_set_limits(&st, 10, 100, 40);
+  assert_true(evlua_stream_wants_input(&st));
+  assert_int_equal(evlua_stream_deliver(&st, "0123456789", 10), 0);
+  assert_int_equal(datas, 1);
+  assert_false(evlua_stream_wants_input(&st));
+  assert_true(st.input_paused);
+  assert_int_equal(st.bytes_in, 10);
+  evlua_stream_take(&st, 5);
+  assert_int_equal(fake.resumes, 1);
+  assert_true(evlua_stream_wants_input(&st));
+  evlua_stream_take(&st, 1);            /* not paused: no second resume */
+  assert_int_equal(fake.resumes, 1);
+  evlua_stream_release(&st);
+}
+
+static void transport_close_waits_for_acks(void **state) {
+  (void)state;
+  open_fake(0);
+  assert_int_equal(write_str("hello"), 0);
+  evlua_stream_close(&st, "local close");
+  assert_int_equal(st.state, EVLUA_STREAM_CLOSING);
+  assert_int_equal(write_str("x"), -1);     /* closing: no more writes */
+  ev_run(loop, EVRUN_NOWAIT);
+  assert_int_equal(closes, 0);
+  assert_true(fake.flushes >= 1);
+  ack(5);
+  assert_int_equal(closes, 1);
+  assert_string_equal(close_reason, "local close");
+  assert_int_equal(fake.closed, 1);
+  evlua_stream_release(&st);
+  assert_int_equal(fake.closed, 1);         /* once */
+}
+
+static void transport_close_with_nothing_pending_reports_from_the_loop(
+    void **state) {
+  (void)state;
+  open_fake(0);
+  evlua_stream_close(&st, "local close");
+  assert_int_equal(closes, 0);
+  WAIT_FOR(closes == 1);
+  assert_string_equal(close_reason, "local close");
+  evlua_stream_release(&st);
+}
+
+static void transport_linger_bounds_the_flush(void **state) {
+  (void)state;
+  open_fake(0);
+  st.linger = 0.05;
+  assert_int_equal(write_str("never acked"), 0);
+  evlua_stream_close(&st, "local close");
+  WAIT_FOR(closes == 1);
+  assert_string_equal(close_reason, "local close");
+  assert_int_equal(fake.closed, 1);
+  evlua_stream_release(&st);
+}
+
+static void transport_send_timeout_without_acks(void **state) {
+  (void)state;
+  open_fake(0);
+  evlua_stream_set_send_timeout(&st, 0.05);
+  assert_int_equal(write_str("stuck"), 0);
+  WAIT_FOR(closes == 1);
+  assert_string_equal(close_reason, "send timeout");
+  evlua_stream_release(&st);
+}
+
+static void transport_acks_stop_the_send_timer(void **state) {
+  (void)state;
+  open_fake(0);
+  evlua_stream_set_send_timeout(&st, 0.05);
+  assert_int_equal(write_str("ok"), 0);
+  assert_true(ev_is_active(&st.send_timer));
+  ack(2);
+  assert_false(ev_is_active(&st.send_timer));
+  evlua_stream_release(&st);
+  assert_int_equal(closes, 0);
+}
+
+static void transport_end_reports_its_reason(void **state) {
+  (void)state;
+  open_fake(0);
+  evlua_stream_end(&st, "timeout");
+  assert_int_equal(closes, 1);
+  assert_string_equal(close_reason, "timeout");
+  assert_int_equal(st.state, EVLUA_STREAM_CLOSED);
+  assert_int_equal(evlua_stream_deliver(&st, "x", 1), -1);
+  evlua_stream_release(&st);
+}
+
+static void transport_write_error_passes_on(void **state) {
+  (void)state;
+  open_fake(1);
+  struct iovec v = { big, 200000 };
+  errno = 0;
+  assert_int_equal(evlua_stream_write(&st, &v, 1), -1);
+  assert_int_equal(errno, EMSGSIZE);
+  assert_int_equal(st.bytes_out, 0);
+  evlua_stream_release(&st);
+}
+
+/* Message ends: read_message takes exactly the next message, after reads
+** of other kinds took all or part of the ones before. */
+static void take_next(const char *want) {
+  long n = evlua_stream_next_message(&st);
+  assert_int_equal(n, (long)strlen(want));
+  assert_memory_equal(evlua_buffer_peek(&st.in), want, (size_t)n);
+  evlua_stream_take_message(&st, (size_t)n);
+}
+
+static void transport_messages_keep_their_boundaries(void **state) {
+  (void)state;
+  open_fake(1);
+  assert_int_equal(evlua_stream_next_message(&st), -1);
+  evlua_stream_deliver(&st, "one", 3);
+  evlua_stream_deliver(&st, "", 0);
+  evlua_stream_deliver(&st, "two\n", 4);
+  evlua_stream_deliver(&st, "three", 5);
+  evlua_stream_deliver(&st, "four", 4);
+  assert_int_equal(st.msg_count, 5);
+  take_next("one");
+  take_next("");
+  evlua_stream_take(&st, 4);           /* a line read took "two\n" */
+  take_next("three");
+  evlua_stream_take(&st, 2);           /* half of "four" */
+  take_next("ur");
+  assert_int_equal(evlua_stream_next_message(&st), -1);
+  assert_int_equal(st.msg_count, 0);
+  evlua_stream_release(&st);
+}
+
+static void transport_message_list_grows_and_bounds_input(void **state) {
+  (void)state;
+  open_fake(1);
+  for (int i = 0; i < EVLUA_STREAM_MAX_MESSAGES; i++) {
+    assert_true(evlua_stream_wants_input(&st));
+    char c = (char)('a' + i % 26);
+    evlua_stream_deliver(&st, &c, 1);
+  }
+  assert_false(evlua_stream_wants_input(&st));   /* at the message bound */
+  assert_true(st.input_paused);
+  for (int i = 0; i < 100; i++) {
+    char c = (char)('a' + i % 26);
+    char want[2] = { c, 0 };
+    take_next(want);
+  }
+  assert_int_equal(fake.resumes, 1);
+  evlua_stream_release(&st);
+  assert_null(st.msg_end);
+}
+
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   loop = ev_default_loop(0);
@@ -646,6 +898,19 @@ int main(void) {
     cmocka_unit_test(close_right_after_a_small_write_sends_it),
     cmocka_unit_test(writes_after_a_write_error_wait_for_its_report),
     cmocka_unit_test(reading_resumes_only_below_max_input),
+    cmocka_unit_test(transport_writes_are_flushed_once_per_iteration),
+    cmocka_unit_test(transport_full_at_high_water_drains_at_low),
+    cmocka_unit_test(transport_input_pauses_at_max_input),
+    cmocka_unit_test(transport_close_waits_for_acks),
+    cmocka_unit_test(
+        transport_close_with_nothing_pending_reports_from_the_loop),
+    cmocka_unit_test(transport_linger_bounds_the_flush),
+    cmocka_unit_test(transport_send_timeout_without_acks),
+    cmocka_unit_test(transport_acks_stop_the_send_timer),
+    cmocka_unit_test(transport_end_reports_its_reason),
+    cmocka_unit_test(transport_write_error_passes_on),
+    cmocka_unit_test(transport_messages_keep_their_boundaries),
+    cmocka_unit_test(transport_message_list_grows_and_bounds_input),
   };
   int failed = cmocka_run_group_tests(tests, NULL, NULL);
   evlua_loop_state_release(&loop_state);
