@@ -88,7 +88,8 @@ end
 -- A terminal for interactive programs: command runs in a detached tmux
 -- session (100x20). term:keys(k) types tmux key names (quote text with
 -- helper.quote), term:shows(text) polls the screen until it shows text
--- and returns the screen (the terminal gives no event to wait for),
+-- and returns the screen (the terminal gives no event to wait for), or
+-- raises after 30 s;
 -- term:exit_status() waits for the command to end and returns "rc=N\n",
 -- term:close() kills the session.
 function helper.terminal(command)
@@ -114,7 +115,7 @@ function helper.terminal(command)
       if s:find(text, 1, true) then return s end
       event.sleep(0.01)
     until event.time() > deadline
-    return screen()
+    error(("the terminal never showed %q; it shows:\n%s"):format(text, screen()), 2)
   end
   function term:exit_status()
     -- the shell creates the file before it writes the line: wait for both
