@@ -12,7 +12,8 @@
 #   BENCH_REDIS_SECONDS     length of each evlua redis run (2)
 #   BENCH_PROCESS_N         runs per process benchmark round (2000)
 #   BENCH_ONLY              sections to run, comma-separated
-#                           (loop,echo,memory,rpc,redis,http,process: all)
+#                           (loop,echo,memory,rpc,redis,http,process,udp: all)
+#   BENCH_UDP_SECONDS       length of a udp echo run (2)
 #   BENCH_HTTP_SECONDS, BENCH_HTTP_CONNS   see bench/http.sh
 set -eu
 cd "$(dirname "$0")/.."
@@ -26,13 +27,14 @@ RPC_SECONDS=${BENCH_RPC_SECONDS:-2}
 RPC_DEPTH=${BENCH_RPC_DEPTH:-64}
 EVLUA=${BENCH_EVLUA:-./evlua}
 REDIS_SECONDS=${BENCH_REDIS_SECONDS:-2}
-ONLY=${BENCH_ONLY:-loop,echo,memory,rpc,redis,http,process}
+ONLY=${BENCH_ONLY:-loop,echo,memory,rpc,redis,http,process,udp}
 ECHO_C=build/bench/echo
 RPC_C=build/bench/rpc
 
 cc -O2 -o build/bench/loop_bench bench/c/loop_bench.c -lev
 cc -O2 -o "$ECHO_C" bench/c/echo.c -lev
 cc -O2 -o "$RPC_C" bench/c/rpc.c -lev
+cc -O2 -o build/bench/udp_echo bench/c/udp_echo.c
 
 # $TMP, started/forget (background processes ended at exit; each also
 # runs under timeout(1), so nothing outlives a killed script for long),
@@ -392,6 +394,48 @@ fi
 # wrk against evlua, nginx + Lua and nginx (knobs: see bench/http.sh)
 if want http; then
   bench/http.sh
+fi
+
+# == UDP =====================================================================
+
+# udp_round SERVER PLACEMENT OUT: the C client keeps 64 datagrams of 64
+# bytes in flight against SERVER (evlua or c) for UDP_SECONDS; PLACEMENT
+# "pinned" puts the server on core 1 and the client on core 0 (two
+# services on one host), "unpinned" leaves it to the kernel.
+udp_round() {
+  srv_pin="" cli_pin=""
+  if [ "$2" = pinned ]; then srv_pin="taskset -c 1" cli_pin="taskset -c 0"; fi
+  if [ "$1" = evlua ]; then
+    start_server udp $srv_pin "$EVLUA" bench/udp.lua server 0
+  else
+    start_server udp $srv_pin build/bench/udp_echo server 0
+  fi
+  client "$3" $cli_pin build/bench/udp_echo client "$PORT" "$UDP_SECONDS" 64 64
+  stop_server
+}
+
+if want udp; then
+  UDP_SECONDS=${BENCH_UDP_SECONDS:-2}
+  for f in evlua_pinned c_pinned evlua_unpinned c_unpinned; do
+    : >"build/bench/udp_$f.txt"
+  done
+  i=0
+  while [ "$i" -lt "$ROUNDS" ]; do
+    for placement in pinned unpinned; do
+      udp_round evlua $placement "build/bench/udp_evlua_$placement.txt"
+      udp_round c $placement "build/bench/udp_c_$placement.txt"
+    done
+    i=$((i + 1))
+  done
+  echo
+  echo "UDP benchmarks (the C client, 64 datagrams of 64 bytes in flight,"
+  echo "${UDP_SECONDS} s per run, best of $ROUNDS rounds; C: recvmmsg/sendmmsg echo)"
+  header
+  for placement in pinned unpinned; do
+    row "udp echo, $placement (datagrams/s)" \
+      "$(best udp_echo "build/bench/udp_evlua_$placement.txt")" \
+      "$(best udp_echo "build/bench/udp_c_$placement.txt")"
+  done
 fi
 
 # == Processes ===============================================================
