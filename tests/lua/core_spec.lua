@@ -8,12 +8,7 @@ local helper = require "helper"
 
 local function noop() end
 
--- The message of the error f(...) raises (fails the test if none).
-local function raised(f, ...)
-  local ok, err = pcall(f, ...)
-  assert.is_false(ok, "no error")
-  return err
-end
+local raised = helper.raised
 
 -- What luaL_argerror says for argument n, whatever the function's name.
 local function bad_argument(n, text)

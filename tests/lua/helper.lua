@@ -44,6 +44,13 @@ function helper.cleanup()
   temps = {}
 end
 
+-- The message of the error f(...) raises (fails the test if none).
+function helper.raised(f, ...)
+  local ok, err = pcall(f, ...)
+  assert(not ok, "no error")
+  return err
+end
+
 -- Run a shell command line (blocking; fine in tests). Returns stdout,
 -- stderr and the exit status (128+N for a signal, as the shell reports).
 function helper.sh(cmdline, stdin)

@@ -8,11 +8,7 @@ local helper = require "helper"
 
 local function noop() end
 
-local function raised(f, ...)
-  local ok, err = pcall(f, ...)
-  assert.is_false(ok, "no error")
-  return err
-end
+local raised = helper.raised
 
 -- n clients connecting to port at once: their connects are issued before
 -- the loop runs again, so they all wait in the backlog together.

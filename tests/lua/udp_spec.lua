@@ -3,12 +3,9 @@
 -- and a client in another language (python3's socket module).
 local event = require "event"
 local udp = require "evlua.udp"
+local helper = require "helper"
 
-local function raised(f, ...)
-  local ok, err = pcall(f, ...)
-  assert.is_false(ok, "no error")
-  return err
-end
+local raised = helper.raised
 
 local function echo_server(opts)
   opts = opts or {}
