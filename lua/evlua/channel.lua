@@ -165,6 +165,32 @@ function Channel:wait_line(timeout)
   return wait_for(self, "wait_line", timeout, take_line, self.max_line)
 end
 
+-- Message mode (a KCP channel's default): input arrives as the peer's
+-- whole messages. Other channels raise: they have no boundaries to keep.
+local function check_messages(self, fname)
+  if not self._stream:message_mode() then
+    error(fname .. ": not a message-mode channel (KCP without stream = "
+          .. "true)", 3)
+  end
+end
+
+local function take_message(stream) return stream:read_message() end
+
+-- ch:read_message() -> the next whole message as the peer wrote it | nil
+-- if none is buffered. Reads of other kinds (read_line) may be mixed in:
+-- this takes what is left of the message they started.
+function Channel:read_message()
+  check_messages(self, "read_message")
+  return self._stream:read_message()
+end
+
+-- ch:wait_message([timeout]) -> message | nil, "timeout" | nil, "closed"
+-- | nil, "cancelled"
+function Channel:wait_message(timeout)
+  check_messages(self, "wait_message")
+  return wait_for(self, "wait_message", timeout, take_message)
+end
+
 --[[ Writing ================================================================]]
 
 -- Wait until the send queue drains below the low-water mark.
@@ -253,14 +279,16 @@ function Channel:local_addr()
   return self._stream:local_addr()
 end
 
--- ch:stats() -> { bytes_in, bytes_out, buffered_in, buffered_out, state }
+-- ch:stats() -> { bytes_in, bytes_out, buffered_in, buffered_out, state
+-- [, kcp = the session's counters (docs/kcp.md)] }. On a KCP channel
+-- buffered_out is the bytes sent and not yet acknowledged.
 function Channel:stats()
   local s = self._stream
   local bytes_in, bytes_out = s:counters()
   local buffered_in, buffered_out = s:buffered()
   return { bytes_in = bytes_in, bytes_out = bytes_out,
            buffered_in = buffered_in, buffered_out = buffered_out,
-           state = s:state() }
+           state = s:state(), kcp = s.kcp_stats and s:kcp_stats() or nil }
 end
 
 -- ch:fd() -> the file descriptor (-1 once closed)

@@ -555,17 +555,31 @@ static int push_message_end(evlua_stream *s) {
   return 0;
 }
 
-int evlua_stream_delivered(evlua_stream *s, size_t len) {
+int evlua_stream_received(evlua_stream *s, size_t len) {
   if (s->state != EVLUA_STREAM_OPEN) return -1;
   s->bytes_in += (uint64_t)len;
   if (s->message_mode && push_message_end(s) != 0) {
     close_now(s, "out of memory");
     return -1;
   }
-  touch(s);
   if (!evlua_stream_wants_input(s)) s->input_paused = 1;
-  s->handler->on_data(s);
   return 0;
+}
+
+void evlua_stream_notify(evlua_stream *s) {
+  if (s->state != EVLUA_STREAM_OPEN) return;
+  touch(s);
+  s->handler->on_data(s);
+}
+
+int evlua_stream_delivered(evlua_stream *s, size_t len) {
+  if (evlua_stream_received(s, len) != 0) return -1;
+  evlua_stream_notify(s);
+  return 0;
+}
+
+void evlua_stream_want_flush(evlua_stream *s) {
+  if (s->state != EVLUA_STREAM_CLOSED) cork(s);
 }
 
 int evlua_stream_deliver(evlua_stream *s, const char *data, size_t len) {

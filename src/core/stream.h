@@ -196,6 +196,14 @@ int evlua_stream_deliver(evlua_stream *s, const char *data, size_t len);
 /* As evlua_stream_deliver, for len bytes the transport has already
 ** appended to s->in itself (evlua_buffer_reserve, commit). */
 int evlua_stream_delivered(evlua_stream *s, size_t len);
+/* The two halves of evlua_stream_delivered, for a transport handing
+** over several messages at once: count len committed bytes (one message
+** in message mode) without a callback, then run on_data once. */
+int evlua_stream_received(evlua_stream *s, size_t len);
+void evlua_stream_notify(evlua_stream *s);
+/* Have the transport's flush run at the end of this loop iteration (it
+** owes the peer acks), as after a write. */
+void evlua_stream_want_flush(evlua_stream *s);
 /* Room for more input: the stream is open, s->in is under max_input and
 ** (message mode) under EVLUA_STREAM_MAX_MESSAGES unread messages. When
 ** there is none, the stream calls resume once there is again. */

@@ -155,6 +155,7 @@ static const binding bindings[] = {
   { "import", evlua_open_import },
   { "redis", evlua_open_redis },       /* adds stream methods */
   { "udp", evlua_open_udp },
+  { "kcp", evlua_open_kcp },           /* adds stream methods */
   { NULL, NULL }
 };
 

@@ -172,6 +172,7 @@ void evlua_open_interrupt(lua_State *L);
 void evlua_open_import(lua_State *L);
 void evlua_open_redis(lua_State *L);
 void evlua_open_udp(lua_State *L);
+void evlua_open_kcp(lua_State *L);
 
 #endif
 
