@@ -24,6 +24,8 @@ local function one_of_each()
     ["evlua.process"] = assert(core.process_spawn(
       { file = "true", argv = { "true" } }, noop)),
     ["evlua.udp"] = assert(core.udp_open("127.0.0.1", 0, 2048, 16, noop)),
+    ["evlua.kcp.listener"] = assert(core.kcp_listen("127.0.0.1", 0, nil,
+                                                    noop)),
   }
 end
 
@@ -47,6 +49,7 @@ describe("userdata", function()
       ["evlua.dns.resolver"] = function(r) return r:info() end,
       ["evlua.process"] = function(p) return p:signal(0) end,
       ["evlua.udp"] = function(u) return u:sendto("x", "127.0.0.1", 9) end,
+      ["evlua.kcp.listener"] = function(l) return l:port() end,
     }
     for name, use in pairs(closed) do
       local ud = all[name]
