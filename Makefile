@@ -49,7 +49,8 @@ COV_FLAGS = -O0 -g --coverage
 C_TESTS = build/tests/test_log build/tests/test_paths build/tests/test_buffer \
   build/tests/test_msgpack build/tests/test_http build/tests/test_process \
   build/tests/test_resp build/tests/test_stream build/tests/test_net \
-  build/tests/test_dns build/tests/test_kcp build/tests/test_udp
+  build/tests/test_dns build/tests/test_kcp build/tests/test_udp \
+  build/tests/test_kcpnet
 
 .PHONY: all deps-build deps-test deps-bench deps-coverage test asan asan-test \
   coverage bench fuzz fresh-check lint install uninstall clean
@@ -105,6 +106,9 @@ $(call T,test_stream): src/core/buffer.c src/core/net.c src/core/clock.c \
 $(call T,test_stream): TEST_LIBS = -lev
 $(call T,test_udp): src/core/net.c src/core/loop.c src/core/buffer.c
 $(call T,test_udp): TEST_LIBS = -lev
+$(call T,test_kcpnet): src/core/kcp.c src/core/udp.c src/core/stream.c \
+  src/core/net.c src/core/loop.c src/core/buffer.c src/core/clock.c
+$(call T,test_kcpnet): TEST_LIBS = -lev
 $(call T,test_dns): TEST_LIBS = $(shell pkg-config --libs $(CORE_PKGS)) -lev
 
 build/tests/test_%: tests/c/test_%.c src/core/%.c
