@@ -36,6 +36,8 @@ struct evlua_kcpnet {
   struct ev_loop *loop;
   evlua_udp udp;
   int connected;            /* a client: one session, one peer */
+  int receiving;            /* inside the socket's on_datagram */
+  ev_timer reaper;          /* frees it from the loop (see maybe_free_net) */
   int owned;                /* the owner has not let go yet */
   evlua_kcpnet_opts opts;
   evlua_kcp_session **buckets;
@@ -115,13 +117,31 @@ static void unlink_session(evlua_kcpnet *net, evlua_kcp_session *ss) {
     }
 }
 
-/* The kcpnet goes once neither its owner nor a session holds it. */
-static void maybe_free_net(evlua_kcpnet *net) {
-  if (net->owned || net->count > 0) return;
+static void free_net(evlua_kcpnet *net) {
+  ev_timer_stop(net->loop, &net->reaper);
   evlua_udp_close(&net->udp);
   free(net->buckets);
   free(net->scratch);
   free(net);
+}
+
+static void on_reaper(struct ev_loop *loop, ev_timer *w, int revents) {
+  (void)loop; (void)revents;
+  free_net(container_of(w, evlua_kcpnet, reaper));
+}
+
+/* The kcpnet goes once neither its owner nor a session holds it. From
+** inside the socket's own datagram callback only the socket closes (udp.c
+** still reads it on return); the memory goes from the loop right after. */
+static void maybe_free_net(evlua_kcpnet *net) {
+  if (net->owned || net->count > 0) return;
+  if (net->receiving) {
+    evlua_udp_close(&net->udp);
+    ev_timer_set(&net->reaper, 0., 0.);
+    ev_timer_start(net->loop, &net->reaper);
+    return;
+  }
+  free_net(net);
 }
 
 static void free_session(evlua_kcp_session *ss) {
@@ -294,9 +314,21 @@ static void session_input(evlua_kcp_session *ss, const char *data,
   if (release(ss)) arm(ss, now);
 }
 
+static void route(evlua_kcpnet *net, const char *data, size_t len,
+                  const evlua_addr *from, int truncated);
+
+/* Sessions may end (and so the kcpnet) while a datagram is handled. */
 static void on_datagram(evlua_udp *u, const char *data, size_t len,
                         const evlua_addr *from, int truncated) {
   evlua_kcpnet *net = container_of(u, evlua_kcpnet, udp);
+  net->receiving = 1;
+  route(net, data, len, from, truncated);
+  if (u->fd >= 0) net->receiving = 0;   /* else the reaper frees it */
+}
+
+/* A datagram to its session, or to a new one, or dropped. */
+static void route(evlua_kcpnet *net, const char *data, size_t len,
+                  const evlua_addr *from, int truncated) {
   net->stats.datagrams++;
   uint32_t conv;
   if (truncated || evlua_kcp_read_conv(data, len, &conv) != 0) {
@@ -497,6 +529,7 @@ evlua_kcpnet *evlua_kcpnet_open(struct ev_loop *loop, const evlua_addr *local,
   net->udp.max_datagram = EVLUA_KCP_MTU_MAX;   /* longer: not KCP */
   net->udp.max_queue = EVLUA_KCPNET_SEND_QUEUE;
   net->loop = loop;
+  ev_init(&net->reaper, on_reaper);
   net->connected = peer != NULL;
   net->owned = 1;
   net->opts = *o;
