@@ -93,7 +93,7 @@ end
 
 -- A new session: its channel, init(), then accept_cb in a task of its own
 -- (none without accept_cb, as for event.listen).
-local function on_session(listener, ctx, stream)
+local function on_session(_, ctx, stream)
   local ch = start(ctx.class, stream, ctx.limits)
   local accept = ctx.accept
   if accept then event.fork(accept, ctx.listener, ch) end
