@@ -28,7 +28,7 @@ local RANGES = {
   nodelay = { 0, 2 }, interval = { 10, 5000 }, resend = { 0, 0x7fffffff },
   nc = { 0, 1 }, sndwnd = { 1, 32768 }, rcvwnd = { 1, 32768 },
   mtu = { 25, kcp.MTU_MAX }, dead_link = { 1, 0x7fffffff },
-  max_sessions = { 1, 1 << 24 },
+  max_sessions = { 1, 1 << 24 }, max_accept_rate = { 1, 1 << 24 },
 }
 -- Options of the channels rather than of the engine.
 local CHANNEL = { max_input = true, high_water = true, low_water = true }
@@ -107,7 +107,7 @@ Listener.__name = "evlua.kcp.listener"
 function Listener:port() return self._l:port() end
 
 -- listener:stats() -> { datagrams, dropped, drop_short, drop_cmd,
--- drop_len, drop_conv, drop_no_session, drop_limit, drop_engine,
+-- drop_len, drop_conv, drop_no_session, drop_limit, drop_rate, drop_engine,
 -- accepted, sessions, wakeups, sent, send_errors } | nil, "closed"
 function Listener:stats() return self._l:stats() end
 
@@ -122,7 +122,8 @@ function Listener:__tostring() return tostring(self._l) end
 -- nil, err, code. One UDP socket for every session; a datagram from a new
 -- address or conv opens a session with that conv. opts: nodelay,
 -- interval, resend, nc, sndwnd, rcvwnd, mtu, stream, dead_link,
--- max_sessions, and max_input, high_water, low_water for the channels.
+-- max_sessions, max_accept_rate (new sessions per second), and
+-- max_input, high_water, low_water for the channels.
 function kcp.listen(ip, port, accept_cb, class, opts)
   if type(ip) ~= "string" then
     argerror(1, "listen", "string expected, got " .. type(ip))
@@ -153,7 +154,8 @@ local CONNECT_EXTRA = { conv = true }
 -- kcp.connect(host, port [, class [, opts]]) -> channel | nil, err, code.
 -- KCP has no handshake: the channel is open at once, and the server sees
 -- the session with the first data. A host name is resolved with event.dns
--- (then in a coroutine). opts: those of kcp.listen but max_sessions, and
+-- (then in a coroutine). opts: those of kcp.listen but max_sessions and
+-- max_accept_rate, and
 -- conv (else a random one).
 function kcp.connect(host, port, class, opts)
   if type(host) ~= "string" then
@@ -168,8 +170,9 @@ function kcp.connect(host, port, class, opts)
   elseif math.type(conv) ~= "integer" or conv < 0 or conv > 0xffffffff then
     argerror(4, "connect", "conv must be an integer from 0 to 0xffffffff")
   end
-  if opts.max_sessions ~= nil then
-    argerror(4, "connect", "max_sessions is a listener's option")
+  if opts.max_sessions ~= nil or opts.max_accept_rate ~= nil then
+    argerror(4, "connect", "max_sessions and max_accept_rate are a "
+             .. "listener's options")
   end
   if host == "localhost" then host = "127.0.0.1" end
   local addr = host

@@ -44,6 +44,8 @@ struct evlua_kcpnet {
   size_t nbuckets, count;
   evlua_kcpnet_stats stats;
   uint64_t wakeups;
+  uint32_t rate_start;      /* ms: the second accept_rate counts in */
+  uint32_t rate_count;
   char *scratch;            /* a message-mode write's parts, joined */
   size_t scratch_cap;
   const evlua_kcpnet_handler *handler;
@@ -326,6 +328,19 @@ static void on_datagram(evlua_udp *u, const char *data, size_t len,
   if (u->fd >= 0) net->receiving = 0;   /* else the reaper frees it */
 }
 
+/* One more new session this second, if accept_rate allows it. */
+static int accept_allowed(evlua_kcpnet *net) {
+  if (net->opts.accept_rate == 0) return 1;
+  uint32_t now = now_ms(net->loop);
+  if (now - net->rate_start >= 1000) {
+    net->rate_start = now;
+    net->rate_count = 0;
+  }
+  if (net->rate_count >= net->opts.accept_rate) return 0;
+  net->rate_count++;
+  return 1;
+}
+
 /* A datagram to its session, or to a new one, or dropped. */
 static void route(evlua_kcpnet *net, const char *data, size_t len,
                   const evlua_addr *from, int truncated) {
@@ -348,6 +363,7 @@ static void route(evlua_kcpnet *net, const char *data, size_t len,
       return drop(net, &net->stats.drop_no_session);
     if (net->count >= net->opts.max_sessions)
       return drop(net, &net->stats.drop_limit);
+    if (!accept_allowed(net)) return drop(net, &net->stats.drop_rate);
     net->stats.accepted++;
     ss = new_session(net, from, conv);
     if (!ss) return;

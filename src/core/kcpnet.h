@@ -7,7 +7,8 @@
 ** peer's address and the conv: a datagram of an unknown key that is a
 ** well-formed KCP datagram holding data (a push) opens a new session,
 ** which takes the datagram's conv (kcp-go clients pick a random one),
-** up to max_sessions. A client's kcpnet is connected to its server and
+** up to max_sessions, and at most accept_rate new ones per second (a
+** flood of fresh convs costs a datagram each, not a session). A client's kcpnet is connected to its server and
 ** has one session.
 **
 ** Scheduling: each session has an ev_timer set to the time its engine is
@@ -45,6 +46,8 @@ typedef struct evlua_kcpnet_opts {
   int nodelay, interval, resend, nc;
   int sndwnd, rcvwnd, mtu, stream, dead_link;
   size_t max_sessions;      /* a listener's; 0: the default */
+  uint32_t accept_rate;     /* a listener's new sessions per second at
+                               most; 0: no limit */
 } evlua_kcpnet_opts;
 
 /* Datagrams the socket received, and the ones dropped whole, by reason. */
@@ -57,6 +60,7 @@ typedef struct evlua_kcpnet_stats {
   uint64_t drop_conv;       /* segments of different convs, or not ours */
   uint64_t drop_no_session; /* no session, and nothing to open one with */
   uint64_t drop_limit;      /* would open a session past max_sessions */
+  uint64_t drop_rate;       /* would open one past accept_rate this second */
   uint64_t drop_engine;     /* refused by the session's engine */
   uint64_t accepted;        /* sessions opened by a peer */
 } evlua_kcpnet_stats;

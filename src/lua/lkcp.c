@@ -65,6 +65,9 @@ static void check_opts(lua_State *L, int t, evlua_kcpnet_opts *o) {
     int max = opt_int(L, t, "max_sessions", 0);
     if (max < 0) luaL_error(L, "option 'max_sessions' out of range");
     o->max_sessions = (size_t)max;
+    int rate = opt_int(L, t, "max_accept_rate", 0);
+    if (rate < 0) luaL_error(L, "option 'max_accept_rate' out of range");
+    o->accept_rate = (uint32_t)rate;
   }
   char err[64];
   if (evlua_kcpnet_check_opts(o, err, sizeof err) != 0)
@@ -183,7 +186,7 @@ static void set_count(lua_State *L, const char *k, uint64_t v) {
 }
 
 /* listener:stats() -> { datagrams, dropped, drop_short, drop_cmd,
-** drop_len, drop_conv, drop_no_session, drop_limit, drop_engine,
+** drop_len, drop_conv, drop_no_session, drop_limit, drop_rate, drop_engine,
 ** accepted, sessions, wakeups, sent } */
 static int l_listener_stats(lua_State *L) {
   lkcp_listener *l = check_listener(L, 1);
@@ -198,6 +201,7 @@ static int l_listener_stats(lua_State *L) {
   set_count(L, "drop_conv", st->drop_conv);
   set_count(L, "drop_no_session", st->drop_no_session);
   set_count(L, "drop_limit", st->drop_limit);
+  set_count(L, "drop_rate", st->drop_rate);
   set_count(L, "drop_engine", st->drop_engine);
   set_count(L, "accepted", st->accepted);
   set_count(L, "sessions", evlua_kcpnet_sessions(l->net));

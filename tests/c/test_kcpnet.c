@@ -89,7 +89,7 @@ static void on_session(evlua_kcpnet *net, evlua_kcp_session *ss) {
 static const evlua_kcpnet_handler net_handler = { on_session };
 
 static evlua_kcpnet_opts fast_opts(void) {
-  evlua_kcpnet_opts o = { 1, 10, 2, 1, -1, -1, -1, 0, -1, 0 };
+  evlua_kcpnet_opts o = { 1, 10, 2, 1, -1, -1, -1, 0, -1, 0, 0 };
   return o;
 }
 

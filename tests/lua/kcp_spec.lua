@@ -365,6 +365,22 @@ describe("kcp limits", function()
     s:close(); l:close()
   end)
 
+  it("max_accept_rate: new sessions past it this second are refused", function()
+    local l = assert(kcp.listen("127.0.0.1", 0, nil, nil,
+                                { max_accept_rate = 2 }))
+    local s = assert(udp.bind("127.0.0.1", 0))
+    for conv = 1, 3 do assert(s:sendto(push(conv, 0, "hi"), "127.0.0.1", l:port())) end
+    helper.eventually(function() return l:stats().datagrams == 3 end, "datagrams")
+    assert.equal(2, l:stats().sessions)
+    assert.equal(1, l:stats().drop_rate)
+    assert(s:sendto(push(1, 1, "again"), "127.0.0.1", l:port()))   -- known
+    helper.eventually(function() return l:stats().datagrams == 4 end, "datagram")
+    assert.equal(1, l:stats().dropped)
+    assert.matches("listener's options", raised(kcp.connect, "127.0.0.1", 9,
+                                               nil, { max_accept_rate = 1 }))
+    s:close(); l:close()
+  end)
+
   it("bad datagrams cost nothing but the datagram, counted in stats()", function()
     local accepted = 0
     local l = assert(kcp.listen("127.0.0.1", 0, function() accepted = accepted + 1 end))
