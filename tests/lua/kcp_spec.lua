@@ -277,6 +277,22 @@ describe("kcp between evlua peers", function()
     l:close()
   end)
 
+  it("an idle timeout ends a quiet session whose peer vanished", function()
+    local reason
+    local Quiet = Channel:inherit()
+    Quiet.idle_timeout = 0.2
+    function Quiet:disconnect(r) reason = r end
+    local l = assert(kcp.listen("127.0.0.1", 0, nil, Quiet, FAST))
+    local ch = assert(kcp.connect("127.0.0.1", l:port(), nil, FAST))
+    assert(ch:write("hello"))
+    helper.eventually(function() return l:stats().sessions == 1 end, "session")
+    ch:close_immediately()   -- gone without a word, as KCP peers go
+    helper.eventually(function() return reason ~= nil end, "idle timeout")
+    assert.equal("timeout", reason)
+    assert.equal(0, l:stats().sessions)
+    l:close()
+  end)
+
   it("dead_link ends a session whose peer vanished with disconnect('timeout')", function()
     local silent = assert(udp.bind("127.0.0.1", 0))   -- reads, never acks
     local reason
