@@ -12,7 +12,8 @@
 #   BENCH_REDIS_SECONDS     length of each evlua redis run (2)
 #   BENCH_PROCESS_N         runs per process benchmark round (2000)
 #   BENCH_ONLY              sections to run, comma-separated
-#                           (loop,echo,memory,rpc,redis,http,process,udp: all)
+#                           (loop,echo,memory,rpc,redis,http,process,udp,kcp: all)
+#   BENCH_KCP_SECONDS, BENCH_KCP_BYTES   kcp ping-pong length (2), bulk size (10 MB)
 #   BENCH_UDP_SECONDS       length of a udp echo run (2)
 #   BENCH_HTTP_SECONDS, BENCH_HTTP_CONNS   see bench/http.sh
 set -eu
@@ -27,7 +28,7 @@ RPC_SECONDS=${BENCH_RPC_SECONDS:-2}
 RPC_DEPTH=${BENCH_RPC_DEPTH:-64}
 EVLUA=${BENCH_EVLUA:-./evlua}
 REDIS_SECONDS=${BENCH_REDIS_SECONDS:-2}
-ONLY=${BENCH_ONLY:-loop,echo,memory,rpc,redis,http,process,udp}
+ONLY=${BENCH_ONLY:-loop,echo,memory,rpc,redis,http,process,udp,kcp}
 ECHO_C=build/bench/echo
 RPC_C=build/bench/rpc
 
@@ -435,6 +436,96 @@ if want udp; then
     row "udp echo, $placement (datagrams/s)" \
       "$(best udp_echo "build/bench/udp_evlua_$placement.txt")" \
       "$(best udp_echo "build/bench/udp_c_$placement.txt")"
+  done
+fi
+
+# == KCP =====================================================================
+
+# kcp_round SERVER CLIENT PLACEMENT OUT: a ping-pong run (64 bytes,
+# windows 128) and a bulk run (stream mode, windows 1024) of CLIENT (evlua
+# or go) against SERVER (evlua or go: tests/peers/kcp_peer.go, kcp-go),
+# all in kcp-go's fast mode; PLACEMENT as for udp_round.
+KCP_GO=build/peers/kcp_peer
+KCP_FAST="-nodelay 1 -interval 10 -resend 2 -nc 1"
+kcp_server() {   # SERVER WND [stream]
+  if [ "$1" = evlua ]; then
+    start_server kcp $srv_pin "$EVLUA" bench/kcp.lua server "$2" ${3:-}
+  else
+    # kcp-go's server prints its bare port: read_port takes it
+    start_server_bare kcp $srv_pin "$KCP_GO" echo-server -addr 127.0.0.1:0 \
+      $KCP_FAST -sndwnd "$2" -rcvwnd "$2" ${3:+-stream}
+  fi
+}
+kcp_round() {
+  srv_pin="" cli_pin=""
+  if [ "$3" = pinned ]; then srv_pin="taskset -c 1" cli_pin="taskset -c 0"; fi
+  kcp_server "$1" 128
+  if [ "$2" = evlua ]; then
+    client "$4" $cli_pin "$EVLUA" bench/kcp.lua pingpong "$PORT" "$KCP_SECONDS"
+  else
+    client "$4" $cli_pin "$KCP_GO" client -addr "127.0.0.1:$PORT" -test pingpong \
+      -seconds "$KCP_SECONDS" -size 64 $KCP_FAST -sndwnd 128 -rcvwnd 128
+  fi
+  stop_server
+  kcp_server "$1" 1024 stream
+  if [ "$2" = evlua ]; then
+    client "$4" $cli_pin "$EVLUA" bench/kcp.lua bulk "$PORT" "$KCP_BYTES"
+  else
+    client "$4" $cli_pin "$KCP_GO" client -addr "127.0.0.1:$PORT" -test bulk \
+      -bytes "$KCP_BYTES" $KCP_FAST -sndwnd 1024 -rcvwnd 1024 -stream
+  fi
+  stop_server
+}
+
+# start_server for a server that prints its port alone on the first line
+start_server_bare() {
+  fifo=$TMP/$1.out
+  shift
+  rm -f "$fifo"
+  mkfifo "$fifo"
+  timeout 600 "$@" >"$fifo" &
+  SERVER_PID=$!
+  started "$SERVER_PID"
+  exec 4<"$fifo"
+  read -r PORT <&4 || fail "server '$*' exited before listening"
+}
+
+if want kcp; then
+  [ -x "$KCP_GO" ] || make -s "$KCP_GO" || fail "cannot build $KCP_GO"
+  KCP_SECONDS=${BENCH_KCP_SECONDS:-2}
+  KCP_BYTES=${BENCH_KCP_BYTES:-10485760}
+  PAIRS="evlua:evlua go:go evlua:go go:evlua"   # server:client
+  for placement in pinned unpinned; do
+    for p in $PAIRS; do : >"build/bench/kcp_${p%%:*}_${p#*:}_$placement.txt"; done
+  done
+  i=0
+  while [ "$i" -lt "$ROUNDS" ]; do
+    for placement in pinned unpinned; do
+      for p in $PAIRS; do
+        kcp_round "${p%%:*}" "${p#*:}" $placement \
+          "build/bench/kcp_${p%%:*}_${p#*:}_$placement.txt"
+      done
+    done
+    i=$((i + 1))
+  done
+  echo
+  echo "KCP benchmarks (kcp-go's fast mode: nodelay 1, interval 10, resend 2, nc 1;"
+  echo "ping-pong: 64 bytes, windows 128, ${KCP_SECONDS} s; bulk: $KCP_BYTES bytes"
+  echo "echoed, stream mode, windows 1024; best of $ROUNDS rounds)"
+  printf '%-34s %14s %14s %8s\n' benchmark evlua kcp-go ratio
+  for placement in pinned unpinned; do
+    f=build/bench/kcp
+    # bulk lines: "ok bulk N bytes [crc C] X MB/s": the figure before MB/s
+    mbs() { awk '$1 == "ok" && $2 == "bulk" { v = $(NF - 1); if (v > m) m = v }
+                 END { print m + 0 }' "$1"; }
+    go=$(best pingpong "${f}_go_go_$placement.txt")
+    row "pingpong, $placement (rt/s)" "$(best pingpong "${f}_evlua_evlua_$placement.txt")" "$go"
+    row "  evlua server, kcp-go client" "$(best pingpong "${f}_evlua_go_$placement.txt")" "$go"
+    row "  kcp-go server, evlua client" "$(best pingpong "${f}_go_evlua_$placement.txt")" "$go"
+    go=$(mbs "${f}_go_go_$placement.txt")
+    row "bulk, $placement (MB/s)" "$(mbs "${f}_evlua_evlua_$placement.txt")" "$go"
+    row "  evlua server, kcp-go client" "$(mbs "${f}_evlua_go_$placement.txt")" "$go"
+    row "  kcp-go server, evlua client" "$(mbs "${f}_go_evlua_$placement.txt")" "$go"
   done
 fi
 

@@ -27,7 +27,8 @@ redis-server golang-go golang-github-xtaci-kcp-dev"
 # Benchmarks: wrk, and nginx with its Lua module as the HTTP peers;
 # redis-benchmark (redis-tools) as the Redis client's peer; taskset
 # (util-linux) pins server and client to their cores.
-BENCH="wrk nginx libnginx-mod-http-lua redis-tools util-linux procps"
+BENCH="wrk nginx libnginx-mod-http-lua redis-tools util-linux procps \
+golang-go golang-github-xtaci-kcp-dev"
 
 [ $# -gt 0 ] || {
   echo "usage: $0 build|test|bench|coverage..." >&2; exit 2; }
