@@ -4,6 +4,9 @@
 --   evlua bench/kcp.lua server WND [stream]     prints "port N", echoes
 --   evlua bench/kcp.lua pingpong PORT SECONDS   64-byte round trips
 --   evlua bench/kcp.lua bulk PORT BYTES         stream mode, echoed back
+--   evlua bench/kcp.lua idle N SECONDS          N idle sessions (listener and
+--                                               clients in this process):
+--                                               "idle_cpu P" (% of a core)
 -- The clients print what bench/run.sh reads: "pingpong N round trips/s",
 -- "ok bulk N bytes ... X MB/s", as tests/peers/kcp_peer.go does.
 local event = require "event"
@@ -66,6 +69,22 @@ elseif mode == "bulk" then
   local secs = event.time() - start
   print(("ok bulk %d bytes %.1f MB/s"):format(got, got / secs / 1e6))
   ch:close_immediately()
+elseif mode == "idle" then
+  local n, seconds = tonumber(arg[2]), tonumber(arg[3])
+  local opts = options(32)
+  opts.max_sessions = n
+  local l = assert(kcp.listen("127.0.0.1", 0, nil, MessageEcho, opts))
+  local clients = {}
+  for i = 1, n do
+    clients[i] = assert(kcp.connect("127.0.0.1", l:port(), nil, options(32)))
+    clients[i]:write("hello")   -- opens the session on the listener's side
+  end
+  while l:stats().sessions < n do event.sleep(0.05) end
+  event.sleep(1)                -- the greetings' acks settle
+  local cpu0, t0 = os.clock(), event.time()
+  event.sleep(seconds)
+  print(("idle_cpu %.3f"):format((os.clock() - cpu0) / (event.time() - t0) * 100))
+  os.exit(0)
 else
   io.stderr:write("usage: see the head of bench/kcp.lua\n")
   os.exit(2)
