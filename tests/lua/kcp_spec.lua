@@ -126,12 +126,12 @@ describe("kcp with kcp-go", function()
     ch:close()
   end)
 
-  it("an evlua client streams 2 MB through a kcp-go echo server", function()
+  it("an evlua client streams 10 MB through a kcp-go echo server", function()
     local opts = merge(FAST, { stream = true, sndwnd = 512, rcvwnd = 512 })
     local port = start_peer(cat({ "echo-server", "-addr", "127.0.0.1:0" },
                                   flags(opts)))
     local ch = assert(kcp.connect("127.0.0.1", port, nil, opts))
-    local data = pattern(2 * 1024 * 1024)
+    local data = pattern(10 * 1024 * 1024)
     event.fork(function() assert(ch:write(data)) end)
     local got = {}
     local n = 0
