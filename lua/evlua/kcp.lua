@@ -12,10 +12,11 @@
 
 local core = require "evlua.core"
 local event = require "event"
-local Channel = require "evlua.channel"
 local errors = require "evlua.errors"
+local net = require "evlua.net"
 
 local argerror, fail = errors.argerror, errors.fail
+local check_class, check_port = net.check_class, net.check_port
 
 local kcp = {}
 
@@ -36,42 +37,28 @@ local CHANNEL = { max_input = true, high_water = true, low_water = true }
 local function check_opts(opts, argn, fname, extra)
   if opts == nil then return {} end
   if type(opts) ~= "table" then
-    argerror(argn, fname, "table expected, got " .. type(opts), 3)
+    argerror(argn, fname, "table expected, got " .. type(opts), 2)
   end
   for k, v in pairs(opts) do
     local range = RANGES[k]
     if range then
       if math.type(v) ~= "integer" or v < range[1] or v > range[2] then
         argerror(argn, fname, ("%s must be an integer from %d to %d")
-                 :format(k, range[1], range[2]), 3)
+                 :format(k, range[1], range[2]), 2)
       end
     elseif k == "stream" then
       if type(v) ~= "boolean" then
-        argerror(argn, fname, "stream must be a boolean", 3)
+        argerror(argn, fname, "stream must be a boolean", 2)
       end
     elseif CHANNEL[k] then
       if math.type(v) ~= "integer" or v < 1 then
-        argerror(argn, fname, k .. " must be a positive integer", 3)
+        argerror(argn, fname, k .. " must be a positive integer", 2)
       end
     elseif not (extra and extra[k]) then
-      argerror(argn, fname, "unknown option '" .. tostring(k) .. "'", 3)
+      argerror(argn, fname, "unknown option '" .. tostring(k) .. "'", 2)
     end
   end
   return opts
-end
-
-local function check_class(class, argn, fname)
-  if class == nil then return Channel end
-  if type(class) ~= "table" or type(class._wrap) ~= "function" then
-    argerror(argn, fname, "channel class expected", 3)
-  end
-  return class
-end
-
-local function check_port(port, argn, fname)
-  if math.type(port) ~= "integer" or port < 0 or port > 65535 then
-    argerror(argn, fname, "port between 0 and 65535 expected", 3)
-  end
 end
 
 -- The channel options in opts, applied before init() runs (as a class's
@@ -174,13 +161,8 @@ function kcp.connect(host, port, class, opts)
     argerror(4, "connect", "max_sessions and max_accept_rate are a "
              .. "listener's options")
   end
-  if host == "localhost" then host = "127.0.0.1" end
-  local addr = host
-  if not core.numeric_host(host) or host:sub(1, 5) == "unix:" then
-    local addrs, err, code = event.dns(host)
-    if not addrs then return nil, err, code end
-    addr = addrs[1]
-  end
+  local addr, aerr, acode = net.one_address(host)
+  if not addr then return nil, aerr, acode end
   local stream, err, code = core.kcp_connect(addr, port, opts, conv)
   if not stream then return nil, err, code end
   return start(class, stream, channel_limits(opts))

@@ -12,7 +12,10 @@ local net = {}
 
 net.CONNECT_TIMEOUT = 30   -- seconds, when event.connect gets none
 
-local function check_class(class, argn, fname)
+-- The argument checks every module making channels shares (evlua.udp,
+-- evlua.kcp too): called from the public function itself, they blame its
+-- caller.
+function net.check_class(class, argn, fname)
   if class == nil then return Channel end
   if type(class) ~= "table" or type(class._wrap) ~= "function" then
     argerror(argn, fname, "channel class expected", 2)
@@ -20,10 +23,23 @@ local function check_class(class, argn, fname)
   return class
 end
 
-local function check_port(port, argn, fname)
+function net.check_port(port, argn, fname)
   if math.type(port) ~= "integer" or port < 0 or port > 65535 then
     argerror(argn, fname, "port between 0 and 65535 expected", 2)
   end
+end
+
+local check_class, check_port = net.check_class, net.check_port
+
+-- The one address a datagram socket sends to: host itself when numeric
+-- ("localhost" is 127.0.0.1), else the first that event.dns gives (then
+-- in a coroutine). -> address | nil, err, code
+function net.one_address(host)
+  if host == "localhost" then return "127.0.0.1" end
+  if core.numeric_host(host) and host:sub(1, 5) ~= "unix:" then return host end
+  local addrs, err, code = event.dns(host)
+  if not addrs then return nil, err, code end
+  return addrs[1]
 end
 
 -- A new connection: its channel, its init(), then accept_cb in a task of

@@ -12,8 +12,10 @@
 local core = require "evlua.core"
 local event = require "event"
 local errors = require "evlua.errors"
+local net = require "evlua.net"
 
 local argerror, fail = errors.argerror, errors.fail
+local check_port = net.check_port
 local udp_open = core.udp_open
 
 local udp = {}
@@ -51,12 +53,6 @@ local function check_opts(opts, fname)
     argerror(3, fname, "on_datagram must be a function", 2)
   end
   return opts
-end
-
-local function check_port(port, argn, fname)
-  if math.type(port) ~= "integer" or port < 0 or port > 65535 then
-    argerror(argn, fname, "port between 0 and 65535 expected", 3)
-  end
 end
 
 --[[ Receiving ===============================================================]]
@@ -200,7 +196,8 @@ function udp.bind(ip, port, opts)
   if not core.numeric_host(ip) or ip:sub(1, 5) == "unix:" then
     return fail("bad_address", "udp.bind needs a numeric address or \"*\"")
   end
-  return open(ip, port, opts, "bind")
+  local sock, err, code = open(ip, port, opts, "bind")   -- (no tail call:
+  return sock, err, code             -- open's checks blame bind's caller)
 end
 
 -- udp.connect(host, port [, opts]) -> socket | nil, err, code: a socket
@@ -213,13 +210,8 @@ function udp.connect(host, port, opts)
   end
   check_port(port, 2, "connect")
   opts = check_opts(opts, "connect")
-  if host == "localhost" then host = "127.0.0.1" end
-  local addr = host
-  if not core.numeric_host(host) or host:sub(1, 5) == "unix:" then
-    local addrs, err, code = event.dns(host)
-    if not addrs then return nil, err, code end
-    addr = addrs[1]
-  end
+  local addr, aerr, acode = net.one_address(host)
+  if not addr then return nil, aerr, acode end
   local sock, err, code = open(addr:find(":", 1, true) and "::" or "0.0.0.0",
                                0, opts, "connect")
   if not sock then return nil, err, code end

@@ -309,6 +309,16 @@ describe("kcp between evlua peers", function()
 end)
 
 describe("kcp limits", function()
+  it("blames its caller's line for a bad argument", function()
+    local line = debug.getinfo(1, "l").currentline
+    local port = raised(function() local l = kcp.listen("127.0.0.1", 70000); return l end)
+    local opt = raised(function() local l = kcp.listen("127.0.0.1", 0, nil, nil, { mtu = 1501 }); return l end)
+    local class = raised(function() local c = kcp.connect("127.0.0.1", 1, 42); return c end)
+    for i, err in ipairs({ port, opt, class }) do
+      assert.equal("kcp_spec.lua:" .. line + i .. ":", err:match("[%w_]+%.lua:%d+:"))
+    end
+  end)
+
   it("mtu up to 1500 is taken, 1501 refused; windows 1..32768", function()
     local l = assert(kcp.listen("127.0.0.1", 0, nil, Echo,
                                 merge(FAST, { mtu = 1500 })))

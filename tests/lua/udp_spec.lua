@@ -173,6 +173,14 @@ describe("udp", function()
     s:close()
   end)
 
+  it("blames its caller's line for a bad argument", function()
+    local line = debug.getinfo(1, "l").currentline
+    local port = raised(function() local s = udp.bind("127.0.0.1", 70000); return s end)
+    local opt = raised(function() local s = udp.bind("127.0.0.1", 0, { max_queue = 0 }); return s end)
+    assert.equal("udp_spec.lua:" .. line + 1 .. ":", port:match("[%w_]+%.lua:%d+:"))
+    assert.equal("udp_spec.lua:" .. line + 2 .. ":", opt:match("[%w_]+%.lua:%d+:"))
+  end)
+
   it("a port in use is EADDRINUSE", function()
     local a = assert(udp.bind("127.0.0.1", 0))
     local ok, err, code = udp.bind("127.0.0.1", a:port())
