@@ -267,9 +267,11 @@ static void on_writable(struct ev_loop *loop, ev_io *w, int revents) {
   }
 }
 
-void evlua_stream_init(evlua_stream *s, struct ev_loop *loop, int fd,
-                       int connecting, const evlua_stream_handler *h,
-                       void *data) {
+/* What every stream starts with, on an fd or on a transport (fd -1):
+** the defaults of docs/channel.md, buffers from the loop's block cache,
+** its watchers set up but stopped, activity stamped now. */
+static void init_common(evlua_stream *s, struct ev_loop *loop, int fd,
+                        const evlua_stream_handler *h, void *data) {
   memset(s, 0, sizeof *s);
   s->loop = loop;
   s->loop_state = evlua_loop_state_of(loop);
@@ -283,12 +285,18 @@ void evlua_stream_init(evlua_stream *s, struct ev_loop *loop, int fd,
   s->send_timeout = EVLUA_STREAM_SEND_TIMEOUT;
   evlua_buffer_init_cached(&s->in, &s->loop_state->blocks);
   evlua_buffer_init_cached(&s->out, &s->loop_state->blocks);
-  evlua_net_nonblock(fd);
   ev_io_init(&s->rw, on_readable, fd, EV_READ);
   ev_io_init(&s->ww, on_writable, fd, EV_WRITE);
   ev_init(&s->timer, on_timer);
   ev_init(&s->send_timer, on_send_timer);
   touch(s);
+}
+
+void evlua_stream_init(evlua_stream *s, struct ev_loop *loop, int fd,
+                       int connecting, const evlua_stream_handler *h,
+                       void *data) {
+  init_common(s, loop, fd, h, data);
+  evlua_net_nonblock(fd);
   if (connecting) {
     s->state = EVLUA_STREAM_CONNECTING;
     ev_io_start(loop, &s->ww);
@@ -488,28 +496,11 @@ void evlua_stream_init_transport(evlua_stream *s, struct ev_loop *loop,
                                  const evlua_stream_transport *t,
                                  void *tdata, int message_mode,
                                  const evlua_stream_handler *h, void *data) {
-  memset(s, 0, sizeof *s);
-  s->loop = loop;
-  s->loop_state = evlua_loop_state_of(loop);
-  s->fd = -1;
+  init_common(s, loop, -1, h, data);   /* its io watchers never start */
   s->state = EVLUA_STREAM_OPEN;
   s->transport = t;
   s->transport_data = tdata;
   s->message_mode = message_mode;
-  s->handler = h;
-  s->data = data;
-  s->max_input = EVLUA_STREAM_MAX_INPUT;
-  s->high_water = EVLUA_STREAM_HIGH_WATER;
-  s->low_water = EVLUA_STREAM_LOW_WATER;
-  s->linger = EVLUA_STREAM_LINGER;
-  s->send_timeout = EVLUA_STREAM_SEND_TIMEOUT;
-  evlua_buffer_init_cached(&s->in, &s->loop_state->blocks);
-  evlua_buffer_init_cached(&s->out, &s->loop_state->blocks);
-  ev_io_init(&s->rw, on_readable, -1, EV_READ);    /* never started */
-  ev_io_init(&s->ww, on_writable, -1, EV_WRITE);
-  ev_init(&s->timer, on_timer);
-  ev_init(&s->send_timer, on_send_timer);
-  touch(s);
 }
 
 size_t evlua_stream_pending(const evlua_stream *s) {
