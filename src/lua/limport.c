@@ -155,10 +155,11 @@ static int l_run_capture(lua_State *L) {
 }
 
 void evlua_open_import(lua_State *L) {
-  lua_pushcfunction(L, l_run_capture);
-  lua_setfield(L, -2, "run_capture");
-  lua_pushcfunction(L, l_realpath);
-  lua_setfield(L, -2, "realpath");
-  lua_pushcfunction(L, l_file_stat);
-  lua_setfield(L, -2, "file_stat");
+  static const luaL_Reg funcs[] = {
+    { "run_capture", l_run_capture },
+    { "realpath", l_realpath },
+    { "file_stat", l_file_stat },
+    { NULL, NULL }
+  };
+  luaL_setfuncs(L, funcs, 0);   /* into the core table below */
 }

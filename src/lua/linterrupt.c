@@ -293,10 +293,11 @@ void evlua_interrupt_install(lua_State *L) {
 }
 
 void evlua_open_interrupt(lua_State *L) {
-  lua_pushcfunction(L, l_interrupt_library);
-  lua_setfield(L, -2, "interrupt_library");
-  lua_pushcfunction(L, l_interrupt_stats);
-  lua_setfield(L, -2, "interrupt_stats");
-  lua_pushcfunction(L, l_catch_sigint);
-  lua_setfield(L, -2, "catch_sigint");
+  static const luaL_Reg funcs[] = {
+    { "interrupt_library", l_interrupt_library },
+    { "interrupt_stats", l_interrupt_stats },
+    { "catch_sigint", l_catch_sigint },
+    { NULL, NULL }
+  };
+  luaL_setfuncs(L, funcs, 0);   /* into the core table below */
 }
