@@ -607,6 +607,10 @@ evlua_kcp *evlua_kcp_session_engine(evlua_kcp_session *ss) {
   return ss->kcp;
 }
 
+const evlua_kcpnet *evlua_kcp_session_client_net(const evlua_kcp_session *ss) {
+  return ss->net->connected ? ss->net : NULL;
+}
+
 evlua_kcp_session *evlua_kcp_session_of(evlua_stream *s) {
   if (s->transport != &evlua_kcp_transport ||
       s->state == EVLUA_STREAM_CLOSED)

@@ -114,6 +114,9 @@ uint64_t evlua_kcpnet_wakeups(const evlua_kcpnet *net);
 int evlua_kcp_session_message_mode(const evlua_kcp_session *ss);
 void evlua_kcp_session_attach(evlua_kcp_session *ss, evlua_stream *s);
 evlua_kcp *evlua_kcp_session_engine(evlua_kcp_session *ss);
+/* The socket of a client's session (its own, from evlua_kcpnet_open with
+** a peer), NULL for a listener's session (the socket is the listener's). */
+const evlua_kcpnet *evlua_kcp_session_client_net(const evlua_kcp_session *ss);
 /* The session of a KCP stream, NULL for any other stream or a closed
 ** one. */
 evlua_kcp_session *evlua_kcp_session_of(evlua_stream *s);

@@ -185,14 +185,13 @@ static void set_count(lua_State *L, const char *k, uint64_t v) {
   lua_setfield(L, -2, k);
 }
 
-/* listener:stats() -> { datagrams, dropped, drop_short, drop_cmd,
-** drop_len, drop_conv, drop_no_session, drop_limit, drop_rate, drop_engine,
-** accepted, sessions, wakeups, sent } */
-static int l_listener_stats(lua_State *L) {
-  lkcp_listener *l = check_listener(L, 1);
-  if (!l->net) return evlua_push_closed(L);
-  const evlua_kcpnet_stats *st = evlua_kcpnet_stats_of(l->net);
-  lua_createtable(L, 0, 14);
+/* A KCP socket's counters, as listener:stats() and a client's
+** ch:stats().kcp.socket give them: { datagrams, dropped, drop_short,
+** drop_cmd, drop_len, drop_conv, drop_no_session, drop_limit, drop_rate,
+** drop_engine, accepted, sessions, wakeups, sent, send_errors } */
+static void push_net_stats(lua_State *L, const evlua_kcpnet *net) {
+  const evlua_kcpnet_stats *st = evlua_kcpnet_stats_of(net);
+  lua_createtable(L, 0, 15);
   set_count(L, "datagrams", st->datagrams);
   set_count(L, "dropped", st->dropped);
   set_count(L, "drop_short", st->drop_short);
@@ -204,10 +203,16 @@ static int l_listener_stats(lua_State *L) {
   set_count(L, "drop_rate", st->drop_rate);
   set_count(L, "drop_engine", st->drop_engine);
   set_count(L, "accepted", st->accepted);
-  set_count(L, "sessions", evlua_kcpnet_sessions(l->net));
-  set_count(L, "wakeups", evlua_kcpnet_wakeups(l->net));
-  set_count(L, "sent", evlua_kcpnet_udp_stats(l->net)->sent);
-  set_count(L, "send_errors", evlua_kcpnet_udp_stats(l->net)->send_errors);
+  set_count(L, "sessions", evlua_kcpnet_sessions(net));
+  set_count(L, "wakeups", evlua_kcpnet_wakeups(net));
+  set_count(L, "sent", evlua_kcpnet_udp_stats(net)->sent);
+  set_count(L, "send_errors", evlua_kcpnet_udp_stats(net)->send_errors);
+}
+
+static int l_listener_stats(lua_State *L) {
+  lkcp_listener *l = check_listener(L, 1);
+  if (!l->net) return evlua_push_closed(L);
+  push_net_stats(L, l->net);
   return 1;
 }
 
@@ -220,8 +225,9 @@ static int l_listener_tostring(lua_State *L) {
 
 /* Stream methods ====================================================== */
 
-/* stream:kcp_stats() -> the session engine's counters and timings | nil
-** (not a KCP stream, or closed) */
+/* stream:kcp_stats() -> the session engine's counters and timings, and
+** a client's socket counters as .socket | nil (not a KCP stream, or
+** closed) */
 static int l_kcp_stats(lua_State *L) {
   lstream *ls = evlua_check_stream(L, 1);
   evlua_kcp_session *ss = evlua_kcp_session_of(&ls->s);
@@ -251,6 +257,11 @@ static int l_kcp_stats(lua_State *L) {
   set_count(L, "waitsnd", evlua_kcp_waitsnd(k));
   set_count(L, "srtt", evlua_kcp_srtt(k));
   set_count(L, "rto", evlua_kcp_rto(k));
+  const evlua_kcpnet *own = evlua_kcp_session_client_net(ss);
+  if (own) {   /* what a client's socket dropped before any engine saw it */
+    push_net_stats(L, own);
+    lua_setfield(L, -2, "socket");
+  }
   return 1;
 }
 

@@ -440,6 +440,25 @@ describe("kcp limits", function()
     s:close(); l:close()
   end)
 
+  it("a client's socket counts what it drops in ch:stats().kcp.socket", function()
+    local s = assert(udp.bind("127.0.0.1", 0))
+    local ch = assert(kcp.connect("127.0.0.1", s:port()))
+    ch:write("hi")
+    local first, ip, port = s:recvfrom(5)
+    local conv = string.unpack("<I4", first)
+    assert(s:sendto("abc", ip, port))                    -- short
+    assert(s:sendto(push(conv + 1, 0, "x"), ip, port))   -- not its conv
+    helper.eventually(function() return ch:stats().kcp.socket.dropped == 2 end, "drops")
+    local sock = ch:stats().kcp.socket
+    assert.equal(1, sock.drop_short)
+    assert.equal(1, sock.drop_conv)
+    assert.equal(2, sock.datagrams)
+    -- its session's own segments still reach it
+    assert(s:sendto(push(conv, 0, "back"), ip, port))
+    assert.equal("back", ch:wait_message(5))
+    ch:close(); s:close()
+  end)
+
   it("1,000 idle sessions leave the loop asleep", function()
     local l = assert(kcp.listen("127.0.0.1", 0, nil, nil, FAST))
     local s = assert(udp.bind("127.0.0.1", 0, { on_datagram = function() end }))
