@@ -13,7 +13,8 @@
 //	    -reorder 10 -seed 1: a lossy UDP relay; prints its port
 //
 // Options: -nodelay -interval -resend -nc -sndwnd -rcvwnd -mtu -stream
-// (kcp-go's defaults: 0 100 0 0 32 32 1400, message mode).
+// (kcp-go's defaults: 0 100 0 0 32 32 1400, message mode) and -sockbuf
+// (UDP socket buffer sizes, as kcptun's -sockbuf; evlua asks for 4 MiB).
 //
 // Build (offline, Debian's packages):
 //
@@ -54,6 +55,7 @@ var (
 	rcvwnd   = flag.Int("rcvwnd", 32, "KCP receive window")
 	mtu      = flag.Int("mtu", 1400, "KCP mtu")
 	stream   = flag.Bool("stream", false, "KCP stream mode")
+	sockbuf  = flag.Int("sockbuf", 0, "UDP socket buffers, bytes (0: the kernel's default)")
 	drop     = flag.Int("drop", 10, "relay: drop percent")
 	dup      = flag.Int("dup", 2, "relay: duplicate percent")
 	reorder  = flag.Int("reorder", 10, "relay: percent held back behind the next datagram")
@@ -81,6 +83,10 @@ func echoServer() {
 	l, err := kcp.ListenWithOptions(*addr, nil, 0, 0)
 	if err != nil {
 		fail("listen: %v", err)
+	}
+	if *sockbuf > 0 {
+		l.SetReadBuffer(*sockbuf)
+		l.SetWriteBuffer(*sockbuf)
 	}
 	fmt.Println(l.Addr().(*net.UDPAddr).Port)
 	for {
@@ -115,6 +121,10 @@ func dial() *kcp.UDPSession {
 		fail("dial: %v", err)
 	}
 	configure(s)
+	if *sockbuf > 0 {
+		s.SetReadBuffer(*sockbuf)
+		s.SetWriteBuffer(*sockbuf)
+	}
 	s.SetDeadline(time.Now().Add(time.Duration(*timeout * float64(time.Second))))
 	return s
 }
