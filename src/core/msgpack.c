@@ -95,9 +95,21 @@ int mp_put_bin(evlua_buffer *b, const char *s, size_t len) {
   return evlua_buffer_append(b, s, len);
 }
 
+/* Most strings are ASCII: skip eight such bytes at a time. */
+static const unsigned char *skip_ascii(const unsigned char *p,
+                                       const unsigned char *end) {
+  while (end - p >= 8) {
+    uint64_t w;
+    memcpy(&w, p, sizeof w);
+    if (w & UINT64_C(0x8080808080808080)) break;
+    p += 8;
+  }
+  return p;
+}
+
 int mp_valid_utf8(const char *s, size_t len) {
   const unsigned char *p = (const unsigned char *)s, *end = p + len;
-  while (p < end) {
+  while ((p = skip_ascii(p, end)) < end) {
     unsigned c = *p;
     if (c < 0x80) { p++; continue; }
     int n;

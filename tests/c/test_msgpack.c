@@ -219,6 +219,28 @@ static void scanner_bounds_from_headers(void **state) {
 
 /* mp_valid_utf8 decides whether a Lua string encodes as str or bin: only
 ** well-formed UTF-8 is str. */
+/* The check skips ASCII a word at a time: a bad byte, or a good
+** sequence, at any offset and in the tail is still seen. */
+static void utf8_check_sees_every_byte_of_long_strings(void **state) {
+  (void)state;
+  char s[40];
+  for (size_t len = 1; len <= sizeof s; len++) {
+    for (size_t at = 0; at < len; at++) {
+      memset(s, 'a', len);
+      s[at] = (char)0xff;   /* never valid */
+      assert_int_equal(mp_valid_utf8(s, len), 0);
+      s[at] = (char)0xc3;   /* a lone lead byte: valid only with a tail */
+      assert_int_equal(mp_valid_utf8(s, len), 0);
+      if (at + 1 < len) {
+        s[at + 1] = (char)0xa9;   /* U+00E9 */
+        assert_int_equal(mp_valid_utf8(s, len), 1);
+      }
+    }
+    memset(s, 'a', len);
+    assert_int_equal(mp_valid_utf8(s, len), 1);
+  }
+}
+
 static void utf8_is_checked_strictly(void **state) {
   (void)state;
   static const struct { const char *s; int valid; } cases[] = {
@@ -265,6 +287,7 @@ int main(void) {
     cmocka_unit_test(scanner_resumes_where_it_stopped),
     cmocka_unit_test(scanner_bounds_from_headers),
     cmocka_unit_test(utf8_is_checked_strictly),
+    cmocka_unit_test(utf8_check_sees_every_byte_of_long_strings),
     cmocka_unit_test(scan_depth_is_capped),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
