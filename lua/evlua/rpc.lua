@@ -12,6 +12,9 @@ local event = require "event"
 local errors = require "evlua.errors"
 local core = require "evlua.core"
 local Channel = require "evlua.channel"
+local net = require "evlua.net"
+
+local argerror, fail_with = errors.argerror, errors.fail
 
 local rpc = {}
 
@@ -49,7 +52,14 @@ function RpcChannel:_start(...)
   self._serving = 0  -- requests taken and not answered yet
   -- fields read per message are the instance's own: a miss would walk
   -- the class chain
-  self._failing, self._scan = false, false
+  self._failing, self._scan, self._draining = false, false, false
+  -- counters of ch:stats()
+  self._calls, self._errors, self._timeouts, self._served = 0, 0, 0, 0
+  -- the peer, for the log line when the connection ends (the address
+  -- cannot be read once the stream is closed)
+  self._name = tostring(self)
+  local server = self._server   -- set on the class by rpc.listen
+  if server then server._conns[self] = true end
   Channel._start(self, ...)
   if not self._closed then fit_input(self) end
   return self
@@ -111,11 +121,19 @@ local helper_scheduled = false
 local worker
 
 -- A request was answered; a channel that is closing for bad input waits
--- for its last one (see fail below).
+-- for its last one (see fail below), one of a listener shutting down
+-- closes after it.
 local function served(ch)
   local n = ch._serving - 1
   ch._serving = n
-  if n == 0 and ch._failing then event.wakeup(ch._failing) end
+  ch._served = ch._served + 1
+  if n == 0 then
+    if ch._failing then
+      event.wakeup(ch._failing)
+    elseif ch._draining then
+      ch:close()
+    end
+  end
 end
 
 local function schedule_worker()
@@ -223,7 +241,7 @@ end
 local function fail(ch, err)
   if ch._failing then return end
   ch._failing = {}
-  event.error(("rpc: closing %s: %s"):format(tostring(ch), err))
+  event.error(("rpc: closing %s: %s"):format(ch._name, err))
   local stream = ch._stream
   local _, high, low = stream:limits()
   stream:set_limits(math.max(1, stream:buffered()), high, low)  -- stop reading
@@ -256,6 +274,9 @@ local function process(ch, kind, ...)
     local msgid, method, n = ...
     if n > ch.max_params then
       refuse(ch, msgid, method, n)
+    elseif ch._draining then
+      -- its listener is shutting down: answer, but start nothing new
+      ch._stream:write_rpc_response(msgid, "server shutting down")
     else
       enqueue(ch, ...)
     end
@@ -291,12 +312,46 @@ function RpcChannel:data()
                                       self._scan or nil)) do end
 end
 
+-- The connection ended. One log line per connection, with the peer's
+-- address, when the end is news: a warning when calls were waiting for
+-- responses or requests were being served, when the reason is an error
+-- ("reset", "timeout"...) or, on an rpc.client's connection, whenever the
+-- server went away; a plain "eof" of an idle connection is a debug line
+-- (a server would log one per client otherwise), and a local close none.
+-- A connection closed for bad input has logged why already (fail).
 function RpcChannel:_ended(reason)
+  if not self._name then return Channel._ended(self, reason) end  -- unstarted
+  local waiting = self:pending()
   Channel._ended(self, reason)
+  if not self._failing and reason ~= "local close" then
+    local news = waiting > 0 or self._serving > 0 or reason ~= "eof"
+                 or self._log_drops
+    local line = ("rpc: %s closed: %s"):format(self._name, reason)
+    if waiting > 0 then
+      line = line .. (" (%d calls pending)"):format(waiting)
+    end
+    if news then event.warn(line) else event.debug(line) end
+  end
   fail_pending(self)
+  local server = self._server
+  if server and server._conns[self] then
+    server._conns[self] = nil
+    if server._draining and not next(server._conns) then
+      local waiters = server._waiters
+      server._waiters = {}
+      for _, token in ipairs(waiters) do event.wakeup(token) end
+    end
+  end
 end
 
 --[[ Calling ================================================================]]
+
+-- A call that returns no result: count it, pass the failure on.
+local function failed(ch, err, code)
+  ch._errors = ch._errors + 1
+  if code == "timeout" then ch._timeouts = ch._timeouts + 1 end
+  return nil, err, code
+end
 
 local function call(self, timeout, method, ...)
   if type(method) ~= "string" then
@@ -305,8 +360,9 @@ local function call(self, timeout, method, ...)
   end
   local task = event.running()
   if not task then errors.need_coroutine("rpc call", 2) end
+  self._calls = self._calls + 1
   -- closing for bad input: no response could be read any more
-  if self._closed or self._failing then return errors.fail("closed") end
+  if self._closed or self._failing then return failed(self, "closed", "closed") end
   -- Small reused ids keep _pending in its array part; ever-new ids make
   -- it a hash that can rehash on every call.
   local msgid
@@ -320,7 +376,7 @@ local function call(self, timeout, method, ...)
     self._next_id = msgid < MSGID_LIMIT and msgid + 1 or 1
   end
   local ok, err, code = self._stream:write_rpc_request(msgid, method, ...)
-  if ok == nil then return nil, err, code end
+  if ok == nil then return failed(self, err, code) end
   local token = task   -- a task waits for one thing at a time
   self._pending[msgid] = token
   if ok == false then   -- the send queue is full: wait for it first
@@ -329,23 +385,23 @@ local function call(self, timeout, method, ...)
     if not ok then
       self._pending[msgid] = nil
       self._early[task] = nil
-      return nil, err, code
+      return failed(self, err, code)
     end
     if timeout then timeout = math.max(0, timeout - (event.now() - started)) end
     local early = self._early[task]
     if early then
       self._early[task] = nil
-      if early[1] ~= nil then return nil, early[1], "remote" end
+      if early[1] ~= nil then return failed(self, early[1], "remote") end
       return early[2]
     end
   end
   local tag, rerr, result = event.wait_as("call", method, token, timeout)
   if tag == RESPONSE then
-    if rerr ~= nil then return nil, rerr, "remote" end   -- the handler's
+    if rerr ~= nil then return failed(self, rerr, "remote") end  -- the handler's
     return result
   end
   self._pending[msgid] = nil
-  return nil, rerr, result   -- the wait's failure: result is its code
+  return failed(self, rerr, result)   -- the wait's failure: result is its code
 end
 
 -- ch:call(method, ...) -> result | nil, err; waits at most call_timeout.
@@ -379,6 +435,92 @@ function RpcChannel:pending()
   local n = 0
   for _ in pairs(self._pending or {}) do n = n + 1 end
   return n
+end
+
+-- ch:stats() -> Channel:stats() (bytes_in, bytes_out, buffered_in,
+-- buffered_out, state) and calls (made on this channel), errors (of
+-- them, those that returned no result: a remote error, a timeout, a
+-- close...), timeouts (of the errors), pending (calls waiting), served
+-- (requests from the peer answered) and serving (requests being served).
+function RpcChannel:stats()
+  local t = Channel.stats(self)
+  t.calls, t.errors, t.timeouts = self._calls, self._errors, self._timeouts
+  t.pending, t.served, t.serving = self:pending(), self._served, self._serving
+  return t
+end
+
+--[[ Listeners ==============================================================]]
+-- rpc.listen's listener: event.listen's, which knows the channels it
+-- accepted (weakly; each leaves when it closes) so that shutdown can
+-- wait for their requests and close them.
+
+local Listener = {}
+Listener.__index = Listener
+Listener.__name = "evlua.rpc.listener"
+rpc.listener = Listener
+
+Listener.shutdown_timeout = 10   -- seconds shutdown waits by default
+
+-- listener:close(): stop accepting; the connections accepted stay open
+-- (listener:shutdown closes them).
+function Listener:close()
+  return self._listener:close()
+end
+Listener.__close = Listener.close
+
+for _, name in ipairs({ "pause", "resume", "addr", "port", "backlog" }) do
+  Listener[name] = function(self) return self._listener[name](self._listener) end
+end
+
+function Listener:__tostring()
+  return (tostring(self._listener):gsub("^evlua%.listener", Listener.__name))
+end
+
+-- listener:stats() -> { connections =, serving = } (requests taken and not
+-- answered yet, over every connection)
+function Listener:stats()
+  local n, serving = 0, 0
+  for ch in pairs(self._conns) do
+    n, serving = n + 1, serving + ch._serving
+  end
+  return { connections = n, serving = serving }
+end
+
+-- listener:shutdown([timeout]) -> true | nil, "timeout", "timeout". In a
+-- coroutine: stop accepting, let the requests in flight finish (their
+-- responses are written and flushed; a request arriving meanwhile gets the
+-- error response "server shutting down"), close each connection once it
+-- has answered everything (idle ones at once), and return when all are
+-- closed. After timeout seconds (default shutdown_timeout, 10) the
+-- connections left are cut, their unsent replies dropped.
+function Listener:shutdown(timeout)
+  if timeout == nil then timeout = self.shutdown_timeout end
+  if type(timeout) ~= "number" or not (timeout >= 0) then
+    argerror(1, "shutdown", "non-negative number expected")
+  end
+  if not event.running() then errors.need_coroutine("listener:shutdown") end
+  self._listener:close()
+  self._draining = true
+  for ch in pairs(self._conns) do
+    if not ch._draining then
+      ch._draining = true
+      if ch._serving == 0 and not ch._failing then ch:close() end
+    end
+  end
+  if not next(self._conns) then return true end
+  local token = {}
+  local waiters = self._waiters
+  waiters[#waiters + 1] = token
+  local ok, err, code = event.wait_as("rpc shutdown", self, token, timeout)
+  if ok then return true end
+  for i = #waiters, 1, -1 do
+    if waiters[i] == token then table.remove(waiters, i) end
+  end
+  for ch in pairs(self._conns) do
+    ch:close_immediately()   -- no disconnect callback: run it here
+    ch:disconnect("local close")
+  end
+  return nil, err, code
 end
 
 --[[ Entry points ===========================================================]]
@@ -423,8 +565,15 @@ end
 -- opts: those of event.listen, and max_message, max_depth, max_params,
 -- call_timeout, idle_timeout for the channels it accepts.
 function rpc.listen(ip, port, handlers, class, opts)
-  class = configured(class, handlers, opts, "listen", 3, 5)
-  return event.listen(ip, port, nil, class, opts)
+  class = configured(class, handlers, opts, "listen", 3, 5):inherit()
+  local server = setmetatable({ _conns = setmetatable({}, { __mode = "k" }),
+                                _draining = false, _waiters = {} },
+                              Listener)
+  class._server = server   -- RpcChannel:_start registers each channel
+  local listener, err, code = event.listen(ip, port, nil, class, opts)
+  if not listener then return nil, err, code end
+  server._listener = listener
+  return server
 end
 
 -- rpc.connect(host, port [, opts]) -> channel | nil, err. In a coroutine.
@@ -434,6 +583,237 @@ function rpc.connect(host, port, opts)
   opts = opts or {}
   local class = configured(opts.class, opts.handlers, opts, "connect", 3, 3)
   return event.connect(host, port, class, opts.timeout)
+end
+
+--[[ Clients ================================================================]]
+-- rpc.client: one server's connection, made on first use and remade after
+-- it drops. Attempts that fail space the next one out (capped exponential
+-- backoff with jitter); until it is due, calls fail at once with the last
+-- attempt's error.
+
+local Client = {}
+Client.__index = Client
+Client.__name = "evlua.rpc.client"
+rpc.client_class = Client
+
+rpc.RECONNECT_MIN = 0.05   -- seconds after the first failed attempt
+rpc.RECONNECT_MAX = 5      -- the most the backoff grows to
+
+local function positive(opts, name, fname)
+  local v = opts[name]
+  if v ~= nil and (type(v) ~= "number" or not (v > 0 and v < math.huge)) then
+    argerror(3, fname, name .. " must be a positive number", 3)
+  end
+  return v
+end
+
+-- rpc.client(host, port [, opts]) -> client. No coroutine needed: nothing
+-- connects before the first call. opts: those of rpc.connect (timeout:
+-- of each connect attempt, by default the call's own timeout; class,
+-- handlers, the limits) and reconnect_min, reconnect_max (seconds).
+function rpc.client(host, port, opts)
+  if type(host) ~= "string" then
+    argerror(1, "client", "string expected, got " .. type(host))
+  end
+  if host:sub(1, 5) == "unix:" then port = port or 0 end
+  net.check_port(port, 2, "client")
+  if opts ~= nil and type(opts) ~= "table" then
+    argerror(3, "client", "table expected, got " .. type(opts))
+  end
+  opts = opts or {}
+  local class = configured(opts.class, opts.handlers, opts, "client", 3, 3)
+  class = class:inherit()
+  class._log_drops = true   -- a lost server is always worth a log line
+  local min = positive(opts, "reconnect_min", "client") or rpc.RECONNECT_MIN
+  local max = positive(opts, "reconnect_max", "client") or rpc.RECONNECT_MAX
+  if min > max then
+    argerror(3, "client", "reconnect_min must not exceed reconnect_max")
+  end
+  return setmetatable({
+    _host = host, _port = port, _class = class,
+    _timeout = positive(opts, "timeout", "client"),
+    _min = min, _max = max,
+    _ch = false, _closed = false, _connecting = false,
+    _failures = 0, _retry_at = 0, _backoff = 0, _err = false, _code = false,
+    _calls = 0, _errors = 0, _timeouts = 0, _connects = 0,
+    _connect_failures = 0, _bytes_in = 0, _bytes_out = 0,
+  }, Client)
+end
+
+-- Forget a channel that closed, keeping its byte counts.
+local function forget(self, ch)
+  local bytes_in, bytes_out = ch._stream:counters()
+  self._bytes_in = self._bytes_in + bytes_in
+  self._bytes_out = self._bytes_out + bytes_out
+  self._ch = false
+end
+
+local function wake_each(list, ...)
+  for i = 1, #list do event.wakeup(list[i], ...) end
+end
+
+-- One connect attempt, shared by every coroutine that needs it meanwhile.
+local function attempt(self, timeout)
+  local waiting = {}
+  self._connecting = waiting
+  local ch, err, code = event.connect(self._host, self._port, self._class,
+                                      timeout)
+  self._connecting = false
+  if ch then
+    if self._closed then   -- closed while connecting
+      ch:close()
+      wake_each(waiting, nil, "closed", "closed")
+      return fail_with("closed")
+    end
+    self._ch, self._failures, self._retry_at = ch, 0, 0
+    self._connects = self._connects + 1
+    wake_each(waiting, true)
+    return ch
+  end
+  if code == "cancelled" then   -- this caller's end, not the server's
+    wake_each(waiting, false)   -- another waiter tries again
+    return nil, err, code
+  end
+  local n = self._failures + 1
+  self._failures = n
+  self._connect_failures = self._connect_failures + 1
+  -- between half and all of min * 2^(n-1), capped at max
+  local cap = math.min(self._max, self._min * 2 ^ math.min(n - 1, 60))
+  local delay = cap / 2 + math.random() * cap / 2
+  self._backoff, self._retry_at = delay, event.now() + delay
+  self._err, self._code = err, code
+  if n == 1 then   -- once per outage, not per attempt
+    event.warn(("rpc: cannot connect to %s:%s: %s"):format(self._host,
+                                                          self._port, err))
+  end
+  wake_each(waiting, nil, err, code)
+  return nil, err, code
+end
+
+-- The open channel, connecting when there is none (in a coroutine; a
+-- plain callback gets nil, "closed"). -> ch | nil, err, code
+local function connection(self, timeout)
+  while true do
+    if self._closed then return fail_with("closed") end
+    local ch = self._ch
+    if ch then
+      if not ch._closed and not ch._failing then return ch end
+      forget(self, ch)
+    end
+    if event.now() < self._retry_at then return nil, self._err, self._code end
+    if not event.running() then return fail_with("closed") end
+    local waiting = self._connecting
+    if not waiting then
+      timeout = self._timeout or timeout or net.CONNECT_TIMEOUT
+      if timeout <= 0 then return fail_with("timeout") end
+      return attempt(self, timeout)
+    end
+    local token = {}
+    waiting[#waiting + 1] = token
+    local ok, err, code = event.wait_as("connect", self, token, timeout)
+    if ok == nil then return nil, err, code end
+    -- true: connected; false: the attempt was cancelled, try again
+  end
+end
+
+local function client_failed(self, err, code)
+  self._errors = self._errors + 1
+  if code == "timeout" then self._timeouts = self._timeouts + 1 end
+  return nil, err, code
+end
+
+local function client_call(self, timeout, fname, method, ...)
+  if type(method) ~= "string" then
+    argerror(1, fname, "method name expected, got " .. type(method), 2)
+  end
+  if not event.running() then errors.need_coroutine("client:" .. fname, 2) end
+  self._calls = self._calls + 1
+  local started = event.now()
+  local ch, err, code = connection(self, timeout)
+  if not ch then return client_failed(self, err, code) end
+  if timeout then timeout = math.max(0, timeout - (event.now() - started)) end
+  local result
+  result, err, code = call(ch, timeout, method, ...)
+  if result == nil and err ~= nil then return client_failed(self, err, code) end
+  return result
+end
+
+-- client:call(method, ...) -> result | nil, err, code: ch:call on the
+-- connection (connecting first if need be), within call_timeout in all.
+function Client:call(method, ...)
+  return client_call(self, self._class.call_timeout, "call", method, ...)
+end
+
+-- client:timed_call(seconds, method, ...): call with its own timeout
+-- (the connect included).
+function Client:timed_call(timeout, method, ...)
+  if type(timeout) ~= "number" or not (timeout >= 0) then
+    argerror(1, "timed_call", "non-negative number expected")
+  end
+  return client_call(self, timeout, "timed_call", method, ...)
+end
+
+-- client:send(method, ...) -> true | nil, err, code: a notification. It
+-- connects like a call when there is no connection; while none can be
+-- made it fails (the last attempt's error, or "closed" outside a
+-- coroutine), so a notification is never dropped unseen. Once queued on
+-- a connection it is sent: msgpack-rpc has no acknowledgement.
+function Client:send(method, ...)
+  if type(method) ~= "string" then
+    argerror(1, "send", "method name expected, got " .. type(method))
+  end
+  local ch, err, code = connection(self, self._class.call_timeout)
+  if not ch then return nil, err, code end
+  return ch:send(method, ...)
+end
+
+-- client:channel() -> the connection's rpc channel | nil, err, code (in
+-- a coroutine, connecting if need be)
+function Client:channel()
+  if not event.running() then errors.need_coroutine("client:channel") end
+  return connection(self, self._class.call_timeout)
+end
+
+-- client:close(): close the connection; every later use fails with
+-- nil, "closed", "closed". Idempotent.
+function Client:close()
+  if self._closed then return end
+  self._closed = true
+  local ch = self._ch
+  if ch then
+    ch:close()
+    forget(self, ch)
+  end
+end
+Client.__close = Client.close
+
+-- client:stats() -> { calls, errors, timeouts (as ch:stats(), over every
+-- connection, calls that failed to connect included), connected,
+-- connects (made), connect_failures (attempts that failed), failures
+-- (in a row, now), backoff (seconds the last failure set), retry_in
+-- (seconds until the next attempt may be made), bytes_in, bytes_out }
+function Client:stats()
+  local ch = self._ch
+  local connected = ch and not ch._closed and not ch._failing or false
+  local bytes_in, bytes_out = self._bytes_in, self._bytes_out
+  if ch then
+    local i, o = ch._stream:counters()
+    bytes_in, bytes_out = bytes_in + i, bytes_out + o
+  end
+  return { calls = self._calls, errors = self._errors,
+           timeouts = self._timeouts, connected = connected,
+           connects = self._connects, connect_failures = self._connect_failures,
+           failures = self._failures, backoff = self._backoff,
+           retry_in = math.max(0, self._retry_at - event.now()),
+           bytes_in = bytes_in, bytes_out = bytes_out }
+end
+
+function Client:__tostring()
+  local ch = self._ch
+  local state = self._closed and "closed"
+                or (ch and not ch._closed) and "connected" or "disconnected"
+  return ("%s (%s:%s, %s)"):format(Client.__name, self._host, self._port,
+                                   state)
 end
 
 -- The codec, for other uses of MessagePack.
