@@ -57,7 +57,11 @@ function RpcChannel:_start(...)
   self._calls, self._errors, self._timeouts, self._served = 0, 0, 0, 0
   -- the peer, for the log line when the connection ends (the address
   -- cannot be read once the stream is closed)
-  self._name = tostring(self)
+  local name = tostring(self)
+  if name == "channel (closed)" and self._stream:state() == "open" then
+    name = ("channel (fd %d)"):format(self._stream:fd())   -- no peer: a pipe
+  end
+  self._name = name
   local server = self._server   -- set on the class by rpc.listen
   if server then server._conns[self] = true end
   Channel._start(self, ...)
@@ -704,7 +708,8 @@ local function connection(self, timeout)
     if not event.running() then return fail_with("closed") end
     local waiting = self._connecting
     if not waiting then
-      timeout = self._timeout or timeout or net.CONNECT_TIMEOUT
+      timeout = self._timeout or math.min(timeout or net.CONNECT_TIMEOUT,
+                                          net.CONNECT_TIMEOUT)
       if timeout <= 0 then return fail_with("timeout") end
       return attempt(self, timeout)
     end
