@@ -149,6 +149,24 @@ describe("rpc listener:shutdown", function()
     assert.has_error(function() listener:shutdown("x") end)
   end)
 
+  it("forgets the connections that closed (no leak)", function()
+    local gone, all_gone = 0, {}
+    local Watched = rpc.channel:inherit()
+    function Watched:disconnect()
+      gone = gone + 1
+      if gone == 20 then event.wakeup(all_gone) end
+    end
+    local listener = assert(rpc.listen("127.0.0.1", 0, handlers, Watched))
+    for _ = 1, 20 do
+      local ch = assert(rpc.connect("127.0.0.1", listener:port()))
+      assert.equal(2, ch:call("add", 1, 1))
+      ch:close()
+    end
+    assert.is_true(event.wait(all_gone, 5))
+    assert.same({ connections = 0, serving = 0 }, listener:stats())
+    listener:close()
+  end)
+
   it("forwards the listener's methods and names itself", function()
     local listener = assert(rpc.listen("127.0.0.1", 0, handlers))
     assert.matches("^evlua%.rpc%.listener %(", tostring(listener))
