@@ -84,30 +84,13 @@ local function on_handler_error(err)
   return { err = err, traceback = event.traceback(err, 2) }
 end
 
-local function reply(ch, msgid, method, ok, ...)
-  if ok then return ... end   -- answer() has written the response
-  local e = ...
+-- A request whose handler raised (or returned what msgpack cannot
+-- carry): logged, and answered with the error.
+local function answer_failure(ch, msgid, method, e)
   event.error(("rpc: %s failed: %s"):format(method, e.traceback))
   local err = e.err
   if type(err) ~= "string" then err = tostring(err) end
-  return ch._stream:write_rpc_response(msgid, err)
-end
-
--- The handler's results as the response, under serve's xpcall: results
--- msgpack cannot carry (a function) fail like an error in the handler,
--- with no second pcall per request.
-local function answer(ch, msgid, fn, ...)
-  return ch._stream:write_rpc_response(msgid, nil, fn(ch, ...))
-end
-
--- One request, run by a worker coroutine (below).
-local function serve(ch, msgid, method, _, ...)
-  local fn = handler_for(ch, method)
-  if not fn then
-    return ch._stream:write_rpc_response(msgid, "unknown method: " .. method)
-  end
-  return reply(ch, msgid, method,
-               xpcall(answer, on_handler_error, ch, msgid, fn, ...))
+  ch._stream:write_rpc_response(msgid, err)
 end
 
 --[[ Request workers ========================================================]]
@@ -151,28 +134,67 @@ local function schedule_worker()
   end
 end
 
--- Empty a job's slots (so the queue holds no stale references) and pass
--- its parameters on.
+-- Empty the parameter slots of a job (so the queue holds no stale
+-- references) and pass them on.
 local function cleared(h, n, ...)
-  for i = h, h + 3 + n do queue[i] = nil end
+  for i = h, h + n - 1 do queue[i] = nil end
   return ...
 end
 
+-- Serve queued requests until none is left, under one xpcall for the
+-- whole batch (not one per request): the handler's results are the
+-- response, and results msgpack cannot carry fail like an error in the
+-- handler. job = { ch, msgid, method } of the request being served (ch
+-- false between requests), for the worker to answer when it raises.
+local function serve_queue(job)
+  while qhead <= qtail do
+    local h = qhead
+    local n = queue[h + 3]
+    qhead = h + 4 + n
+    if qhead > qtail then
+      qhead, qtail = 1, 0
+    elseif not helper_scheduled then
+      schedule_worker()
+    end
+    local ch, msgid, method = queue[h], queue[h + 1], queue[h + 2]
+    queue[h], queue[h + 1], queue[h + 2], queue[h + 3] = nil, nil, nil, nil
+    local handlers = ch.handlers
+    local fn = handlers and handlers[method]
+    if type(fn) ~= "function" then fn = handler_for(ch, method) end
+    if not fn then
+      for i = h + 4, h + 3 + n do queue[i] = nil end
+      ch._stream:write_rpc_response(msgid, "unknown method: " .. method)
+    else
+      job[1], job[2], job[3] = ch, msgid, method
+      -- the parameters are read before the handler runs: a handler that
+      -- waits lets new requests reuse the slots
+      if n == 1 then
+        local a = queue[h + 4]
+        queue[h + 4] = nil
+        ch._stream:write_rpc_response(msgid, nil, fn(ch, a))
+      elseif n == 0 then
+        ch._stream:write_rpc_response(msgid, nil, fn(ch))
+      else
+        ch._stream:write_rpc_response(msgid, nil, fn(ch,
+          cleared(h + 4, n, table.unpack(queue, h + 4, h + 3 + n))))
+      end
+      job[1] = false
+    end
+    served(ch)
+  end
+end
+
 worker = function(token)
+  local job = { false }
   while true do
     helper_scheduled = false
-    while qhead <= qtail do
-      local h = qhead
-      local n = queue[h + 3]
-      qhead = h + 4 + n
-      if qhead > qtail then
-        qhead, qtail = 1, 0
-      elseif not helper_scheduled then
-        schedule_worker()
-      end
-      local ch, msgid, method = queue[h], queue[h + 1], queue[h + 2]
-      serve(ch, msgid, method, n,
-            cleared(h, n, table.unpack(queue, h + 4, h + 3 + n)))
+    while true do
+      local ok, e = xpcall(serve_queue, on_handler_error, job)
+      if ok then break end
+      local ch = job[1]
+      job[1] = false
+      if not ch then error(e.err, 0) end   -- not a handler's: a bug here
+      answer_failure(ch, job[2], job[3], e)
       served(ch)
     end
     if nidle >= MAX_IDLE then return end
@@ -180,20 +202,6 @@ worker = function(token)
     idle[nidle] = token
     event.wait_as("wait", "rpc requests", token)
   end
-end
-
-local function enqueue(ch, msgid, method, n, ...)
-  local t = qtail
-  queue[t + 1], queue[t + 2], queue[t + 3], queue[t + 4] = ch, msgid, method, n
-  if n <= 8 then
-    for i = 1, n do queue[t + 4 + i] = (select(i, ...)) end
-  else
-    -- select(i, ...) costs O(n) each: a loop of them is O(n^2)
-    table.move({ ... }, 1, n, t + 5, queue)
-  end
-  qtail = t + 4 + n
-  ch._serving = ch._serving + 1
-  if not helper_scheduled then schedule_worker() end
 end
 
 -- One notification, in its own coroutine: nothing to answer.
@@ -276,13 +284,16 @@ local function process(ch, kind, ...)
     end
   elseif kind == 0 then
     local msgid, method, n = ...
-    if n > ch.max_params then
+    if method == nil then   -- read_rpc stored it in the queue: msgid is its end
+      qtail = msgid
+      ch._serving = ch._serving + 1
+      if not helper_scheduled then schedule_worker() end
+    elseif n > ch.max_params then
       refuse(ch, msgid, method, n)
-    elseif ch._draining then
-      -- its listener is shutting down: answer, but start nothing new
-      ch._stream:write_rpc_response(msgid, "server shutting down")
     else
-      enqueue(ch, ...)
+      -- its listener is shutting down (read_rpc queues nothing then):
+      -- answer, but start nothing new
+      ch._stream:write_rpc_response(msgid, "server shutting down")
     end
   elseif kind == 2 then
     local method, n = ...
@@ -312,8 +323,11 @@ function RpcChannel:data()
   local max_message = self.max_message
   if self._input_for ~= max_message then fit_input(self) end
   local max_depth, max_params = self.max_depth, self.max_params
+  -- requests go straight into the queue, unless the listener is
+  -- shutting down
+  local q = not self._draining and queue or nil
   while process(self, stream:read_rpc(max_message, max_depth, max_params,
-                                      self._scan or nil)) do end
+                                      self._scan or nil, q, qtail, self)) do end
 end
 
 -- The connection ended. One log line per connection, with the peer's

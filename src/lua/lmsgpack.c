@@ -374,13 +374,47 @@ static lua_Integer check_max_params(lua_State *L, int idx) {
   return n;
 }
 
-/* stream:read_rpc([max_size [, max_depth [, max_params [, scanner]]]])
+/* A request stored as queue[tail+1..]: owner, msgid, method, nparams,
+** params... (evlua.rpc's request queue), then 0 and the new tail pushed:
+** 2. The values go straight into the table, not through the Lua stack
+** and the caller's varargs. 0: more params than max_params (not
+** stored), -1: no params array. */
+static int queue_request(lua_State *L, int queue, lua_Integer tail,
+                         const char **p, const char *end, const mp_token *id,
+                         const mp_token *method, lua_Integer max_params) {
+  mp_token t;
+  const char *at = *p;
+  if (!rpc_field(&at, end, MP_ARRAY, &t)) return -1;
+  if ((lua_Integer)t.v.n > max_params) return 0;   /* the caller refuses it */
+  *p = at;
+  lua_pushvalue(L, 7);
+  lua_rawseti(L, queue, tail + 1);
+  lua_pushinteger(L, (lua_Integer)id->v.i);
+  lua_rawseti(L, queue, tail + 2);
+  lua_pushlstring(L, method->v.s.p, method->v.s.len);
+  lua_rawseti(L, queue, tail + 3);
+  lua_pushinteger(L, t.v.n);
+  lua_rawseti(L, queue, tail + 4);
+  tail += 4;
+  for (uint32_t i = 0; i < t.v.n; i++) {
+    decode_value(L, p, end);
+    lua_rawseti(L, queue, ++tail);
+  }
+  lua_pushinteger(L, 0);
+  lua_pushinteger(L, tail);
+  return 2;
+}
+
+/* stream:read_rpc([max_size [, max_depth [, max_params [, scanner
+**                 [, queue, tail, owner]]]]])
 ** -> one message, as values:
 **   request:      0, msgid, method, nparams, params...
 **   response:     1, msgid, error, result
 **   notification: 2, method, nparams, params...
 ** (with nparams > max_params, the params are left out)
 ** | nil (not complete yet) | nil, err (bad message: the caller closes).
+** With a queue table, a request with at most max_params params is stored
+** in it instead (see queue_request) and the values are 0, the new tail.
 ** A scanner (core.mp_scanner()) keeps the walk of a message that comes
 ** in pieces from one call to the next. */
 static int l_read_rpc(lua_State *L) {
@@ -389,7 +423,14 @@ static int l_read_rpc(lua_State *L) {
   int max_depth = check_depth(L, 3);
   lua_Integer max_params = check_max_params(L, 4);
   mp_scanner *sc = stream_scanner(L, 5, ls);
-  lua_settop(L, 1);
+  int queue = lua_istable(L, 6) ? 6 : 0;
+  lua_Integer tail = queue ? luaL_checkinteger(L, 7) : 0;
+  if (queue) {
+    lua_settop(L, 8);
+    lua_replace(L, 7);   /* the owner at 7, stored first in each job */
+  } else {
+    lua_settop(L, 1);
+  }
   long n = message_length(L, ls, max_size, max_depth, sc);
   if (n < 0) return 3;   /* message_length's nil, message, code */
   if (n == 0) {
@@ -400,12 +441,20 @@ static int l_read_rpc(lua_State *L) {
   mp_token t, kind, id, method;
   int ok = rpc_field(&p, end, MP_ARRAY, &t) && rpc_field(&p, end, MP_INT, &kind);
   int base = lua_gettop(L);
+  int queued = 0;
   if (ok && kind.v.i == 0 && t.v.n == 4 && rpc_field(&p, end, MP_INT, &id) &&
       rpc_field(&p, end, MP_STR, &method)) {
-    lua_pushinteger(L, 0);
-    lua_pushinteger(L, (lua_Integer)id.v.i);
-    lua_pushlstring(L, method.v.s.p, method.v.s.len);
-    ok = push_params(L, &p, end, max_params) >= 0;
+    if (queue)
+      queued = queue_request(L, queue, tail, &p, end, &id, &method,
+                             max_params);
+    if (queued < 0) {
+      ok = 0;
+    } else if (queued == 0) {
+      lua_pushinteger(L, 0);
+      lua_pushinteger(L, (lua_Integer)id.v.i);
+      lua_pushlstring(L, method.v.s.p, method.v.s.len);
+      ok = push_params(L, &p, end, max_params) >= 0;
+    }
   } else if (ok && kind.v.i == 1 && t.v.n == 4 &&
              rpc_field(&p, end, MP_INT, &id)) {
     lua_pushinteger(L, 1);
