@@ -22,24 +22,35 @@ local type, select, tostring, error, setmetatable, pairs, getmetatable =
 local event = {}
 
 --[[ Tasks ==================================================================]]
--- A task is one run of a function in a coroutine. Fields:
---   id, fn, args (packed, until started), co (nil until started),
---   state: "ready" (queued) | "running" | "waiting" (parked) | "dead",
---   what, on: what a parked task waits for ("sleep", 2.5), ("wait", token)...
---   wn, w1..w3 / wakeargs: the values to resume a queued task with (up to
---     three in fields, more packed),
---   cancel_pending: the next wait fails with nil, "cancelled",
---   results: packed join results once dead, joiners: tasks joining it.
+-- A task is one run of a function in a coroutine. Its record (the handle)
+-- keeps its fields in the array part, sized once by the constructor: 11
+-- slots of 16 bytes and no hash part, where named fields cost a 24-byte
+-- node each, rounded up to a power of two. Slots:
+--   STATE: "ready" (queued) | "running" | "waiting" (parked) | "dead"
+--   CO: the coroutine (false until started and once dead); FN, ID
+--   WN, W1..W3: the values the task resumes with next (its arguments
+--     before it starts, a wakeup's values later, its join results once
+--     dead): WN is their count (false: none), up to three in W1..W3, more
+--     packed in W1
+--   CANCEL: the next wait fails with nil, "cancelled"
+--   WHAT, ON: what a parked task waits for ("sleep", 2.5), ("wait",
+--     token)...; stale (unread) while it runs, false once dead
+-- Rarely used fields are named: label, main, joiners, _on_failure.
 -- Coroutines are pooled: a finished task's coroutine runs the next task.
+
+local STATE <const>, CO <const>, FN <const>, ID <const> = 1, 2, 3, 4
+local WN <const>, W1 <const>, W2 <const>, W3 <const> = 5, 6, 7, 8
+local CANCEL <const>, WHAT <const>, ON <const> = 9, 10, 11
 
 local Task = {}
 Task.__index = Task
 
-local task_of = setmetatable({}, { __mode = "k" })    -- coroutine -> task
-local deadline_of = setmetatable({}, { __mode = "k" }) -- coroutine -> timer
+-- live: every task not yet dead, keyed by its coroutine once started
+-- (event.running's lookup), by itself before.
 local live, nlive, last_id = {}, 0, 0
+local deadline_of = setmetatable({}, { __mode = "k" }) -- coroutine -> timer
 local pool, npool = {}, 0
-local POOL_MAX = 1024
+local POOL_MAX = 256
 
 local ready, nready, spare = {}, 0, {}   -- the ready queue (two arrays)
 
@@ -51,37 +62,39 @@ end
 
 local task_body   -- the body of every task coroutine, below
 
--- Start or resume a queued task, now.
+-- Start or resume a queued task, now, with its WN values.
 local function run(task)
-  task.state = "running"
-  local co = task.co
+  task[STATE] = "running"
+  local co, n = task[CO], task[WN]
   local ok, err
-  if co == nil then
+  if not co then
     if npool > 0 then
       co, pool[npool], npool = pool[npool], nil, npool - 1
     else
       co = co_create(task_body)
     end
-    task.co = co
-    task_of[co] = task
-    ok, err = co_resume(co, task)
-  else
-    local n = task.wn
-    if n then   -- up to three values, kept in fields: no table per wakeup
-      local a, b, c = task.w1, task.w2, task.w3
-      task.wn, task.w1, task.w2, task.w3 = false, nil, nil, nil
-      if n == 1 then ok, err = co_resume(co, a)
-      elseif n == 2 then ok, err = co_resume(co, a, b)
-      else ok, err = co_resume(co, a, b, c) end
+    task[CO] = co
+    live[task], live[co] = nil, task
+    if n == 0 then
+      task[WN] = false
+      ok, err = co_resume(co, task)
     else
-      local w = task.wakeargs
-      if w then
-        task.wakeargs = false
-        ok, err = co_resume(co, unpack(w, 1, w.n))
-      else
-        ok, err = co_resume(co)
-      end
+      local a, b, c = task[W1], task[W2], task[W3]
+      task[WN], task[W1], task[W2], task[W3] = false, false, false, false
+      if n == 1 then ok, err = co_resume(co, task, a)
+      elseif n == 2 then ok, err = co_resume(co, task, a, b)
+      elseif n == 3 then ok, err = co_resume(co, task, a, b, c)
+      else ok, err = co_resume(co, task, unpack(a, 1, n)) end
     end
+  elseif n then
+    local a, b, c = task[W1], task[W2], task[W3]
+    task[WN], task[W1], task[W2], task[W3] = false, false, false, false
+    if n == 1 then ok, err = co_resume(co, a)
+    elseif n == 2 then ok, err = co_resume(co, a, b)
+    elseif n == 3 then ok, err = co_resume(co, a, b, c)
+    else ok, err = co_resume(co, unpack(a, 1, n)) end
+  else
+    ok, err = co_resume(co)
   end
   if not ok then   -- tasks catch their own errors: this is a bug here
     core.log("error", "evlua scheduler: " .. traceback(co, tostring(err)))
@@ -96,50 +109,69 @@ local function drain()
   for i = 1, n do
     local task = q[i]
     q[i] = nil
-    if task.state == "ready" then run(task) end
+    if task[STATE] == "ready" then run(task) end
   end
   if nready == 0 then core.set_ready(false) end
 end
 core.set_drain(drain)
 
+-- A new task, not queued; its arguments wait in W1..W3 (packed if more).
 local function new_task(fn, ...)
   if type(fn) ~= "function" then
     errors.argerror(1, "fork", "function expected, got " .. type(fn), 2)
   end
   last_id = last_id + 1
-  -- Fields read on every switch are present (false) so that lookups
-  -- stop at the task instead of falling through to Task.
-  local task = setmetatable({ id = last_id, fn = fn, args = pack(...),
-                              state = "ready", wn = false, wakeargs = false,
-                              cancel_pending = false }, Task)
-  live[task] = true
+  local n = select("#", ...)
+  local task
+  if n <= 3 then
+    local a, b, c = ...
+    if n < 3 then   -- false, not nil, in the unused slots
+      if n < 1 then a = false end
+      if n < 2 then b = false end
+      c = false
+    end
+    task = { "ready", false, fn, last_id, n, a, b, c, false, false, false }
+  else
+    task = { "ready", false, fn, last_id, n, pack(...), false, false, false,
+             false, false }
+  end
+  setmetatable(task, Task)
+  live[task] = task
   nlive = nlive + 1
   return task
 end
 
--- Stop a parked task's deadline and keep the values to resume it with.
-local function set_wakeup(task, ...)
-  local deadline = deadline_of[task.co]
-  if deadline then deadline:stop() end
-  local n = select("#", ...)
-  if n > 3 then task.wakeargs = pack(...)
-  elseif n > 0 then task.wn, task.w1, task.w2, task.w3 = n, ... end
+-- Start the running task's deadline: it resumes the task with nil,
+-- "timeout" (core.timer with a coroutine target) unless stopped first.
+local function start_deadline(task, timeout)
+  local co = task[CO]
+  local deadline = deadline_of[co]
+  if not deadline then
+    deadline = core.timer(co)
+    deadline_of[co] = deadline
+  end
+  deadline:start(timeout)
 end
 
 -- Queue a parked task to resume with the given values. Returns false if
 -- it is not parked (already woken, or dead).
 local function wake(task, ...)
-  if task.state ~= "waiting" then return false end
-  task.state = "ready"
-  set_wakeup(task, ...)
+  if task[STATE] ~= "waiting" then return false end
+  task[STATE] = "ready"
+  local deadline = deadline_of[task[CO]]
+  if deadline then deadline:stop() end
+  local n = select("#", ...)
+  if n > 3 then task[WN], task[W1] = n, pack(...)
+  elseif n > 0 then task[WN], task[W1], task[W2], task[W3] = n, ... end
   push_ready(task)
   return true
 end
 
+-- A parked task runs again: what and on stay (stale, unread while running).
 local function resumed(task, ...)
-  task.state, task.what, task.on = "running", nil, nil
-  if task.cancel_pending then
-    task.cancel_pending = false
+  task[STATE] = "running"
+  if task[CANCEL] then
+    task[CANCEL] = false
     return nil, "cancelled", "cancelled"
   end
   return ...
@@ -148,27 +180,19 @@ end
 -- Park the running task until something wakes it; with a timeout, the
 -- deadline resumes it with nil, "timeout". Returns the wakeup's values.
 local function park(task, what, on, timeout)
-  if task.cancel_pending then
-    task.cancel_pending = false
+  if task[CANCEL] then
+    task[CANCEL] = false
     return nil, "cancelled", "cancelled"
   end
-  task.state, task.what, task.on = "waiting", what, on
-  if timeout then
-    local co = task.co
-    local deadline = deadline_of[co]
-    if not deadline then
-      deadline = core.timer(co)
-      deadline_of[co] = deadline
-    end
-    deadline:start(timeout)
-  end
+  task[STATE], task[WHAT], task[ON] = "waiting", what, on
+  if timeout then start_deadline(task, timeout) end
   return resumed(task, co_yield())
 end
 
 -- The task running now; raises the "must run in a coroutine" error for
 -- the caller of `fname` otherwise.
 local function current(fname)
-  local task = task_of[co_running()]
+  local task = live[co_running()]
   if task then return task end
   errors.need_coroutine(fname, 2)
 end
@@ -183,8 +207,8 @@ end
 
 function Task:name()
   if self.label then return self.label end
-  local info = getinfo(self.fn, "S")
-  return ("coroutine #%d (%s:%d)"):format(self.id, info.short_src,
+  local info = getinfo(self[FN], "S")
+  return ("coroutine #%d (%s:%d)"):format(self[ID], info.short_src,
                                           info.linedefined)
 end
 
@@ -217,16 +241,26 @@ local function on_error(err)
   return { err = err, traceback = event.traceback(err, 2) }
 end
 
--- Mark a task dead with its packed results and wake its joiners.
-local function settle(task, results)
-  task.state, task.what, task.on = "dead", nil, nil
-  task.results = results
-  live[task] = nil
+-- A dead task's join results (kept like wakeup values).
+local function results(task)
+  local n = task[WN]
+  if n == 1 then return task[W1]
+  elseif n == 2 then return task[W1], task[W2]
+  elseif n == 3 then return task[W1], task[W2], task[W3] end
+  return unpack(task[W1], 1, n)
+end
+
+-- Mark a task dead with its join results (n values: a, b, c or a packed)
+-- and wake its joiners.
+local function settle(task, n, a, b, c)
+  live[task[CO] or task] = nil
   nlive = nlive - 1
+  task[STATE], task[CO], task[WHAT], task[ON] = "dead", false, false, false
+  task[WN], task[W1], task[W2], task[W3] = n, a, b, c
   local joiners = task.joiners
   if joiners then
     task.joiners = nil
-    for i = 1, #joiners do wake(joiners[i], unpack(results, 1, results.n)) end
+    for i = 1, #joiners do wake(joiners[i], results(task)) end
   end
 end
 
@@ -236,11 +270,16 @@ local main_failed   -- set by event._start_main: reports the main chunk's error
 -- A task with an _on_failure(traceback) function (evlua.http's workers)
 -- reports its own error; the function runs first, in the task.
 local function finish(task, ok, ...)
-  if ok then return settle(task, pack(true, ...)) end
+  if ok then
+    local n = select("#", ...)
+    if n == 0 then return settle(task, 1, true, false, false) end
+    if n <= 2 then return settle(task, n + 1, true, ...) end
+    return settle(task, n + 1, pack(true, ...), false, false)
+  end
   local e = ...
   local on_failure = task._on_failure
   if on_failure then on_failure(e.traceback) end
-  settle(task, { false, e.err, n = 2 })
+  settle(task, 2, false, e.err, false)
   if task.main then
     main_failed(e.traceback)
   elseif not on_failure then
@@ -248,22 +287,20 @@ local function finish(task, ok, ...)
   end
 end
 
-task_body = function(task)
-  while true do
-    local args = task.args
-    task.args = nil
-    finish(task, xpcall(task.fn, on_error, unpack(args, 1, args.n)))
-    local co = task.co
-    task_of[co] = nil
-    local deadline = deadline_of[co]
-    if deadline then deadline:stop() end
-    if npool >= POOL_MAX then return end
-    npool = npool + 1
-    pool[npool] = co
-    -- drop the finished task's references while parked in the pool
-    task, args, co = nil, nil, nil  -- luacheck: ignore 311
-    task = co_yield()       -- the next task, from run()
-  end
+-- The body of every task coroutine: run(task) starts it with the task and
+-- its arguments; once the task is done the coroutine waits in the pool
+-- for the next one (a tail call: the stack does not grow).
+task_body = function(task, ...)
+  finish(task, xpcall(task[FN], on_error, ...))
+  local co = co_running()
+  local deadline = deadline_of[co]
+  if deadline then deadline:stop() end
+  if npool >= POOL_MAX then return end
+  npool = npool + 1
+  pool[npool] = co
+  -- drop the finished task's references while parked in the pool
+  task, co, deadline = nil, nil, nil  -- luacheck: ignore 311
+  return task_body(co_yield())       -- the next task, from run()
 end
 
 --[[ Task handles ===========================================================]]
@@ -272,10 +309,7 @@ end
 function Task:join(timeout)
   local me = current("join")
   if timeout ~= nil then check_duration(timeout, "join", 1) end
-  if self.state == "dead" then
-    local r = self.results
-    return unpack(r, 1, r.n)
-  end
+  if self[STATE] == "dead" then return results(self) end
   if self == me then error("a coroutine cannot join itself", 2) end
   local joiners = self.joiners
   if not joiners then
@@ -301,22 +335,24 @@ end
 -- started never runs; a running or already woken task gets nil,
 -- "cancelled" from its next wait.
 function Task:cancel()
-  local state = self.state
+  local state = self[STATE]
   if state == "dead" then return false end
   if state == "waiting" then
     wake(self, nil, "cancelled", "cancelled")
-  elseif state == "ready" and self.co == nil then
-    settle(self, { false, "cancelled", n = 2 })
+  elseif state == "ready" and not self[CO] then
+    settle(self, 2, false, "cancelled", false)
   else
-    self.cancel_pending = true
+    self[CANCEL] = true
   end
   return true
 end
 
 function Task:status()
-  local state = self.state
-  if state == "running" then return state end
-  return state, self.what, self.on
+  local state = self[STATE]
+  if state == "running" or state == "dead" or not self[WHAT] then
+    return state
+  end
+  return state, self[WHAT], self[ON]
 end
 
 -- handle:set_name(label) -> handle; label replaces the default name that
@@ -343,7 +379,7 @@ end
 
 -- event.running() -> the running task's handle, or nil outside a task.
 function event.running()
-  return task_of[co_running()]
+  return live[co_running()]
 end
 
 -- event.sleep(sec) -> true | nil, "cancelled"
@@ -351,14 +387,18 @@ function event.sleep(sec)
   local task = current("event.sleep")
   check_duration(sec, "sleep", 1)
   if sec == 0 then  -- yield: run again on the next loop iteration
-    if task.cancel_pending then
-      task.cancel_pending = false
+    if task[CANCEL] then
+      task[CANCEL] = false
       return nil, "cancelled", "cancelled"
     end
-    task.state, task.what, task.on = "ready", "sleep", 0
+    task[STATE], task[WHAT], task[ON] = "ready", "sleep", 0
     push_ready(task)
-    local _, err, code = resumed(task, co_yield())
-    if code == "cancelled" then return nil, err, code end
+    co_yield()
+    task[STATE] = "running"
+    if task[CANCEL] then
+      task[CANCEL] = false
+      return nil, "cancelled", "cancelled"
+    end
     return true
   end
   local ok, err, code = park(task, "sleep", sec, sec)
@@ -372,6 +412,11 @@ local waiters = {}   -- token -> parked task
 
 local function unwait(token, task, ...)
   if waiters[token] == task then waiters[token] = nil end
+  task[STATE] = "running"
+  if task[CANCEL] then
+    task[CANCEL] = false
+    return nil, "cancelled", "cancelled"
+  end
   return ...
 end
 
@@ -382,7 +427,9 @@ function event.wait(token, timeout)
 end
 
 -- event.wait_as(what, on, token [, timeout]): event.wait for modules,
--- which describe the wait for event.tasks ("read", channel...).
+-- which describe the wait for event.tasks ("read", channel...). It parks
+-- inline (no frame of park's under the yield: a parked coroutine's stack
+-- is smaller).
 function event.wait_as(what, on, token, timeout)
   local task = current("event.wait")
   if token == nil or token ~= token then
@@ -392,8 +439,14 @@ function event.wait_as(what, on, token, timeout)
   if waiters[token] then
     errors.argerror(1, "wait", "token already has a waiter")
   end
+  if task[CANCEL] then
+    task[CANCEL] = false
+    return nil, "cancelled", "cancelled"
+  end
   waiters[token] = task
-  return unwait(token, task, park(task, what, on, timeout))
+  task[STATE], task[WHAT], task[ON] = "waiting", what, on
+  if timeout then start_deadline(task, timeout) end
+  return unwait(token, task, co_yield())
 end
 
 -- event.wakeup(token, ...) -> true if a coroutine waited on token (it
@@ -407,47 +460,42 @@ function event.wakeup(token, ...)
   return wake(task, ...)
 end
 
--- Shortcuts for the request path of evlua.http: a request that arrives
--- in a channel's data event resumes its worker right away instead of on
--- the next drain of the ready queue. Inside a task the caller queues it
--- instead (_wake, like event.wakeup), so Lua code still never runs nested
--- inside another task. (evlua.rpc keeps the ready queue: its one worker
--- drains a whole batch of requests per wakeup, which pipelined calls
--- need.)
--- event._park(task, what, on) parks task, the running one, until
--- _wake(task) or _resume_now(task) (or a cancel: then it returns nil,
--- "cancelled").
-function event._park(task, what, on)
-  if task.cancel_pending then
-    task.cancel_pending = false
-    return nil, "cancelled", "cancelled"
-  end
-  task.state, task.what, task.on = "waiting", what, on
-  local ok, err, code = co_yield()
-  -- resumed(), inline, except that what and on stay (stale, unread while
-  -- running): clearing them would make the next park add the keys again
-  task.state = "running"
-  if task.cancel_pending then
-    task.cancel_pending = false
-    return nil, "cancelled", "cancelled"
-  end
-  return ok, err, code
-end
+-- Shortcuts for modules that park their own tasks (evlua.http's request
+-- path, evlua.channel's waiting reads): no token, no waiters entry, and
+-- the yield can be made from the module's own frame.
+-- event._park(task, what, on [, timeout]) parks task, the running one,
+-- until _wake(task) or _resume_now(task) (or a cancel: then it returns
+-- nil, "cancelled"; or the timeout: nil, "timeout").
+-- A request that arrives in a channel's data event resumes its worker
+-- right away (_resume_now) instead of on the next drain of the ready
+-- queue. Inside a task the caller queues it instead (_wake, like
+-- event.wakeup), so Lua code still never runs nested inside another task.
+-- (evlua.rpc keeps the ready queue: its one worker drains a whole batch of
+-- requests per wakeup, which pipelined calls need.)
+event._park = park
 
--- event._wake(task) queues a parked task to resume (like event.wakeup);
--- event._resume_now(task) resumes it at once, for loop callbacks only
--- (never from inside a task). Both return false if it is not parked.
+-- event._wake(task, ...) queues a parked task to resume with ... (like
+-- event.wakeup); event._resume_now(task) resumes it at once, for loop
+-- callbacks only (never from inside a task). Both return false if it is
+-- not parked.
 event._wake = wake
 
 function event._resume_now(task)
-  if task.state ~= "waiting" then return false end
-  task.state = "running"   -- run(task), less what _park never sets
-  local ok, err = co_resume(task.co)
+  if task[STATE] ~= "waiting" then return false end
+  task[STATE] = "running"   -- run(task), less what _park never sets
+  local co = task[CO]
+  local ok, err = co_resume(co)
   if not ok then
-    core.log("error", "evlua scheduler: " .. traceback(task.co, tostring(err)))
+    core.log("error", "evlua scheduler: " .. traceback(co, tostring(err)))
   end
   return true
 end
+
+-- For evlua.channel, which parks inline: the slot numbers of a task
+-- record and the deadline starter.
+event._slots = { STATE = STATE, CO = CO, CANCEL = CANCEL, WHAT = WHAT,
+                 ON = ON }
+event._start_deadline = start_deadline
 
 --[[ Timers =================================================================]]
 
@@ -551,12 +599,13 @@ function event.run_process(...) return require("evlua.process").run(...) end
 -- every live coroutine, by id.
 function event.tasks()
   local list = {}
-  for task in pairs(live) do
+  for _, task in pairs(live) do
     local state, what, on = task:status()
+    local co = task[CO]
     list[#list + 1] = {
-      id = task.id, name = task:name(), state = state,
+      id = task[ID], name = task:name(), state = state,
       what = what, on = on, handle = task,
-      traceback = task.co and traceback(task.co) or nil,
+      traceback = co and traceback(co) or nil,
     }
   end
   table.sort(list, function(a, b) return a.id < b.id end)

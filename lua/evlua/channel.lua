@@ -17,6 +17,12 @@ local event = require "event"
 local errors = require "evlua.errors"
 
 local fail = errors.fail
+local S = event._slots
+local STATE <const>, CANCEL <const> = S.STATE, S.CANCEL
+local WHAT <const>, ON <const> = S.WHAT, S.ON
+local running, wake, start_deadline = event.running, event._wake,
+  event._start_deadline
+local co_yield = coroutine.yield
 
 local Channel = {}
 Channel.__index = Channel
@@ -65,7 +71,7 @@ local function dispatch(ch, ev, arg, code)
   if ev == "data" then
     local reader = ch._reader
     if reader then
-      event.wakeup(reader)
+      wake(reader, true)
     else
       ch:data()
     end
@@ -118,7 +124,9 @@ function Channel:read_line()
 end
 
 -- Wait until take(stream, arg) yields a value or an error, the channel
--- closes, or the timeout passes.
+-- closes, or the timeout passes. The task parks here, inline (the fewer
+-- and smaller the frames under a parked coroutine's yield, the smaller
+-- its stack): ch._reader is the task, which data and close wake.
 local function wait_for(self, fname, timeout, take, arg)
   local stream = self._stream
   local value, err, code = take(stream, arg)
@@ -127,19 +135,39 @@ local function wait_for(self, fname, timeout, take, arg)
   if self._reader then
     error(fname .. ": another coroutine is already reading this channel", 3)
   end
+  local task = running()
+  if not task then errors.need_coroutine(fname, 1) end
   timeout = timeout or self.read_timeout
   local deadline = timeout and event.now() + timeout
   while true do
     if self._closed then return fail("closed") end
-    local left = deadline and deadline - event.now()
-    if left and left <= 0 then return fail("timeout") end
-    self._reader = stream
-    local ok, werr, wcode = event.wait_as("read", self, stream, left)
+    if task[CANCEL] then
+      task[CANCEL] = false
+      return fail("cancelled")
+    end
+    if deadline then
+      timeout = deadline - event.now()
+      if timeout <= 0 then return fail("timeout") end
+      start_deadline(task, timeout)
+    end
+    task[STATE], task[WHAT], task[ON] = "waiting", "read", self
+    self._reader = task
+    value, err, code = co_yield()
     self._reader = nil
+    task[STATE] = "running"
+    if task[CANCEL] then
+      task[CANCEL] = false
+      value, err, code = nil, "cancelled", "cancelled"
+    end
+    if not value then   -- timeout or cancelled: unless the bytes are in
+      local v, e, c = take(stream, arg)
+      if v then return v end
+      if e then return nil, e, c end
+      return nil, err, code
+    end
     value, err, code = take(stream, arg)
     if value then return value end
     if err then return nil, err, code end
-    if not ok then return nil, werr, wcode end
   end
 end
 
@@ -255,7 +283,8 @@ end
 -- user's callback and may be replaced freely.
 function Channel:_ended(reason)
   self._closed = reason
-  if self._reader then event.wakeup(self._reader) end
+  local reader = self._reader
+  if reader then wake(reader, true) end
   wake_all(self._writers)
 end
 
