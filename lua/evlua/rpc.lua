@@ -162,7 +162,7 @@ local function serve_queue(job)
     local fn = handlers and handlers[method]
     if type(fn) ~= "function" then fn = handler_for(ch, method) end
     if not fn then
-      for i = h + 4, h + 3 + n do queue[i] = nil end
+      cleared(h + 4, n)
       ch._stream:write_rpc_response(msgid, "unknown method: " .. method)
     else
       job[1], job[2], job[3] = ch, msgid, method
@@ -364,7 +364,8 @@ end
 
 --[[ Calling ================================================================]]
 
--- A call that returns no result: count it, pass the failure on.
+-- A call that returns no result: count it on ch (a channel or an
+-- rpc.client: both keep _errors and _timeouts), pass the failure on.
 local function failed(ch, err, code)
   ch._errors = ch._errors + 1
   if code == "timeout" then ch._timeouts = ch._timeouts + 1 end
@@ -735,12 +736,6 @@ local function connection(self, timeout)
   end
 end
 
-local function client_failed(self, err, code)
-  self._errors = self._errors + 1
-  if code == "timeout" then self._timeouts = self._timeouts + 1 end
-  return nil, err, code
-end
-
 local function client_call(self, timeout, fname, method, ...)
   if type(method) ~= "string" then
     argerror(1, fname, "method name expected, got " .. type(method), 2)
@@ -749,11 +744,11 @@ local function client_call(self, timeout, fname, method, ...)
   self._calls = self._calls + 1
   local started = event.now()
   local ch, err, code = connection(self, timeout)
-  if not ch then return client_failed(self, err, code) end
+  if not ch then return failed(self, err, code) end
   if timeout then timeout = math.max(0, timeout - (event.now() - started)) end
   local result
   result, err, code = call(ch, timeout, method, ...)
-  if result == nil and err ~= nil then return client_failed(self, err, code) end
+  if result == nil and err ~= nil then return failed(self, err, code) end
   return result
 end
 

@@ -374,20 +374,20 @@ static lua_Integer check_max_params(lua_State *L, int idx) {
   return n;
 }
 
-/* A request stored as queue[tail+1..]: owner, msgid, method, nparams,
-** params... (evlua.rpc's request queue), then 0 and the new tail pushed:
-** 2. The values go straight into the table, not through the Lua stack
+/* A request stored as queue[tail+1..]: the value at index owner, msgid,
+** method, nparams, params... (evlua.rpc's request queue), then 0 and the
+** new tail pushed: 2. The values go straight into the table, not through the Lua stack
 ** and the caller's varargs. 0: more params than max_params (not
 ** stored), -1: no params array. */
-static int queue_request(lua_State *L, int queue, lua_Integer tail,
-                         const char **p, const char *end, const mp_token *id,
+static int queue_request(lua_State *L, int queue, int owner,
+                         lua_Integer tail, const char **p, const char *end, const mp_token *id,
                          const mp_token *method, lua_Integer max_params) {
   mp_token t;
   const char *at = *p;
   if (!rpc_field(&at, end, MP_ARRAY, &t)) return -1;
   if ((lua_Integer)t.v.n > max_params) return 0;   /* the caller refuses it */
   *p = at;
-  lua_pushvalue(L, 7);
+  lua_pushvalue(L, owner);
   lua_rawseti(L, queue, tail + 1);
   lua_pushinteger(L, (lua_Integer)id->v.i);
   lua_rawseti(L, queue, tail + 2);
@@ -423,11 +423,11 @@ static int l_read_rpc(lua_State *L) {
   int max_depth = check_depth(L, 3);
   lua_Integer max_params = check_max_params(L, 4);
   mp_scanner *sc = stream_scanner(L, 5, ls);
-  int queue = lua_istable(L, 6) ? 6 : 0;
+  int queue = lua_istable(L, 6) ? 6 : 0, owner = 7;
   lua_Integer tail = queue ? luaL_checkinteger(L, 7) : 0;
   if (queue) {
     lua_settop(L, 8);
-    lua_replace(L, 7);   /* the owner at 7, stored first in each job */
+    lua_replace(L, owner);   /* the owner (arg 8) where tail was */
   } else {
     lua_settop(L, 1);
   }
@@ -445,7 +445,7 @@ static int l_read_rpc(lua_State *L) {
   if (ok && kind.v.i == 0 && t.v.n == 4 && rpc_field(&p, end, MP_INT, &id) &&
       rpc_field(&p, end, MP_STR, &method)) {
     if (queue)
-      queued = queue_request(L, queue, tail, &p, end, &id, &method,
+      queued = queue_request(L, queue, owner, tail, &p, end, &id, &method,
                              max_params);
     if (queued < 0) {
       ok = 0;
