@@ -62,10 +62,22 @@ end
 
 local task_body   -- the body of every task coroutine, below
 
+-- The WN values of a task (none when WN is false or 0), its slots
+-- emptied.
+local function take_values(task)
+  local n, a, b, c = task[WN], task[W1], task[W2], task[W3]
+  if not n then return end
+  task[WN], task[W1], task[W2], task[W3] = false, false, false, false
+  if n == 1 then return a
+  elseif n == 2 then return a, b
+  elseif n == 3 then return a, b, c
+  elseif n > 3 then return unpack(a, 1, n) end
+end
+
 -- Start or resume a queued task, now, with its WN values.
 local function run(task)
   task[STATE] = "running"
-  local co, n = task[CO], task[WN]
+  local co = task[CO]
   local ok, err
   if not co then
     if npool > 0 then
@@ -75,26 +87,9 @@ local function run(task)
     end
     task[CO] = co
     live[task], live[co] = nil, task
-    if n == 0 then
-      task[WN] = false
-      ok, err = co_resume(co, task)
-    else
-      local a, b, c = task[W1], task[W2], task[W3]
-      task[WN], task[W1], task[W2], task[W3] = false, false, false, false
-      if n == 1 then ok, err = co_resume(co, task, a)
-      elseif n == 2 then ok, err = co_resume(co, task, a, b)
-      elseif n == 3 then ok, err = co_resume(co, task, a, b, c)
-      else ok, err = co_resume(co, task, unpack(a, 1, n)) end
-    end
-  elseif n then
-    local a, b, c = task[W1], task[W2], task[W3]
-    task[WN], task[W1], task[W2], task[W3] = false, false, false, false
-    if n == 1 then ok, err = co_resume(co, a)
-    elseif n == 2 then ok, err = co_resume(co, a, b)
-    elseif n == 3 then ok, err = co_resume(co, a, b, c)
-    else ok, err = co_resume(co, unpack(a, 1, n)) end
+    ok, err = co_resume(co, task, take_values(task))
   else
-    ok, err = co_resume(co)
+    ok, err = co_resume(co, take_values(task))
   end
   if not ok then   -- tasks catch their own errors: this is a bug here
     core.log("error", "evlua scheduler: " .. traceback(co, tostring(err)))
