@@ -135,6 +135,25 @@ place() {
   if [ "$1" = pinned ]; then srv_pin="taskset -c 1" cli_pin="taskset -c 0"; fi
 }
 
+# run_pairs NAME ROUND: ROUNDS rounds of ROUND SERVER CLIENT PLACEMENT OUT
+# for every server:client pair in PAIRS and every placement, interleaved;
+# OUT is build/bench/NAME_SERVER_CLIENT_PLACEMENT.txt, emptied first.
+run_pairs() {
+  for placement in $PLACEMENTS; do
+    for p in $PAIRS; do : >"build/bench/$1_${p%%:*}_${p#*:}_$placement.txt"; done
+  done
+  i=0
+  while [ "$i" -lt "$ROUNDS" ]; do
+    for placement in $PLACEMENTS; do
+      for p in $PAIRS; do
+        "$2" "${p%%:*}" "${p#*:}" "$placement" \
+          "build/bench/$1_${p%%:*}_${p#*:}_$placement.txt"
+      done
+    done
+    i=$((i + 1))
+  done
+}
+
 # echo_round SERVER CLIENT PLACEMENT OUT: one throughput and one ping-pong
 # run of client (evlua or c) against server (evlua or c), figures
 # appended to OUT
@@ -157,19 +176,7 @@ echo_round() {
 
 if want echo; then
   PAIRS="evlua:evlua c:c evlua:c c:evlua"   # server:client
-  for placement in $PLACEMENTS; do
-    for p in $PAIRS; do : >"build/bench/echo_${p%%:*}_${p#*:}_$placement.txt"; done
-  done
-  i=0
-  while [ "$i" -lt "$ROUNDS" ]; do
-    for placement in $PLACEMENTS; do
-      for p in $PAIRS; do
-        echo_round "${p%%:*}" "${p#*:}" $placement \
-          "build/bench/echo_${p%%:*}_${p#*:}_$placement.txt"
-      done
-    done
-    i=$((i + 1))
-  done
+  run_pairs echo echo_round
 
   echo
   echo "Channel benchmarks (127.0.0.1, server and client in separate processes,"
@@ -527,19 +534,7 @@ if want kcp; then
   KCP_SECONDS=${BENCH_KCP_SECONDS:-2}
   KCP_BYTES=${BENCH_KCP_BYTES:-10485760}
   PAIRS="evlua:evlua go:go evlua:go go:evlua"   # server:client
-  for placement in $PLACEMENTS; do
-    for p in $PAIRS; do : >"build/bench/kcp_${p%%:*}_${p#*:}_$placement.txt"; done
-  done
-  i=0
-  while [ "$i" -lt "$ROUNDS" ]; do
-    for placement in $PLACEMENTS; do
-      for p in $PAIRS; do
-        kcp_round "${p%%:*}" "${p#*:}" $placement \
-          "build/bench/kcp_${p%%:*}_${p#*:}_$placement.txt"
-      done
-    done
-    i=$((i + 1))
-  done
+  run_pairs kcp kcp_round
   echo
   echo "KCP benchmarks (kcp-go's fast mode: nodelay 1, interval 10, resend 2, nc 1;"
   echo "ping-pong: 64 bytes, windows 128, ${KCP_SECONDS} s; bulk: $KCP_BYTES bytes"
