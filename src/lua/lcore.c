@@ -156,6 +156,9 @@ static const binding bindings[] = {
   { "redis", evlua_open_redis },       /* adds stream methods */
   { "udp", evlua_open_udp },
   { "kcp", evlua_open_kcp },           /* adds stream methods */
+  { "bson", evlua_open_bson },
+  { "crypto", evlua_open_crypto },
+  { "mongo", evlua_open_mongo },       /* adds stream methods */
   { NULL, NULL }
 };
 

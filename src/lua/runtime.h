@@ -173,6 +173,9 @@ void evlua_open_import(lua_State *L);
 void evlua_open_redis(lua_State *L);
 void evlua_open_udp(lua_State *L);
 void evlua_open_kcp(lua_State *L);
+void evlua_open_bson(lua_State *L);
+void evlua_open_crypto(lua_State *L);
+void evlua_open_mongo(lua_State *L);
 
 #endif
 
