@@ -51,7 +51,7 @@ C_TESTS = build/tests/test_log build/tests/test_paths build/tests/test_buffer \
   build/tests/test_msgpack build/tests/test_http build/tests/test_process \
   build/tests/test_resp build/tests/test_stream build/tests/test_net \
   build/tests/test_dns build/tests/test_kcp build/tests/test_udp \
-  build/tests/test_kcpnet
+  build/tests/test_kcpnet build/tests/test_mongo
 
 .PHONY: all deps-build deps-test deps-bench deps-coverage test asan asan-test \
   coverage bench fuzz fresh-check lint install uninstall clean
@@ -99,6 +99,7 @@ $(ASAN_C_TESTS): TEST_CC = clang $(ASAN_FLAGS)
 $(call T,test_msgpack): src/core/buffer.c
 $(call T,test_http): src/core/buffer.c
 $(call T,test_resp): src/core/buffer.c
+$(call T,test_mongo): src/core/buffer.c
 $(call T,test_http): TEST_LIBS = -lhttp_parser
 $(call T,test_process): src/core/buffer.c
 $(call T,test_process): TEST_LIBS = -lev
@@ -150,7 +151,7 @@ coverage: deps-test deps-coverage build/cov/evlua $(COV_C_TESTS)
 # finds goes to build/fuzz/corpus-NAME).
 FUZZ_SECONDS ?= 30
 FUZZERS = build/fuzz/fuzz_msgpack build/fuzz/fuzz_http build/fuzz/fuzz_resp \
-  build/fuzz/fuzz_kcp
+  build/fuzz/fuzz_kcp build/fuzz/fuzz_mongo
 fuzz: deps-test $(FUZZERS)
 	@for f in $(FUZZERS); do \
 	  mkdir -p build/fuzz/corpus-$$(basename $$f); \
@@ -164,6 +165,10 @@ build/fuzz/fuzz_msgpack: tests/fuzz/fuzz_msgpack.c src/core/msgpack.c src/core/b
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc/core -o $@ $^
 
 build/fuzz/fuzz_resp: tests/fuzz/fuzz_resp.c src/core/resp.c src/core/buffer.c
+	@mkdir -p $(@D)
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc/core -o $@ $^
+
+build/fuzz/fuzz_mongo: tests/fuzz/fuzz_mongo.c src/core/mongo.c src/core/buffer.c
 	@mkdir -p $(@D)
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc/core -o $@ $^
 
