@@ -76,15 +76,18 @@ function scram.saslprep(s)
   if not utf8.len(s) then return fail("bad_password", "password is not valid utf-8") end
   local out = {}
   for _, c in utf8.codes(s) do
-    if in_ranges(SPACES, c) then
+    if in_ranges(NOTHING, c) then   -- first: U+200B is in both tables
+      goto continue
+    elseif in_ranges(SPACES, c) then
       out[#out + 1] = " "
-    elseif not in_ranges(NOTHING, c) then
+    else
       -- C.4: the last two code points of every plane are non-characters
       if in_ranges(PROHIBITED, c) or c & 0xFFFE == 0xFFFE then
         return fail("bad_password", format("password has a prohibited character (U+%04X)", c))
       end
       out[#out + 1] = utf8.char(c)
     end
+    ::continue::
   end
   return concat(out)
 end
