@@ -86,6 +86,7 @@ local function check_value(name, kind, value)
     end
     return m
   elseif kind == "ms" or kind == "count" then
+    if name == "maxStalenessSeconds" and value == "-1" then return -1 end   -- "no maximum"
     local n = value:match("^%d+$") and math.tointeger(tonumber(value))
     if not n or n > MAX_INTEGER then
       return bad("option %s: non-negative integer expected, got '%s'", name, value)

@@ -72,7 +72,9 @@ describe("mongo_uri.parse, good URIs", function()
   end
 
   it("keeps integers as integers and booleans as booleans", function()
-    local o = parse("mongodb://h/?connectTimeoutMS=2147483647&retryWrites=false&w=0")
+    local o = parse("mongodb://h/?connectTimeoutMS=2147483647&retryWrites=false&w=0"
+                    .. "&maxStalenessSeconds=-1")
+    assert.equal(-1, o.options.maxStalenessSeconds)
     assert.equal("integer", math.type(o.options.connectTimeoutMS))
     assert.equal(2147483647, o.options.connectTimeoutMS)
     assert.is_false(o.options.retryWrites)
