@@ -655,6 +655,7 @@ static bool t_types(void) {
   bson_decimal128_from_string("1234.5678901234567890123", &dec);
   BSON_APPEND_DECIMAL128(&doc, "dec", &dec);
   BSON_APPEND_UTF8(&doc, "str", "h\xc3\xa9llo");
+  BSON_APPEND_INT32(&doc, "7", 7); /* an integer-like key keeps its place */
   BSON_APPEND_BOOL(&doc, "t", true);
   BSON_APPEND_NULL(&doc, "nul");
   BSON_APPEND_DATE_TIME(&doc, "date", INT64_C(1700000000123));

@@ -698,6 +698,7 @@ class Collection {
   }
   insert(doc) {
     this.checkUnique(doc, null);
+    if (!rawOf.has(doc)) rawOf.set(doc, BSON.serialize(doc));
     const id = ck(doc._id);
     this.docs.set(id, { doc, view: null });
     for (const ix of this.indexes) if (ix.map) ix.map.set(this.indexKey(ix, doc), id);
@@ -711,6 +712,7 @@ class Collection {
       if (ix.map.get(k) === id) ix.map.delete(k);
       ix.map.set(this.indexKey(ix, doc), id);
     }
+    if (!rawOf.has(doc)) rawOf.set(doc, BSON.serialize(doc));
     rec.doc = doc; rec.view = null;
   }
   remove(rec) {
@@ -739,15 +741,16 @@ function getColl(db, name, create) {
   return c || null;
 }
 
-function prepareInsert(doc) {
+function prepareInsert(doc, raw) {
   if (!isDoc(doc)) fail(2, 'document to insert must be an object');
   let d = doc;
   if (d._id === undefined) d = Object.assign({ _id: new ObjectId() }, d);
   else if (Object.keys(d)[0] !== '_id') d = withIdFirst(d);
   if (Array.isArray(d._id)) fail(2, `The '_id' value cannot be of type array`);
   if (btype(d._id) === 'BSONRegExp') fail(2, `can't use a regex for _id`);
-  const size = BSON.calculateObjectSize(d);
-  if (size > opts.maxBsonSize) fail(2, `object to insert too large. size in bytes: ${size}, max size: ${opts.maxBsonSize}`);
+  const bytes = raw ? storedBytes(raw, d) : BSON.serialize(d);
+  if (bytes.length > opts.maxBsonSize) fail(2, `object to insert too large. size in bytes: ${bytes.length}, max size: ${opts.maxBsonSize}`);
+  rawOf.set(d, bytes);
   return d;
 }
 
@@ -764,7 +767,8 @@ function takeBatch(docs, pos, n) {
   let bytes = 0;
   const limit = opts.maxBsonSize;
   while (pos < docs.length && (n <= 0 || out.length < n)) {
-    const sz = BSON.calculateObjectSize(docs[pos]);
+    const raw = rawOf.get(docs[pos]);
+    const sz = raw ? raw.length : BSON.calculateObjectSize(docs[pos]);
     if (out.length > 0 && bytes + sz > limit) break;
     out.push(docs[pos++]); bytes += sz;
   }
@@ -876,6 +880,7 @@ function saslContinue(conn, cmd) {
 }
 
 // ---------------------------------------------------------------- commands
+const RAW_DOCS = Symbol('raw documents'); // the bytes of insert's documents, as received
 const startTime = Date.now();
 function helloReply(conn, cmd, legacyName) {
   const r = {};
@@ -948,7 +953,9 @@ function doUpdateOne(coll, st, index) {
     const nd = applyUpdate(rec.doc, u, false);
     if (ck(nd._id) !== ck(rec.doc._id)) fail(66, `Performing an update on the path '_id' would modify the immutable field '_id'`);
     n++;
-    if (!BSON.serialize(nd).equals(BSON.serialize(rec.doc))) {
+    const bytes = BSON.serialize(nd);
+    if (!bytes.equals(rawOf.get(rec.doc))) {
+      rawOf.set(nd, bytes);
       coll.replace(rec, nd);
       nModified++;
     }
@@ -1013,7 +1020,7 @@ const commands = {
     let n = 0; const errors = [];
     for (let i = 0; i < cmd.documents.length; i++) {
       try {
-        coll.insert(prepareInsert(cmd.documents[i]));
+        coll.insert(prepareInsert(cmd.documents[i], cmd[RAW_DOCS] && cmd[RAW_DOCS][i]));
         n++;
       } catch (e) {
         errors.push(writeErrorEntry(i, e));
@@ -1167,7 +1174,8 @@ const commands = {
       const rec = found[0]; const before = rec.doc;
       const nd = applyUpdate(before, update, false);
       if (ck(nd._id) !== ck(before._id)) fail(66, `Performing an update on the path '_id' would modify the immutable field '_id'`);
-      if (!BSON.serialize(nd).equals(BSON.serialize(before))) coll.replace(rec, nd);
+      const bytes = BSON.serialize(nd);
+      if (!bytes.equals(rawOf.get(before))) { rawOf.set(nd, bytes); coll.replace(rec, nd); }
       return { lastErrorObject: { n: int32(1), updatedExisting: true }, value: out(cmd.new === true ? nd : before), ok: 1 };
     }
     if (cmd.upsert === true) {
@@ -1289,7 +1297,7 @@ const commands = {
     let list = [...names].sort().map((n) => {
       const d = databases.get(n);
       let size = 0;
-      if (d) for (const coll of d.values()) for (const r of coll.docs.values()) size += BSON.calculateObjectSize(r.doc);
+      if (d) for (const coll of d.values()) for (const r of coll.docs.values()) size += rawOf.get(r.doc).length;
       const sizeOnDisk = size ? Math.ceil((size + 4096) / 4096) * 4096 : (n === 'local' || n === 'admin' || n === 'config') ? 8192 * 5 : 0;
       return { name: n, sizeOnDisk: Long.fromNumber(sizeOnDisk), empty: false };
     });
@@ -1306,7 +1314,7 @@ const commands = {
     const coll = getColl(db, name, false);
     if (!coll) fail(26, `Collection [${db}.${name}] not found.`);
     let size = 0;
-    for (const r of coll.docs.values()) size += BSON.calculateObjectSize(r.doc);
+    for (const r of coll.docs.values()) size += rawOf.get(r.doc).length;
     const count = coll.docs.size;
     return {
       ns: coll.ns, size: int32(size), count: int32(count), avgObjSize: int32(count ? Math.floor(size / count) : 0),
@@ -1317,7 +1325,7 @@ const commands = {
   dbStats: (c, cmd, db) => {
     const d = databases.get(db);
     let objects = 0; let size = 0; let indexes = 0;
-    if (d) for (const coll of d.values()) { objects += coll.docs.size; indexes += coll.indexes.length; for (const r of coll.docs.values()) size += BSON.calculateObjectSize(r.doc); }
+    if (d) for (const coll of d.values()) { objects += coll.docs.size; indexes += coll.indexes.length; for (const r of coll.docs.values()) size += rawOf.get(r.doc).length; }
     return { db, collections: int32(d ? d.size : 0), views: int32(0), objects: int32(objects), avgObjSize: new Double(objects ? size / objects : 0),
       dataSize: new Double(size), storageSize: new Double(size), indexes: int32(indexes), indexSize: new Double(0), ok: 1 };
   },
@@ -1412,6 +1420,103 @@ function runCommand(conn, cmd, db) {
   return fn(conn, cmd, db);
 }
 
+
+// ---------------------------------------------------------------- raw BSON
+// Stored documents keep the bytes they arrived with (rawOf: typed document ->
+// Buffer), so replies carry them unchanged, key order included (a JS object
+// would put integer-like keys first).
+const rawOf = new WeakMap();
+
+// Length of the value of an element of type t at off.
+function valueLength(buf, t, off, end) {
+  switch (t) {
+    case 0x01: case 0x09: case 0x11: case 0x12: return 8;
+    case 0x02: case 0x0D: case 0x0E: return 4 + buf.readInt32LE(off);
+    case 0x03: case 0x04: case 0x0F: return buf.readInt32LE(off);
+    case 0x05: return 5 + buf.readInt32LE(off);
+    case 0x06: case 0x0A: case 0xFF: case 0x7F: return 0;
+    case 0x07: return 12;
+    case 0x08: return 1;
+    case 0x0B: { const a = buf.indexOf(0, off); const b = buf.indexOf(0, a + 1); return b + 1 - off; }
+    case 0x0C: return 4 + buf.readInt32LE(off) + 12;
+    case 0x10: return 4;
+    case 0x13: return 16;
+    default: throw new ProtocolError(`unknown BSON type ${t}`);
+  }
+  void end;
+}
+// The elements of the document at buf[start..]: [{ name, start, valueStart, end, type }].
+function elements(buf, start) {
+  const len = buf.readInt32LE(start);
+  const stop = start + len - 1;
+  const out = [];
+  let off = start + 4;
+  while (off < stop) {
+    const t = buf[off];
+    const z = buf.indexOf(0, off + 1);
+    const name = buf.toString('utf8', off + 1, z);
+    const vs = z + 1;
+    const e = vs + valueLength(buf, t, vs, stop);
+    out.push({ name, start: off, valueStart: vs, end: e, type: t });
+    off = e;
+  }
+  return out;
+}
+// The raw documents of the array field `field` of the document at buf[start..].
+function rawArrayDocs(buf, start, field) {
+  const el = elements(buf, start).find((e) => e.name === field);
+  if (!el || el.type !== 0x04) return null;
+  return elements(buf, el.valueStart).map((e) => (e.type === 0x03 ? buf.subarray(e.valueStart, e.end) : null));
+}
+// The bytes to store for an inserted document: _id first, added when missing.
+function storedBytes(raw, doc) {
+  const els = elements(raw, 0);
+  if (els.length && els[0].name === '_id') return Buffer.from(raw);
+  const id = els.find((e) => e.name === '_id');
+  const idBytes = id ? raw.subarray(id.start, id.end) : BSON.serialize({ _id: doc._id }).subarray(4, -1);
+  const rest = els.filter((e) => e !== id).map((e) => raw.subarray(e.start, e.end));
+  const body = Buffer.concat([idBytes, ...rest]);
+  const out = Buffer.alloc(body.length + 5);
+  out.writeInt32LE(out.length, 0);
+  body.copy(out, 4);
+  return out;
+}
+
+// Reply encoder: plain documents and arrays are walked here so that stored
+// documents can be spliced in as their bytes; other values go through bson.
+const cstr = (name) => Buffer.from(name + '\0', 'utf8');
+function encodeDoc(doc, isArray, top) {
+  const parts = [Buffer.alloc(4)];
+  const keys = isArray ? doc.map((_, i) => String(i)) : Object.keys(doc);
+  for (let i = 0; i < keys.length; i++) {
+    const k = keys[i];
+    const v = isArray ? doc[i] : doc[k];
+    if (v === undefined) continue;
+    encodeValue(parts, k, v, top);
+  }
+  parts.push(Buffer.from([0]));
+  const out = Buffer.concat(parts);
+  out.writeInt32LE(out.length, 0);
+  return out;
+}
+function encodeValue(parts, k, v, top) {
+  if (v !== null && typeof v === 'object') {
+    const raw = rawOf.get(v);
+    if (raw) { parts.push(Buffer.from([0x03]), cstr(k), raw); return; }
+    if (Array.isArray(v)) { parts.push(Buffer.from([0x04]), cstr(k), encodeDoc(v, true, false)); return; }
+    if (isDoc(v)) { parts.push(Buffer.from([0x03]), cstr(k), encodeDoc(v, false, false)); return; }
+  }
+  if (top && k === 'ok' && typeof v === 'number') v = new Double(v); // mongod sends ok as a double
+  if (typeof v === 'string') {
+    const b = Buffer.from(v, 'utf8'); const h = Buffer.alloc(4); h.writeInt32LE(b.length + 1);
+    parts.push(Buffer.from([0x02]), cstr(k), h, b, Buffer.from([0]));
+    return;
+  }
+  const el = BSON.serialize({ v });
+  parts.push(Buffer.from([el[4]]), cstr(k), el.subarray(7, el.length - 1));
+}
+const encodeReply = (doc) => encodeDoc(doc, false, true);
+
 // ---------------------------------------------------------------- wire
 const OP_REPLY = 1; const OP_QUERY = 2004; const OP_MSG = 2013; const OP_COMPRESSED = 2012;
 const CRC_TABLE = (() => {
@@ -1452,8 +1557,8 @@ function readCString(buf, off, end) {
 
 function sendMsg(conn, responseTo, doc) {
   let body;
-  try { body = BSON.serialize(doc); } catch (e) {
-    body = BSON.serialize(errorReply(new MongoErr(10334, `BSONObj size is invalid: ${e.message}`)));
+  try { body = encodeReply(doc); } catch (e) {
+    body = encodeReply(errorReply(new MongoErr(10334, `BSONObj size is invalid: ${e.message}`)));
   }
   const header = Buffer.alloc(21);
   header.writeInt32LE(21 + body.length, 0);
@@ -1465,7 +1570,7 @@ function sendMsg(conn, responseTo, doc) {
   conn.socket.write(Buffer.concat([header, body]));
 }
 function sendReply(conn, responseTo, doc) {
-  const body = BSON.serialize(doc);
+  const body = encodeReply(doc);
   const header = Buffer.alloc(36);
   header.writeInt32LE(36 + body.length, 0);
   header.writeInt32LE(++requestCounter | 0, 4);
@@ -1503,12 +1608,12 @@ function handleOpMsg(conn, buf, requestID) {
     const want = buf.readUInt32LE(stop);
     if (crc32c(buf.subarray(0, stop)) !== want) throw new ProtocolError('OP_MSG checksum mismatch');
   }
-  let off = 20; let body = null; const seqs = [];
+  let off = 20; let body = null; let bodyAt = 0; const seqs = [];
   while (off < stop) {
     const kind = buf[off++];
     if (kind === 0) {
       if (body) throw new ProtocolError('OP_MSG with two body sections');
-      const r = readDoc(buf, off, stop); body = r.doc; off += r.len;
+      const r = readDoc(buf, off, stop); body = r.doc; bodyAt = off; off += r.len;
     } else if (kind === 1) {
       if (off + 4 > stop) throw new ProtocolError('truncated document sequence');
       const size = buf.readInt32LE(off);
@@ -1516,18 +1621,23 @@ function handleOpMsg(conn, buf, requestID) {
       if (size < 5 || secEnd > stop) throw new ProtocolError('invalid document sequence size');
       const id = readCString(buf, off + 4, secEnd);
       let p = id.next; const docs = [];
-      while (p < secEnd) { const r = readDoc(buf, p, secEnd); docs.push(r.doc); p += r.len; }
-      seqs.push([id.s, docs]);
+      const raws = [];
+      while (p < secEnd) { const r = readDoc(buf, p, secEnd); docs.push(r.doc); raws.push(buf.subarray(p, p + r.len)); p += r.len; }
+      seqs.push([id.s, docs, raws]);
       off = secEnd;
     } else throw new ProtocolError(`unknown OP_MSG section kind ${kind}`);
   }
   if (!body) throw new ProtocolError('OP_MSG without a body section');
   let reply;
-  for (const [id, docs] of seqs) {
+  for (const [id, docs, raws] of seqs) {
     if (Object.prototype.hasOwnProperty.call(body, id)) {
       reply = errorReply(new MongoErr(40, `Duplicate field ${id}: a document sequence and the body both carry it`));
     }
     body[id] = docs;
+    if (id === 'documents') body[RAW_DOCS] = raws;
+  }
+  if (!body[RAW_DOCS] && Object.keys(body)[0] === 'insert' && Array.isArray(body.documents)) {
+    body[RAW_DOCS] = rawArrayDocs(buf, bodyAt, 'documents');
   }
   const db = body.$db;
   if (!reply) {
