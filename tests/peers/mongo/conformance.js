@@ -90,6 +90,17 @@ test('wrong password fails with code 18 AuthenticationFailed', async () => {
     });
   }
 });
+test('OP_MSG hello handshake (serverApi) with speculative SCRAM-SHA-256', async () => {
+  const seen = [];
+  const c = new MongoClient(uri(ROOT_URI_CREDS, '?authSource=admin'), Object.assign({ serverApi: '1', monitorCommands: true }, baseOpts));
+  c.on('commandStarted', (e) => seen.push(e.commandName));
+  try {
+    await c.connect();
+    await c.db('conf').collection('api').insertOne({ a: 1 });
+    assert.strictEqual((await c.db('conf').collection('api').findOne({}, { projection: { _id: 0 } })).a, 1);
+  } finally { await c.close(); }
+  assert(seen.includes('insert') && seen.includes('find'));
+});
 test('unknown user fails with code 18', async () => {
   await rejects(withClient(uri('nobody:x'), {}, async () => {}), (e) => assert.strictEqual(e.code, 18));
 });
@@ -678,6 +689,25 @@ test('wire: bad length, bad BSON and unknown opcode each close the connection', 
     const w = new Wire(s.port); await w.ready;
     w.send(frameMsg(5, { ping: 1, $db: 'admin' }));
     assert.strictEqual((await w.next()).doc.ok, 1, 'server still serves new connections');
+    w.end();
+  } finally { s.stop(); }
+});
+test('wire: OP_MSG hello with speculativeAuthenticate answers the first SCRAM step', async () => {
+  const s = await startServer(['--auth', 'u:p']);
+  try {
+    const w = new Wire(s.port); await w.ready;
+    const payload = new Binary(Buffer.from('n,,n=u,r=abcdefghijklmnop'));
+    w.send(frameMsg(1, { hello: 1, helloOk: true, saslSupportedMechs: 'admin.u',
+      speculativeAuthenticate: { saslStart: 1, mechanism: 'SCRAM-SHA-256', payload, db: 'admin' }, $db: 'admin' }));
+    const r = (await w.next()).doc;
+    assert.strictEqual(r.isWritablePrimary, true);
+    assert.strictEqual(r.helloOk, true);
+    assert.deepStrictEqual(r.saslSupportedMechs.sort(), ['SCRAM-SHA-1', 'SCRAM-SHA-256']);
+    const sa = r.speculativeAuthenticate;
+    assert(sa && sa.conversationId === 1 && sa.done === false, 'speculativeAuthenticate reply');
+    assert.match(Buffer.from(sa.payload.buffer).toString(), /^r=abcdefghijklmnop[^,]+,s=[^,]+,i=15000$/);
+    w.send(frameMsg(2, { find: 'x', $db: 't' }));
+    assert.strictEqual((await w.next()).doc.code, 13, 'not authenticated before the proof');
     w.end();
   } finally { s.stop(); }
 });

@@ -306,6 +306,10 @@ function compileFilter(filter) {
     if (typeof v === 'string' || ID_ONLY_TYPES.has(btype(v)) || v instanceof Date) idKey = ck(v);
   }
   if (keys.length === 0) return { all: true, test: () => true, idKey: null };
+  if (idKey !== null) {
+    const want = idKey;
+    return { all: false, idKey, test: (rec) => ck(rec.doc._id) === want };
+  }
   let q;
   try { q = new mingo.Query(view(filter)); } catch (e) { fail(2, e.message); }
   return { all: false, idKey, test: (rec) => q.test(recView(rec)) };
@@ -894,6 +898,7 @@ function helloReply(conn, cmd, legacyName) {
   r.minWireVersion = int32(0);
   r.maxWireVersion = int32(21);
   r.readOnly = false;
+  if (cmd.helloOk === true) r.helloOk = true;
   if (typeof cmd.saslSupportedMechs === 'string') {
     const u = users.get(cmd.saslSupportedMechs);
     if (u) r.saslSupportedMechs = u.mechs.slice();
