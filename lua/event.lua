@@ -470,16 +470,18 @@ end
 event._park = park
 
 -- event._wake(task, ...) queues a parked task to resume with ... (like
--- event.wakeup); event._resume_now(task) resumes it at once, for loop
--- callbacks only (never from inside a task). Both return false if it is
--- not parked.
+-- event.wakeup); event._resume_now(task, ...) resumes it at once with ...,
+-- for loop callbacks only (never from inside a task). Both return false if
+-- it is not parked.
 event._wake = wake
 
-function event._resume_now(task)
+function event._resume_now(task, ...)
   if task[STATE] ~= "waiting" then return false end
   task[STATE] = "running"   -- run(task), less what _park never sets
   local co = task[CO]
-  local ok, err = co_resume(co)
+  local deadline = deadline_of[co]
+  if deadline then deadline:stop() end
+  local ok, err = co_resume(co, ...)
   if not ok then
     core.log("error", "evlua scheduler: " .. traceback(co, tostring(err)))
   end

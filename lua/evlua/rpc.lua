@@ -15,6 +15,12 @@ local Channel = require "evlua.channel"
 local net = require "evlua.net"
 
 local argerror, fail_with = errors.argerror, errors.fail
+local S = event._slots
+local STATE <const>, CANCEL <const> = S.STATE, S.CANCEL
+local WHAT <const>, ON <const> = S.WHAT, S.ON
+local running, wake, resume_now, start_deadline = event.running,
+  event._wake, event._resume_now, event._start_deadline
+local co_yield = coroutine.yield
 
 local rpc = {}
 
@@ -231,9 +237,7 @@ local function fail_pending(ch)
   local pending = ch._pending
   if pending and next(pending) then
     ch._pending = {}
-    for _, token in pairs(pending) do
-      event.wakeup(token, nil, "closed", "closed")
-    end
+    for _, task in pairs(pending) do wake(task, nil, "closed", "closed") end
   end
 end
 
@@ -269,17 +273,23 @@ end
 local function process(ch, kind, ...)
   if kind == 1 then
     local msgid, err, result = ...
-    local token = ch._pending[msgid]
-    if token then
+    local task = ch._pending[msgid]
+    if task then
       ch._pending[msgid] = nil
       -- answered: the id can serve again (a timed-out one never does, so
       -- a late response cannot reach a newer call)
       local nfree = ch._nfree + 1
       ch._nfree = nfree
       ch._free_ids[nfree] = msgid
-      if not event.wakeup(token, RESPONSE, err, result) then
+      if task[WHAT] == "write" then
         -- the caller is still waiting for its request to be sent
-        ch._early[token] = { err, result }
+        ch._early[task] = { err, result }
+      else
+        -- the caller runs now, from this loop callback, rather than on
+        -- the next drain of the ready queue (unless it was woken for
+        -- another reason already: then the response is dropped)
+        resume_now(task, RESPONSE, err, result)
+        if ch._closed then return false end
       end
     end
   elseif kind == 0 then
@@ -377,7 +387,7 @@ local function call(self, timeout, method, ...)
     errors.argerror(1, "call", "method name expected, got " .. type(method),
                     2)
   end
-  local task = event.running()
+  local task = running()
   if not task then errors.need_coroutine("rpc call", 2) end
   self._calls = self._calls + 1
   -- closing for bad input: no response could be read any more
@@ -396,8 +406,7 @@ local function call(self, timeout, method, ...)
   end
   local ok, err, code = self._stream:write_rpc_request(msgid, method, ...)
   if ok == nil then return failed(self, err, code) end
-  local token = task   -- a task waits for one thing at a time
-  self._pending[msgid] = token
+  self._pending[msgid] = task   -- a task waits for one thing at a time
   if ok == false then   -- the send queue is full: wait for it first
     local started = event.now()
     ok, err, code = self:_wait_drain()
@@ -414,7 +423,22 @@ local function call(self, timeout, method, ...)
       return early[2]
     end
   end
-  local tag, rerr, result = event.wait_as("call", method, token, timeout)
+  -- Park inline until process resumes the task with the response (or the
+  -- deadline, a cancel or the close of the channel wakes it).
+  local tag, rerr, result
+  if task[CANCEL] then
+    task[CANCEL] = false
+    tag, rerr, result = nil, "cancelled", "cancelled"
+  else
+    task[STATE], task[WHAT], task[ON] = "waiting", "call", method
+    if timeout then start_deadline(task, timeout) end
+    tag, rerr, result = co_yield()
+    task[STATE] = "running"
+    if task[CANCEL] then
+      task[CANCEL] = false
+      tag, rerr, result = nil, "cancelled", "cancelled"
+    end
+  end
   if tag == RESPONSE then
     if rerr ~= nil then return failed(self, rerr, "remote") end  -- the handler's
     return result

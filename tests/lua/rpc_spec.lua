@@ -159,6 +159,48 @@ describe("rpc", function()
     listener:close()
   end)
 
+
+  it("cancels a waiting call; its late response reaches no later call", function()
+    local listener, port = server()
+    local ch = assert(rpc.connect("127.0.0.1", port))
+    local waiting = event.fork(function() return ch:call("slow", 0.05, "late") end)
+    repeat event.sleep(0) until ch:pending() == 1
+    assert.is_true(waiting:cancel())
+    assert.same({ true, nil, "cancelled", "cancelled" }, { waiting:join(5) })
+    assert.equal(0, ch:pending())
+    -- calls made while the cancelled one's response is on its way, and
+    -- after it came, each get their own result
+    assert.equal("first", ch:call("slow", 0.1, "first"))
+    for i = 1, 20 do assert.equal(i, ch:call("echo", i)) end
+    assert.equal(1, ch:stats().errors)
+    ch:close()
+    listener:close()
+  end)
+
+  it("calls from 20 callers whose requests fill the send queue", function()
+    local listener, port = server()
+    local ch = assert(rpc.connect("127.0.0.1", port))
+    -- callers wait for the queue to drain before they wait for their
+    -- responses; as the queue stays above low_water long after a request
+    -- went out, a response may come before its caller is done waiting
+    ch:set_limits({ high_water = 64 * 1024, low_water = 1 })
+    local tasks = {}
+    for t = 1, 20 do
+      tasks[t] = event.fork(function()
+        for i = 1, 3 do
+          local big = ("%02d%d"):format(t, i):rep(64 * 1024)
+          assert.equal(big, ch:call("echo", big))
+        end
+        return true
+      end)
+    end
+    for t = 1, 20 do assert.same({ true, true }, { tasks[t]:join(20) }) end
+    assert.equal(60, ch:stats().calls)
+    assert.equal(0, ch:stats().errors)
+    ch:close()
+    listener:close()
+  end)
+
   it("fails every pending call at once when the server dies", function()
     local pid, out = helper.spawn_script([[
       local event = require "event"
