@@ -397,6 +397,21 @@ test('db.command: buildInfo, unknown command (59), create / NamespaceExists (48)
   await db().createCollection('created');
   await rejects(db().createCollection('created'), (e) => assert.strictEqual(e.code, 48));
 });
+test('unknown command fields (40415) and wrong types (14) are refused like mongod', async () => {
+  await rejects(db().command({ find: 'x', filtre: {} }), (e) => {
+    assert.strictEqual(e.code, 40415);
+    assert.strictEqual(e.message, "BSON field 'find.filtre' is an unknown field.");
+  });
+  await rejects(db().command({ find: 'x', limit: 'ten' }), (e) => {
+    assert.strictEqual(e.code, 14);
+    assert.strictEqual(e.codeName, 'TypeMismatch');
+  });
+  await rejects(db().command({ update: 'x', updates: [{ q: {}, u: {}, mutli: true }] }), (e) => {
+    assert.strictEqual(e.code, 40415);
+    assert.strictEqual(e.message, "BSON field 'update.updates.mutli' is an unknown field.");
+  });
+  await rejects(db().command({ insert: 'x', documents: [] }), (e) => assert.strictEqual(e.code, 16));
+});
 test('listCollections with filter and nameOnly', async () => {
   const d = mainClient.db('conf_lc');
   await d.dropDatabase();

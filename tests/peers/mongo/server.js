@@ -921,6 +921,7 @@ function helloReply(conn, cmd, legacyName) {
 const NO_AUTH = new Set(['hello', 'isMaster', 'ismaster', 'saslStart', 'saslContinue', 'ping', 'buildInfo', 'buildinfo',
   'getnonce', 'logout', 'endSessions']);
 
+const truthy = (v) => v === true || (isNum(v) && toNum(v) !== 0);
 function num(v, dflt) { return v === undefined || v === null ? dflt : toNum(v); }
 function collArg(cmd, name) {
   const c = cmd[name];
@@ -948,8 +949,8 @@ function doUpdateOne(coll, st, index) {
   const q = st.q === undefined ? {} : st.q;
   const u = st.u;
   if (u === undefined) fail(9, "BSON field 'update.updates.u' is missing but a required field");
-  const multi = st.multi === true;
-  const upsert = st.upsert === true;
+  const multi = truthy(st.multi);
+  const upsert = truthy(st.upsert);
   if (multi && isDoc(u) && !isOperatorUpdate(u) && Object.keys(u).length) fail(9, 'multi update is not supported for replacement-style update');
   const found = coll ? matches(coll, q) : [];
   const targets = multi ? found : found.slice(0, 1);
@@ -1021,7 +1022,7 @@ const commands = {
     const name = collArg(cmd, 'insert');
     checkBatch(cmd.documents, 'insert.documents');
     const coll = getColl(db, name, true);
-    const ordered = cmd.ordered !== false;
+    const ordered = cmd.ordered === undefined || truthy(cmd.ordered);
     let n = 0; const errors = [];
     for (let i = 0; i < cmd.documents.length; i++) {
       try {
@@ -1037,12 +1038,12 @@ const commands = {
   update: (c, cmd, db) => {
     const name = collArg(cmd, 'update');
     checkBatch(cmd.updates, 'update.updates');
-    const ordered = cmd.ordered !== false;
+    for (const st of cmd.updates) checkStatement('update', 'updates', st);
+    const ordered = cmd.ordered === undefined || truthy(cmd.ordered);
     let n = 0; let nModified = 0; const upserted = []; const errors = [];
     for (let i = 0; i < cmd.updates.length; i++) {
       try {
         const st = cmd.updates[i];
-        if (!isDoc(st)) fail(14, "BSON field 'update.updates' is the wrong type");
         const r = doUpdateOne(getColl(db, name, false), Object.assign({ __db: db, __coll: name }, st), i);
         n += r.n; nModified += r.nModified;
         if (r.upserted) upserted.push(r.upserted);
@@ -1058,13 +1059,14 @@ const commands = {
   delete: (c, cmd, db) => {
     const name = collArg(cmd, 'delete');
     checkBatch(cmd.deletes, 'delete.deletes');
-    const ordered = cmd.ordered !== false;
+    for (const st of cmd.deletes) checkStatement('delete', 'deletes', st);
+    const ordered = cmd.ordered === undefined || truthy(cmd.ordered);
     const coll = getColl(db, name, false);
     let n = 0; const errors = [];
     for (let i = 0; i < cmd.deletes.length; i++) {
       try {
         const st = cmd.deletes[i];
-        if (!isDoc(st) || st.q === undefined) fail(40414, "BSON field 'delete.deletes.q' is missing but a required field");
+        if (st.q === undefined) fail(40414, "BSON field 'delete.deletes.q' is missing but a required field");
         const limit = num(st.limit, 0);
         if (limit !== 0 && limit !== 1) fail(9, `The limit field in delete objects must be 0 or 1. Got ${limit}`);
         if (!coll) continue;
@@ -1090,7 +1092,7 @@ const commands = {
     docs = docs.slice(skip, limit > 0 ? skip + limit : undefined);
     if (proj) docs = docs.map(proj);
     let batch = cmd.batchSize === undefined ? undefined : num(cmd.batchSize);
-    const single = cmd.singleBatch === true;
+    const single = truthy(cmd.singleBatch);
     if (limit > 0 && (batch === undefined || batch > limit)) batch = batch === undefined && limit > 101 ? 101 : limit;
     return cursorReply(c, `${db}.${name}`, docs, batch, single);
   },
@@ -1160,11 +1162,11 @@ const commands = {
   findAndModify: (c, cmd, db) => {
     const name = typeof cmd.findAndModify === 'string' ? cmd.findAndModify : cmd.findandmodify;
     checkName(name, `${db}.${name}`);
-    const remove = cmd.remove === true;
+    const remove = truthy(cmd.remove);
     const update = cmd.update;
     if (remove && update !== undefined) fail(9, 'Cannot specify both an update and remove=true');
     if (!remove && update === undefined) fail(9, 'Either an update or remove=true must be specified');
-    if (remove && cmd.upsert === true) fail(9, 'Cannot specify both upsert=true and remove=true');
+    if (remove && truthy(cmd.upsert)) fail(9, 'Cannot specify both upsert=true and remove=true');
     const proj = projector(cmd.fields);
     const out = (d) => (d === null ? null : proj ? proj(d) : d);
     const coll = getColl(db, name, false);
@@ -1181,11 +1183,11 @@ const commands = {
       if (ck(nd._id) !== ck(before._id)) fail(66, `Performing an update on the path '_id' would modify the immutable field '_id'`);
       const bytes = BSON.serialize(nd);
       if (!bytes.equals(rawOf.get(before))) { rawOf.set(nd, bytes); coll.replace(rec, nd); }
-      return { lastErrorObject: { n: int32(1), updatedExisting: true }, value: out(cmd.new === true ? nd : before), ok: 1 };
+      return { lastErrorObject: { n: int32(1), updatedExisting: true }, value: out(truthy(cmd.new) ? nd : before), ok: 1 };
     }
-    if (cmd.upsert === true) {
+    if (truthy(cmd.upsert)) {
       const r = doUpdateOne(null, { q: cmd.query || {}, u: update, upsert: true, __db: db, __coll: name }, 0);
-      return { lastErrorObject: { n: int32(1), updatedExisting: false, upserted: r.upserted._id }, value: cmd.new === true ? out(r.doc) : null, ok: 1 };
+      return { lastErrorObject: { n: int32(1), updatedExisting: false, upserted: r.upserted._id }, value: truthy(cmd.new) ? out(r.doc) : null, ok: 1 };
     }
     return { lastErrorObject: { n: int32(0), updatedExisting: false }, value: null, ok: 1 };
   },
@@ -1292,7 +1294,7 @@ const commands = {
       const q = new mingo.Query(view(cmd.filter));
       infos = infos.filter((i) => q.test(view(i)));
     }
-    if (cmd.nameOnly === true) infos = infos.map((i) => ({ name: i.name, type: i.type }));
+    if (truthy(cmd.nameOnly)) infos = infos.map((i) => ({ name: i.name, type: i.type }));
     const bs = isDoc(cmd.cursor) && cmd.cursor.batchSize !== undefined ? num(cmd.cursor.batchSize) : undefined;
     return cursorReply(c, `${db}.$cmd.listCollections`, infos, bs, false);
   },
@@ -1310,7 +1312,7 @@ const commands = {
       const q = new mingo.Query(view(cmd.filter));
       list = list.filter((x) => q.test(view(x)));
     }
-    if (cmd.nameOnly === true) return { databases: list.map((x) => ({ name: x.name })), ok: 1 };
+    if (truthy(cmd.nameOnly)) return { databases: list.map((x) => ({ name: x.name })), ok: 1 };
     const total = list.reduce((s, x) => s + x.sizeOnDisk.toNumber(), 0);
     return { databases: list, totalSize: Long.fromNumber(total), totalSizeMb: Long.fromNumber(Math.floor(total / 1048576)), ok: 1 };
   },
@@ -1411,7 +1413,91 @@ function runPipeline(docs, pipeline, db) {
   return docs;
 }
 
-// Fields every command may carry that this server ignores.
+// The fields each command takes (mongod rejects others with code 40415), on
+// top of the generic ones every command may carry; this server ignores what
+// it does not use. Commands not listed take anything.
+const GENERIC_FIELDS = new Set(['$db', 'lsid', 'txnNumber', '$clusterTime', '$readPreference', 'readConcern', 'writeConcern',
+  'apiVersion', 'apiStrict', 'apiDeprecationErrors', 'comment', 'maxTimeMS', 'autocommit', 'startTransaction', '$client',
+  '$audit', 'mayBypassWriteBlocking', 'stmtId', 'stmtIds', '$configServerState', '$gleStats', '$topologyTime', '$oplogQueryData',
+  '$replData', 'databaseVersion', 'shardVersion', 'clientOperationKey', 'help', 'rawData']);
+const COMMAND_FIELDS = {
+  find: ['filter', 'sort', 'projection', 'hint', 'skip', 'limit', 'batchSize', 'singleBatch', 'max', 'min', 'returnKey',
+    'showRecordId', 'tailable', 'oplogReplay', 'noCursorTimeout', 'awaitData', 'allowPartialResults', 'collation',
+    'allowDiskUse', 'let', 'readOnce', 'term', '$_requestResumeToken', '$_resumeAfter'],
+  insert: ['documents', 'ordered', 'bypassDocumentValidation', 'let'],
+  update: ['updates', 'ordered', 'bypassDocumentValidation', 'let'],
+  delete: ['deletes', 'ordered', 'let'],
+  getMore: ['collection', 'batchSize', 'term', 'lastKnownCommittedOpTime'],
+  killCursors: ['cursors'],
+  count: ['query', 'limit', 'skip', 'hint', 'collation', 'fields'],
+  distinct: ['key', 'query', 'collation', 'hint'],
+  aggregate: ['pipeline', 'cursor', 'explain', 'allowDiskUse', 'bypassDocumentValidation', 'collation', 'hint', 'let',
+    'exchange', 'fromMongos', 'needsMerge', 'isMapReduceCommand'],
+  findAndModify: ['query', 'sort', 'remove', 'update', 'new', 'fields', 'upsert', 'bypassDocumentValidation', 'arrayFilters',
+    'hint', 'collation', 'let'],
+  createIndexes: ['indexes', 'commitQuorum', 'ignoreUnknownIndexOptions'],
+  listIndexes: ['cursor', 'includeBuildUUIDs', 'includeIndexBuildInfo'],
+  dropIndexes: ['index'],
+  drop: [],
+  listCollections: ['filter', 'nameOnly', 'authorizedCollections', 'cursor', 'includePendingDrops'],
+  listDatabases: ['filter', 'nameOnly', 'authorizedDatabases'],
+  endSessions: [],
+  ping: [],
+  killAllSessions: [],
+};
+COMMAND_FIELDS.findandmodify = COMMAND_FIELDS.findAndModify;
+for (const k of Object.keys(COMMAND_FIELDS)) COMMAND_FIELDS[k] = new Set(COMMAND_FIELDS[k]);
+// Statement fields of the write commands.
+const STATEMENT_FIELDS = {
+  update: new Set(['q', 'u', 'upsert', 'multi', 'arrayFilters', 'collation', 'hint', 'c', 'sort', 'upsertSupplied']),
+  delete: new Set(['q', 'limit', 'collation', 'hint']),
+};
+function checkStatement(cmdName, field, st) {
+  if (!isDoc(st)) fail(14, `BSON field '${cmdName}.${field}' is the wrong type '${typeName(st)}', expected type 'object'`);
+  for (const k of Object.keys(st)) {
+    if (k.startsWith('__')) continue;
+    if (!STATEMENT_FIELDS[cmdName].has(k)) fail(40415, `BSON field '${cmdName}.${field}.${k}' is an unknown field.`);
+  }
+  for (const k of cmdName === 'update' ? ['q', 'u'] : ['q', 'limit']) {
+    if (st[k] === undefined) fail(40414, `BSON field '${cmdName}.${field}.${k}' is missing but a required field`);
+  }
+  if (!isDoc(st.q)) fail(14, `BSON field '${cmdName}.${field}.q' is the wrong type '${typeName(st.q)}', expected type 'object'`);
+}
+// Types mongod checks on the fields this server reads.
+const FIELD_TYPES = {
+  find: { filter: 'object', sort: 'object', projection: 'object', skip: 'number', limit: 'number', batchSize: 'number', singleBatch: 'bool' },
+  insert: { documents: 'array', ordered: 'bool' },
+  update: { updates: 'array', ordered: 'bool' },
+  delete: { deletes: 'array', ordered: 'bool' },
+  getMore: { collection: 'string', batchSize: 'number' },
+  killCursors: { cursors: 'array' },
+  count: { query: 'object', limit: 'number', skip: 'number' },
+  distinct: { key: 'string', query: 'object' },
+  aggregate: { pipeline: 'array', cursor: 'object' },
+  findAndModify: { query: 'object', sort: 'object', remove: 'bool', new: 'bool', fields: 'object', upsert: 'bool' },
+  createIndexes: { indexes: 'array' },
+  listCollections: { filter: 'object', nameOnly: 'bool', cursor: 'object' },
+  listDatabases: { filter: 'object', nameOnly: 'bool' },
+  listIndexes: { cursor: 'object' },
+};
+const TYPE_WORDS = { object: "type 'object'", array: "type 'array'", string: "type 'string'", bool: "type 'bool'",
+  number: "types '[long, int, decimal, double]'" };
+function checkFields(name, cmd) {
+  const allowed = COMMAND_FIELDS[name];
+  if (!allowed) return;
+  const types = FIELD_TYPES[name === 'findandmodify' ? 'findAndModify' : name] || {};
+  const keys = Object.keys(cmd);
+  for (let i = 1; i < keys.length; i++) {
+    const k = keys[i];
+    if (!allowed.has(k) && !GENERIC_FIELDS.has(k)) fail(40415, `BSON field '${name}.${k}' is an unknown field.`);
+    const t = types[k]; const v = cmd[k];
+    if (!t || v === null && (k === 'filter' || k === 'query' || k === 'sort' || k === 'projection' || k === 'fields')) continue;
+    const good = t === 'object' ? isDoc(v) : t === 'array' ? Array.isArray(v) : t === 'string' ? typeof v === 'string'
+      : t === 'bool' ? typeof v === 'boolean' || isNum(v) : isNum(v);
+    if (!good) fail(14, `BSON field '${name}.${k}' is the wrong type '${typeName(v)}', expected ${TYPE_WORDS[t]}`);
+  }
+}
+
 function runCommand(conn, cmd, db) {
   const name = Object.keys(cmd)[0];
   if (name === undefined) fail(59, 'no such command: \'\'');
@@ -1422,6 +1508,7 @@ function runCommand(conn, cmd, db) {
     fail(13, `not authorized on ${db} to execute command { ${name}: ${fmt(cmd[name])} }`);
   }
   if (typeof db !== 'string' || !db) fail(73, 'Invalid database name');
+  checkFields(name, cmd);
   return fn(conn, cmd, db);
 }
 
