@@ -573,6 +573,18 @@ function crc32c(buf) {
   for (const b of buf) { c ^= b; for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0x82F63B78 : c >>> 1; }
   return (~c) >>> 0;
 }
+// The field names of the BSON document at buf[at..], in byte order (scalar types only).
+function rawNames(buf, at) {
+  const names = [];
+  let off = at + 4;
+  while (buf[off] !== 0) {
+    const t = buf[off]; const z = buf.indexOf(0, off + 1);
+    names.push(buf.toString('utf8', off + 1, z));
+    off = z + 1;
+    off += { 0x07: 12, 0x10: 4, 0x08: 1, 0x01: 8, 0x12: 8 }[t] ?? (t === 0x02 ? 4 + buf.readInt32LE(off) : 0);
+  }
+  return names;
+}
 class Wire {
   constructor(port) {
     this.sock = net.connect(port, '127.0.0.1');
@@ -588,7 +600,7 @@ class Wire {
       const m = this.buf.subarray(0, len); this.buf = this.buf.subarray(len);
       const op = m.readInt32LE(12);
       const doc = op === 1 ? deserialize(m.subarray(36)) : deserialize(m.subarray(21));
-      this.replies.push({ responseTo: m.readInt32LE(8), op, doc });
+      this.replies.push({ responseTo: m.readInt32LE(8), op, doc, raw: Buffer.from(m) });
     }
     const ws = this.waiters; this.waiters = [];
     for (const w of ws) w();
@@ -654,6 +666,21 @@ test('wire: kind-1 document sequence merges into the body; moreToCome gets no re
     const r2 = await w.next();
     assert.strictEqual(r2.responseTo, 3, 'the moreToCome request got no reply');
     assert.strictEqual(r2.doc.n, 4);
+  } finally { w.end(); s.stop(); }
+});
+test('wire: a document without _id gets an ObjectId _id in front, the rest in order', async () => {
+  const { s, w } = await authedWire();
+  try {
+    w.send(frameMsg(1, { insert: 'noid', $db: 't' }, { seq: { id: 'documents', docs: [{ z: 1, a: 'x', 10: true }] } }));
+    assert.strictEqual((await w.next()).doc.n, 1);
+    w.send(frameMsg(2, { find: 'noid', filter: {}, $db: 't' }));
+    const r = await w.next();
+    const d = r.doc.cursor.firstBatch[0];
+    assert(d._id instanceof ObjectId);
+    // The names in byte order, read from the reply's bytes (a JS object would list "10" first).
+    const raw = r.raw.subarray(21);
+    const at = raw.indexOf(Buffer.from('\x030\x00', 'latin1')) + 3; // firstBatch element "0"
+    assert.deepStrictEqual(rawNames(raw, at), ['_id', '10', 'z', 'a']);
   } finally { w.end(); s.stop(); }
 });
 test('wire: CRC-32C checksum verified (good accepted, bad closes the connection)', async () => {
