@@ -490,7 +490,14 @@ test('queries compare numbers across int32 / int64 / double', async () => {
   assert.deepStrictEqual((await c.find({ v: 5 }).toArray()).map((d) => d._id), [1, 2, 3]);
   assert.deepStrictEqual((await c.find({ v: { $gt: Long.fromNumber(5) } }).toArray()).map((d) => d._id), [4]);
   assert.deepStrictEqual((await c.find({}).sort({ v: -1, _id: 1 }).toArray()).map((d) => d._id), [5, 4, 1, 2, 3]);
-  assert.deepStrictEqual((await c.find({ v: { $type: 'string' } }).toArray()).map((d) => d._id), [5]);
+  const typed = async (t) => (await c.find({ v: { $type: t } }).toArray()).map((d) => d._id);
+  assert.deepStrictEqual(await typed('string'), [5]);
+  assert.deepStrictEqual(await typed('int'), [1]);
+  assert.deepStrictEqual(await typed('long'), [2]);
+  assert.deepStrictEqual(await typed('double'), [3, 4]);
+  assert.deepStrictEqual(await typed(16), [1]);
+  assert.deepStrictEqual(await typed('number'), [1, 2, 3, 4]);
+  assert.deepStrictEqual((await c.find({ $and: [{ v: { $type: 'double', $gt: 5 } }] }).toArray()).map((d) => d._id), [4]);
 });
 test('ObjectId, Date and Binary filters', async () => {
   const c = await fresh('typedq');

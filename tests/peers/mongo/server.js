@@ -295,6 +295,49 @@ function getPath(doc, path) {
 }
 
 // ---------------------------------------------------------------- matching, sorting, projection
+// $type is answered here, from the typed values (mingo sees plain numbers).
+const TYPE_ALIASES = { 1: 'double', 2: 'string', 3: 'object', 4: 'array', 5: 'binData', 6: 'undefined', 7: 'objectId',
+  8: 'bool', 9: 'date', 10: 'null', 11: 'regex', 13: 'javascript', 14: 'symbol', 16: 'int', 17: 'timestamp', 18: 'long',
+  19: 'decimal', '-1': 'minKey', 127: 'maxKey' };
+function typeMatcher(spec) {
+  const wanted = (Array.isArray(spec) ? spec : [spec]).map((t) => {
+    const name = isNum(t) ? TYPE_ALIASES[String(toNum(t))] : t;
+    if (typeof name !== 'string' || !(name === 'number' || Object.values(TYPE_ALIASES).includes(name))) {
+      fail(2, `Unknown type name alias: ${typeof t === 'string' ? t : fmt(t)}`);
+    }
+    return name;
+  });
+  const one = (v) => {
+    const n = typeName(v);
+    return wanted.includes(n) || (wanted.includes('number') && ['int', 'long', 'double', 'decimal'].includes(n));
+  };
+  return (vals) => vals.some((v) => one(v) || (Array.isArray(v) && v.some(one)));
+}
+// Takes the $type conditions out of a filter (top level and $and): returns the rest and the checks.
+function splitTypeChecks(filter) {
+  const checks = [];
+  const rest = {};
+  for (const k of Object.keys(filter)) {
+    const v = filter[k];
+    if (k === '$and' && Array.isArray(v)) {
+      const parts = v.map((f) => { if (!isDoc(f)) return f; const r = splitTypeChecks(f); checks.push(...r.checks); return r.rest; })
+        .filter((f) => !isDoc(f) || Object.keys(f).length);
+      if (parts.length) rest.$and = parts;
+      continue;
+    }
+    if (!k.startsWith('$') && isDoc(v) && v.$type !== undefined) {
+      const m = typeMatcher(v.$type);
+      checks.push((doc) => m(pathValues(doc, k)));
+      const others = Object.assign({}, v);
+      delete others.$type;
+      if (Object.keys(others).length) rest[k] = others;
+      continue;
+    }
+    rest[k] = v;
+  }
+  return { rest, checks };
+}
+
 const ID_ONLY_TYPES = new Set(['ObjectId', 'Int32', 'Long', 'Double', 'Binary', 'Decimal128']);
 function compileFilter(filter) {
   if (filter === undefined || filter === null) filter = {};
@@ -310,9 +353,13 @@ function compileFilter(filter) {
     const want = idKey;
     return { all: false, idKey, test: (rec) => ck(rec.doc._id) === want };
   }
-  let q;
-  try { q = new mingo.Query(view(filter)); } catch (e) { fail(2, e.message); }
-  return { all: false, idKey, test: (rec) => q.test(recView(rec)) };
+  const { rest, checks } = splitTypeChecks(filter);
+  let q = null;
+  if (Object.keys(rest).length) {
+    try { q = new mingo.Query(view(rest)); } catch (e) { fail(2, e.message); }
+  }
+  if (!checks.length) return { all: false, idKey, test: (rec) => q.test(recView(rec)) };
+  return { all: false, idKey, test: (rec) => checks.every((c) => c(rec.doc)) && (!q || q.test(recView(rec))) };
 }
 function recView(rec) { if (!rec.view) rec.view = view(rec.doc); return rec.view; }
 function matches(coll, filter) {
