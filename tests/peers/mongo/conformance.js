@@ -760,6 +760,43 @@ test('wire: OP_MSG hello with speculativeAuthenticate answers the first SCRAM st
     w.end();
   } finally { s.stop(); }
 });
+test('wire: full SCRAM-SHA-1 and -256 conversations without skipEmptyExchange (closing empty round)', async () => {
+  const crypto = require('crypto');
+  const s = await startServer(['--auth', 'u:p%C3%A9w']); // password "péw"
+  try {
+    for (const [mech, h, len] of [['SCRAM-SHA-256', 'sha256', 32], ['SCRAM-SHA-1', 'sha1', 20]]) {
+      const w = new Wire(s.port); await w.ready;
+      const cnonce = crypto.randomBytes(18).toString('base64');
+      const bare = `n=u,r=${cnonce}`;
+      w.send(frameMsg(1, { saslStart: 1, mechanism: mech, payload: new Binary(Buffer.from(`n,,${bare}`)), autoAuthorize: 1, $db: 'admin' }));
+      const r1 = (await w.next()).doc;
+      assert.strictEqual(r1.ok, 1); assert.strictEqual(r1.done, false);
+      const first = Buffer.from(r1.payload.buffer).toString();
+      const a = Object.fromEntries(first.split(',').map((kv) => [kv[0], kv.slice(2)]));
+      assert(a.r.startsWith(cnonce));
+      const pw = mech === 'SCRAM-SHA-1' ? crypto.createHash('md5').update('u:mongo:p\u00e9w').digest('hex') : 'p\u00e9w'.normalize('NFKC');
+      const salted = crypto.pbkdf2Sync(pw, Buffer.from(a.s, 'base64'), parseInt(a.i, 10), len, h);
+      const clientKey = crypto.createHmac(h, salted).update('Client Key').digest();
+      const stored = crypto.createHash(h).update(clientKey).digest();
+      const without = `c=biws,r=${a.r}`;
+      const authMsg = `${bare},${first},${without}`;
+      const sig = crypto.createHmac(h, stored).update(authMsg).digest();
+      const proof = Buffer.from(clientKey.map((b, i) => b ^ sig[i])).toString('base64');
+      w.send(frameMsg(2, { saslContinue: 1, conversationId: r1.conversationId, payload: new Binary(Buffer.from(`${without},p=${proof}`)), $db: 'admin' }));
+      const r2 = (await w.next()).doc;
+      assert.strictEqual(r2.ok, 1); assert.strictEqual(r2.done, false, `${mech}: a closing round is due`);
+      const serverKey = crypto.createHmac(h, salted).update('Server Key').digest();
+      const want = crypto.createHmac(h, serverKey).update(authMsg).digest('base64');
+      assert.strictEqual(Buffer.from(r2.payload.buffer).toString(), `v=${want}`, `${mech}: server signature`);
+      w.send(frameMsg(3, { saslContinue: 1, conversationId: r1.conversationId, payload: new Binary(Buffer.alloc(0)), $db: 'admin' }));
+      const r3 = (await w.next()).doc;
+      assert.strictEqual(r3.done, true);
+      w.send(frameMsg(4, { count: 'x', $db: 't' }));
+      assert.strictEqual((await w.next()).doc.ok, 1, `${mech}: authenticated`);
+      w.end();
+    }
+  } finally { s.stop(); }
+});
 test('server exits when its stdin closes', async () => {
   const s = await startServer([]);
   const exited = new Promise((r) => s.proc.once('exit', (code) => r(code)));
