@@ -506,6 +506,12 @@ test('ObjectId, Date and Binary filters', async () => {
   assert.strictEqual((await c.findOne({ _id: id })).when.getTime(), 1000);
   assert.strictEqual(await c.countDocuments({ when: { $gt: new Date(2000) } }), 1);
   assert.strictEqual(await c.countDocuments({ _id: { $in: [id] } }), 1);
+  assert.strictEqual(await c.countDocuments({ b: new Binary(Buffer.from('ab')) }), 1);
+  assert.strictEqual(await c.countDocuments({ b: new Binary(Buffer.from('ab'), 0x80) }), 0, 'the subtype counts');
+  await c.insertOne({ _id: 'k', lo: new MinKey(), hi: new MaxKey() });
+  assert.strictEqual(await c.countDocuments({ lo: new MinKey() }), 1);
+  assert.strictEqual(await c.countDocuments({ hi: new MaxKey() }), 1);
+  assert.strictEqual(await c.countDocuments({ hi: new MinKey() }), 0);
 });
 
 // ------------------------------------------------------------ concurrency and limits

@@ -104,6 +104,12 @@ function toNum(v) {
 const int32 = (n) => new Int32(n);
 const i64 = (n) => Long.fromNumber(n);
 
+// What mingo sees of a Binary, MinKey or MaxKey: mingo compares unknown
+// objects by toString(), so this carries ck() (subtype and bytes) there.
+class ViewValue {
+  constructor(orig) { this.orig = orig; this.key = ck(orig); }
+  toString() { return this.key; }
+}
 // The promoted copy mingo sees: numbers become JS numbers, BSON regexes RegExps.
 function view(v) {
   if (v === null || typeof v !== 'object') return v;
@@ -115,6 +121,7 @@ function view(v) {
     case 'Int32': case 'Double': case 'Long': case 'Decimal128': return toNum(v);
     case 'BSONRegExp':
       try { return new RegExp(v.pattern, v.options.replace(/[^imsu]/g, '')); } catch { return v; }
+    case 'Binary': case 'MinKey': case 'MaxKey': return new ViewValue(v);
     default: return v;
   }
 }
@@ -131,6 +138,7 @@ function unview(v) {
   if (v === null || typeof v !== 'object') return v;
   if (Array.isArray(v)) return v.map(unview);
   if (v instanceof RegExp) return new BSONRegExp(v.source, v.flags);
+  if (v instanceof ViewValue) return v.orig;
   if (isDoc(v)) { const o = {}; for (const k of Object.keys(v)) if (v[k] !== undefined) o[k] = unview(v[k]); return o; }
   return v;
 }
