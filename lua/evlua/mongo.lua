@@ -761,7 +761,8 @@ local function write_failure(reply, offset, acc)
   if we and #we > 0 then
     local list = {}
     for i, e in ipairs(we) do
-      list[i] = { index = (e.index or 0) + offset, code = e.code,
+      -- index: of the document (statement) in the caller's list, from 1
+      list[i] = { index = (e.index or 0) + offset + 1, code = e.code,
                   message = e.errmsg, codeName = e.codeName }
     end
     acc.write_errors = acc.write_errors or {}
