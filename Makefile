@@ -151,7 +151,7 @@ coverage: deps-test deps-coverage build/cov/evlua $(COV_C_TESTS)
 # finds goes to build/fuzz/corpus-NAME).
 FUZZ_SECONDS ?= 30
 FUZZERS = build/fuzz/fuzz_msgpack build/fuzz/fuzz_http build/fuzz/fuzz_resp \
-  build/fuzz/fuzz_kcp build/fuzz/fuzz_mongo
+  build/fuzz/fuzz_kcp build/fuzz/fuzz_bson build/fuzz/fuzz_mongo
 fuzz: deps-test $(FUZZERS)
 	@for f in $(FUZZERS); do \
 	  mkdir -p build/fuzz/corpus-$$(basename $$f); \
@@ -175,6 +175,12 @@ build/fuzz/fuzz_mongo: tests/fuzz/fuzz_mongo.c src/core/mongo.c src/core/buffer.
 build/fuzz/fuzz_kcp: tests/fuzz/fuzz_kcp.c src/core/kcp.c
 	@mkdir -p $(@D)
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc/core -o $@ $^
+
+# The BSON decoder needs a Lua state: lbson.c itself, on Lua and libbson.
+build/fuzz/fuzz_bson: tests/fuzz/fuzz_bson.c src/lua/lbson.c src/lua/lbson.h
+	@mkdir -p $(@D)
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc/core -Isrc/lua -o $@ \
+	  tests/fuzz/fuzz_bson.c src/lua/lbson.c $$(pkg-config --cflags --libs lua5.4 libbson-1.0)
 
 build/fuzz/fuzz_http: tests/fuzz/fuzz_http.c src/core/http.c src/core/buffer.c
 	@mkdir -p $(@D)

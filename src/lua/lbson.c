@@ -535,6 +535,8 @@ static size_t append_key(char *buf, size_t size, const char *sep,
 }
 
 /* Write "<path>: <message>" into e->err and return 0. */
+static int fail(encoder *e, const char *fmt, ...)
+  __attribute__((format(printf, 2, 3)));
 static int fail(encoder *e, const char *fmt, ...) {
   char path[256], msg[256];
   size_t used = 0;
@@ -844,6 +846,8 @@ static int encode_value(encoder *e, bson_t *b, const char *key, int klen,
 
 /* Decoding checks ===================================================== */
 
+static int errf(char *err, size_t errlen, const char *fmt, ...)
+  __attribute__((format(printf, 3, 4)));
 static int errf(char *err, size_t errlen, const char *fmt, ...) {
   if (errlen > 0) {
     va_list ap;
@@ -870,7 +874,13 @@ static int check_doc(bson_iter_t *it, int depth, int max_depth, char *err,
     const char *s = NULL, *s2 = NULL;
     uint32_t len = 0;
     bson_iter_t child;
-    switch (bson_iter_type(it)) {
+    bson_type_t type = bson_iter_type(it);
+    /* these decode to a table one level down, the scope two levels */
+    if ((type == BSON_TYPE_DBPOINTER || type == BSON_TYPE_CODE ||
+         type == BSON_TYPE_CODEWSCOPE) && depth + 1 > max_depth)
+      return errf(err, errlen, "invalid bson: nesting deeper than %d levels",
+                  max_depth);
+    switch (type) {
     case BSON_TYPE_UTF8: s = bson_iter_utf8(it, &len); break;
     case BSON_TYPE_CODE: s = bson_iter_code(it, &len); break;
     case BSON_TYPE_SYMBOL: s = bson_iter_symbol(it, &len); break;
@@ -887,7 +897,7 @@ static int check_doc(bson_iter_t *it, int depth, int max_depth, char *err,
     case BSON_TYPE_ARRAY: {
       /* bson_iter_recurse leaves the terminator unchecked: this does not */
       const uint8_t *data;
-      if (bson_iter_type(it) == BSON_TYPE_DOCUMENT)
+      if (type == BSON_TYPE_DOCUMENT)
         bson_iter_document(it, &len, &data);
       else
         bson_iter_array(it, &len, &data);
@@ -904,7 +914,7 @@ static int check_doc(bson_iter_t *it, int depth, int max_depth, char *err,
       s = bson_iter_codewscope(it, &len, &scope_len, &scope);
       if (!bson_iter_init_from_data(&child, scope, scope_len))
         return errf(err, errlen, "invalid bson: bad code scope '%s'", key);
-      if (!check_doc(&child, depth + 1, max_depth, err, errlen)) return 0;
+      if (!check_doc(&child, depth + 2, max_depth, err, errlen)) return 0;
       break;
     }
     default:
