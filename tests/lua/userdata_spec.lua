@@ -26,6 +26,17 @@ local function one_of_each()
     ["evlua.udp"] = assert(core.udp_open("127.0.0.1", 0, 2048, 16, noop)),
     ["evlua.kcp.listener"] = assert(core.kcp_listen("127.0.0.1", 0, nil,
                                                     noop)),
+    -- evlua.bson's typed values (immutable: nothing to close)
+    ["evlua.bson.objectid"] = core.bson_oid(),
+    ["evlua.bson.date"] = core.bson_date(0),
+    ["evlua.bson.binary"] = core.bson_binary("x"),
+    ["evlua.bson.regex"] = core.bson_regex("x"),
+    ["evlua.bson.decimal128"] = core.bson_decimal128("1"),
+    ["evlua.bson.timestamp"] = core.bson_timestamp(0, 0),
+    ["evlua.bson.int64"] = core.bson_int64(0),
+    ["evlua.bson.int32"] = core.bson_int32(0),
+    ["evlua.bson.minkey"] = core.bson_minkey,
+    ["evlua.bson.maxkey"] = core.bson_maxkey,
   }
 end
 
