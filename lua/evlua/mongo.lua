@@ -19,6 +19,7 @@
 --     per backoff delay.
 
 local event = require "event"
+local core = require "evlua.core"
 local Channel = require "evlua.channel"
 local errors = require "evlua.errors"
 local uri = require "evlua.mongo_uri"
@@ -450,12 +451,17 @@ local function connection(self)
   end
 end
 
+-- Cursors collected while open, and the timer that kills them (see
+-- Cursor:__gc).
+local doomed, reaper, reap = {}, nil, nil
+
 -- self:_command(body [, seq_id, docs, first]) -> reply, last | nil, err, ...
 function Client:_command(body, seq_id, docs, first)
   if not running() then errors.need_coroutine("mongo request", 2) end
   local ch, err, code, info = connection(self)
   if not ch then return nil, err, code, info end
   self._requests = self._requests + 1
+  if doomed[1] then reap() end   -- collected cursors' kills go first
   return command(ch, self._opts.socket_timeout, body, seq_id, docs, first)
 end
 
@@ -595,6 +601,7 @@ end
 
 -- A cursor on the first reply of find/aggregate/listIndexes...
 local function new_cursor(client, db, reply, opts)
+  if not reaper then reaper = core.timer(reap) end
   local cur = reply.cursor or {}
   local ns = cur.ns or ""
   local coll = ns:match("^[^.]*%.(.*)$") or ns
@@ -661,7 +668,27 @@ function Cursor:close()
   cursor_done(self)
 end
 Cursor.__close = Cursor.close
-Cursor.__gc = Cursor.close
+
+-- A cursor collected while open: a finalizer may run inside any
+-- allocation, the encoder's included, so it only notes the cursor; a
+-- zero-delay timer (started by the first one) sends the killCursors.
+reap = function()
+  local list = doomed
+  doomed = {}
+  for i = 1, #list do
+    local c = list[i]
+    if c._client._ch == c._ch then send_only(c._ch, kill_body(c)) end
+  end
+end
+
+function Cursor:__gc()
+  if self._id ~= 0 and not self._closed then
+    doomed[#doomed + 1] = { _client = self._client, _ch = self._ch,
+                            _coll = self._coll, _db = self._db, _id = self._id }
+    self._id = 0
+    if #doomed == 1 and reaper then reaper:start(0) end
+  end
+end
 
 local function iter_next(c)
   local d, err = c:next()
