@@ -272,6 +272,10 @@ static long next_message(lua_State *L, lstream *ls, size_t max_message,
                          mongo_msg *m) {
   evlua_buffer *in = &ls->s.in;
   size_t have = evlua_buffer_len(in);
+  if (have == 0) {   /* (an empty buffer may have no storage) */
+    luaL_pushfail(L);
+    return 0;
+  }
   long n = mongo_decode((const uint8_t *)evlua_buffer_peek(in), have,
                         max_message, m);
   if (n > 0) return n;
