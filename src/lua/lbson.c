@@ -218,6 +218,9 @@ static const char *check_cstring(lua_State *L, int idx, const char *def) {
 static int l_regex(lua_State *L) {
   const char *pattern = check_cstring(L, 1, NULL);
   const char *options = check_cstring(L, 2, "");
+  /* libbson would drop other letters without a word */
+  luaL_argcheck(L, strspn(options, "ilmsux") == strlen(options), 2,
+                "options from \"ilmsux\" expected");
   push_regex(L, push_state(L), pattern, options);
   return 1;
 }

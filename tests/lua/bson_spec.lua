@@ -296,6 +296,9 @@ describe("bson typed values", function()
     assert.equal(r, back.r)
     assert.equal("", bson.regex("x").options)
     assert.matches("without NUL", helper.raised(bson.regex, "a\0b"))
+    assert.matches('options from "ilmsux"', helper.raised(bson.regex, "a", "iq"))
+    -- libbson writes the options sorted
+    assert.equal("imx", decode(encode({ r = bson.regex("a", "xim") })).r.options)
   end)
 
   it("decimal128 through libbson", function()
