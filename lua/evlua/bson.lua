@@ -43,11 +43,16 @@ local function options(opts, n, fname)
 end
 
 function bson.encode(doc, opts)
+  local t = type(doc)
+  if t ~= "table" and t ~= "string" then
+    argerror(1, "encode", "table expected, got " .. t)
+  end
   opts = options(opts, 2, "encode")
   return bson_encode(doc, opts.max_depth)
 end
 
 function bson.decode(s, opts)
+  if type(s) ~= "string" then argerror(1, "decode", "string expected, got " .. type(s)) end
   opts = options(opts, 2, "decode")
   return bson_decode(s, opts.ordered, opts.max_depth)
 end

@@ -395,8 +395,10 @@ describe("bson encode errors", function()
   end)
 
   it("raises for what is not a document", function()
-    assert.matches("bad argument #1 to 'bson_encode' %(table expected, got number%)",
+    assert.matches("bad argument #1 to 'encode' %(table expected, got number%)",
                    helper.raised(encode, 5))
+    assert.matches("bad argument #1 to 'decode' %(string expected, got nil%)",
+                   helper.raised(decode))
     assert.matches("bad argument #2 to 'encode'", helper.raised(encode, {}, 5))
   end)
 
