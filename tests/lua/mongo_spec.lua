@@ -331,6 +331,24 @@ describe("the client with servers written here", function()
     l:close()
   end)
 
+  it("gives up a handshake after connectTimeoutMS, and tries the next host", function()
+    local l = raw_server(function() end)   -- accepts, never answers
+    local started = event.now()
+    local c, err, code = mongo.connect(("mongodb://127.0.0.1:%d/?connectTimeoutMS=150")
+                                       :format(l:port()))
+    assert.is_nil(c)
+    assert.equal("timeout", code, err)
+    assert.is_true(event.now() - started >= 0.14)
+    assert.is_true(event.now() - started < 5)
+    local good = fake_mongod(function(ch, id) reply(ch, id, { ok = 1, who = "second" }) end)
+    c = assert(mongo.connect(("mongodb://127.0.0.1:%d,127.0.0.1:%d/")
+                             :format(helper.free_port(), good:port())))
+    assert.equal("second", assert(c:db("x"):run_command({ ping = 1 })).who)
+    c:close()
+    l:close()
+    good:close()
+  end)
+
   it("sends the hello handshake with the client metadata", function()
     local hello
     local l = raw_server(function(ch, _, _, body, id)
@@ -731,6 +749,40 @@ describe("sharing and limits", function()
     assert.is_nil(r)
     assert.is_string(code, err)
     assert.is_false(c:stats().connected)
+    -- killed while 20 coroutines keep requests in flight: each request
+    -- ends (answered, or failed at once), none hangs or gets another's reply
+    s = server(nil, port)
+    local busy = {}
+    local stop = false
+    for w = 1, 20 do
+      busy[w] = event.fork(function()
+        local answered, failed = 0, 0
+        local i = 0
+        while not stop do
+          i = i + 1
+          local d, e = coll:find_one_and_update({ _id = w * 1000 }, { ["$set"] = { i = i } },
+                                                { upsert = true, return_document = "after" })
+          if d then
+            assert(d._id == w * 1000 and d.i == i, "a reply for another request")
+            answered = answered + 1
+          else
+            assert(type(e) == "string")
+            failed = failed + 1
+            if failed > 2 then event.sleep(0.01) end   -- the backoff's fast failures
+          end
+        end
+        return answered, failed
+      end)
+    end
+    helper.eventually(function() return c:stats().requests > 200 end, "requests in flight")
+    s.stop()
+    helper.eventually(function() return not c:stats().connected end, "the disconnect")
+    stop = true
+    for w = 1, 20 do
+      local ok, answered = busy[w]:join(10)
+      assert.is_true(ok, answered)
+      assert.is_true(answered > 0)
+    end
     server(nil, port)
     local got
     helper.eventually(function()
@@ -738,7 +790,7 @@ describe("sharing and limits", function()
       return got
     end, "a reconnect")
     assert.equal(2, got.inserted_id)
-    assert.equal(2, c:stats().connects)
+    assert.equal(3, c:stats().connects)
     c:close()
     local _, _, ccode = coll:find_one({})
     assert.equal("closed", ccode)
