@@ -20,11 +20,6 @@
 #include "mongo.h"
 #include "runtime.h"
 
-/* Until src/lua/lbson.c defines them (issue 17 is built in parallel): a
-** missing codec is a clear failure instead of a link error. */
-#pragma weak evlua_bson_encode
-#pragma weak evlua_bson_decode
-
 #define DEFAULT_MAX_MESSAGE (48 * 1000 * 1000)   /* mongod's default */
 
 /* Encoding ============================================================ */
@@ -62,10 +57,6 @@ static const uint8_t *doc_bytes(lua_State *L, int idx, encoder *enc,
   if (enc->used) bson_reinit(&enc->doc);
   else bson_init(&enc->doc);
   enc->used = 1;
-  if (!evlua_bson_encode) {
-    snprintf(enc->err, sizeof enc->err, "no BSON encoder in this build");
-    return NULL;
-  }
   if (!evlua_bson_encode(L, idx, &enc->doc, enc->err, sizeof enc->err))
     return NULL;
   *len = enc->doc.len;
@@ -239,8 +230,8 @@ static int push_doc(lua_State *L, const uint8_t *d, size_t len, int raw) {
     lua_pushlstring(L, (const char *)d, len);
     return 1;
   }
-  char err[256] = "no BSON decoder in this build";
-  if (evlua_bson_decode && evlua_bson_decode(L, d, len, err, sizeof err)) return 1;
+  char err[256];
+  if (evlua_bson_decode(L, d, len, err, sizeof err)) return 1;
   evlua_fail(L, "protocol", "malformed bson in reply: %s", err);
   return 0;
 }
