@@ -11,11 +11,7 @@
 #include <stdint.h>
 #include <string.h>
 
-/* libbson's headers cast a const away (bson-atomic.h) */
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wcast-qual"
 #include "lbson.h"
-#pragma GCC diagnostic pop
 #include "lstream.h"
 #include "mongo.h"
 #include "runtime.h"

@@ -684,6 +684,23 @@ describe("cursors", function()
     collectgarbage("collect")
     assert.is_false(alive(id))
 
+    -- a cursor the server no longer has: next fails with its code, iter raises
+    cur = assert(coll:find({}, { batch_size = 2 }))
+    assert(c:db("test"):run_command(bson.doc{ "killCursors", "cursor",
+                                              "cursors", bson.array{ cur._id } }))
+    assert.truthy(cur:next())
+    assert.truthy(cur:next())
+    local d, err, code, info = cur:next()
+    assert.is_nil(d)
+    assert.equal("mongo", code, err)
+    assert.equal(43, info.code)
+    cur = assert(coll:find({}, { batch_size = 1 }))
+    assert(c:db("test"):run_command(bson.doc{ "killCursors", "cursor",
+                                              "cursors", bson.array{ cur._id } }))
+    assert.matches("mongo cursor: ", helper.raised(function()
+      for _ in cur:iter() do end
+    end))
+
     cur = assert(coll:aggregate({ { ["$match"] = {} } }, { batch_size = 1 }))
     id = cur._id
     do
@@ -731,6 +748,17 @@ describe("sharing and limits", function()
     assert.equal(55, coll:count_documents())
     local _, err, code = coll:insert_one({ pad = ("y"):rep(70000) })
     assert.equal("too_large", code, err)
+    c:close()
+    s.stop()
+    -- maxBsonObjectSize: refused before anything is sent
+    s = server("--max-bson-size 5000")
+    c = assert(mongo.connect(url(s)))
+    coll = c:collection("test.big")
+    _, err, code = coll:insert_many({ { i = 1 }, { pad = ("z"):rep(6000) } })
+    assert.equal("too_large", code)
+    assert.matches("document 2 of %d+ bytes above the maximum document size %(5000%)", err)
+    assert.equal(0, coll:count_documents())
+    assert(coll:insert_one({ pad = ("z"):rep(4000) }))
     c:close()
     s.stop()
   end)
