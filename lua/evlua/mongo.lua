@@ -134,7 +134,10 @@ function Conn:data()
     if task then
       pending[response_to] = nil
       if not wakeup(task, REPLY, body) then
-        self._early[task] = body   -- still waiting for its send queue
+        -- the task waits for something else (room in the send queue) or
+        -- was woken already (its timeout, in this same loop iteration):
+        -- it looks here before it gives up
+        self._early[response_to] = body
       end
     end
   end
@@ -165,9 +168,11 @@ local function roundtrip(ch, timeout, body, seq_id, docs, first)
   if ok == false then   -- above the high-water mark: wait for room first
     local started = event.now()
     local dok, err, dcode = ch:_wait_drain()
-    local early = ch._early[task]
-    ch._early[task] = nil
-    if early then return early, last end
+    local early = ch._early[id]
+    if early then
+      ch._early[id] = nil
+      return early, last
+    end
     if not dok then
       ch._pending[id] = nil
       return nil, err, dcode
@@ -177,6 +182,11 @@ local function roundtrip(ch, timeout, body, seq_id, docs, first)
   local tag, reply, rcode = wait_as("mongo", "reply", task, timeout)
   if tag == REPLY then return reply, last end
   ch._pending[id] = nil
+  local early = ch._early[id]
+  if early then   -- it came after all
+    ch._early[id] = nil
+    return early, last
+  end
   return nil, reply, rcode
 end
 

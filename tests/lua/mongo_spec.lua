@@ -732,6 +732,36 @@ describe("sharing and limits", function()
     c:close()
   end)
 
+  it("sends batches larger than the send queue's high-water mark", function()
+    local waits = 0
+    local wait_drain = mongo.connection._wait_drain
+    mongo.connection._wait_drain = function(...)
+      waits = waits + 1
+      return wait_drain(...)
+    end
+    local c = connect_main()
+    local coll = c:collection("test.large")
+    assert(coll:drop())
+    local pad = ("L"):rep(1024 * 1024)
+    local function batch(base)
+      local docs = {}
+      for i = 1, 5 do docs[i] = { _id = base + i, pad = pad } end   -- 5 MB
+      return docs
+    end
+    local other = event.fork(function() return coll:insert_many(batch(100)) end)
+    local r = assert(coll:insert_many(batch(0)))
+    local ok, r2 = other:join()
+    mongo.connection._wait_drain = nil   -- Channel's again
+    assert.is_true(waits > 0)
+    assert.equal(5, r.inserted_count)
+    assert.is_true(ok)
+    assert.equal(5, r2.inserted_count)
+    assert.equal(10, coll:count_documents())
+    assert.equal(pad, coll:find_one({ _id = 103 }).pad)
+    assert(coll:drop())
+    c:close()
+  end)
+
   it("splits insert_many by maxWriteBatchSize and maxMessageSizeBytes", function()
     local s = server("--max-write-batch 10 --max-message-size 60000")
     local c = assert(mongo.connect(url(s)))
