@@ -249,9 +249,23 @@ local function options(arg)
                      or d.socket_timeout
   if o.socket_timeout == 0 then o.socket_timeout = nil end   -- 0: no limit
   if o.connect_timeout == 0 then o.connect_timeout = net.CONNECT_TIMEOUT end
+  for _, name in ipairs({ "connect_timeout", "socket_timeout", "reconnect_min",
+                          "reconnect_max" }) do
+    local v = o[name]
+    if v ~= nil and (type(v) ~= "number" or not (v > 0 and v < math.huge)) then
+      argerror(1, "connect", name .. " must be a positive number of seconds", 2)
+    end
+  end
   o.authSource = o.authSource or o.auth_source or o.database or "admin"
   o.authMechanism = o.authMechanism or o.auth_mechanism
   o.appName = o.appName or o.app_name
+  local mech = o.authMechanism
+  if mech ~= nil and mech ~= "SCRAM-SHA-1" and mech ~= "SCRAM-SHA-256" then
+    argerror(1, "connect", "authMechanism must be SCRAM-SHA-1 or SCRAM-SHA-256", 2)
+  end
+  if type(o.hosts) ~= "table" or not o.hosts[1] then
+    argerror(1, "connect", "hosts must be a list of { host =, port = }", 2)
+  end
   if o.username ~= nil and type(o.username) ~= "string" then
     argerror(1, "connect", "username must be a string", 2)
   end
@@ -503,6 +517,7 @@ function Client:close()
   if ch then ch:close() end
 end
 Client.__close = Client.close
+Client.__gc = Client.close   -- a client nobody holds closes its connection
 
 function Client:__tostring()
   local ch = self._ch

@@ -416,6 +416,15 @@ describe("connecting and authenticating", function()
     assert.is_nil(c)
     assert.equal("bad_url", code)
     assert.matches("uri string or options table", helper.raised(mongo.connect, 42))
+    assert.matches("socket_timeout must be", helper.raised(mongo.connect, { socket_timeout = -1 }))
+    assert.matches("authMechanism must be",
+                   helper.raised(mongo.connect, { authMechanism = "PLAIN", username = "u",
+                                                  password = "p" }))
+    assert.matches("password must be", helper.raised(mongo.connect, { username = "u" }))
+    assert.matches("must run in a coroutine", helper.raised(function()
+      local co = coroutine.wrap(mongo.connect)
+      co("mongodb://127.0.0.1")
+    end))
   end)
 
   it("refuses commands without the server's authentication", function()
