@@ -976,11 +976,25 @@ local FIND_OPTIONS = {
   { "allow_disk_use", "allowDiskUse" },
 }
 
+-- A sort of several keys must say their order: a mongo.doc.
+local function check_sort(opts, fname)
+  local sort = opts and opts.sort
+  if sort == nil or is_doc(sort) then return end
+  if type(sort) ~= "table" then
+    argerror(2, fname, "sort must be a document", 3)
+  end
+  local k = next(sort)
+  if k ~= nil and next(sort, k) ~= nil then
+    argerror(2, fname, "a sort of several keys must be ordered: mongo.doc{\"a\", 1, \"b\", -1}", 3)
+  end
+end
+
 -- coll:find([filter [, opts]]) -> cursor | nil, err, code, info. opts:
 -- projection, sort (a mongo.doc for several keys), skip, limit,
 -- batch_size, hint, comment, max_time_ms, collation.
 function Collection:find(filter, opts)
   if filter ~= nil then check_doc(filter, 1, "find") end
+  check_sort(opts, "find")
   local body = add_options({ "find", self.name, "filter", filter or {} },
                            opts, FIND_OPTIONS)
   local reply, err, code, info = self.client:_command(finish(body, self._db))
@@ -1052,6 +1066,7 @@ function Collection:distinct(key, filter)
 end
 
 local function find_and_modify(coll, filter, fields, opts)
+  check_sort(opts, "find_one_and_modify")
   local body = { "findAndModify", coll.name, "query", filter or {} }
   for i = 1, #fields do body[#body + 1] = fields[i] end
   add_options(body, opts, { { "sort", "sort" }, { "projection", "fields" },

@@ -64,14 +64,17 @@ end
 
 -- A listener whose connections call on_request(ch, response_to, flags,
 -- body, request_id, sequences) for every OP_MSG they receive (raw: bodies
--- as bytes).
-local function raw_server(on_request, raw)
+-- as bytes), and on_fail(err, code) before they close for bad input.
+local function raw_server(on_request, raw, on_fail)
   local class = Channel:inherit()
   function class:data()
     while true do
       local a, b, c, d, e = self._stream:read_mongo(nil, raw)
       if a == nil then
-        if b then self.failed = { b, c } ; self:close() end
+        if b then
+          if on_fail then on_fail(b, c) end
+          self:close()
+        end
         return
       end
       on_request(self, a, b, c, d, e)
@@ -102,6 +105,29 @@ describe("the OP_MSG binding", function()
     assert.equal(42, m[4])         -- requestID
     assert.equal(2, #m[5].documents)
     assert.equal(2, m[5].documents[2].a)
+    ch:close()
+    l:close()
+  end)
+
+  it("reads bodies as bytes when asked, and checks a checksum", function()
+    local got, failed = {}, nil
+    local l = raw_server(function(_, ...) got[#got + 1] = table.pack(...) end, true,
+                         function(err, code) failed = { err, code } end)
+    local ch = assert(event.connect("127.0.0.1", l:port()))
+    local msg = assert(core.mongo_message(3, 1, 8, { x = 1 }, "s", { { y = 2 } }))  -- flag 1: CRC-32C
+    ch:write(msg)
+    helper.eventually(function() return #got == 1 end, "the message")
+    assert.equal(3, got[1][1])
+    assert.equal(1, got[1][2])
+    assert.equal(bson.encode({ x = 1 }), got[1][3])
+    assert.equal(bson.encode({ y = 2 }), got[1][5].s[1])
+    -- the same message with one bit of its body changed
+    local flipped = msg:sub(1, 30) .. string.char(msg:byte(31) ~ 1) .. msg:sub(32)
+    local ch2 = assert(event.connect("127.0.0.1", l:port()))
+    ch2:write(flipped)
+    helper.eventually(function() return ch2:closed() end, "the close")
+    assert.same({ "protocol error: checksum mismatch", "protocol" }, failed)
+    assert.equal(1, #got)
     ch:close()
     l:close()
   end)
@@ -551,6 +577,7 @@ describe("commands and CRUD", function()
     assert.equal(15, rows[2]._id)
     assert.is_nil(coll:find_one({ g = 7 }))
     assert.equal(20, coll:find_one({}, { sort = bson.doc{ "_id", -1 } })._id)
+    assert.matches("must be ordered", helper.raised(coll.find, coll, {}, { sort = { a = 1, b = 1 } }))
   end)
 
   it("aggregates and finds and modifies", function()
