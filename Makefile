@@ -170,7 +170,9 @@ build/fuzz/fuzz_resp: tests/fuzz/fuzz_resp.c src/core/resp.c src/core/buffer.c
 
 build/fuzz/fuzz_mongo: tests/fuzz/fuzz_mongo.c src/core/mongo.c src/core/buffer.c
 	@mkdir -p $(@D)
-	clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc/core -o $@ $^
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc/core \
+	  $(shell pkg-config --cflags libbson-1.0) -o $@ $^ \
+	  $(shell pkg-config --libs libbson-1.0)
 
 build/fuzz/fuzz_kcp: tests/fuzz/fuzz_kcp.c src/core/kcp.c
 	@mkdir -p $(@D)

@@ -3,7 +3,9 @@
 ** string must give a length, "need more" or an error, never a crash or a
 ** read outside the input; every prefix of an accepted message must be
 ** "need more"; the body and every sequence and document found must lie
-** inside the message, and the documents of a sequence must fill it.
+** inside the message, and the documents of a sequence must fill it. Each
+** document is then read by libbson as the client reads replies (validated,
+** then walked element by element, nested documents and arrays included).
 **   make fuzz FUZZ_SECONDS=60
 */
 #include <assert.h>
@@ -11,9 +13,36 @@
 #include <stdint.h>
 #include <string.h>
 
+/* libbson's bson-atomic.h casts a const away */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wcast-qual"
+#include <bson/bson.h>
+#pragma GCC diagnostic pop
+
 #include "mongo.h"
 
 #define MAX_MESSAGE 4096
+
+/* Walk every element of a document libbson accepted, to depth 100. */
+static void walk(bson_iter_t *it, int depth) {
+  while (bson_iter_next(it)) {
+    bson_iter_t child;
+    if ((BSON_ITER_HOLDS_DOCUMENT(it) || BSON_ITER_HOLDS_ARRAY(it)) &&
+        depth < 100 && bson_iter_recurse(it, &child))
+      walk(&child, depth + 1);
+    else if (BSON_ITER_HOLDS_UTF8(it))
+      (void)bson_iter_utf8(it, NULL);
+  }
+}
+
+static void read_document(const uint8_t *d, size_t len) {
+  bson_t b;
+  size_t offset;
+  if (!bson_init_static(&b, d, len)) return;
+  if (!bson_validate(&b, BSON_VALIDATE_UTF8, &offset)) return;
+  bson_iter_t it;
+  if (bson_iter_init(&it, &b)) walk(&it, 1);
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -26,6 +55,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   const uint8_t *end = data + n;
   assert(m.body >= data + 21 && m.body + m.body_len <= end);
   assert(m.body_len >= 5 && m.body[m.body_len - 1] == 0);
+  read_document(m.body, m.body_len);
   size_t pos = 0;
   mongo_seq q;
   int seqs = 0;
@@ -38,6 +68,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     while (mongo_next_document(&q, &dpos, &d, &dlen)) {
       assert(dlen >= 5 && d + dlen <= q.docs + q.docs_len);
       total += dlen;
+      read_document(d, dlen);
     }
     assert(total == q.docs_len);
   }
