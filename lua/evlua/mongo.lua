@@ -498,7 +498,12 @@ function mongo.connect(arg)
   local o, err, code = options(arg)
   if not o then return nil, err, code end
   if not running() then errors.need_coroutine("mongo.connect") end
+  local wc
+  if o.w ~= nil or o.wTimeoutMS ~= nil or o.journal ~= nil then
+    wc = { w = o.w, wtimeout = o.wTimeoutMS, j = o.journal }
+  end
   local self = setmetatable({
+    _write_concern = wc,
     _opts = o, _ch = false, _closed = false, _connecting = false,
     _failures = 0, _retry_at = 0, _err = false, _code = false, _info = nil,
     _connects = 0, _requests = 0, _dbs = {},
@@ -846,14 +851,28 @@ end
 -- Send the write command (insert/update/delete) over docs in as many
 -- batches as the server's limits ask: { n =, nModified =, upserted = }
 -- | nil, err, code, info.
-local function write_batches(coll, name, seq_id, docs, ordered, extra)
+-- The write concern of a write: opts.write_concern, else the client's
+-- (the URI's w, wTimeoutMS, journal), else none (the server's default).
+local function write_concern(coll, opts)
+  local wc = opts and opts.write_concern
+  if wc ~= nil then return wc end
+  return coll.client._write_concern
+end
+
+local function write_batches(coll, name, seq_id, docs, opts, extra)
   local n = #docs
+  local ordered = not (opts and opts.ordered == false)
+  local wc = write_concern(coll, opts)
   local total = { n = 0, nModified = 0, upserted = {} }
   local acc = { result = total }
   local first = 1
   while first <= n do
-    local body = { name, coll.name, "ordered", ordered ~= false }
+    local body = { name, coll.name, "ordered", ordered }
     for i = 1, #extra do body[#body + 1] = extra[i] end
+    if wc then
+      body[#body + 1] = "writeConcern"
+      body[#body + 1] = wc
+    end
     local reply, last, code, info = coll.client:_command(
       finish(body, coll._db), seq_id, docs, first)
     if not reply then return nil, last, code, info end
@@ -863,7 +882,7 @@ local function write_batches(coll, name, seq_id, docs, ordered, extra)
       total.upserted[#total.upserted + 1] = { index = u.index + first - 1,
                                               _id = u._id }
     end
-    if write_failure(reply, first - 1, acc) and ordered ~= false then
+    if write_failure(reply, first - 1, acc) and ordered then
       return write_error_result(acc, reply)
     end
     first = last + 1
@@ -885,7 +904,7 @@ function Collection:insert_one(d, opts)
   check_doc(d, 1, "insert_one")
   local id = ensure_id(d)
   local r, err, code, info = write_batches(self, "insert", "documents", { d },
-                                           true, add_options({}, opts, {
+                                           opts, add_options({}, opts, {
                                              { "bypass_document_validation",
                                                "bypassDocumentValidation" } }))
   if not r then return nil, err, code, info end
@@ -903,9 +922,10 @@ function Collection:insert_many(docs, opts)
     check_doc(docs[i], 1, "insert_many")
     ids[i] = ensure_id(docs[i])
   end
-  local ordered = not (opts and opts.ordered == false)
   local r, err, code, info = write_batches(self, "insert", "documents", docs,
-                                           ordered, {})
+                                           opts, add_options({}, opts, {
+                                             { "bypass_document_validation",
+                                               "bypassDocumentValidation" } }))
   if not r then
     if info and info.result then info.result.inserted_ids = ids end
     return nil, err, code, info
@@ -930,7 +950,8 @@ local function update(coll, fname, filter, upd, opts, multi)
     stmt.collation = opts.collation
   end
   local r, err, code, info = write_batches(coll, "update", "updates", { stmt },
-                                           true, {})
+                                           { write_concern = opts and opts.write_concern },
+                                           {})
   if not r then return nil, err, code, info end
   return update_result(r)
 end
@@ -954,7 +975,8 @@ local function delete(coll, fname, filter, limit, opts)
   local stmt = { q = filter, limit = limit }
   if opts then stmt.collation, stmt.hint = opts.collation, opts.hint end
   local r, err, code, info = write_batches(coll, "delete", "deletes", { stmt },
-                                           true, {})
+                                           { write_concern = opts and opts.write_concern },
+                                           {})
   if not r then return nil, err, code, info end
   return { deleted_count = r.n }
 end
@@ -1071,6 +1093,11 @@ local function find_and_modify(coll, filter, fields, opts)
   for i = 1, #fields do body[#body + 1] = fields[i] end
   add_options(body, opts, { { "sort", "sort" }, { "projection", "fields" },
                             { "upsert", "upsert" } })
+  local wc = write_concern(coll, opts)
+  if wc then
+    body[#body + 1] = "writeConcern"
+    body[#body + 1] = wc
+  end
   local reply, err, code, info = coll.client:_command(finish(body, coll._db))
   if not reply then return nil, err, code, info end
   if reply.value == bson.null then return nil end

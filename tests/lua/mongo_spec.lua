@@ -375,6 +375,27 @@ describe("the client with servers written here", function()
     good:close()
   end)
 
+  it("sends the write concern of the URI, or of the operation", function()
+    local seen = {}
+    local l = fake_mongod(function(ch, id, body)
+      seen[#seen + 1] = body.writeConcern or false
+      reply(ch, id, { ok = 1, n = 1 })
+    end)
+    local c = assert(mongo.connect(("mongodb://127.0.0.1:%d/?w=majority&journal=true&wTimeoutMS=500")
+                                   :format(l:port())))
+    local coll = c:collection("x.y")
+    assert(coll:insert_one({ a = 1 }))
+    assert(coll:delete_one({ a = 1 }, { write_concern = { w = 0 } }))
+    c:close()
+    c = assert(mongo.connect({ host = "127.0.0.1", port = l:port() }))
+    assert(c:collection("x.y"):update_one({}, { ["$set"] = { a = 2 } }))
+    assert.same({ w = "majority", j = true, wtimeout = 500 }, seen[1])
+    assert.same({ w = 0 }, seen[2])
+    assert.is_false(seen[3])
+    c:close()
+    l:close()
+  end)
+
   it("sends the hello handshake with the client metadata", function()
     local hello
     local l = raw_server(function(ch, _, _, body, id)
@@ -599,6 +620,11 @@ describe("commands and CRUD", function()
     assert.equal(3, gone.v)
     assert.is_nil(coll:find_one_and_delete({ k = "nothing" }))
     assert.equal(3, coll:count_documents())
+    local replaced = assert(coll:find_one_and_replace({ k = "z" }, { k = "zz" },
+                                                      { return_document = "after",
+                                                        projection = { _id = 0 } }))
+    assert.same({ k = "zz" }, replaced)
+    assert.equal(1, coll:count_documents({ k = "zz" }))
   end)
 
   it("creates, lists and drops indexes; lists collections and databases", function()
@@ -629,6 +655,12 @@ describe("commands and CRUD", function()
     assert.is_true(coll:drop())
     assert.is_true(coll:drop())   -- already gone
     assert.equal(0, coll:estimated_document_count())
+    local other = c:db("dropme")
+    assert(other:collection("c"):insert_one({}))
+    assert.is_true(other:drop())
+    for _, d in ipairs(assert(c:list_databases())) do
+      assert.is_true(d.name ~= "dropme")
+    end
   end)
 
   it("keeps every BSON type through the server", function()
