@@ -377,6 +377,10 @@ local function open(o)
   hello[#hello + 1] = "admin"
   local reply, info
   reply, err, code, info = command(ch, o.connect_timeout, doc(hello))
+  if not reply and info and info.code == 59 then   -- before 4.4.2: no hello
+    hello[1] = "isMaster"
+    reply, err, code, info = command(ch, o.connect_timeout, doc(hello))
+  end
   if not reply then
     ch:close_immediately()
     return nil, "hello failed: " .. err, code, info

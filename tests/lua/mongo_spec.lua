@@ -396,6 +396,28 @@ describe("the client with servers written here", function()
     l:close()
   end)
 
+  it("falls back to isMaster for a server without hello", function()
+    local asked = {}
+    local l = raw_server(function(ch, _, _, body, id)
+      if body.hello then
+        asked[#asked + 1] = "hello"
+        reply(ch, id, { ok = 0, code = 59, codeName = "CommandNotFound",
+                        errmsg = "no such command: 'hello'" })
+      elseif body.isMaster then
+        asked[#asked + 1] = "isMaster"
+        assert(body.client.driver.name == "evlua")
+        reply(ch, id, HELLO)
+      else
+        reply(ch, id, { ok = 1 })
+      end
+    end)
+    local c = assert(mongo.connect({ host = "127.0.0.1", port = l:port() }))
+    assert.same({ "hello", "isMaster" }, asked)
+    assert.equal(1, assert(c:db("x"):run_command({ ping = 1 })).ok)
+    c:close()
+    l:close()
+  end)
+
   it("sends the hello handshake with the client metadata", function()
     local hello
     local l = raw_server(function(ch, _, _, body, id)
