@@ -55,6 +55,7 @@ function RpcChannel:_start(...)
   self._next_id = 1
   self._free_ids, self._nfree = {}, 0   -- msgids answered, for reuse
   self._early = {}   -- task -> response that came before it waited
+  self._due, self._due_at, self._due_timer = {}, math.huge, false
   self._serving = 0  -- requests taken and not answered yet
   -- fields read per message are the instance's own: a miss would walk
   -- the class chain
@@ -232,6 +233,62 @@ local function refuse(ch, msgid, method, n)
                                        :format(n, ch.max_params))
 end
 
+--[[ Call deadlines =========================================================]]
+-- Calls that wait for the channel's call_timeout share one timer per
+-- channel instead of starting and stopping one each: their deadlines are
+-- in ch._due (msgid -> time; false for a call without one, or with a
+-- timeout of its own, which times it with a deadline of its own). The
+-- timer is due at the earliest (ch._due_at). As every such call waits
+-- as long, the earliest is the oldest call's, and a call made later
+-- changes nothing unless call_timeout was shortened meanwhile. On expiry
+-- the timer fails every call past its deadline and restarts for the next.
+
+local function expire_calls(timer, ch)
+  local now = event.now()
+  local pending, due, next_at = ch._pending, ch._due, math.huge
+  for msgid, task in pairs(pending) do
+    local at = due[msgid]
+    if at then
+      if at <= now then
+        -- its id is not reused: a late response cannot reach a newer call
+        pending[msgid], due[msgid] = nil, false
+        wake(task, nil, "timeout", "timeout")
+      elseif at < next_at then
+        next_at = at
+      end
+    end
+  end
+  ch._due_at = next_at
+  if next_at < math.huge then timer:start(next_at - now) end
+end
+
+-- Time the call msgid out at call_timeout, on the channel's timer.
+local function set_due(ch, msgid)
+  local timeout = ch.call_timeout
+  if not timeout then
+    ch._due[msgid] = false
+    return
+  end
+  local at = event.now() + timeout
+  ch._due[msgid] = at
+  if at < ch._due_at then
+    ch._due_at = at
+    local timer = ch._due_timer
+    if not timer then
+      timer = core.timer(expire_calls, ch)
+      ch._due_timer = timer
+    end
+    timer:start(timeout)
+  end
+end
+
+local function stop_due(ch)
+  ch._due_at = math.huge
+  if ch._due_timer then ch._due_timer:stop() end
+end
+
+--[[ Messages ===============================================================]]
+
 -- Fail every call waiting for a response on ch.
 local function fail_pending(ch)
   local pending = ch._pending
@@ -361,6 +418,7 @@ function RpcChannel:_ended(reason)
     if news then event.warn(line) else event.debug(line) end
   end
   fail_pending(self)
+  stop_due(self)
   local server = self._server
   if server and server._conns[self] then
     server._conns[self] = nil
@@ -382,16 +440,19 @@ local function failed(ch, err, code)
   return nil, err, code
 end
 
-local function call(self, timeout, method, ...)
+-- The first half of a call, before its request is written: the checks,
+-- the count and the message id. Returns the running task and the id, or
+-- nothing when the channel is closed (or closing for bad input: no
+-- response could be read any more).
+local function begin_call(self, method, fname)
   if type(method) ~= "string" then
-    errors.argerror(1, "call", "method name expected, got " .. type(method),
-                    2)
+    errors.argerror(1, fname, "method name expected, got " .. type(method),
+                    3)
   end
   local task = running()
-  if not task then errors.need_coroutine("rpc call", 2) end
+  if not task then errors.need_coroutine("rpc call", 3) end
   self._calls = self._calls + 1
-  -- closing for bad input: no response could be read any more
-  if self._closed or self._failing then return failed(self, "closed", "closed") end
+  if self._closed or self._failing then return end
   -- Small reused ids keep _pending in its array part; ever-new ids make
   -- it a hash that can rehash on every call.
   local msgid
@@ -404,14 +465,27 @@ local function call(self, timeout, method, ...)
     msgid = self._next_id
     self._next_id = msgid < MSGID_LIMIT and msgid + 1 or 1
   end
-  local ok, err, code = self._stream:write_rpc_request(msgid, method, ...)
+  return task, msgid
+end
+
+-- The second half: wait for the response to the request msgid, whose
+-- write returned ok, err, code. timeout: seconds, nil for none, or true
+-- for the channel's call_timeout (on its timer).
+local function finish_call(self, task, msgid, method, timeout, ok, err, code)
   if ok == nil then return failed(self, err, code) end
-  self._pending[msgid] = task   -- a task waits for one thing at a time
+  local pending = self._pending
+  pending[msgid] = task   -- a task waits for one thing at a time
+  if timeout == true then
+    set_due(self, msgid)
+    timeout = nil
+  else
+    self._due[msgid] = false
+  end
   if ok == false then   -- the send queue is full: wait for it first
-    local started = event.now()
+    local started = timeout and event.now()
     ok, err, code = self:_wait_drain()
     if not ok then
-      self._pending[msgid] = nil
+      if pending[msgid] == task then pending[msgid] = nil end
       self._early[task] = nil
       return failed(self, err, code)
     end
@@ -423,7 +497,7 @@ local function call(self, timeout, method, ...)
       return early[2]
     end
   end
-  -- Park inline until process resumes the task with the response (or the
+  -- Park inline until process resumes the task with the response (or a
   -- deadline, a cancel or the close of the channel wakes it).
   local tag, rerr, result
   if task[CANCEL] then
@@ -443,13 +517,27 @@ local function call(self, timeout, method, ...)
     if rerr ~= nil then return failed(self, rerr, "remote") end  -- the handler's
     return result
   end
-  self._pending[msgid] = nil
+  -- still ours unless a response or the deadline took it (and the id may
+  -- serve a newer call already)
+  if pending[msgid] == task then pending[msgid] = nil end
   return failed(self, rerr, result)   -- the wait's failure: result is its code
 end
 
+-- A call on ch with timeout (as finish_call takes it).
+local function call(self, timeout, fname, method, ...)
+  local task, msgid = begin_call(self, method, fname)
+  if not task then return failed(self, "closed", "closed") end
+  return finish_call(self, task, msgid, method, timeout,
+                     self._stream:write_rpc_request(msgid, method, ...))
+end
+
 -- ch:call(method, ...) -> result | nil, err; waits at most call_timeout.
+-- (call's two halves are written out here: this is the hot path.)
 function RpcChannel:call(method, ...)
-  return call(self, self.call_timeout, method, ...)
+  local task, msgid = begin_call(self, method, "call")
+  if not task then return failed(self, "closed", "closed") end
+  return finish_call(self, task, msgid, method, true,
+                     self._stream:write_rpc_request(msgid, method, ...))
 end
 
 -- ch:timed_call(seconds, method, ...): call with its own timeout.
@@ -457,7 +545,7 @@ function RpcChannel:timed_call(timeout, method, ...)
   if type(timeout) ~= "number" or not (timeout >= 0) then
     errors.argerror(1, "timed_call", "non-negative number expected")
   end
-  return call(self, timeout, method, ...)
+  return call(self, timeout, "timed_call", method, ...)
 end
 
 -- ch:send(method, ...) -> true | nil, err: a notification, no reply.
@@ -766,12 +854,17 @@ local function client_call(self, timeout, fname, method, ...)
   end
   if not event.running() then errors.need_coroutine("client:" .. fname, 2) end
   self._calls = self._calls + 1
-  local started = event.now()
-  local ch, err, code = connection(self, timeout)
-  if not ch then return failed(self, err, code) end
-  if timeout then timeout = math.max(0, timeout - (event.now() - started)) end
-  local result
-  result, err, code = call(ch, timeout, method, ...)
+  local ch = self._ch
+  if self._closed or not ch or ch._closed or ch._failing then
+    -- connecting first: the call gets what is left of its time
+    if timeout == true then timeout = self._class.call_timeout end
+    local started = event.now()
+    local err, code
+    ch, err, code = connection(self, timeout)
+    if not ch then return failed(self, err, code) end
+    if timeout then timeout = math.max(0, timeout - (event.now() - started)) end
+  end
+  local result, err, code = call(ch, timeout, fname, method, ...)
   if result == nil and err ~= nil then return failed(self, err, code) end
   return result
 end
@@ -779,7 +872,7 @@ end
 -- client:call(method, ...) -> result | nil, err, code: ch:call on the
 -- connection (connecting first if need be), within call_timeout in all.
 function Client:call(method, ...)
-  return client_call(self, self._class.call_timeout, "call", method, ...)
+  return client_call(self, true, "call", method, ...)
 end
 
 -- client:timed_call(seconds, method, ...): call with its own timeout

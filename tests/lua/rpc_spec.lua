@@ -160,6 +160,31 @@ describe("rpc", function()
   end)
 
 
+  it("times calls out at call_timeout each from its own start, on one channel timer", function()
+    local listener, port = server()
+    local ch = assert(rpc.connect("127.0.0.1", port, { call_timeout = 0.1 }))
+    local function slow_call()
+      local started = event.now()
+      local result, err = ch:call("slow", 5, "late")
+      return result, err, event.now() - started
+    end
+    local first = event.fork(slow_call)
+    event.sleep(0.05)   -- the second call's deadline is 0.05 s after the first's
+    local second = event.fork(slow_call)
+    assert.equal(3, ch:call("add", 1, 2))
+    for _, task in ipairs({ first, second }) do
+      local ok, result, err, elapsed = task:join(5)
+      assert.is_true(ok)
+      assert.same({ nil, "timeout" }, { result, err })
+      assert.is_true(elapsed >= 0.1 and elapsed < 4, "timed out after " .. elapsed)
+    end
+    assert.equal(0, ch:pending())
+    assert.equal(5, ch:call("add", 2, 3))   -- the channel goes on
+    assert.equal(2, ch:stats().timeouts)
+    ch:close()
+    listener:close()
+  end)
+
   it("cancels a waiting call; its late response reaches no later call", function()
     local listener, port = server()
     local ch = assert(rpc.connect("127.0.0.1", port))
