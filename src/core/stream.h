@@ -137,6 +137,10 @@ struct evlua_stream {
 #define EVLUA_STREAM_LINGER      30.0
 #define EVLUA_STREAM_SEND_TIMEOUT 60.0
 
+/* Output corking (stream.c): writes are held for one write per loop
+** iteration until a stream holds this many bytes. */
+#define EVLUA_STREAM_CORK_MAX    (2 * 1024)
+
 /* Set up a stream on fd (made non-blocking). If connecting, it waits for
 ** the connection to complete, else it starts reading. loop carries an
 ** evlua_loop_state (evlua_loop_state_init). */

@@ -146,6 +146,28 @@ static void small_writes_share_one_write(void **state) {
   assert_int_equal(closes, 0);
 }
 
+/* Writes stay corked while the queue holds less than the cork limit; the
+** write that reaches it sends everything at once. */
+static void writes_go_out_once_the_cork_limit_is_reached(void **state) {
+  (void)state;
+  int peer = open_pair();
+  enum { LIMIT = EVLUA_STREAM_CORK_MAX };
+  static char chunk[LIMIT];
+  memset(chunk, 'c', sizeof chunk);
+  struct iovec v = { chunk, LIMIT - 2 };
+  assert_int_equal(evlua_stream_write(&st, &v, 1), 0);
+  assert_int_equal(write_str("a"), 0);   /* LIMIT - 1 bytes: corked */
+  assert_int_equal(st.bytes_out, 0);
+  assert_int_equal(write_str("b"), 0);   /* LIMIT: all of it, now */
+  assert_int_equal(st.bytes_out, LIMIT);
+  assert_int_equal(evlua_buffer_len(&st.out), 0);
+  static char buf[LIMIT + 1];
+  assert_int_equal(read_now(peer, buf, sizeof buf), LIMIT);
+  assert_memory_equal(buf + LIMIT - 2, "ab", 2);
+  evlua_stream_release(&st);
+  close(peer);
+}
+
 static void large_write_goes_out_at_once_in_order(void **state) {
   (void)state;
   int peer = open_pair();
@@ -873,6 +895,7 @@ int main(void) {
   memset(big, 'b', BIG);
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(small_writes_share_one_write),
+    cmocka_unit_test(writes_go_out_once_the_cork_limit_is_reached),
     cmocka_unit_test(large_write_goes_out_at_once_in_order),
     cmocka_unit_test(full_above_high_water_drains_at_low_water),
     cmocka_unit_test(reading_stops_at_max_input),
