@@ -21,10 +21,13 @@ libhttp-parser-dev libreadline-dev libbson-dev libssl-dev"
 # here wrote: Neovim, and Python's msgpack and pynvim (tests call
 # /usr/bin/python3, Debian's, which has them); curl and nginx as HTTP
 # peers; redis-server for the Redis client; Go and kcp-go (built offline,
-# GOPATH mode) as the KCP peer (tests/peers/kcp_peer.go).
+# GOPATH mode) as the KCP peer (tests/peers/kcp_peer.go); Node.js for the
+# MongoDB test server (tests/peers/mongo: npm's mongodb driver, bson and
+# mingo, installed by tests/peers/mongo_setup.sh), libmongoc as its second
+# conformance client, and Python's bson (pymongo's) for BSON interop.
 TEST="libcmocka-dev lua5.4 lua-busted clang libclang-rt-14-dev valgrind tmux \
 procps groff-base lua-check dnsmasq-base python3 python3-msgpack python3-pynvim neovim curl nginx \
-redis-server golang-go golang-github-xtaci-kcp-dev"
+redis-server golang-go golang-github-xtaci-kcp-dev nodejs libmongoc-dev python3-bson"
 # Benchmarks: wrk, and nginx with its Lua module as the HTTP peers;
 # redis-benchmark (redis-tools) as the Redis client's peer; taskset
 # (util-linux) pins server and client to their cores.
@@ -54,6 +57,11 @@ for p in $packages; do
     *) missing="$missing $p" ;;
   esac
 done
+# npm: Debian's package, unless an npm is there already (the nodejs of
+# NodeSource bundles one and conflicts with Debian's npm).
+case " $packages " in
+  *" nodejs "*) command -v npm >/dev/null 2>&1 || missing="$missing npm" ;;
+esac
 [ -z "$missing" ] && exit 0
 
 if ! command -v apt-get >/dev/null 2>&1; then

@@ -79,6 +79,11 @@ if [ -z "$LUA_ONLY" ] && [ $# -eq 0 ]; then
     name=$(basename "$t")
     run_suite "$name" "$LOG_DIR/$name.tap" "$t"
   done
+  # The MongoDB test server that the mongo specs use, checked first against
+  # the official Node.js driver and libmongoc: it must behave like mongod
+  # for evlua.mongo's tests to mean anything.
+  run_suite mongo_conformance "$LOG_DIR/mongo_conformance.tap" \
+    tests/peers/mongo/conformance.sh
 fi
 
 if [ $# -eq 0 ]; then set -- tests/lua/*_spec.lua; fi

@@ -2,6 +2,9 @@
 -- runs with evlua; when an ```output block follows, stdout must match it.
 local helper = require "helper"
 
+-- the MongoDB test server's npm packages
+assert(os.execute("sh tests/peers/mongo_setup.sh"))
+
 -- Return the list of { code =, output =, line = } examples in a file.
 local function examples(path)
   local list = {}
@@ -35,6 +38,12 @@ local function uses_redis(code)
   return code:find("evlua.redis", 1, true) ~= nil
 end
 
+-- Examples of evlua.mongo likewise get the MongoDB test server
+-- (tests/peers/mongo) on a free port for 27017.
+local function uses_mongo(code)
+  return code:find("evlua.mongo", 1, true) ~= nil
+end
+
 for _, file in ipairs(files) do
   describe(file, function()
     after_each(helper.cleanup)
@@ -46,6 +55,10 @@ for _, file in ipairs(files) do
         if uses_redis(code) then
           local server = helper.redis_server()
           code = code:gsub("6379", tostring(server.port))
+        end
+        if uses_mongo(code) then
+          local server = helper.mongo_server()
+          code = code:gsub("27017", tostring(server.port))
         end
         local out, err, rc = helper.run_script(code)
         assert.equal(0, rc, err)

@@ -244,4 +244,26 @@ function helper.redis_server(opts)
   }
 end
 
+-- helper.mongo_server([args]) -> { port, pid, log, stop([signal]) }: the
+-- MongoDB wire test server (tests/peers/mongo/server.js, in memory) on a
+-- free port, with its options in args (a string: "--auth user:pass ...").
+-- cleanup stops it.
+function helper.mongo_server(args)
+  local dir = helper.tmpdir()
+  local log = dir .. "/mongo.log"
+  local p = io.popen(("exec node tests/peers/mongo/server.js --port 0 "
+                      .. "--no-stdin-watch %s >%s 2>&1 & echo $!")
+                     :format(args or "", log))
+  local pid = p:read("l")
+  p:close()
+  spawned[#spawned + 1] = pid
+  local port = helper.await_output(log, "port (%d+)", 30)
+  return {
+    port = tonumber(port), pid = pid, log = log,
+    stop = function(signal)
+      os.execute(("kill -%s %s 2>/dev/null"):format(signal or "KILL", pid))
+    end,
+  }
+end
+
 return helper
