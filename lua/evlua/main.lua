@@ -62,6 +62,13 @@ local function parse(argv)
       if opts.console == nil then return fail("bad_option", "'--console' needs argument") end
       i = i + 1
       goto continue
+    elseif a == "--dap" then
+      opts.dap = math.tointeger(tonumber(argv[i + 1] or ""))
+      if not opts.dap or opts.dap < 0 or opts.dap > 65535 then
+        return fail("bad_option", "'--dap' needs a port")
+      end
+      i = i + 2
+      goto continue
     end
     local flag, value = a:sub(2, 2), a:sub(3)
     if flag == "e" or flag == "l" then
@@ -241,6 +248,10 @@ local function launch(argv, info)
     if run_script then
       local fn, serr = prepare_script(argv, opts.script)
       if not fn then return start_failed(progname, serr) end
+      if opts.dap then
+        local ok, derr = require("evlua.dap").start_main(opts.dap)
+        if not ok then return start_failed(progname, "--dap " .. opts.dap .. ": " .. derr) end
+      end
       if not repl then return fn() end
       fn()
     end
