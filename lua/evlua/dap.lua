@@ -24,7 +24,7 @@ local argerror, fail = errors.argerror, errors.fail
 local dap = {}
 
 dap.HOST = "127.0.0.1"            -- loopback only
-dap.MAX_HEADER = 1024             -- longest header line (bytes)
+dap.MAX_HEADER = 1024             -- longest header line (bytes, without CRLF)
 dap.MAX_HEADERS = 16              -- header lines before the empty one
 dap.MAX_BODY = 1024 * 1024        -- largest message body (bytes)
 dap.MAX_DEPTH = 64                -- deepest nesting of a request's JSON
@@ -133,6 +133,7 @@ local function read_message(s)
       if code == "too_large" then return fail("too_large", "header line too long") end
       return nil, err, code
     end
+    if #line > s.max_header then return fail("too_large", "header line too long") end
     if line == "" then
       if lines > 0 then break end   -- stray empty lines before a header
     else
@@ -243,6 +244,7 @@ local function get_engine()
   if not engine then
     engine = require "evlua.debug_engine"
     engine.set_mode("remote")
+    engine.own(debug.getinfo(1, "S").source)   -- never stop in the adapter
     engine.on_stop(on_stop)
     engine.on_event(on_engine_event)
   end
@@ -410,7 +412,8 @@ function handlers.variables(_, args)
   if not ref then return nil, "variablesReference expected" end
   local start_at, count = int(args.start), int(args.count)
   if count == 0 then count = nil end
-  local vars, total = get_engine().variables(ref, start_at, count)
+  -- DAP counts from 0, the engine from 1 (as Lua lists do)
+  local vars, total = get_engine().variables(ref, start_at and start_at + 1, count)
   if not vars then return nil, total or "unknown variablesReference" end
   local list = array()
   for _, v in ipairs(vars) do
@@ -596,19 +599,29 @@ local function session_task(opts, ch)
     ch:close()
     return
   end
+  local claimed, cerr = get_engine().claim("dap")
+  if not claimed then
+    local s = { channel = ch, seq = 0 }
+    send_event(s, "output", { category = "important", output = "evlua: " .. cerr .. "; refused\n" })
+    send_event(s, "terminated", {})
+    ch:close()
+    return
+  end
   local s = {
     channel = ch, seq = 0, files = {}, stopped = {}, frame_ids = {},
     scope_refs = {}, next_frame = 0,
+    max_header = opts.max_header or dap.MAX_HEADER,
     max_headers = opts.max_headers or dap.MAX_HEADERS,
     max_body = opts.max_body or dap.MAX_BODY,
     read_timeout = opts.read_timeout or dap.READ_TIMEOUT,
   }
   current = s
-  ch:set_limits({ max_line = opts.max_header or dap.MAX_HEADER })
+  ch:set_limits({ max_line = s.max_header + 1 })   -- and its "\r"
   event.running():set_name("dap session " .. tostring(ch):gsub("^channel ", ""))
   local ok, err = pcall(serve, s)
   if current == s then current = nil end
   detach(s)
+  engine.release("dap")
   s.closed = nil
   if s.exit_status then
     local status = s.exit_status

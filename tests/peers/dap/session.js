@@ -1,0 +1,215 @@
+// tests/peers/dap/session.js - one DAP session against evlua's adapter,
+// driven by Microsoft's DebugClient (@vscode/debugadapter-testsupport),
+// without mocha. Run by tests/lua/dap_spec.lua:
+//   node session.js DAP_PORT TICK_PORT SCRIPT_PATH LINES_JSON
+// The debuggee (evlua --dap DAP_PORT SCRIPT) is already running; TICK_PORT
+// is its side channel: a line "go" starts the work that hits the
+// breakpoints, and every timer tick arrives as a line "tick N". Prints TAP;
+// exits 0 when every step passed.
+'use strict';
+const net = require('net');
+const assert = require('assert');
+const { DebugClient } = require('@vscode/debugadapter-testsupport');
+
+const [dapPort, tickPort] = [Number(process.argv[2]), Number(process.argv[3])];
+const script = process.argv[4];
+const lines = JSON.parse(process.argv[5]);
+
+let step = 0;
+function ok(what) { step += 1; console.log(`ok ${step} - ${what}`); }
+
+// The side channel: lines from the debuggee, awaited one pattern at a time.
+function sideChannel() {
+  const sock = net.createConnection(tickPort, '127.0.0.1');
+  let buffered = '';
+  const seen = [];
+  const waiters = [];
+  sock.setEncoding('utf8');
+  sock.on('data', (chunk) => {
+    buffered += chunk;
+    let i;
+    while ((i = buffered.indexOf('\n')) >= 0) {
+      seen.push(buffered.slice(0, i));
+      buffered = buffered.slice(i + 1);
+    }
+    for (const w of waiters.slice()) w();
+  });
+  return {
+    send(line) { sock.write(line + '\n'); },
+    // Resolves with the first line from index `from` on matching re.
+    waitFor(re, from = 0, ms = 10000) {
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no line matching ${re}: ${seen.join('|')}`)), ms);
+        const check = () => {
+          for (let k = from; k < seen.length; k++) {
+            if (re.test(seen[k])) {
+              clearTimeout(timer);
+              waiters.splice(waiters.indexOf(check), 1);
+              resolve({ line: seen[k], index: k });
+              return;
+            }
+          }
+        };
+        waiters.push(check);
+        check();
+      });
+    },
+    get count() { return seen.length; },
+    close() { sock.end(); },
+  };
+}
+
+function variable(vars, name) {
+  const v = vars.find((x) => x.name === name);
+  assert.ok(v, `no variable ${name} in ${JSON.stringify(vars.map((x) => x.name))}`);
+  return v;
+}
+
+async function main() {
+  const dc = new DebugClient('unused', 'unused', 'evlua');
+  dc.defaultTimeout = 10000;
+  await dc.start(dapPort);
+
+  const outputs = [];
+  dc.on('output', (e) => outputs.push(e.body.output));
+
+  const initialized = dc.waitForEvent('initialized');
+  const init = await dc.initializeRequest({ adapterID: 'evlua', linesStartAt1: true,
+    columnsStartAt1: true, pathFormat: 'path' });
+  assert.ok(init.body.supportsConfigurationDoneRequest);
+  assert.ok(init.body.supportsConditionalBreakpoints && init.body.supportsHitConditionalBreakpoints);
+  assert.ok(init.body.supportsLogPoints && init.body.supportsSetVariable && init.body.supportsTerminateRequest);
+  await initialized;
+  ok('initialize: capabilities, then the initialized event');
+
+  await dc.attachRequest({});
+  const set = await dc.setBreakpointsRequest({ source: { path: script }, breakpoints: [
+    { line: lines.add },                               // stops
+    { line: lines.blank },                             // moves to the next line with code
+    { line: lines.loop, condition: 'i == 3' },         // conditional
+    { line: lines.log, logMessage: 'logged {i}' },     // log point
+  ] });
+  const bps = set.body.breakpoints;
+  assert.strictEqual(bps.length, 4);
+  assert.ok(bps.every((b) => b.verified), JSON.stringify(bps));
+  assert.strictEqual(bps[0].line, lines.add);
+  assert.strictEqual(bps[1].line, lines.moved, JSON.stringify(bps[1]));
+  ok('setBreakpoints: verified, a line without code moved');
+  const none = await dc.setBreakpointsRequest({ source: { path: script + '.none.lua' }, breakpoints: [] });
+  assert.deepStrictEqual(none.body.breakpoints, []);
+  ok('setBreakpoints with none: breakpoints is []');
+  await dc.configurationDoneRequest();
+
+  const side = sideChannel();
+  const stopping = dc.waitForEvent('stopped');
+  side.send('go');
+  const stopped = await stopping;
+  assert.strictEqual(stopped.body.reason, 'breakpoint');
+  const thread = stopped.body.threadId;
+  ok(`stopped at a breakpoint in thread ${thread}`);
+
+  // The remote property: while this coroutine is parked, the timer ticks.
+  const first = await side.waitFor(/^tick \d+$/, side.count);
+  await side.waitFor(/^tick \d+$/, first.index + 3);
+  ok('other coroutines run while one is stopped (3 more timer ticks)');
+
+  const threads = await dc.threadsRequest();
+  assert.ok(threads.body.threads.some((t) => t.id === thread), JSON.stringify(threads.body));
+  ok('threads lists the stopped coroutine');
+
+  const st = await dc.stackTraceRequest({ threadId: thread, startFrame: 0, levels: 20 });
+  const top = st.body.stackFrames[0];
+  assert.strictEqual(top.line, lines.add, JSON.stringify(top));
+  assert.ok(top.source.path.endsWith('debuggee.lua'), JSON.stringify(top.source));
+  assert.ok(st.body.stackFrames.some((f) => f.name.includes('work')), JSON.stringify(st.body));
+  ok('stackTrace: the breakpoint line on top, its caller below');
+
+  const scopes = (await dc.scopesRequest({ frameId: top.id })).body.scopes;
+  const names = scopes.map((s) => s.name).join(',');
+  assert.ok(/Locals/.test(names) && /Upvalues/.test(names) && /Globals/.test(names), names);
+  const locals = scopes.find((s) => s.name === 'Locals');
+  let vars = (await dc.variablesRequest({ variablesReference: locals.variablesReference })).body.variables;
+  assert.strictEqual(variable(vars, 'a').value, '20');
+  const t = variable(vars, 't');
+  assert.ok(t.variablesReference > 0, JSON.stringify(t));
+  ok('scopes and variables: locals, upvalues, globals');
+
+  const page = (await dc.variablesRequest({ variablesReference: t.variablesReference, start: 0, count: 5 })).body.variables;
+  assert.ok(page.length > 0 && page.length <= 5, JSON.stringify(page));
+  const items = page.find((v) => v.name === 'items') || variable(
+    (await dc.variablesRequest({ variablesReference: t.variablesReference })).body.variables, 'items');
+  const rest = (await dc.variablesRequest({ variablesReference: items.variablesReference, start: 10, count: 10 })).body.variables;
+  assert.strictEqual(rest.length, 10, JSON.stringify(rest));
+  ok('variables: a table expands, paged with start and count');
+
+  const ev = await dc.evaluateRequest({ expression: 'a * 2 + #t.items', frameId: top.id, context: 'repl' });
+  assert.strictEqual(ev.body.result, '140');
+  await dc.evaluateRequest({ expression: 'error("boom")', frameId: top.id, context: 'repl' }).then(
+    () => { throw new Error('an expression that raises answered success'); },
+    (err) => assert.ok(/boom/.test(err.message), err.message));
+  ok('evaluate: in the frame; an error is an error response');
+
+  const sv = await dc.setVariableRequest({ variablesReference: locals.variablesReference, name: 'b', value: '100' });
+  assert.strictEqual(sv.body.value, '100');
+  ok('setVariable');
+
+  await Promise.all([dc.nextRequest({ threadId: thread }), dc.waitForEvent('stopped')]);
+  let now = (await dc.stackTraceRequest({ threadId: thread })).body.stackFrames[0];
+  assert.strictEqual(now.line, lines.add + 1, JSON.stringify(now));
+  ok('next');
+
+  await Promise.all([dc.stepOutRequest({ threadId: thread }), dc.waitForEvent('stopped')]);
+  now = (await dc.stackTraceRequest({ threadId: thread })).body.stackFrames[0];
+  assert.ok(now.name.includes('work') || now.line === lines.call, JSON.stringify(now));
+  ok('stepOut');
+
+  await Promise.all([dc.continueRequest({ threadId: thread }), dc.waitForEvent('stopped')]);
+  now = (await dc.stackTraceRequest({ threadId: thread })).body.stackFrames[0];
+  assert.strictEqual(now.line, lines.moved, JSON.stringify(now));
+  ok('continue to the moved breakpoint');
+
+  await Promise.all([dc.stepInRequest({ threadId: thread }), dc.waitForEvent('stopped')]);
+  now = (await dc.stackTraceRequest({ threadId: thread })).body.stackFrames[0];
+  assert.strictEqual(now.line, lines.inner, JSON.stringify(now));
+  ok('stepIn');
+
+  await Promise.all([dc.continueRequest({ threadId: thread }), dc.waitForEvent('stopped')]);
+  now = (await dc.stackTraceRequest({ threadId: thread })).body.stackFrames[0];
+  assert.strictEqual(now.line, lines.loop);
+  const loopScopes = (await dc.scopesRequest({ frameId: now.id })).body.scopes;
+  const loopLocals = loopScopes.find((s) => s.name === 'Locals');
+  vars = (await dc.variablesRequest({ variablesReference: loopLocals.variablesReference })).body.variables;
+  assert.strictEqual(variable(vars, 'i').value, '3');
+  ok('a conditional breakpoint stops when its condition holds');
+
+  await dc.continueRequest({ threadId: thread });
+  const done = await side.waitFor(/^done /);
+  assert.strictEqual(done.line, 'done 120', done.line);
+  assert.ok(outputs.some((o) => /logged 1/.test(o)) && outputs.some((o) => /logged 5/.test(o)),
+    JSON.stringify(outputs));
+  ok('the stopped work completes with the value set; log points print');
+
+  const unknown = await dc.send('noSuchCommand', {}).then(() => null, (e) => e);
+  assert.ok(unknown && /unknown command/.test(unknown.message));
+  ok('an unknown command gets an error response');
+
+  const terminated = dc.waitForEvent('terminated');
+  await dc.terminateRequest({});
+  await terminated;
+  ok('terminate: the terminated event');
+  side.close();
+  await dc.stop();
+  console.log(`1..${step}`);
+}
+
+// A step that never ends fails the run instead of ending it silently.
+const watchdog = setTimeout(() => {
+  console.log(`not ok ${step + 1} - no progress after 50 s`);
+  process.exit(1);
+}, 50000);
+
+main().then(() => process.exit(0), (err) => {
+  console.log(`not ok ${step + 1} - ${err && err.stack || err}`);
+  console.log(`1..${step + 1}`);
+  process.exit(1);
+});
