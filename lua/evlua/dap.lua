@@ -279,7 +279,7 @@ end
 local function start(s, args, how)
   s.how = how
   s.terminate_on_disconnect = how == "launch"
-  if args.noDebug == true then s.no_debug = true end
+  s.stop_on_entry = args.stopOnEntry == true
   return {}
 end
 function handlers.launch(s, args) return start(s, args, "launch") end
@@ -660,6 +660,10 @@ function dap.start_main(opts)
   dap._on_configured = function() event.wakeup(token) end
   core.log("info", "waiting for a DAP client on " .. dap.HOST .. ":" .. listener:port())
   event.wait_as("dap client", listener, token)
+  local s = current
+  if s and s.stop_on_entry and type(arg) == "table" and type(arg[0]) == "string" then
+    engine.stop_at_entry("@" .. arg[0], coroutine.running())
+  end
   return true
 end
 

@@ -82,7 +82,7 @@ async function main() {
   await initialized;
   ok('initialize: capabilities, then the initialized event');
 
-  await dc.attachRequest({});
+  await dc.launchRequest({ stopOnEntry: true });
   const set = await dc.setBreakpointsRequest({ source: { path: script }, breakpoints: [
     { line: lines.add },                               // stops
     { line: lines.blank },                             // moves to the next line with code
@@ -98,7 +98,14 @@ async function main() {
   const none = await dc.setBreakpointsRequest({ source: { path: script + '.none.lua' }, breakpoints: [] });
   assert.deepStrictEqual(none.body.breakpoints, []);
   ok('setBreakpoints with none: breakpoints is []');
+  const entry = dc.waitForEvent('stopped');
   await dc.configurationDoneRequest();
+  const atEntry = await entry;
+  assert.strictEqual(atEntry.body.reason, 'entry', JSON.stringify(atEntry.body));
+  const mainTop = (await dc.stackTraceRequest({ threadId: atEntry.body.threadId })).body.stackFrames[0];
+  assert.strictEqual(mainTop.line, 1, JSON.stringify(mainTop));
+  await dc.continueRequest({ threadId: atEntry.body.threadId });
+  ok('launch with stopOnEntry: stopped before the first line, then continue');
 
   const side = sideChannel();
   const stopping = dc.waitForEvent('stopped');
