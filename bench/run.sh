@@ -10,9 +10,10 @@
 #   BENCH_RPC_DEPTH         calls in flight in the pipelined rpc runs (64)
 #   BENCH_EVLUA             the evlua binary to measure (./evlua)
 #   BENCH_REDIS_SECONDS     length of each evlua redis run (2)
+#   BENCH_MONGO_SECONDS     length of each mongo mode's timed run (2)
 #   BENCH_PROCESS_N         runs per process benchmark round (2000)
 #   BENCH_ONLY              sections to run, comma-separated
-#                           (loop,echo,memory,rpc,redis,http,process,udp,kcp: all)
+#                           (loop,echo,memory,rpc,redis,mongo,http,process,udp,kcp: all)
 #   BENCH_KCP_SECONDS, BENCH_KCP_BYTES   kcp ping-pong length (2), bulk size (10 MB)
 #   BENCH_UDP_SECONDS       length of a udp echo run (2)
 #   BENCH_HTTP_SECONDS, BENCH_HTTP_CONNS   see bench/http.sh
@@ -28,7 +29,7 @@ RPC_SECONDS=${BENCH_RPC_SECONDS:-2}
 RPC_DEPTH=${BENCH_RPC_DEPTH:-64}
 EVLUA=${BENCH_EVLUA:-./evlua}
 REDIS_SECONDS=${BENCH_REDIS_SECONDS:-2}
-ONLY=${BENCH_ONLY:-loop,echo,memory,rpc,redis,http,process,udp,kcp}
+ONLY=${BENCH_ONLY:-loop,echo,memory,rpc,redis,mongo,http,process,udp,kcp}
 ECHO_C=build/bench/echo
 RPC_C=build/bench/rpc
 
@@ -426,6 +427,84 @@ if want redis; then
   echo "50 coroutines share one evlua client (one connection, their commands"
   echo "pipelined); \"50 clients\" gives each coroutine a client of its own, as"
   echo "redis-benchmark -c 50 has 50 connections. -P 16 runs with -c 1."
+fi
+
+# == MongoDB =================================================================
+
+# One test server (tests/peers/mongo/server.js, Node.js) per placement and
+# round; evlua.mongo (bench/mongo.lua) and the official Node.js driver
+# (bench/mongo_node.js) take turns against it, the first of the two
+# alternating from round to round so that neither always meets a colder
+# server. Each client runs the four modes (insert, insert_many of 100,
+# find_one by _id with 1 and with 50 callers) for MONGO_SECONDS each and
+# prints "MODE ops/s cpu F server_cpu F" per mode. Pinned: the server on
+# core 1, the clients on core 0.
+MONGO_SECONDS=${BENCH_MONGO_SECONDS:-2}
+MONGO_SERVER=tests/peers/mongo/server.js
+
+# mongo_round PLACEMENT ROUND: one server, both clients, their lines
+# appended to build/bench/mongo_{evlua,node}_PLACEMENT.txt
+mongo_round() {
+  place "$1"
+  # stdin of a background job is /dev/null: the server must not watch it
+  start_server mongo $srv_pin node "$MONGO_SERVER" --port 0 --no-stdin-watch
+  node_pid=$(pgrep -P "$SERVER_PID" | head -n 1)
+  [ -n "$node_pid" ] || fail "no pid for the mongo test server"
+  if [ $(($2 % 2)) -eq 0 ]; then order="evlua node"; else order="node evlua"; fi
+  for c in $order; do
+    if [ "$c" = evlua ]; then
+      client "build/bench/mongo_evlua_$1.txt" $cli_pin "$EVLUA" bench/mongo.lua all \
+        "$PORT" "$MONGO_SECONDS" "$node_pid"
+    else
+      client "build/bench/mongo_node_$1.txt" $cli_pin node bench/mongo_node.js all \
+        "$PORT" "$MONGO_SECONDS" "$node_pid"
+    fi
+  done
+  stop_server
+}
+
+if want mongo; then
+  sh tests/peers/mongo_setup.sh || fail "cannot install the mongo test server's npm packages"
+  for pl in $PLACEMENTS; do
+    : >"build/bench/mongo_evlua_$pl.txt"
+    : >"build/bench/mongo_node_$pl.txt"
+  done
+  i=0
+  while [ "$i" -lt "$ROUNDS" ]; do
+    for pl in $PLACEMENTS; do mongo_round "$pl" "$i"; done
+    i=$((i + 1))
+  done
+
+  # mongo_best MODE FILE: "ops srv cli" of the best run of MODE in FILE
+  mongo_best() {
+    awk -v m="$1" '$1 == m && $2 > b { b = $2; cli = $4; srv = $6 }
+      END { printf "%.0f %.2f %.2f\n", b, srv, cli }' "$2"
+  }
+
+  echo
+  echo "MongoDB benchmarks (evlua.mongo vs the official Node.js driver 6.x, one"
+  echo "test server (tests/peers/mongo/server.js, Node.js) on 127.0.0.1 for both,"
+  echo "${MONGO_SECONDS} s per mode, best of $ROUNDS rounds; cpu: CPU time / wall time of"
+  echo "the server and the client in the best run of each, 1.00 = one core busy)"
+  printf '%-38s %9s %9s %7s %10s %10s\n' benchmark evlua node ratio \
+    "cpu srv/cli" "(node run)"
+  for pl in $PLACEMENTS; do
+    for m in "insert:insert_one, $pl (docs/s)" \
+             "insert_many:insert_many x100, $pl (docs/s)" \
+             "find_one:find_one by _id, 1 caller, $pl" \
+             "find_one_50:  50 callers, $pl"; do
+      key=${m%%:*}
+      # shellcheck disable=SC2046
+      set -- $(mongo_best "$key" "build/bench/mongo_evlua_$pl.txt") \
+        $(mongo_best "$key" "build/bench/mongo_node_$pl.txt")
+      awk -v l="${m#*:}" -v e="$1" -v es="$2" -v ec="$3" -v n="$4" -v ns="$5" -v nc="$6" \
+        'BEGIN { printf "%-38s %9.0f %9.0f %7.3f %10s %10s\n", l, e, n, (n > 0 ? e / n : 0),
+                 sprintf("%.2f/%.2f", es, ec), sprintf("%.2f/%.2f", ns, nc) }'
+    done
+  done
+  echo "find_one rows: calls/s. 50 callers: 50 coroutines on evlua's one client"
+  echo "(one connection), 50 async loops on one MongoClient (its pool opens a"
+  echo "connection per caller). Target: ratio >= 1."
 fi
 
 # == HTTP ====================================================================

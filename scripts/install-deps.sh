@@ -30,9 +30,12 @@ procps groff-base lua-check dnsmasq-base python3 python3-msgpack python3-pynvim 
 redis-server golang-go golang-github-xtaci-kcp-dev nodejs libmongoc-dev python3-bson"
 # Benchmarks: wrk, and nginx with its Lua module as the HTTP peers;
 # redis-benchmark (redis-tools) as the Redis client's peer; taskset
-# (util-linux) pins server and client to their cores.
+# (util-linux) pins server and client to their cores; Node.js runs the
+# MongoDB test server and the official driver beside evlua.mongo (npm
+# comes with NodeSource's nodejs; Debian's is the separate npm package,
+# and tests/peers/mongo_setup.sh says so when it is missing).
 BENCH="wrk nginx libnginx-mod-http-lua redis-tools util-linux procps \
-golang-go golang-github-xtaci-kcp-dev"
+golang-go golang-github-xtaci-kcp-dev nodejs"
 
 [ $# -gt 0 ] || {
   echo "usage: $0 build|test|bench|coverage..." >&2; exit 2; }
