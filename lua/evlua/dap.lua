@@ -483,30 +483,27 @@ local function detach(s)
   s.stopped = {}
 end
 
-local function quit_process(s, status)
-  s.exit_status = status
-  s.after = function()
-    detach(s)
-    s.closing = true
-  end
-end
-
+-- disconnect: detach, or end the process (terminateDebuggee; by default
+-- after a launch or a terminate) once the answer is written.
 function handlers.disconnect(s, args)
   local kill = value(args.terminateDebuggee)
-  if kill == nil then kill = s.terminate_on_disconnect end
-  if kill then
-    quit_process(s, 0)
-  else
-    s.after = function() detach(s); s.closing = true end
+  if kill == nil then kill = s.terminate_on_disconnect or s.terminating end
+  s.after = function()
+    detach(s)
+    if kill then s.exit_status = 0 end
+    s.closing = true
   end
   return {}
 end
 
+-- terminate: the debuggee is to end. Breakpoints go, stopped coroutines
+-- run on, the terminated event tells the editor, which then disconnects
+-- (or closes the connection): the process ends then.
 function handlers.terminate(s)
   s.after = function()
-    send_event(s, "terminated", {})
     detach(s)
-    s.exit_status = 0
+    s.terminating = true
+    send_event(s, "terminated", {})
   end
   return {}
 end
@@ -546,7 +543,7 @@ local function handle(s, req)
 end
 
 local function serve(s)
-  while not s.closing and s.exit_status == nil do
+  while not s.closing do
     local msg, err, code = read_message(s)
     if not msg then
       if code ~= "closed" and code ~= "cancelled" then
@@ -622,13 +619,17 @@ local function session_task(opts, ch)
   if current == s then current = nil end
   detach(s)
   engine.release("dap")
-  s.closed = nil
+  if s.terminating and not s.exit_status then s.exit_status = 0 end
+  s.closed = true
   if s.exit_status then
     local status = s.exit_status
-    ch.disconnect = function() core.exit(status) end
+    if ch:closed() then
+      core.exit(status)
+    else
+      ch.disconnect = function() core.exit(status) end
+    end
   end
   ch:close()
-  s.closed = true
   if not ok then error(err, 0) end
 end
 

@@ -274,8 +274,11 @@ describe("evlua --dap with Microsoft's DebugClient", function()
     local json = cjson.encode(lines)
     local stdout, stderr, rc = helper.sh(("node tests/peers/dap/session.js %d %d %s %s"):format(
       dap_port, tick_port, script, helper.quote(json)))
+    local report = stdout .. stderr .. "\ndebuggee:\n" .. helper.slurp(out)
+    assert.equal(0, rc, report)
+    assert.matches("\n1%.%.21\n", stdout)
+    -- terminate, then disconnect: the debuggee ends by itself
+    helper.eventually(function() return not helper.alive(pid) end, "the debuggee to exit")
     os.execute("kill -9 " .. pid .. " 2>/dev/null")
-    assert.equal(0, rc, stdout .. stderr .. "\ndebuggee:\n" .. helper.slurp(out))
-    assert.matches("\n1%.%.20\n", stdout)
   end)
 end)
