@@ -215,6 +215,7 @@ local function add(a, b, t)
   local sum = a + b + offset               -- LINE add
   return sum + 0 * #t.items
 end
+local function tally(i) return i end
 local function work()
   local t = { name = "evlua", items = {} }
   for i = 1, 100 do t.items[i] = i end
@@ -226,6 +227,7 @@ local function work()
   for i = 1, 5 do
     local x = i * 2                        -- LINE loop
     count = count + x + r * 0              -- LINE log
+    count = count + tally(i) * 0           -- LINE hits
   end
   return sum
 end
@@ -238,6 +240,14 @@ assert(event.listen("127.0.0.1", tick_port, function(_, ch)
   ch:wait_line()
   clients[ch] = nil
 end))
+pulses = 0
+event.fork(function()
+  event.running():set_name("pulse")
+  while true do
+    pulses = pulses + 1                    -- LINE pulse
+    event.sleep(0.01)
+  end
+end)
 event.timer(0.02, function()
   ticks = ticks + 1
   for ch in pairs(clients) do ch:write("tick " .. ticks .. "\n") end
@@ -276,7 +286,7 @@ describe("evlua --dap with Microsoft's DebugClient", function()
       dap_port, tick_port, script, helper.quote(json)))
     local report = stdout .. stderr .. "\ndebuggee:\n" .. helper.slurp(out)
     assert.equal(0, rc, report)
-    assert.matches("\n1%.%.21\n", stdout)
+    assert.matches("\n1%.%.23\n", stdout)
     -- terminate, then disconnect: the debuggee ends by itself
     helper.eventually(function() return not helper.alive(pid) end, "the debuggee to exit")
     os.execute("kill -9 " .. pid .. " 2>/dev/null")

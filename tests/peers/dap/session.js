@@ -104,9 +104,10 @@ async function main() {
     { line: lines.blank },                             // moves to the next line with code
     { line: lines.loop, condition: 'i == 3' },         // conditional
     { line: lines.log, logMessage: 'logged {i}' },     // log point
+    { line: lines.hits, hitCondition: '4' },           // the 4th hit
   ] });
   const bps = set.body.breakpoints;
-  assert.strictEqual(bps.length, 4);
+  assert.strictEqual(bps.length, 5);
   assert.ok(bps.every((b) => b.verified), JSON.stringify(bps));
   assert.strictEqual(bps[0].line, lines.add);
   assert.strictEqual(bps[1].line, lines.moved, JSON.stringify(bps[1]));
@@ -205,12 +206,37 @@ async function main() {
   assert.strictEqual(variable(vars, 'i').value, '3');
   ok('a conditional breakpoint stops when its condition holds');
 
+  await Promise.all([dc.continueRequest({ threadId: thread }), dc.waitForEvent('stopped')]);
+  now = (await dc.stackTraceRequest({ threadId: thread })).body.stackFrames[0];
+  assert.strictEqual(now.line, lines.hits, JSON.stringify(now));
+  const hitScopes = (await dc.scopesRequest({ frameId: now.id })).body.scopes;
+  vars = (await dc.variablesRequest({ variablesReference: hitScopes.find((s) => s.name === 'Locals').variablesReference })).body.variables;
+  assert.strictEqual(variable(vars, 'i').value, '4');
+  ok('a hit condition stops at the 4th hit');
+
   await dc.continueRequest({ threadId: thread });
   const done = await side.waitFor(/^done /);
   assert.strictEqual(done.line, 'done 120', done.line);
   await outputMatching(/logged 5/);
   assert.ok(outputs.some((o) => /logged 1\n/.test(o)), JSON.stringify(outputs));
   ok('the stopped work completes with the value set; log points print');
+
+  const all = (await dc.threadsRequest()).body.threads;
+  const pulse = all.find((x) => /pulse/.test(x.name));
+  assert.ok(pulse, JSON.stringify(all));
+  const paused = dc.waitForEvent('stopped');
+  await dc.pauseRequest({ threadId: pulse.id });
+  const p = await paused;
+  assert.strictEqual(p.body.reason, 'pause', JSON.stringify(p.body));
+  assert.strictEqual(p.body.threadId, pulse.id);
+  const pulseTop = (await dc.stackTraceRequest({ threadId: pulse.id })).body.stackFrames[0];
+  assert.ok(Math.abs(pulseTop.line - lines.pulse) <= 2, JSON.stringify(pulseTop));
+  const ticked = side.count;
+  await side.waitFor(/^tick/, ticked);
+  const continued = dc.waitForEvent('continued');
+  await dc.continueRequest({ threadId: pulse.id });
+  await continued;
+  ok('pause stops a running coroutine (the timer still ticks); continue, and the continued event');
 
   const unknown = await dc.send('noSuchCommand', {}).then(() => null, (e) => e);
   assert.ok(unknown && /unknown command/.test(unknown.message));
