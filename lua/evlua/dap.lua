@@ -198,7 +198,6 @@ end
 
 local engine
 local current          -- the open session, or nil
-local listeners = 0    -- open DAP listeners
 
 local function thread_name(t)
   return t.name or ("coroutine " .. tostring(t.id))
@@ -235,7 +234,7 @@ local function on_engine_event(ev)
     send_event(s, "terminated", {})
   elseif kind == "skipped" then
     send_event(s, "output", { category = "console", output =
-      ("breakpoint at %s:%d skipped (%s)\n"):format(ev.file, ev.line,
+      ("breakpoint at %s:%s skipped (%s)\n"):format(tostring(ev.file), tostring(ev.line),
                                                     ev.reason or "not a coroutine") })
   end
 end
@@ -243,12 +242,21 @@ end
 local function get_engine()
   if not engine then
     engine = require "evlua.debug_engine"
-    engine.set_mode("remote")
     engine.own(debug.getinfo(1, "S").source)   -- never stop in the adapter
-    engine.on_stop(on_stop)
-    engine.on_event(on_engine_event)
+    engine.on_event(on_engine_event)           -- a list: it acts while current
   end
   return engine
+end
+
+-- A session takes the engine (one front-end at a time, the console's
+-- included): remote mode, and its stops come here.
+local function claim()
+  local e = get_engine()
+  local ok, err = e.claim("dap")
+  if not ok then return nil, err end
+  e.set_mode("remote")
+  e.on_stop(on_stop)
+  return true
 end
 
 --[[ Requests ===============================================================]]
@@ -277,7 +285,6 @@ function handlers.initialize(s)
 end
 
 local function start(s, args, how)
-  s.how = how
   s.terminate_on_disconnect = how == "launch"
   s.stop_on_entry = args.stopOnEntry == true
   return {}
@@ -596,7 +603,7 @@ local function session_task(opts, ch)
     ch:close()
     return
   end
-  local claimed, cerr = get_engine().claim("dap")
+  local claimed, cerr = claim()
   if not claimed then
     local s = { channel = ch, seq = 0 }
     send_event(s, "output", { category = "important", output = "evlua: " .. cerr .. "; refused\n" })
@@ -646,7 +653,6 @@ function dap.listen(opts)
     return session_task(opts, ch)
   end)
   if not listener then return nil, err, code end
-  listeners = listeners + 1
   return listener
 end
 
