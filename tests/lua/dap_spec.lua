@@ -309,6 +309,20 @@ end
 describe("evlua --dap with Microsoft's DebugClient", function()
   after_each(helper.cleanup)
 
+  it("reports a bad port and a port in use as one line", function()
+    local _, err, rc = helper.run({ "--dap", "abc", "-e", "print(1)" })
+    assert.equal(1, rc)
+    assert.matches("'%-%-dap' needs a port", err)
+    local l = assert(event.listen("127.0.0.1", 0, function() end))
+    local path = helper.tmpdir() .. "/s.lua"
+    helper.write_file(path, "print('ran')\n")
+    local out
+    out, err, rc = helper.run({ "--dap", tostring(l:port()), path })
+    l:close()
+    assert.same({ "", 1 }, { out, rc })
+    assert.matches("^[^\n]*: %-%-dap %d+: [^\n]*in use\n$", err)
+  end)
+
   it("sets breakpoints, stops one coroutine while a timer ticks, steps, evaluates, terminates", function()
     assert(os.execute("tests/peers/dap_setup.sh"), "npm modules of the DAP test client")
     local dir = helper.tmpdir()
