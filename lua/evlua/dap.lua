@@ -203,9 +203,35 @@ local function thread_name(t)
   return t.name or ("coroutine " .. tostring(t.id))
 end
 
+-- The engine has no thread events of its own: the adapter compares the
+-- coroutines at configurationDone and at every stop with the ones it saw
+-- last, and sends started and exited for the difference.
+local function sync_threads(s)
+  local now, ids = {}, {}
+  for _, t in ipairs(engine.threads()) do
+    now[t.id] = true
+    ids[#ids + 1] = t.id
+  end
+  local known = s.known_threads
+  s.known_threads = now
+  if not known then return end
+  for id in pairs(known) do
+    if not now[id] then ids[#ids + 1] = id end
+  end
+  table.sort(ids)
+  for _, id in ipairs(ids) do
+    if not known[id] then
+      send_event(s, "thread", { reason = "started", threadId = id })
+    elseif not now[id] then
+      send_event(s, "thread", { reason = "exited", threadId = id })
+    end
+  end
+end
+
 local function on_stop(stop)
   local s = current
   if not s then return end
+  sync_threads(s)
   s.stopped[stop.thread] = true
   local reason = stop.reason
   local body = { reason = reason, threadId = stop.thread,
@@ -294,6 +320,7 @@ function handlers.attach(s, args) return start(s, args, "attach") end
 
 function handlers.configurationDone(s)
   s.configured = true
+  sync_threads(s)
   if dap._on_configured then
     local fn = dap._on_configured
     dap._on_configured = nil

@@ -70,6 +70,8 @@ async function main() {
   dc.defaultTimeout = 10000;
   await dc.start(dapPort);
 
+  const threadEvents = [];
+  dc.on('thread', (e) => threadEvents.push(e.body));
   const outputs = [];
   const outputWaiters = [];
   dc.on('output', (e) => {
@@ -130,7 +132,9 @@ async function main() {
   const stopped = await stopping;
   assert.strictEqual(stopped.body.reason, 'breakpoint');
   const thread = stopped.body.threadId;
-  ok(`stopped at a breakpoint in thread ${thread}`);
+  assert.ok(threadEvents.some((e) => e.reason === 'started' && e.threadId === thread),
+    JSON.stringify(threadEvents));
+  ok(`stopped at a breakpoint in thread ${thread}, announced by a thread event`);
 
   // The remote property: while this coroutine is parked, the timer ticks.
   const first = await side.waitFor(/^tick \d+$/, side.count);
