@@ -220,6 +220,25 @@ describe("evlua.dap", function()
     assert.equal(0, #engine.breakpoints())
   end)
 
+  it("survives garbage: every connection of random bytes ends, the next session is served", function()
+    math.randomseed(18)
+    for n = 1, 20 do
+      local c = client(port)
+      local bytes = {}
+      for i = 1, n * 13 do bytes[i] = string.char(math.random(0, 255)) end
+      if n % 2 == 0 then   -- a plausible header over a broken body
+        bytes = { "Content-Length: " .. #bytes .. "\r\n\r\n", table.concat(bytes) }
+      end
+      c.send(table.concat(bytes) .. "\r\n\r\n")
+      c.ch:close()
+    end
+    helper.eventually(function() return dap.session() == nil end, "the sessions to end")
+    local c = client(port)
+    c.send({ command = "initialize" })
+    assert.is_true(c.next().success)
+    c.ch:close()
+  end)
+
   it("refuses a second session while one is open", function()
     local first = client(port)
     first.send({ command = "initialize" })
@@ -293,6 +312,8 @@ event.timer(0.02, function()
   ticks = ticks + 1
   for ch in pairs(clients) do ch:write("tick " .. ticks .. "\n") end
 end)
+local ready = true                         -- LINE ready
+return ready
 ]]
 
 local function debuggee_lines()

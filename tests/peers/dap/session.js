@@ -107,9 +107,10 @@ async function main() {
     { line: lines.loop, condition: 'i == 3' },         // conditional
     { line: lines.log, logMessage: 'logged {i}' },     // log point
     { line: lines.hits, hitCondition: '4' },           // the 4th hit
+    { line: lines.ready, logMessage: 'ready' },        // the side channel is open
   ] });
   const bps = set.body.breakpoints;
-  assert.strictEqual(bps.length, 5);
+  assert.strictEqual(bps.length, 6);
   assert.ok(bps.every((b) => b.verified), JSON.stringify(bps));
   assert.strictEqual(bps[0].line, lines.add);
   assert.strictEqual(bps[1].line, lines.moved, JSON.stringify(bps[1]));
@@ -126,6 +127,7 @@ async function main() {
   await dc.continueRequest({ threadId: atEntry.body.threadId });
   ok('launch with stopOnEntry: stopped before the first line, then continue');
 
+  await outputMatching(/^ready\n/);
   const side = sideChannel();
   const stopping = dc.waitForEvent('stopped');
   side.send('go');
