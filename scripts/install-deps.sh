@@ -8,10 +8,11 @@ set -e
 
 # Build: compiler, make, pkg-config, Lua 5.4, libev, c-ares, http-parser,
 # readline, libbson (BSON for evlua.mongo) and libssl (libcrypto: SCRAM's
-# PBKDF2, HMAC and SHA) headers. (Redis replies are read by
-# src/core/resp.c, not hiredis: see docs/redis.md.)
+# PBKDF2, HMAC and SHA) headers, and lua-cjson (the debugger's DAP port
+# speaks JSON). (Redis replies are read by src/core/resp.c, not hiredis:
+# see docs/redis.md.)
 BUILD="gcc make pkg-config libc6-dev liblua5.4-dev libev-dev libc-ares-dev \
-libhttp-parser-dev libreadline-dev libbson-dev libssl-dev"
+libhttp-parser-dev libreadline-dev libbson-dev libssl-dev lua-cjson"
 # Tests: cmocka (C unit tests); busted and the stock interpreter (for
 # comparisons); clang and its sanitizer runtime (asan-test, fuzz);
 # valgrind; tmux (terminal tests); procps (ps, kill); groff-base (the
