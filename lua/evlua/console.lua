@@ -17,6 +17,7 @@ console.MAX_LINE = 64 * 1024    -- longest command line
 console.MAX_SESSIONS = 16       -- connections served at once
 console.AUTH_DELAY = 1          -- seconds before answering a wrong password
 console.MAX_AUTH_TRIES = 3      -- wrong passwords before the connection closes
+console.DEBUG_WAIT = 30         -- seconds a debugger's continue waits for a stop
 
 --[[ Commands ===============================================================]]
 -- console.commands[name] = { usage =, help =, run = function(session, args) }
@@ -195,6 +196,44 @@ commands.eval = {
   end,
 }
 
+commands.debug = {
+  usage = "debug",
+  help = "the debugger's gdb-style prompt (docs/debugger.md); detach or quit leaves it",
+  run = function(session)
+    local engine = require "evlua.debug_engine"
+    local name = "console session " .. tostring(session.channel):gsub("^channel ", "")
+    local ok, err = engine.claim(name)
+    if not ok then return fail("busy", err) end
+    engine.set_mode("remote")
+    local dbg = require("evlua.debug_cli").new({ remote = true, wait = session.debug_wait })
+    engine.on_stop(function(stop) dbg:stop_arrived(stop) end)
+    dbg.on_event = engine.on_event(function(ev)
+      if ev.event == "output" then
+        dbg:notice((ev.text:gsub("\n$", "")))
+      elseif ev.event == "skipped" then
+        dbg:notice(("Skipped a stop at %s:%d (%s): %s"):format(ev.file, ev.line,
+                                                               ev.reason, ev.why))
+      end
+    end)
+    dbg.owner = name
+    session.debugging = dbg
+    return "evlua debugger, remote: a stop parks only its coroutine. "
+      .. "help lists the commands; detach or quit leaves."
+  end,
+}
+
+-- Leave the debugger: breakpoints gone, stopped coroutines resumed.
+local function end_debugging(session)
+  local dbg = session.debugging
+  if not dbg then return end
+  session.debugging = nil
+  local engine = require "evlua.debug_engine"
+  engine.off_event(dbg.on_event)
+  engine.on_stop(nil)
+  engine.detach()
+  engine.release(dbg.owner)
+end
+
 commands.help = {
   usage = "help", help = "this list",
   run = function()
@@ -271,6 +310,10 @@ local function serve(session, ch)
       reply(ch, "error", "password required (auth <password>)")
       ch:close()
       return
+    elseif session.debugging then   -- every line is a debugger command
+      local text, action = session.debugging:execute(line)
+      if action == "detach" then end_debugging(session) end
+      reply(ch, text:match("^error: ") and "error" or "ok", (text:gsub("^error: ", "")))
     elseif name == "quit" or name == "exit" then
       reply(ch, "ok", "bye")
       ch:close()
@@ -314,6 +357,7 @@ function console.listen(opts)
   local session_defaults = {
     password = opts.password,
     eval_timeout = opts.eval_timeout or console.EVAL_TIMEOUT,
+    debug_wait = opts.debug_wait or console.DEBUG_WAIT,
     auth_delay = opts.auth_delay or console.AUTH_DELAY,
     max_auth_tries = opts.max_auth_tries or console.MAX_AUTH_TRIES,
   }
@@ -331,6 +375,7 @@ function console.listen(opts)
     event.running():set_name("console session " .. tostring(ch):gsub("^channel ", ""))
     local session = setmetatable({ channel = ch }, { __index = session_defaults })
     local ok, err = pcall(serve, session, ch)
+    end_debugging(session)
     sessions = sessions - 1
     ch:close()
     if not ok then error(err, 0) end

@@ -28,6 +28,8 @@ Available options are:
   -v        show version information
   -h, --help  show this help and exit
   --console [HOST:]PORT  open a console port (docs/console.md)
+  --debug   stop before the script's first line at a gdb-style prompt
+            (docs/debugger.md)
   --        stop handling options
   -         stop handling options and execute stdin
 A script NAME that is not a file is looked up as NAME.lua in the current
@@ -60,6 +62,10 @@ local function parse(argv)
       i = i + 1
       opts.console = argv[i]
       if opts.console == nil then return fail("bad_option", "'--console' needs argument") end
+      i = i + 1
+      goto continue
+    elseif a == "--debug" then
+      opts.debug = true
       i = i + 1
       goto continue
     elseif a == "--dap" then
@@ -248,6 +254,11 @@ local function launch(argv, info)
     if run_script then
       local fn, serr = prepare_script(argv, opts.script)
       if not fn then return start_failed(progname, serr) end
+      if opts.debug then   -- the prompt before the script's first line
+        require("evlua.debugger").start_terminal()
+        local name = opts.script and argv[opts.script] or "-"
+        require("evlua.debug_engine").stop_at_entry(name == "-" and "=stdin" or "@" .. name)
+      end
       if opts.dap then
         local ok, derr = require("evlua.dap").start_main(opts.dap)
         if not ok then return start_failed(progname, "--dap " .. opts.dap .. ": " .. derr) end

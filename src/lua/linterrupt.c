@@ -22,6 +22,13 @@
 **     tasks): nothing loops there; disarm and log that nothing was hit.
 ** A thread that yields or returns leaves the hook behind disarmed, so a
 ** late signal never hits unrelated code afterwards.
+**
+** One hook slot, two users. A thread has one hook; the debugger
+** (evlua.debug_engine) keeps its own there (debug_hook, below, with a
+** mask of its choosing) and so may any code calling debug.sethook. The
+** signal saves the hook it replaces (saved_*, for the one thread it arms)
+** and disarming puts that hook back instead of clearing the slot; the
+** debugger setting its hook on an armed thread updates the saved copy.
 */
 #include <errno.h>
 #include <fcntl.h>
@@ -51,6 +58,25 @@ static char library_prefixes[MAX_LIBRARY_PREFIXES][1024];
 static int library_count;
 
 enum { USER_ON_TOP, USER_BELOW, NO_USER };
+
+/* The hook the signal replaced on armed_thread, put back on disarming. */
+static lua_State *volatile armed_thread;
+static volatile lua_Hook saved_hook;
+static volatile int saved_mask, saved_count;
+
+static void interrupt_hook(lua_State *L, lua_Debug *event);
+
+/* Take the interrupt's hook off L: the hook it replaced comes back. */
+static void disarm(lua_State *L) {
+  if (L == armed_thread) {
+    armed_thread = NULL;
+    if (saved_hook != NULL) {
+      lua_sethook(L, saved_hook, saved_mask, saved_count);
+      return;
+    }
+  }
+  lua_sethook(L, NULL, 0, 0);   /* stale, inherited from its creator */
+}
 
 static int is_library(const char *source) {
   for (int i = 0; i < library_count; i++) {
@@ -98,7 +124,7 @@ static void interrupt_hook(lua_State *L, lua_Debug *event) {
   case USER_BELOW:
     return;   /* stay armed until user code runs again */
   case NO_USER:
-    lua_sethook(L, NULL, 0, 0);
+    disarm(L);
     interrupts_ignored++;
     if (arming_signal == SIGINT) {
       notify_prompt();   /* nothing loops: the prompt handles it */
@@ -108,7 +134,7 @@ static void interrupt_hook(lua_State *L, lua_Debug *event) {
               "nothing interrupted");
     return;
   default:
-    lua_sethook(L, NULL, 0, 0);
+    disarm(L);
     interrupts_raised++;
     if (top.currentline > 0)
       lua_pushfstring(L, "%s:%d: %s", top.short_src, top.currentline, what);
@@ -128,20 +154,174 @@ static void on_interrupt_signal(int sig) {
     return;
   }
   arming_signal = sig;
+  if (lua_gethook(L) != interrupt_hook) {   /* keep the hook it replaces */
+    saved_hook = lua_gethook(L);
+    saved_mask = lua_gethookmask(L);
+    saved_count = lua_gethookcount(L);
+    armed_thread = L;
+  }
   lua_sethook(L, interrupt_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT,
               1);
 }
 
+static int debug_armed;   /* the debugger wants its hook on every thread */
+static void debug_hook(lua_State *L, lua_Debug *ar);
+
 lua_State *evlua_interrupt_enter(lua_State *L) {
   /* A thread inherits its creator's hook: drop a stale one first. */
-  if (lua_gethook(L) == interrupt_hook) lua_sethook(L, NULL, 0, 0);
+  if (lua_gethook(L) == interrupt_hook) disarm(L);
+  if (debug_armed && lua_gethook(L) == NULL)
+    lua_sethook(L, debug_hook, LUA_MASKCALL, 0);
   return atomic_exchange_explicit(&running_thread, L, memory_order_relaxed);
 }
 
 void evlua_interrupt_leave(lua_State *L, lua_State *prev) {
   atomic_store_explicit(&running_thread, prev, memory_order_relaxed);
   /* After the store a signal arms prev, not L: clearing L is final. */
-  if (lua_gethook(L) == interrupt_hook) lua_sethook(L, NULL, 0, 0);
+  if (lua_gethook(L) == interrupt_hook) disarm(L);
+}
+
+/* The debugger's hook ================================================= */
+
+/* evlua.debug_engine's handler(event, source, line, yieldable) -> action
+** runs for the hook's events: "skip" (a call into a file without
+** breakpoints: later calls into it never reach Lua while the thread's
+** mask is calls only), "yield" (on a line event: park this coroutine at
+** this line; the loop resumes it later) or nothing. A Lua hook cannot
+** yield, a C one can (line events only), hence this one. */
+static const char handler_key = 'h';   /* registry: the handler */
+static const char skip_key = 's';      /* registry: source pointer -> source */
+
+static void debug_hook(lua_State *L, lua_Debug *ar) {
+  static const char *const names[] = {
+    "call", "return", "line", "count", "tail call"
+  };
+  int event = ar->event, top = lua_gettop(L);
+  if (event == LUA_HOOKCOUNT || !lua_getinfo(L, "Sl", ar)) return;
+  if (event != LUA_HOOKRET && event != LUA_HOOKLINE
+      && lua_gethookmask(L) == LUA_MASKCALL) {
+    /* the fast path: a call into a file already known to be skipped */
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &skip_key) == LUA_TTABLE) {
+      lua_rawgetp(L, -1, ar->source);
+      const char *known = lua_tostring(L, -1);
+      if (known != NULL && strcmp(known, ar->source) == 0) {
+        lua_settop(L, top);
+        return;
+      }
+    }
+    lua_settop(L, top);
+  }
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &handler_key) != LUA_TFUNCTION) {
+    lua_settop(L, top);
+    lua_sethook(L, NULL, 0, 0);   /* the debugger is gone */
+    return;
+  }
+  lua_pushstring(L, names[event]);
+  lua_pushstring(L, ar->source);
+  lua_pushinteger(L, ar->currentline);
+  lua_pushboolean(L, lua_isyieldable(L));
+  if (lua_pcall(L, 4, 1, 0) != LUA_OK) {
+    evlua_log(EVLUA_LOG_ERROR, "debugger: %s", lua_tostring(L, -1));
+    lua_settop(L, top);
+    return;
+  }
+  const char *action = lua_tostring(L, -1);
+  if (action != NULL && strcmp(action, "skip") == 0) {
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &skip_key) == LUA_TTABLE) {
+      lua_pushstring(L, ar->source);
+      lua_rawsetp(L, -2, ar->source);
+    }
+  } else if (action != NULL && strcmp(action, "yield") == 0
+             && event == LUA_HOOKLINE && lua_isyieldable(L)) {
+    lua_settop(L, top);
+    lua_yield(L, 0);
+    return;
+  }
+  lua_settop(L, top);
+}
+
+static int mask_of(const char *s) {
+  int mask = 0;
+  if (strchr(s, 'c')) mask |= LUA_MASKCALL;
+  if (strchr(s, 'r')) mask |= LUA_MASKRET;
+  if (strchr(s, 'l')) mask |= LUA_MASKLINE;
+  return mask;
+}
+
+/* Set (mask != 0) or clear the debugger's hook on L1, sharing the slot:
+** on the thread the interrupt armed, the saved copy changes. Another
+** hook (debug.sethook's) is left alone; returns whether it was set. */
+static int set_debug_hook(lua_State *L1, int mask) {
+  lua_Hook h = lua_gethook(L1);
+  if (h == interrupt_hook && L1 == armed_thread) {
+    if (saved_hook != NULL && saved_hook != debug_hook) return 0;
+    saved_hook = mask ? debug_hook : NULL;
+    saved_mask = mask;
+    saved_count = 0;
+    return 1;
+  }
+  if (h != NULL && h != debug_hook && h != interrupt_hook) return 0;
+  if (h == interrupt_hook) return 1;   /* stale: enter() replaces it */
+  lua_sethook(L1, mask ? debug_hook : NULL, mask, 0);
+  return 1;
+}
+
+static lua_State *thread_arg(lua_State *L, int idx) {
+  if (lua_isnoneornil(L, idx)) return L;
+  lua_State *L1 = lua_tothread(L, idx);
+  luaL_argexpected(L, L1 != NULL, idx, "thread");
+  return L1;
+}
+
+/* core.debug_handler(fn | nil): fn gets the hook's events (see
+** debug_hook); with fn every thread that runs gets the hook (calls
+** only); nil takes it off this thread and the main one (others drop it
+** at their next event). Either way the skipped files are forgotten. */
+static int l_debug_handler(lua_State *L) {
+  int on = !lua_isnoneornil(L, 1);
+  if (on) luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_settop(L, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &handler_key);
+  lua_newtable(L);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &skip_key);
+  debug_armed = on;
+  if (!on) {
+    set_debug_hook(L, 0);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+    set_debug_hook(lua_tothread(L, -1), 0);
+    lua_pop(L, 1);
+  }
+  return 0;
+}
+
+/* core.debug_sethook([thread,] mask): the debugger's hook on thread
+** with mask ("c", "cr", "crl"; "" takes it off) -> true, or false when
+** another hook holds the slot. */
+static int l_debug_sethook(lua_State *L) {
+  lua_State *L1 = thread_arg(L, 1);
+  int mask = mask_of(luaL_checkstring(L, 2));
+  lua_pushboolean(L, set_debug_hook(L1, mask));
+  return 1;
+}
+
+/* core.debug_gethook([thread]) -> the debugger's mask on thread ("c",
+** "cr", "crl"...) | nil when its hook is not there. */
+static int l_debug_gethook(lua_State *L) {
+  lua_State *L1 = thread_arg(L, 1);
+  lua_Hook h = lua_gethook(L1);
+  int mask = lua_gethookmask(L1);
+  if (h == interrupt_hook && L1 == armed_thread) {
+    h = saved_hook;
+    mask = saved_mask;
+  }
+  if (h != debug_hook) return 0;
+  char s[4];
+  int n = 0;
+  if (mask & LUA_MASKCALL) s[n++] = 'c';
+  if (mask & LUA_MASKRET) s[n++] = 'r';
+  if (mask & LUA_MASKLINE) s[n++] = 'l';
+  lua_pushlstring(L, s, n);
+  return 1;
 }
 
 /* Tracked coroutines ================================================== */
@@ -297,6 +477,9 @@ void evlua_open_interrupt(lua_State *L) {
     { "interrupt_library", l_interrupt_library },
     { "interrupt_stats", l_interrupt_stats },
     { "catch_sigint", l_catch_sigint },
+    { "debug_handler", l_debug_handler },
+    { "debug_sethook", l_debug_sethook },
+    { "debug_gethook", l_debug_gethook },
     { NULL, NULL }
   };
   luaL_setfuncs(L, funcs, 0);   /* into the core table below */
