@@ -100,4 +100,10 @@ function debugger.attach_console(opts)
   return listener
 end
 
+-- debugger.listen_dap(opts) -> the DAP port (evlua.dap): editors attach to
+-- this live process.
+function debugger.listen_dap(opts)
+  return require("evlua.dap").listen(opts)
+end
+
 return debugger

@@ -30,6 +30,8 @@ Available options are:
   --console [HOST:]PORT  open a console port (docs/console.md)
   --debug   stop before the script's first line at a gdb-style prompt
             (docs/debugger.md)
+  --dap PORT  serve the Debug Adapter Protocol on 127.0.0.1:PORT
+            (docs/debugger.md)
   --        stop handling options
   -         stop handling options and execute stdin
 A script NAME that is not a file is looked up as NAME.lua in the current
