@@ -145,6 +145,10 @@ end
 
 function Conn:_ended(reason)
   Channel._ended(self, reason)
+  if not self._error and reason == "send timeout" then
+    self._error = "send timeout: the server stopped reading"
+    self._error_code = "timeout"
+  end
   local err, code = self._error or "closed", self._error_code or "closed"
   local pending = self._pending
   if pending and next(pending) then
@@ -175,6 +179,7 @@ local function roundtrip(ch, timeout, body, seq_id, docs, first)
     end
     if not dok then
       ch._pending[id] = nil
+      if ch._closed and ch._error then return nil, ch._error, ch._error_code end
       return nil, err, dcode
     end
     if timeout then timeout = math.max(0, timeout - (event.now() - started)) end
@@ -211,37 +216,25 @@ end
 
 local function ms(v) return v and v / 1000 end
 
--- uri string or options table -> options | nil, err, code
-local function options(arg)
-  local o
-  if type(arg) == "string" then
-    local parsed, err, code = uri.parse(arg)
-    if not parsed then return nil, err, code end
-    o = parsed.options or {}
-    o.hosts, o.username, o.password = parsed.hosts, parsed.username,
-      parsed.password
-    o.database = parsed.database
-  elseif type(arg) == "table" then
-    o = {}
-    for k, v in pairs(arg) do o[k] = v end
-    if o.uri or o.url then
-      local parsed, err, code = uri.parse(o.uri or o.url)
-      if not parsed then return nil, err, code end
-      for k, v in pairs(parsed.options or {}) do
-        if o[k] == nil then o[k] = v end
-      end
-      o.hosts = o.hosts or parsed.hosts
-      o.username = o.username or parsed.username
-      o.password = o.password or parsed.password
-      o.database = o.database or parsed.database
-    end
-    if not o.hosts then
-      o.hosts = { { host = o.host or "127.0.0.1", port = o.port or 27017 } }
-    end
-  else
-    argerror(1, "connect", "uri string or options table expected, got "
-             .. type(arg), 2)
+-- The fields of a parsed URI into o, where o has none of its own.
+local function merge_uri(o, s)
+  local parsed, err, code = uri.parse(s)
+  if not parsed then return nil, err, code end
+  for k, v in pairs(parsed.options or {}) do
+    if o[k] == nil then o[k] = v end
   end
+  for _, k in ipairs({ "hosts", "username", "password", "database" }) do
+    if o[k] == nil then o[k] = parsed[k] end
+  end
+  if o.username and o.password == nil then   -- mongodb://user@host
+    return fail("bad_url", ("no password for user '%s' in the URI (SCRAM "
+                            .. "needs one: user:password@)"):format(o.username))
+  end
+  return o
+end
+
+-- The timeouts in seconds (the URI's in ms) and their checks.
+local function timeouts(o)
   local d = mongo.defaults
   o.connect_timeout = o.connect_timeout or ms(o.connectTimeoutMS)
                       or d.connect_timeout
@@ -249,29 +242,52 @@ local function options(arg)
                      or d.socket_timeout
   if o.socket_timeout == 0 then o.socket_timeout = nil end   -- 0: no limit
   if o.connect_timeout == 0 then o.connect_timeout = net.CONNECT_TIMEOUT end
-  for _, name in ipairs({ "connect_timeout", "socket_timeout", "reconnect_min",
-                          "reconnect_max" }) do
+  if o.send_timeout == nil then o.send_timeout = o.socket_timeout end
+  for _, name in ipairs({ "connect_timeout", "socket_timeout", "send_timeout",
+                          "reconnect_min", "reconnect_max" }) do
     local v = o[name]
     if v ~= nil and (type(v) ~= "number" or not (v > 0 and v < math.huge)) then
-      argerror(1, "connect", name .. " must be a positive number of seconds", 2)
+      argerror(1, "connect", name .. " must be a positive number of seconds", 3)
     end
   end
+end
+
+local function check_options(o)
   o.authSource = o.authSource or o.auth_source or o.database or "admin"
   o.authMechanism = o.authMechanism or o.auth_mechanism
   o.appName = o.appName or o.app_name
   local mech = o.authMechanism
   if mech ~= nil and mech ~= "SCRAM-SHA-1" and mech ~= "SCRAM-SHA-256" then
-    argerror(1, "connect", "authMechanism must be SCRAM-SHA-1 or SCRAM-SHA-256", 2)
+    argerror(1, "connect", "authMechanism must be SCRAM-SHA-1 or SCRAM-SHA-256", 3)
   end
   if type(o.hosts) ~= "table" or not o.hosts[1] then
-    argerror(1, "connect", "hosts must be a list of { host =, port = }", 2)
+    argerror(1, "connect", "hosts must be a list of { host =, port = }", 3)
   end
   if o.username ~= nil and type(o.username) ~= "string" then
-    argerror(1, "connect", "username must be a string", 2)
+    argerror(1, "connect", "username must be a string", 3)
   end
   if o.username and type(o.password) ~= "string" then
-    argerror(1, "connect", "password must be a string", 2)
+    argerror(1, "connect", "password must be a string", 3)
   end
+end
+
+-- uri string or options table -> options | nil, err, code
+local function options(arg)
+  local o = {}
+  if type(arg) == "table" then
+    for k, v in pairs(arg) do o[k] = v end
+  elseif type(arg) ~= "string" then
+    argerror(1, "connect", "uri string or options table expected, got "
+             .. type(arg), 2)
+  end
+  local s = type(arg) == "string" and arg or o.uri or o.url
+  if s then
+    local ok, err, code = merge_uri(o, s)
+    if not ok then return nil, err, code end
+  end
+  o.hosts = o.hosts or { { host = o.host or "127.0.0.1", port = o.port or 27017 } }
+  timeouts(o)
+  check_options(o)
   return o
 end
 
@@ -307,55 +323,54 @@ local function bytes_of(v)
   return v and v.data or ""
 end
 
+-- One saslStart/saslContinue round: the reply | nil, err, code [, info]
+-- (the server's refusal has code "auth").
+local function sasl_step(ch, o, fields)
+  fields[#fields + 1] = "$db"
+  fields[#fields + 1] = o.authSource
+  local reply, err, code, info = command(ch, o.connect_timeout, doc(fields))
+  if reply then return reply end
+  if code == "mongo" then code = "auth" end
+  return nil, "authentication failed: " .. err, code, info
+end
+
+local function mechanism(o, mechs)
+  if o.authMechanism then return o.authMechanism end
+  for _, m in ipairs(mechs or {}) do
+    if m == "SCRAM-SHA-256" then return m end
+  end
+  return "SCRAM-SHA-1"
+end
+
 -- SCRAM over saslStart/saslContinue: true | nil, err, code [, info]
 local function authenticate(ch, o, mechs)
-  local mech = o.authMechanism
-  if not mech then
-    mech = "SCRAM-SHA-1"
-    for _, m in ipairs(mechs or {}) do
-      if m == "SCRAM-SHA-256" then mech = m end
-    end
-  end
+  local mech = mechanism(o, mechs)
   local password = scram.mongo_password(mech, o.username, o.password)
   local conv, err, code = scram.client(mech, o.username, password)
   if not conv then return nil, err, code end
-  local db, timeout = o.authSource, o.connect_timeout
   local reply, info
-  reply, err, code, info = command(ch, timeout, doc{
-    "saslStart", 1, "mechanism", mech,
-    "payload", bson.binary(conv:first()), "autoAuthorize", 1,
-    "options", { skipEmptyExchange = true }, "$db", db })
-  if not reply then
-    if code == "mongo" then code = "auth" end
-    return nil, "authentication failed: " .. err, code, info
-  end
+  reply, err, code, info = sasl_step(ch, o, {
+    "saslStart", 1, "mechanism", mech, "payload", bson.binary(conv:first()),
+    "autoAuthorize", 1, "options", { skipEmptyExchange = true } })
+  if not reply then return nil, err, code, info end
   local final
   final, err, code = conv:final(bytes_of(reply.payload))
   if not final then return nil, "authentication failed: " .. err, code end
   local id = reply.conversationId
-  reply, err, code, info = command(ch, timeout, doc{
-    "saslContinue", 1, "conversationId", id,
-    "payload", bson.binary(final), "$db", db })
-  if not reply then
-    if code == "mongo" then code = "auth" end
-    return nil, "authentication failed: " .. err, code, info
-  end
+  reply, err, code, info = sasl_step(ch, o, {
+    "saslContinue", 1, "conversationId", id, "payload", bson.binary(final) })
+  if not reply then return nil, err, code, info end
   local ok
   ok, err, code = conv:verify(bytes_of(reply.payload))
   if not ok then return nil, "authentication failed: " .. err, code end
-  local rounds = 0
-  while not reply.done do   -- servers that ignore skipEmptyExchange
-    rounds = rounds + 1
-    if rounds > 2 then return fail("auth", "authentication did not finish") end
-    reply, err, code, info = command(ch, timeout, doc{
-      "saslContinue", 1, "conversationId", id,
-      "payload", bson.binary(""), "$db", db })
-    if not reply then
-      if code == "mongo" then code = "auth" end
-      return nil, "authentication failed: " .. err, code, info
-    end
+  for _ = 1, 2 do   -- servers that ignore skipEmptyExchange
+    if reply.done then return true end
+    reply, err, code, info = sasl_step(ch, o, {
+      "saslContinue", 1, "conversationId", id, "payload", bson.binary("") })
+    if not reply then return nil, err, code, info end
   end
-  return true
+  if reply.done then return true end
+  return fail("auth", "authentication did not finish")
 end
 
 -- Connect to one of the hosts, say hello, authenticate: ch | nil, err...
@@ -367,6 +382,10 @@ local function open(o)
   end
   if not ch then return nil, err, code end
   ch._name = tostring(ch)
+  -- a server that stops reading: a request waits for room at most its
+  -- socket timeout, and the connection drops after send_timeout without
+  -- progress
+  ch:set_timeouts({ send = o.send_timeout, write = o.socket_timeout })
   local hello = { "hello", 1, "helloOk", true,
                   "client", client_metadata(o.appName) }
   if o.username then
@@ -667,6 +686,11 @@ function Cursor:next()
       cursor_done(self)
       return nil
     end
+    if self._client._ch ~= self._ch or self._ch._closed then
+      -- the server's cursor went with the connection that opened it
+      cursor_done(self)
+      return nil, "cursor's connection closed", "closed"
+    end
     local body = { "getMore", self._id, "collection", self._coll }
     if self._batch_size then
       body[5], body[6] = "batchSize", self._batch_size
@@ -903,6 +927,61 @@ local function check_doc(v, i, fname)
   end
 end
 
+-- An optional filter (argument 1): nil or a document.
+local function check_filter(filter, fname)
+  if filter ~= nil and type(filter) ~= "table" then
+    argerror(1, fname, "filter document expected, got " .. type(filter), 2)
+  end
+end
+
+-- The top-level keys of a document, in order for a mongo.doc.
+local function keys_of(d)
+  local list = {}
+  if is_doc(d) then
+    for i = 1, #d, 2 do list[#list + 1] = rawget(d, i) end
+  else
+    for k in pairs(d) do list[#list + 1] = k end
+  end
+  return list
+end
+
+local function is_operator(k)
+  return type(k) == "string" and k:sub(1, 1) == "$"
+end
+
+-- An update (argument 2) is operators ({ ["$set"] = ... }) or a pipeline
+-- (a list of stages), as the drivers require.
+local function check_update(upd, fname)
+  if type(upd) ~= "table" then
+    argerror(2, fname, "update document expected, got " .. type(upd), 2)
+  end
+  if getmetatable(upd) == getmetatable(array{}) or rawget(upd, 1) ~= nil
+     and not is_doc(upd) then
+    return   -- a pipeline
+  end
+  local keys = keys_of(upd)
+  if #keys == 0 then argerror(2, fname, "update document is empty", 2) end
+  for _, k in ipairs(keys) do
+    if not is_operator(k) then
+      argerror(2, fname, "update document requires atomic operators ($set, "
+               .. "$inc...); to replace a document use replace_one", 2)
+    end
+  end
+end
+
+-- A replacement (argument 2) is a document without operators.
+local function check_replacement(d, fname)
+  if type(d) ~= "table" then
+    argerror(2, fname, "replacement document expected, got " .. type(d), 2)
+  end
+  for _, k in ipairs(keys_of(d)) do
+    if is_operator(k) then
+      argerror(2, fname, "replacement document must not contain atomic "
+               .. "operators (" .. k .. ")", 2)
+    end
+  end
+end
+
 -- coll:insert_one(doc) -> { inserted_id = } | nil, err, code, info
 function Collection:insert_one(d, opts)
   check_doc(d, 1, "insert_one")
@@ -944,8 +1023,7 @@ local function update_result(r)
 end
 
 local function update(coll, fname, filter, upd, opts, multi)
-  check_doc(filter, 1, fname)
-  check_doc(upd, 2, fname)
+  check_doc(filter, 1, fname)   -- (a tail call of the method: depth 2)
   local stmt = { q = filter, u = upd, multi = multi,
                  upsert = opts and opts.upsert or false }
   if opts then
@@ -963,19 +1041,22 @@ end
 -- coll:update_one(filter, update [, { upsert = }]) -> { matched_count,
 -- modified_count, upserted_id, upserted_count } | nil, err, code, info
 function Collection:update_one(filter, upd, opts)
+  check_update(upd, "update_one")
   return update(self, "update_one", filter, upd, opts, false)
 end
 
 function Collection:update_many(filter, upd, opts)
+  check_update(upd, "update_many")
   return update(self, "update_many", filter, upd, opts, true)
 end
 
 function Collection:replace_one(filter, replacement, opts)
+  check_replacement(replacement, "replace_one")
   return update(self, "replace_one", filter, replacement, opts, false)
 end
 
 local function delete(coll, fname, filter, limit, opts)
-  check_doc(filter, 1, fname)
+  check_doc(filter, 1, fname)   -- (a tail call of the method: depth 2)
   local stmt = { q = filter, limit = limit }
   if opts then stmt.collation, stmt.hint = opts.collation, opts.hint end
   local r, err, code, info = write_batches(coll, "delete", "deletes", { stmt },
@@ -1007,11 +1088,12 @@ local function check_sort(opts, fname)
   local sort = opts and opts.sort
   if sort == nil or is_doc(sort) then return end
   if type(sort) ~= "table" then
-    argerror(2, fname, "sort must be a document", 3)
+    argerror(2, fname, "sort must be a document", 2)
   end
   local k = next(sort)
   if k ~= nil and next(sort, k) ~= nil then
-    argerror(2, fname, "a sort of several keys must be ordered: mongo.doc{\"a\", 1, \"b\", -1}", 3)
+    argerror(2, fname, "a sort of several keys must be ordered: "
+             .. "mongo.doc{\"a\", 1, \"b\", -1}", 2)
   end
 end
 
@@ -1062,6 +1144,7 @@ end
 
 -- coll:count_documents([filter [, { skip =, limit = }]]) -> n
 function Collection:count_documents(filter, opts)
+  check_filter(filter, "count_documents")
   local pipeline = { { ["$match"] = filter or {} } }
   if opts and opts.skip then pipeline[#pipeline + 1] = { ["$skip"] = opts.skip } end
   if opts and opts.limit then pipeline[#pipeline + 1] = { ["$limit"] = opts.limit } end
@@ -1085,14 +1168,17 @@ end
 -- coll:distinct(key [, filter]) -> { values... }
 function Collection:distinct(key, filter)
   if type(key) ~= "string" then argerror(1, "distinct", "field name expected") end
+  if filter ~= nil and type(filter) ~= "table" then
+    argerror(2, "distinct", "filter document expected, got " .. type(filter))
+  end
   local reply, err, code, info = self.client:_command(finish({
     "distinct", self.name, "key", key, "query", filter or {} }, self._db))
   if not reply then return nil, err, code, info end
   return reply.values or {}
 end
 
-local function find_and_modify(coll, filter, fields, opts)
-  check_sort(opts, "find_one_and_modify")
+local function find_and_modify(coll, fname, filter, fields, opts)
+  check_sort(opts, fname)   -- (a tail call of the method)
   local body = { "findAndModify", coll.name, "query", filter or {} }
   for i = 1, #fields do body[#body + 1] = fields[i] end
   add_options(body, opts, { { "sort", "sort" }, { "projection", "fields" },
@@ -1111,20 +1197,24 @@ end
 -- coll:find_one_and_update(filter, update [, { return_document = "after",
 -- upsert =, sort =, projection = }]) -> doc | nil (none) | nil, err, ...
 function Collection:find_one_and_update(filter, upd, opts)
-  check_doc(upd, 2, "find_one_and_update")
-  return find_and_modify(self, filter, { "update", upd, "new",
+  check_filter(filter, "find_one_and_update")
+  check_update(upd, "find_one_and_update")
+  return find_and_modify(self, "find_one_and_update", filter, { "update", upd, "new",
     opts and opts.return_document == "after" or false }, opts)
 end
 
 function Collection:find_one_and_replace(filter, replacement, opts)
-  check_doc(replacement, 2, "find_one_and_replace")
-  return find_and_modify(self, filter, { "update", replacement, "new",
+  check_filter(filter, "find_one_and_replace")
+  check_replacement(replacement, "find_one_and_replace")
+  return find_and_modify(self, "find_one_and_replace", filter, { "update", replacement, "new",
     opts and opts.return_document == "after" or false }, opts)
 end
 
 -- coll:find_one_and_delete(filter [, { sort =, projection = }]) -> doc | nil
 function Collection:find_one_and_delete(filter, opts)
-  return find_and_modify(self, filter, { "remove", true }, opts)
+  check_filter(filter, "find_one_and_delete")
+  return find_and_modify(self, "find_one_and_delete", filter,
+                         { "remove", true }, opts)
 end
 
 -- The default name of an index: "a_1_b_-1".

@@ -490,6 +490,14 @@ describe("connecting and authenticating", function()
                    helper.raised(mongo.connect, { authMechanism = "PLAIN", username = "u",
                                                   password = "p" }))
     assert.matches("password must be", helper.raised(mongo.connect, { username = "u" }))
+    -- a URI is data: a user without a password is a bad URI, not a raise
+    local err
+    c, err, code = mongo.connect(url(main, "bob"))
+    assert.is_nil(c)
+    assert.equal("bad_url", code)
+    assert.matches("no password for user 'bob'", err)
+    _, _, code = mongo.connect({ uri = url(main, "bob") })
+    assert.equal("bad_url", code)
     assert.matches("must run in a coroutine", helper.raised(function()
       local co = coroutine.wrap(mongo.connect)
       co("mongodb://127.0.0.1")
@@ -587,6 +595,21 @@ describe("commands and CRUD", function()
     local _, err, code, info = coll:update_one({ _id = 1 }, { ["$bogus"] = { a = 1 } })
     assert.equal("mongo", code, err)
     assert.is_number(info.code)
+    -- updates need operators, replacements must have none (as the drivers)
+    assert.matches("requires atomic operators",
+                   helper.raised(coll.update_one, coll, { _id = 1 }, { n = 5 }))
+    assert.matches("requires atomic operators",
+                   helper.raised(coll.update_many, coll, {}, bson.doc{ "$set", { a = 1 }, "n", 5 }))
+    assert.matches("must not contain atomic operators",
+                   helper.raised(coll.replace_one, coll, { _id = 1 }, { ["$set"] = { n = 5 } }))
+    assert.matches("requires atomic operators",
+                   helper.raised(coll.find_one_and_update, coll, { _id = 1 }, { n = 5 }))
+    assert.matches("filter document expected",
+                   helper.raised(coll.count_documents, coll, 5))
+    assert.matches("filter document expected",
+                   helper.raised(coll.find_one_and_delete, coll, "x"))
+    assert.matches("bad argument #2 to 'distinct'", helper.raised(coll.distinct, coll, "a", 5))
+    assert.same({ _id = 1, n = 1, x = true }, coll:find_one({ _id = 1 }))
   end)
 
   it("deletes one and many, counts and lists distinct values", function()
@@ -791,6 +814,19 @@ describe("cursors", function()
       for _ in cur:iter() do end
     end))
 
+    -- a cursor whose connection dropped fails at once (the server's cursor
+    -- went with it) and the client reconnects for the next request
+    cur = assert(coll:find({}, { batch_size = 2 }))
+    assert.truthy(cur:next())
+    assert.truthy(cur:next())
+    c._ch:close_immediately()
+    d, err, code = cur:next()
+    assert.is_nil(d)
+    assert.equal("closed", code)
+    assert.matches("cursor's connection closed", err)
+    assert.is_nil(cur:next())
+    assert.equal(7, coll:count_documents())
+
     cur = assert(coll:aggregate({ { ["$match"] = {} } }, { batch_size = 1 }))
     id = cur._id
     do
@@ -820,6 +856,37 @@ describe("sharing and limits", function()
     assert.equal(100, coll:count_documents())
     assert.equal(1, c:stats().connects)
     c:close()
+  end)
+
+  it("drops a server that stops reading after send_timeout", function()
+    -- answers hello, then never reads again
+    local class = Channel:inherit()
+    local stalled = false
+    function class:data()
+      if stalled then return end
+      local _, _, body, id = self._stream:read_mongo()
+      if body and body.hello then
+        stalled = true
+        reply(self, id, HELLO)
+      end
+    end
+    local l = assert(event.listen("127.0.0.1", 0, function() end, class))
+    local c = assert(mongo.connect({ host = "127.0.0.1", port = l:port(),
+                                     socket_timeout = 10, send_timeout = 0.3 }))
+    local pad = ("s"):rep(1024 * 1024)
+    local docs = {}
+    for i = 1, 40 do docs[i] = { _id = i, pad = pad } end   -- 40 MB: fills every buffer
+    local started = event.now()
+    local r, err, code = c:collection("x.y"):insert_many(docs)
+    local took = event.now() - started
+    assert.is_nil(r)
+    assert.equal("timeout", code, err)
+    assert.is_true(took >= 0.29, took)   -- not before the limit
+    assert.is_true(took < 5, took)       -- long before socket_timeout
+    assert.is_false(c:stats().connected)
+    assert.matches("send_timeout must be", helper.raised(mongo.connect, { send_timeout = 0 }))
+    c:close()
+    l:close()
   end)
 
   it("sends batches larger than the send queue's high-water mark", function()
