@@ -68,10 +68,18 @@ mount -t sysfs sys "$ROOT/sys"
 mount --bind /dev "$ROOT/dev"
 mount --bind /dev/pts "$ROOT/dev/pts"
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+# This machine's network, like resolv.conf: where the host trusts an extra
+# CA for Node.js (an egress proxy that inspects TLS), npm in the root must
+# too, or the test step's npm install cannot reach the registry.
+HOST_ENV=""
+if [ -n "${NODE_EXTRA_CA_CERTS:-}" ] && [ -r "$NODE_EXTRA_CA_CERTS" ]; then
+  cp "$NODE_EXTRA_CA_CERTS" "$ROOT/etc/host-extra-ca.crt"
+  HOST_ENV="NODE_EXTRA_CA_CERTS=/etc/host-extra-ca.crt"
+fi
 
 # in_root COMMAND: run a shell command in the chroot, as a login would.
 in_root() {
-  chroot "$ROOT" /usr/bin/env -i HOME=/root TERM=xterm LANG=C.UTF-8 \
+  chroot "$ROOT" /usr/bin/env -i HOME=/root TERM=xterm LANG=C.UTF-8 $HOST_ENV \
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     /bin/sh -c "$1"
 }
@@ -96,7 +104,7 @@ second=$(echo "$commands" | sed -n 2p)
 
 say "1: $first"
 start=$(date +%s)
-setsid chroot "$ROOT" /usr/bin/env -i HOME=/root TERM=xterm LANG=C.UTF-8 \
+setsid chroot "$ROOT" /usr/bin/env -i HOME=/root TERM=xterm LANG=C.UTF-8 $HOST_ENV \
   PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
   /bin/sh -c "cd /root/evlua && $first" >"$LOG.first" 2>&1 &
 sample_pid=$!
