@@ -23,9 +23,10 @@ endif
 # src/core/ is plain C: it never sees Lua's headers, so a Lua call there
 # fails to compile. src/lua/ is everything that includes lua.h: the
 # runtime (runtime.c, alloc.c, main.c) and the bindings (l<name>.c).
-# libbson (MongoDB's BSON) and libcrypto (SCRAM's hashes) for evlua.mongo.
+# libbson (MongoDB's BSON) and libcrypto (SCRAM's hashes) for evlua.mongo;
+# zlib gzips the profiler's pprof output.
 CORE_PKGS = libcares libbson-1.0
-LUA_PKGS = lua5.4 libcares readline libbson-1.0 libcrypto
+LUA_PKGS = lua5.4 libcares readline libbson-1.0 libcrypto zlib
 PKG_LIBS = $(shell pkg-config --libs $(LUA_PKGS) 2>/dev/null)
 # libev and http-parser ship no .pc file in Debian.
 LIBS = $(PKG_LIBS) -lev -lhttp_parser -lm

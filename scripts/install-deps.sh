@@ -7,12 +7,12 @@
 set -e
 
 # Build: compiler, make, pkg-config, Lua 5.4, libev, c-ares, http-parser,
-# readline, libbson (BSON for evlua.mongo) and libssl (libcrypto: SCRAM's
-# PBKDF2, HMAC and SHA) headers, and lua-cjson (the debugger's DAP port
-# speaks JSON). (Redis replies are read by src/core/resp.c, not hiredis:
+# readline, libbson (BSON for evlua.mongo), libssl (libcrypto: SCRAM's
+# PBKDF2, HMAC and SHA) and zlib (the profiler's gzipped pprof) headers,
+# and lua-cjson (the debugger's DAP port speaks JSON). (Redis replies are read by src/core/resp.c, not hiredis:
 # see docs/redis.md.)
 BUILD="gcc make pkg-config libc6-dev liblua5.4-dev libev-dev libc-ares-dev \
-libhttp-parser-dev libreadline-dev libbson-dev libssl-dev lua-cjson"
+libhttp-parser-dev libreadline-dev libbson-dev libssl-dev zlib1g-dev lua-cjson"
 # Tests: cmocka (C unit tests); busted and the stock interpreter (for
 # comparisons); clang and its sanitizer runtime (asan-test, fuzz);
 # valgrind; tmux (terminal tests); procps (ps, kill); groff-base (the
@@ -25,10 +25,12 @@ libhttp-parser-dev libreadline-dev libbson-dev libssl-dev lua-cjson"
 # GOPATH mode) as the KCP peer (tests/peers/kcp_peer.go); Node.js for the
 # MongoDB test server (tests/peers/mongo: npm's mongodb driver, bson and
 # mingo, installed by tests/peers/mongo_setup.sh), libmongoc as its second
-# conformance client, and Python's bson (pymongo's) for BSON interop.
+# conformance client, and Python's bson (pymongo's) for BSON interop;
+# gdb for the Lua stack tools (tools/evlua-gdb.py, evlua stack) and their
+# tests; Go's pprof (golang-go) reads the profiler's output.
 TEST="libcmocka-dev lua5.4 lua-busted clang libclang-rt-14-dev valgrind tmux \
 procps groff-base lua-check dnsmasq-base python3 python3-msgpack python3-pynvim neovim curl nginx \
-redis-server golang-go golang-github-xtaci-kcp-dev nodejs libmongoc-dev python3-bson"
+redis-server golang-go golang-github-xtaci-kcp-dev nodejs libmongoc-dev python3-bson gdb"
 # Benchmarks: wrk, and nginx with its Lua module as the HTTP peers;
 # redis-benchmark (redis-tools) as the Redis client's peer; taskset
 # (util-linux) pins server and client to their cores; Node.js runs the

@@ -32,12 +32,15 @@ Available options are:
             (docs/debugger.md)
   --dap PORT  serve the Debug Adapter Protocol on 127.0.0.1:PORT
             (docs/debugger.md)
+  --profile[=FILE]  profile the script; the report goes to FILE at exit
+            (its format from the extension), or to stderr (docs/profiler.md)
   --        stop handling options
   -         stop handling options and execute stdin
 A script NAME that is not a file is looked up as NAME.lua in the current
 directory, in $EVLUA_SCRIPT_PATH (directories separated by ':') and in
 evlua's examples directory.
-`%s console [HOST:]PORT [command]` connects to a console port.
+`%s console [HOST:]PORT [command]` connects to a console port;
+`%s stack PID` prints the Lua stacks of a running evlua process.
 See evlua(1) for the environment variables.
 ]==]
 
@@ -76,6 +79,10 @@ local function parse(argv)
         return fail("bad_option", "'--dap' needs a port")
       end
       i = i + 2
+      goto continue
+    elseif a == "--profile" or a:sub(1, 10) == "--profile=" then
+      opts.profile = a:sub(11) ~= "" and a:sub(11) or true
+      i = i + 1
       goto continue
     end
     local flag, value = a:sub(2, 2), a:sub(3)
@@ -197,13 +204,16 @@ local function open_console(spec)
   return true
 end
 
--- `evlua console ...`: the console client (a file named "console" in the
--- current directory still runs as a script).
-local function console_client(argv, progname)
+-- The subcommands (`evlua console ...`, `evlua stack PID`): the module
+-- whose main(args) -> status runs each. A file of that name in the current
+-- directory still runs as a script.
+local SUBCOMMANDS = { console = "evlua.console_client", stack = "evlua.stack" }
+
+local function subcommand(argv, progname)
   _G.arg = make_arg(argv, 1)
   local args = table.move(argv, 2, #argv, 1, {})
   event._start_main(function()
-    core.exit(require("evlua.console_client").main(args))
+    core.exit(require(SUBCOMMANDS[argv[1]]).main(args))
   end, function(traceback)
     report(progname, traceback)
     core.exit(1)
@@ -212,17 +222,17 @@ end
 
 local function launch(argv, info)
   local progname = argv[0]
-  if argv[1] == "console" and not file_exists("console") then
-    return console_client(argv, progname)
+  if SUBCOMMANDS[argv[1]] and not file_exists(argv[1]) then
+    return subcommand(argv, progname)
   end
   local opts, err = parse(argv)
   if not opts then
     report(progname, err)
-    io.stderr:write(USAGE:format(progname, progname))
+    io.stderr:write(USAGE:format(progname, progname, progname))
     return 1
   end
   if opts.help then
-    io.stdout:write(USAGE:format(progname, progname))
+    io.stdout:write(USAGE:format(progname, progname, progname))
     return 0
   end
   if opts.script then argv[opts.script] = find_script(argv[opts.script], info) end
@@ -264,6 +274,10 @@ local function launch(argv, info)
       if opts.dap then
         local ok, derr = require("evlua.dap").start_main(opts.dap)
         if not ok then return start_failed(progname, "--dap " .. opts.dap .. ": " .. derr) end
+      end
+      if opts.profile then   -- profiler.start_main writes the report at exit
+        local ok, perr = require("evlua.profiler").start_main(opts.profile)
+        if not ok then return start_failed(progname, "--profile: " .. perr) end
       end
       if not repl then return fn() end
       fn()

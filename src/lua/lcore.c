@@ -159,6 +159,8 @@ static const binding bindings[] = {
   { "bson", evlua_open_bson },
   { "crypto", evlua_open_crypto },
   { "mongo", evlua_open_mongo },       /* adds stream methods */
+  { "profiler", evlua_open_profiler },
+  { "crash", evlua_open_crash },
   { NULL, NULL }
 };
 

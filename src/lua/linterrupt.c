@@ -175,6 +175,10 @@ lua_State *evlua_interrupt_enter(lua_State *L) {
   return atomic_exchange_explicit(&running_thread, L, memory_order_relaxed);
 }
 
+lua_State *evlua_running_thread(void) {
+  return atomic_load_explicit(&running_thread, memory_order_relaxed);
+}
+
 void evlua_interrupt_leave(lua_State *L, lua_State *prev) {
   atomic_store_explicit(&running_thread, prev, memory_order_relaxed);
   /* After the store a signal arms prev, not L: clearing L is final. */

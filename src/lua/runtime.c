@@ -209,6 +209,7 @@ evlua_runtime *evlua_runtime_new(void) {
   luaL_openlibs(rt->L);
   wrap_os_exit(rt->L);
   evlua_interrupt_install(rt->L);
+  evlua_crash_install(rt->L);
   luaL_getsubtable(rt->L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   lua_pushcfunction(rt->L, luaopen_evlua_core);
   lua_setfield(rt->L, -2, "evlua.core");

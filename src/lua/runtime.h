@@ -156,6 +156,14 @@ void evlua_set_target(lua_State *L, int ud, int targ);
 void evlua_interrupt_install(lua_State *L);
 lua_State *evlua_interrupt_enter(lua_State *L);
 void evlua_interrupt_leave(lua_State *L, lua_State *prev);
+/* The thread running Lua code now (NULL while none does): for the
+** profiler's and the crash handler's signal handlers. */
+lua_State *evlua_running_thread(void);
+
+/* On SIGSEGV, SIGBUS, SIGFPE and SIGABRT write the running coroutine's
+** Lua traceback and the C backtrace to stderr, then die by the same
+** signal (lcrash.c). */
+void evlua_crash_install(lua_State *L);
 
 /* Module openers, one per binding file. */
 int luaopen_evlua_core(lua_State *L);
@@ -169,6 +177,8 @@ void evlua_open_http(lua_State *L);
 void evlua_open_process(lua_State *L);
 void evlua_open_signal(lua_State *L);
 void evlua_open_interrupt(lua_State *L);
+void evlua_open_profiler(lua_State *L);
+void evlua_open_crash(lua_State *L);
 void evlua_open_import(lua_State *L);
 void evlua_open_redis(lua_State *L);
 void evlua_open_udp(lua_State *L);
