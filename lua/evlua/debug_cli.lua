@@ -75,13 +75,17 @@ function Session:stopped(stop)
   else
     head = thread_name(stop.thread)
   end
-  local out = { ("%s stopped at %s:%d"):format(head, stop.file, stop.line) }
+  local top = frame(self)
+  local out = { ("%s stopped at %s:%d%s"):format(head, stop.file, stop.line,
+                                               top and " in " .. top.name or "") }
   local text = source_line(stop.file, stop.line)
   if text then out[#out + 1] = ("%d\t%s"):format(stop.line, text) end
-  for i, expr in ipairs(self.displays) do
-    if expr then
-      local v, err = engine.evaluate(self.thread, 0, expr)
-      out[#out + 1] = ("%d: %s = %s"):format(i, expr, v or ("<error: " .. tostring(err) .. ">"))
+  for i, d in ipairs(self.displays) do
+    -- a display made in a function shows in that function only (as gdb's
+    -- shows only where its names are in scope)
+    if d and (d.func == nil or (top and top.func == d.func)) then
+      local v, err = engine.evaluate(self.thread, 0, d.expr)
+      out[#out + 1] = ("%d: %s = %s"):format(i, d.expr, v or ("<error: " .. tostring(err) .. ">"))
     end
   end
   return table.concat(out, "\n")
@@ -204,7 +208,7 @@ def({ "info", "i" }, "info breakpoints|locals|args|upvalues|watch|display",
     return #out > 0 and table.concat(out, "\n") or "No watchpoints."
   elseif what == "display" then
     local out = {}
-    for i, e in ipairs(self.displays) do if e then out[#out + 1] = i .. ": " .. e end end
+    for i, d in ipairs(self.displays) do if d then out[#out + 1] = i .. ": " .. d.expr end end
     return #out > 0 and table.concat(out, "\n") or "No displays."
   end
   local ok, err = need_stop(self)
@@ -281,6 +285,7 @@ def({ "list", "l" }, "list [[file:]line | function]", "source around a line", fu
     file, line = info.source:gsub("^@", ""), info.linedefined + 4
   end
   if not file then return nil, "no file" end
+  file = engine.resolve(file) or file   -- by suffix, as break does
   local lines = file_lines(file)
   if not lines then return nil, "cannot read " .. file end
   local first, last = math.max(1, line - 5), math.min(#lines, line + 4)
@@ -314,7 +319,8 @@ end)
 def({ "display" }, "display [expr]", "show expr at every stop (the list without expr)",
     function(self, args)
   if args == "" then return commands.info(self, "display") end
-  self.displays[#self.displays + 1] = args
+  local f = self.thread ~= nil and engine.stopped(self.thread) and frame(self)
+  self.displays[#self.displays + 1] = { expr = args, func = f and f.func or nil }
   local v = self.thread and engine.evaluate(self.thread, self.level, args)
   return ("%d: %s = %s"):format(#self.displays, args, v or "?")
 end)

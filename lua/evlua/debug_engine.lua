@@ -185,7 +185,7 @@ function engine.frames(thread, start, count)
   start = start or 0
   local list, level = {}, 0
   while true do
-    local info = info_at(co, level, "Slnu")
+    local info = info_at(co, level, "Slnuf")
     if not info then break end
     if level == 0 and co ~= co_running() then
       local rec = parked_rec(co)
@@ -195,7 +195,7 @@ function engine.frames(thread, start, count)
       list[#list + 1] = {
         level = level, name = frame_name(info),
         file = info.what == "C" and "[C]" or path_of(info.source),
-        line = info.currentline, nparams = info.nparams or 0,
+        line = info.currentline, nparams = info.nparams or 0, func = info.func,
         what = info.what == "main" and "main" or (info.what == "C" and "C" or "Lua"),
       }
     end
@@ -456,6 +456,13 @@ local function known_paths()
     end
   end
   for s in pairs(seen_sources) do paths[path_of(s)] = true end
+  -- the files of stopped code: a script run by path is no module, and
+  -- the call hook may not have seen it yet (`b script.lua:9` at entry)
+  for id in pairs(stopped) do
+    for _, f in ipairs((engine.frames(id))) do
+      if f.what ~= "C" then paths[f.file] = true end
+    end
+  end
   return paths
 end
 
@@ -470,6 +477,13 @@ local function resolve(pattern)
     if matches(path, pattern) then return path end
   end
   if readable(pattern) then return pattern end
+end
+
+-- engine.resolve(file) -> the path of a loaded (or readable) Lua file
+-- the name matches by suffix, as breakpoints match | nil
+function engine.resolve(file)
+  if type(file) ~= "string" then error("resolve: file name expected", 2) end
+  return resolve(file)
 end
 
 -- Lines of a file that may hold code: not blank, not only a comment,
@@ -614,8 +628,12 @@ function engine.watch(expr, thread, level)
   local ok = load("return " .. expr, "=(watch)")
   if not ok then return nil, "bad expression: " .. expr end
   next_watch = next_watch + 1
-  local w = { id = next_watch, expr = expr }
-  local _, n, v = run_in(thread ~= nil and thread_co(thread) or nil, level or 0, expr)
+  local co = thread ~= nil and thread_co(thread) or nil
+  -- set in a frame, it watches that function's view of the names (a
+  -- local there is no local of its callees): only its lines check it
+  local info = co and info_at(co, level or 0, "f")
+  local w = { id = next_watch, expr = expr, fn = info and info.func }
+  local _, n, v = run_in(co, level or 0, expr)
   if n > 0 then w.value, w.known = v, true end
   watches[w.id] = w
   changed()
@@ -844,8 +862,10 @@ local function on_line(co, source, line, yieldable)
     end
   end
   if next(watches) then
+    local fn = getinfo(3, "f").func   -- the function of this line
     for _, w in pairs(watches) do
-      local ok, n, v = run_in(co, 0, w.expr)
+      local ok, n, v
+      if w.fn == nil or w.fn == fn then ok, n, v = run_in(co, 0, w.expr) end
       if ok and n > 0 then
         if w.known and v ~= w.value then
           local old = w.value
