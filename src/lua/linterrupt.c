@@ -23,12 +23,19 @@
 ** A thread that yields or returns leaves the hook behind disarmed, so a
 ** late signal never hits unrelated code afterwards.
 **
-** One hook slot, two users. A thread has one hook; the debugger
-** (evlua.debug_engine) keeps its own there (debug_hook, below, with a
-** mask of its choosing) and so may any code calling debug.sethook. The
-** signal saves the hook it replaces (saved_*, for the one thread it arms)
-** and disarming puts that hook back instead of clearing the slot; the
-** debugger setting its hook on an armed thread updates the saved copy.
+** One hook slot, several users. A thread has one hook. Persistent users
+** keep theirs there: the debugger (evlua.debug_engine: debug_hook, below,
+** with a mask of its choosing), the exact profiler (lprofiler.c's call
+** hook), any code calling debug.sethook. One-shot users arm the running
+** thread from a signal handler and want one look at it at its next
+** instruction: the interrupt (SIGUSR1, SIGINT) and the sampling profiler
+** (SIGPROF). They share one mechanism: a signal sets its bit in
+** pending_bits and arms oneshot_hook on the running thread, saving the
+** hook it replaces (saved_*, for the one thread armed); the hook serves
+** every pending bit, then puts the saved hook back. The debugger setting
+** its hook on an armed thread updates the saved copy. The armed thread is
+** always the running one: a resume moves pending bits on to the resumed
+** thread, and a thread that yields or returns drops them.
 */
 #include <errno.h>
 #include <fcntl.h>
@@ -36,9 +43,11 @@
 #include <lualib.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "linterrupt.h"
 #include "log.h"
 #include "runtime.h"
 
@@ -59,14 +68,38 @@ static int library_count;
 
 enum { USER_ON_TOP, USER_BELOW, NO_USER };
 
+/* What the one-shot hook has to do on the armed thread. */
+enum { WANT_INTERRUPT = 1, WANT_SAMPLE = 2 };
+static atomic_int pending_bits;
+
 /* The hook the signal replaced on armed_thread, put back on disarming. */
 static lua_State *volatile armed_thread;
 static volatile lua_Hook saved_hook;
 static volatile int saved_mask, saved_count;
 
-static void interrupt_hook(lua_State *L, lua_Debug *event);
+#define ONESHOT_MASK (LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT)
 
-/* Take the interrupt's hook off L: the hook it replaced comes back. */
+static evlua_sampler sampler;         /* the profiler's, or NULL */
+static lua_Hook call_hook;            /* the exact profiler's, or NULL */
+static int call_mask;
+static evlua_switch_fn on_switch;     /* the exact profiler's, or NULL */
+
+static void oneshot_hook(lua_State *L, lua_Debug *event);
+
+/* Put oneshot_hook on L, keeping the hook it replaces. Async-signal-safe,
+** and idempotent should a signal arrive while normal code runs it. */
+static void arm(lua_State *L) {
+  lua_Hook h = lua_gethook(L);
+  if (h != oneshot_hook) {
+    saved_hook = h;
+    saved_mask = lua_gethookmask(L);
+    saved_count = lua_gethookcount(L);
+    armed_thread = L;
+  }
+  lua_sethook(L, oneshot_hook, ONESHOT_MASK, 1);
+}
+
+/* Take the one-shot hook off L: the hook it replaced comes back. */
 static void disarm(lua_State *L) {
   if (L == armed_thread) {
     armed_thread = NULL;
@@ -76,6 +109,51 @@ static void disarm(lua_State *L) {
     }
   }
   lua_sethook(L, NULL, 0, 0);   /* stale, inherited from its creator */
+}
+
+/* Done with L for now; a signal that came meanwhile arms it again. */
+static void finish(lua_State *L) {
+  disarm(L);
+  if (atomic_load(&pending_bits) != 0) arm(L);
+}
+
+/* Async-signal-safe: ask for `want` at the running thread's next
+** instruction; 0 when no Lua code runs. */
+static int request(int want) {
+  lua_State *L = atomic_load_explicit(&running_thread, memory_order_relaxed);
+  if (L == NULL) return 0;
+  atomic_fetch_or(&pending_bits, want);
+  arm(L);
+  return 1;
+}
+
+int evlua_request_sample(void) {
+  return request(WANT_SAMPLE);
+}
+
+void evlua_set_sampler(evlua_sampler fn) {
+  sampler = fn;
+}
+
+void evlua_set_call_hook(lua_State *L, lua_Hook hook, int mask,
+                         evlua_switch_fn switch_fn) {
+  lua_State *main_thread;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  main_thread = lua_tothread(L, -1);
+  lua_pop(L, 1);
+  lua_Hook old = call_hook;
+  call_hook = hook;
+  call_mask = mask;
+  on_switch = switch_fn;
+  /* the threads running now; every other one at its next resume */
+  lua_State *threads[2] = { L, main_thread };
+  for (int i = 0; i < 2; i++) {
+    lua_Hook h = lua_gethook(threads[i]);
+    if (hook != NULL && h == NULL)
+      lua_sethook(threads[i], hook, mask, 0);
+    else if (hook == NULL && old != NULL && h == old)
+      lua_sethook(threads[i], NULL, 0, 0);
+  }
 }
 
 static int is_library(const char *source) {
@@ -115,8 +193,8 @@ static void notify_prompt(void) {
   errno = saved;
 }
 
-static void interrupt_hook(lua_State *L, lua_Debug *event) {
-  (void)event;
+/* The interrupt's part of the one-shot hook. */
+static void interrupt_step(lua_State *L) {
   lua_Debug top;
   /* lua.c says "interrupted!" on Ctrl-C: the prompt says the same */
   const char *what = arming_signal == SIGINT ? "interrupted!" : "interrupted";
@@ -124,7 +202,8 @@ static void interrupt_hook(lua_State *L, lua_Debug *event) {
   case USER_BELOW:
     return;   /* stay armed until user code runs again */
   case NO_USER:
-    disarm(L);
+    atomic_fetch_and(&pending_bits, ~WANT_INTERRUPT);
+    finish(L);
     interrupts_ignored++;
     if (arming_signal == SIGINT) {
       notify_prompt();   /* nothing loops: the prompt handles it */
@@ -134,7 +213,8 @@ static void interrupt_hook(lua_State *L, lua_Debug *event) {
               "nothing interrupted");
     return;
   default:
-    disarm(L);
+    atomic_fetch_and(&pending_bits, ~WANT_INTERRUPT);
+    finish(L);
     interrupts_raised++;
     if (top.currentline > 0)
       lua_pushfstring(L, "%s:%d: %s", top.short_src, top.currentline, what);
@@ -144,35 +224,58 @@ static void interrupt_hook(lua_State *L, lua_Debug *event) {
   }
 }
 
+static void oneshot_hook(lua_State *L, lua_Debug *event) {
+  int pending = atomic_load(&pending_bits);
+  if (pending & WANT_SAMPLE) {
+    atomic_fetch_and(&pending_bits, ~WANT_SAMPLE);
+    if (sampler != NULL) sampler(L, event);
+  }
+  if (pending & WANT_INTERRUPT)
+    interrupt_step(L);   /* disarms, or stays armed for user code */
+  else
+    finish(L);
+}
+
 /* Async-signal-safe: an atomic load and lua_sethook (or a write) only. */
 static void on_interrupt_signal(int sig) {
   signals_received++;
-  lua_State *L = atomic_load_explicit(&running_thread, memory_order_relaxed);
-  if (L == NULL) {
+  arming_signal = sig;
+  if (!request(WANT_INTERRUPT)) {
     signals_idle++;
     if (sig == SIGINT) notify_prompt();
-    return;
   }
-  arming_signal = sig;
-  if (lua_gethook(L) != interrupt_hook) {   /* keep the hook it replaces */
-    saved_hook = lua_gethook(L);
-    saved_mask = lua_gethookmask(L);
-    saved_count = lua_gethookcount(L);
-    armed_thread = L;
-  }
-  lua_sethook(L, interrupt_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT,
-              1);
 }
 
 static int debug_armed;   /* the debugger wants its hook on every thread */
 static void debug_hook(lua_State *L, lua_Debug *ar);
 
-lua_State *evlua_interrupt_enter(lua_State *L) {
-  /* A thread inherits its creator's hook: drop a stale one first. */
-  if (lua_gethook(L) == interrupt_hook) disarm(L);
-  if (debug_armed && lua_gethook(L) == NULL)
+/* A persistent user's hook on a thread with an empty slot. */
+static void install_persistent(lua_State *L) {
+  if (lua_gethook(L) != NULL) return;
+  if (call_hook != NULL)
+    lua_sethook(L, call_hook, call_mask, 0);
+  else if (debug_armed)
     lua_sethook(L, debug_hook, LUA_MASKCALL, 0);
-  return atomic_exchange_explicit(&running_thread, L, memory_order_relaxed);
+}
+
+lua_State *evlua_interrupt_enter(lua_State *L) {
+  lua_State *running = atomic_load_explicit(&running_thread,
+                                            memory_order_relaxed);
+  if (L != running) {
+    /* No signal arms L before it runs: its slot is ours to fix. A thread
+    ** inherits its creator's hook: drop a stale one-shot first. */
+    if (lua_gethook(L) == oneshot_hook) disarm(L);
+    install_persistent(L);
+    if (on_switch != NULL) on_switch(L, 1);
+  }
+  lua_State *prev = atomic_exchange_explicit(&running_thread, L,
+                                             memory_order_relaxed);
+  /* Signals arm L from now on: a request that came for prev moves on. */
+  if (prev != L && prev != NULL && prev == armed_thread) {
+    disarm(prev);
+    if (atomic_load(&pending_bits) != 0) arm(L);
+  }
+  return prev;
 }
 
 lua_State *evlua_running_thread(void) {
@@ -181,8 +284,16 @@ lua_State *evlua_running_thread(void) {
 
 void evlua_interrupt_leave(lua_State *L, lua_State *prev) {
   atomic_store_explicit(&running_thread, prev, memory_order_relaxed);
-  /* After the store a signal arms prev, not L: clearing L is final. */
-  if (lua_gethook(L) == interrupt_hook) disarm(L);
+  if (L == prev) return;
+  /* After the store a signal arms prev, not L: clearing L is final, and a
+  ** request L had not served yet is dropped (a late signal never hits
+  ** unrelated code afterwards). */
+  if (lua_gethook(L) == oneshot_hook) {
+    int bits = atomic_load(&pending_bits);
+    disarm(L);
+    if (armed_thread != prev) atomic_fetch_and(&pending_bits, ~bits);
+  }
+  if (on_switch != NULL) on_switch(L, 0);
 }
 
 /* The debugger's hook ================================================= */
@@ -194,27 +305,50 @@ void evlua_interrupt_leave(lua_State *L, lua_State *prev) {
 ** this line; the loop resumes it later) or nothing. A Lua hook cannot
 ** yield, a C one can (line events only), hence this one. */
 static const char handler_key = 'h';   /* registry: the handler */
-static const char skip_key = 's';      /* registry: source pointer -> source */
+static const char skip_key = 's';      /* registry: source pointer -> a function of it */
+
+/* The skipped files' source pointers, in front of the skip table: most
+** calls of a server hit here, without a table lookup or a string. A
+** pointer stays unique while the skip table holds a function of its
+** file (which holds the source string), so no string compare is needed. */
+#define SKIP_CACHE_SIZE 256
+static const char *skip_cache[SKIP_CACHE_SIZE];
+
+static const char **skip_slot(const char *source) {
+  return &skip_cache[((uintptr_t)source >> 4) & (SKIP_CACHE_SIZE - 1)];
+}
+
+/* Whether calls into source are known to be skipped. */
+static int is_skipped(lua_State *L, const char *source) {
+  const char **slot = skip_slot(source);
+  if (*slot == source) return 1;
+  int skipped = lua_rawgetp(L, LUA_REGISTRYINDEX, &skip_key) == LUA_TTABLE
+                && lua_rawgetp(L, -1, source) != LUA_TNIL;
+  if (skipped) *slot = source;
+  return skipped;
+}
+
+/* Skip calls into the file of the function ar describes from now on. */
+static void skip_file(lua_State *L, lua_Debug *ar) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &skip_key) != LUA_TTABLE) return;
+  lua_getinfo(L, "f", ar);   /* pins the source string */
+  lua_rawsetp(L, -2, ar->source);
+  *skip_slot(ar->source) = ar->source;
+}
 
 static void debug_hook(lua_State *L, lua_Debug *ar) {
   static const char *const names[] = {
     "call", "return", "line", "count", "tail call"
   };
   int event = ar->event, top = lua_gettop(L);
-  if (event == LUA_HOOKCOUNT || !lua_getinfo(L, "Sl", ar)) return;
+  if (event == LUA_HOOKCOUNT || !lua_getinfo(L, "S", ar)) return;
   if (event != LUA_HOOKRET && event != LUA_HOOKLINE
-      && lua_gethookmask(L) == LUA_MASKCALL) {
-    /* the fast path: a call into a file already known to be skipped */
-    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &skip_key) == LUA_TTABLE) {
-      lua_rawgetp(L, -1, ar->source);
-      const char *known = lua_tostring(L, -1);
-      if (known != NULL && strcmp(known, ar->source) == 0) {
-        lua_settop(L, top);
-        return;
-      }
-    }
-    lua_settop(L, top);
+      && lua_gethookmask(L) == LUA_MASKCALL && is_skipped(L, ar->source)) {
+    lua_settop(L, top);   /* the fast path */
+    return;
   }
+  lua_settop(L, top);
+  lua_getinfo(L, "l", ar);
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &handler_key) != LUA_TFUNCTION) {
     lua_settop(L, top);
     lua_sethook(L, NULL, 0, 0);   /* the debugger is gone */
@@ -231,10 +365,7 @@ static void debug_hook(lua_State *L, lua_Debug *ar) {
   }
   const char *action = lua_tostring(L, -1);
   if (action != NULL && strcmp(action, "skip") == 0) {
-    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &skip_key) == LUA_TTABLE) {
-      lua_pushstring(L, ar->source);
-      lua_rawsetp(L, -2, ar->source);
-    }
+    skip_file(L, ar);
   } else if (action != NULL && strcmp(action, "yield") == 0
              && event == LUA_HOOKLINE && lua_isyieldable(L)) {
     lua_settop(L, top);
@@ -257,15 +388,15 @@ static int mask_of(const char *s) {
 ** hook (debug.sethook's) is left alone; returns whether it was set. */
 static int set_debug_hook(lua_State *L1, int mask) {
   lua_Hook h = lua_gethook(L1);
-  if (h == interrupt_hook && L1 == armed_thread) {
+  if (h == oneshot_hook && L1 == armed_thread) {
     if (saved_hook != NULL && saved_hook != debug_hook) return 0;
     saved_hook = mask ? debug_hook : NULL;
     saved_mask = mask;
     saved_count = 0;
     return 1;
   }
-  if (h != NULL && h != debug_hook && h != interrupt_hook) return 0;
-  if (h == interrupt_hook) return 1;   /* stale: enter() replaces it */
+  if (h != NULL && h != debug_hook && h != oneshot_hook) return 0;
+  if (h == oneshot_hook) return 1;   /* stale: enter() replaces it */
   lua_sethook(L1, mask ? debug_hook : NULL, mask, 0);
   return 1;
 }
@@ -288,6 +419,7 @@ static int l_debug_handler(lua_State *L) {
   lua_rawsetp(L, LUA_REGISTRYINDEX, &handler_key);
   lua_newtable(L);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &skip_key);
+  memset(skip_cache, 0, sizeof skip_cache);
   debug_armed = on;
   if (!on) {
     set_debug_hook(L, 0);
@@ -314,7 +446,7 @@ static int l_debug_gethook(lua_State *L) {
   lua_State *L1 = thread_arg(L, 1);
   lua_Hook h = lua_gethook(L1);
   int mask = lua_gethookmask(L1);
-  if (h == interrupt_hook && L1 == armed_thread) {
+  if (h == oneshot_hook && L1 == armed_thread) {
     h = saved_hook;
     mask = saved_mask;
   }
@@ -432,6 +564,7 @@ static int l_catch_sigint(lua_State *L) {
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sigemptyset(&sa.sa_mask);
+  sigaddset(&sa.sa_mask, SIGPROF);   /* one handler arms at a time */
   if (!lua_toboolean(L, 1)) {
     sa.sa_handler = SIG_DFL;
     sigaction(SIGINT, &sa, NULL);
@@ -467,6 +600,7 @@ void evlua_interrupt_install(lua_State *L) {
   sa.sa_handler = on_interrupt_signal;
   sa.sa_flags = SA_RESTART;
   sigemptyset(&sa.sa_mask);
+  sigaddset(&sa.sa_mask, SIGPROF);   /* one handler arms at a time */
   sigaction(SIGUSR1, &sa, NULL);
   lua_getglobal(L, LUA_COLIBNAME);
   lua_pushcfunction(L, l_resume);
