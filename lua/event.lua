@@ -491,7 +491,9 @@ end
 -- For evlua.channel, which parks inline: the slot numbers of a task
 -- record and the deadline starter.
 event._slots = { STATE = STATE, CO = CO, CANCEL = CANCEL, WHAT = WHAT,
-                 ON = ON }
+                 ON = ON, ID = ID }
+-- For evlua.profiler's wait sampler: the live tasks (values), not copied.
+function event._live_tasks() return live end
 event._start_deadline = start_deadline
 
 --[[ Timers =================================================================]]
