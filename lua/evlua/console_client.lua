@@ -14,6 +14,8 @@ usage: evlua console [-p password] [-t seconds] [HOST:]PORT [command...]
   Connects to the console port of an evlua process (HOST defaults to
   127.0.0.1) and runs the command given as arguments, the commands read
   from stdin (one per line), or an interactive prompt on a terminal.
+  The command debug opens the debugger (docs/debugger.md): its commands
+  follow, from the (evdb) prompt or stdin, until quit or detach.
   -p password  send this password first (default: $EVLUA_CONSOLE_PASSWORD)
   -t seconds   how long to wait for a reply (default 60)
   Commands: ping, mem, gc, stats, ps, reload [file], eval <lua>, help, quit.
@@ -157,6 +159,34 @@ local function command_loop(session, read_line, prompt)
   return failed and 1 or 0
 end
 
+client.DEBUG_PROMPT = "(evdb) "
+
+local DEBUG_LEAVES = { quit = true, q = true, detach = true }
+
+-- `evlua console PORT debug`: the console's debug command, then every
+-- line read is a debugger command (an empty one too: it repeats the last)
+-- until quit, detach or the end of input. Stops the code hits while no
+-- command runs arrive with the next command's answer.
+local function debug_loop(session, read_line, prompt)
+  local ok = run_line(session, "debug")
+  if not ok then return 1 end
+  local failed = false
+  while true do
+    if prompt then
+      io.stdout:write(prompt)
+      io.stdout:flush()
+    end
+    local line = read_line()
+    if not line then break end
+    ok = run_line(session, line)
+    if ok == nil then return 1 end
+    if not ok then failed = true end
+    if DEBUG_LEAVES[line:match("^%s*(%S*)")] then return failed and 1 or 0 end
+  end
+  if prompt then io.stdout:write("\n") end
+  return failed and 1 or 0
+end
+
 -- client.main(args) -> exit status; args are the words after "console".
 function client.main(args)
   local opts, err = client.parse(args)
@@ -175,7 +205,10 @@ function client.main(args)
     return 1
   end
   local code
-  if opts.command then
+  if opts.command and opts.command:match("^%s*debug%s*$") then
+    local read_line = require("evlua.repl").line_reader(0)
+    code = debug_loop(session, read_line, core.isatty(0) and client.DEBUG_PROMPT or nil)
+  elseif opts.command then
     local ok = run_line(session, opts.command)
     code = ok and 0 or 1
   else

@@ -536,12 +536,61 @@ local function code_lines(path)
   return lines
 end
 
+local function set_mask(co, mask)
+  core.debug_sethook(co, mask)
+end
+
 local function changed()
   interest, line_maps, refined = {}, {}, {}
   if armed then core.debug_handler(handler) end   -- forgets the skipped files
 end
 
 local arm   -- below
+
+-- The coroutines alive now: the main thread's and every task's.
+local function live_threads()
+  local list = { main_thread }
+  for _, t in ipairs(event.tasks()) do
+    local co = t.handle[SLOTS.CO]
+    if co then list[#list + 1] = co end
+  end
+  return list
+end
+
+-- The files on every coroutine's stack are loaded files too (a script
+-- run by path is no module): a breakpoint there is found at once.
+local function note_stacks()
+  for _, co in ipairs(live_threads()) do
+    for lv = 0, math.huge do
+      local info = getinfo(co, lv, "S")
+      if not info then break end
+      seen_sources[info.source] = true
+    end
+  end
+end
+
+local is_interesting   -- below
+
+-- A coroutine already inside a function of a file with breakpoints (a
+-- task looping there, parked in event.sleep now) makes no call into it
+-- again: with only calls hooked it would never stop there. Such a one
+-- gets returns hooked too, so coming back into that frame turns line
+-- events on (the handler's "return" case).
+local function hook_stacks()
+  if not armed then return end
+  for _, co in ipairs(live_threads()) do
+    if co ~= co_running() and core.debug_gethook(co) == "c" then
+      for lv = 0, math.huge do
+        local info = getinfo(co, lv, "S")
+        if not info then break end
+        if is_interesting(info.source) then
+          set_mask(co, "cr")
+          break
+        end
+      end
+    end
+  end
+end
 
 local function place(bp)
   local path = resolve(bp.pattern)
@@ -582,10 +631,12 @@ function engine.set_breakpoint(spec)
     local ok, err = load("return " .. bp.condition, "=(condition)")
     if not ok then error("set_breakpoint: bad condition: " .. err, 2) end
   end
+  note_stacks()
   place(bp)
   bps[bp.id] = bp
   changed()
   arm()
+  hook_stacks()
   return bp
 end
 
@@ -611,6 +662,7 @@ function engine.enable(id, on)
   bp.enabled = on and true or false
   changed()
   arm()
+  if on then hook_stacks() end
   return true
 end
 
@@ -638,6 +690,7 @@ function engine.watch(expr, thread, level)
   watches[w.id] = w
   changed()
   arm()
+  hook_stacks()
   return w
 end
 
@@ -658,7 +711,7 @@ end
 
 --[[ The hook ===============================================================]]
 
-local function is_interesting(source)
+is_interesting = function(source)
   local v = interest[source]
   if v ~= nil then return v end
   seen_sources[source] = true
@@ -753,9 +806,6 @@ local function interpolate(co, msg)
   end))
 end
 
-local function set_mask(co, mask)
-  core.debug_sethook(co, mask)
-end
 
 -- Stop the thread running now (inside the hook) -> the handler's answer.
 local function do_stop(co, reason, bp, source, line, yieldable, description)
