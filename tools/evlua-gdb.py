@@ -425,8 +425,9 @@ def c_symbol(addr):
 
 # The running function's pc ================================================
 
-REGISTERS = ("rbx", "rbp", "r12", "r13", "r14", "r15",
-             "rax", "rcx", "rdx", "rsi", "rdi", "r8", "r9", "r10", "r11")
+# The VM keeps its pc in a local that lives across calls: a callee-saved
+# register on x86-64.
+REGISTERS = ("rbx", "rbp", "r12", "r13", "r14", "r15")
 
 
 def live_pc_finder():
@@ -439,11 +440,10 @@ def live_pc_finder():
     values = []
     try:
         frame = gdb.newest_frame()
-        for depth in range(8):
+        for _ in range(8):
             if frame is None:
                 break
-            regs = REGISTERS if depth == 0 else REGISTERS[:6]
-            for r in regs:
+            for r in REGISTERS:
                 try:
                     values.append(int(frame.read_register(r)))
                 except (gdb.error, ValueError):
@@ -454,8 +454,11 @@ def live_pc_finder():
 
     def find(code, sizecode):
         for v in values:
-            if code < v <= code + 4 * sizecode:
-                return v
+            if code <= v < code + 4 * sizecode:
+                # the pc points past the instruction running, as savedpc
+                # does; just after a jump it points at the target (the
+                # first instruction included), one instruction early
+                return max(v, code + 4)
         return None
     return find
 
