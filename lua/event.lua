@@ -328,11 +328,13 @@ end
 -- handle:cancel() -> true if the task was still alive.
 -- A parked task resumes now with nil, "cancelled"; a task that has not
 -- started never runs; a running or already woken task gets nil,
--- "cancelled" from its next wait.
+-- "cancelled" from its next wait, and so does one stopped at a debugger
+-- breakpoint (parked mid-line, no wait to fail) once the debugger
+-- resumes it.
 function Task:cancel()
   local state = self[STATE]
   if state == "dead" then return false end
-  if state == "waiting" then
+  if state == "waiting" and self[WHAT] ~= "debugger" then
     wake(self, nil, "cancelled", "cancelled")
   elseif state == "ready" and not self[CO] then
     settle(self, 2, false, "cancelled", false)

@@ -354,6 +354,7 @@ def({ "coroutines", "threads" }, "coroutines", "every live coroutine, what it wa
     local stop = engine.stopped(t.id)
     if stop then state = ("stopped at %s:%d (%s)"):format(stop.file, stop.line, stop.reason)
     elseif t.waits then state = state .. " " .. t.waits end
+    if t.cancelled then state = state .. ", cancelled: its next wait fails" end
     local mark = t.id == self.thread and "*" or " "
     out[#out + 1] = ("%s%-4d %s [%s]"):format(mark, t.id, t.name, state)
   end

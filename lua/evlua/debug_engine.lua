@@ -102,7 +102,10 @@ function engine.threads()
     if stopped[t.id] then status = "stopped" end
     local waits
     if status == "waiting" and t.what then waits = t.what .. " " .. tostring(t.on) end
-    list[#list + 1] = { id = t.id, name = t.name, status = status, waits = waits }
+    list[#list + 1] = { id = t.id, name = t.name, status = status, waits = waits,
+                        -- task:cancel() of a stopped task: its next wait
+                        -- fails "cancelled" once resumed (event.lua)
+                        cancelled = t.handle[SLOTS.CANCEL] or nil }
   end
   for id, rec in pairs(stopped) do
     if id < 0 then

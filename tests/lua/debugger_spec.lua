@@ -219,6 +219,33 @@ describe("debugger engine", function()
     assert.equal(3, result)
   end)
 
+  it("keeps task:cancel() of a stopped task for its next wait once resumed", function()
+    local mod, path = module()
+    engine.set_mode("remote")
+    local stops = {}
+    engine.on_stop(function(stop) stops[#stops + 1] = stop end)
+    engine.set_breakpoint({ file = path, line = 6 })
+    local sum, slept, code
+    local task = event.fork(function()
+      sum = mod.add(1, 2)
+      local _
+      slept, _, code = event.sleep(5)
+    end)
+    helper.eventually(function() return #stops == 1 end, "the stop")
+    local id = stops[1].thread
+    assert.is_true(task:cancel())
+    -- still stopped where it was (not woken: "ready"), the cancel kept
+    assert.same({ "waiting", "debugger", "breakpoint" }, { task:status() })
+    assert.equal(stops[1], engine.stopped(id))
+    local listed
+    for _, t in ipairs(engine.threads()) do if t.id == id then listed = t end end
+    assert.is_true(listed.cancelled)
+    assert.is_true(engine.resume(id, "continue"))
+    -- resumed: the line ran on, and the sleep after it failed at once
+    assert.is_true(task:join(1))
+    assert.same({ 3, nil, "cancelled" }, { sum, slept, code })
+  end)
+
   it("skips a stop in a plain loop callback instead of hanging", function()
     local mod, path = module()
     engine.set_mode("remote")
