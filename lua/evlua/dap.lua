@@ -203,35 +203,10 @@ local function thread_name(t)
   return t.name or ("coroutine " .. tostring(t.id))
 end
 
--- The engine has no thread events of its own: the adapter compares the
--- coroutines at configurationDone and at every stop with the ones it saw
--- last, and sends started and exited for the difference.
-local function sync_threads(s)
-  local now, ids = {}, {}
-  for _, t in ipairs(engine.threads()) do
-    now[t.id] = true
-    ids[#ids + 1] = t.id
-  end
-  local known = s.known_threads
-  s.known_threads = now
-  if not known then return end
-  for id in pairs(known) do
-    if not now[id] then ids[#ids + 1] = id end
-  end
-  table.sort(ids)
-  for _, id in ipairs(ids) do
-    if not known[id] then
-      send_event(s, "thread", { reason = "started", threadId = id })
-    elseif not now[id] then
-      send_event(s, "thread", { reason = "exited", threadId = id })
-    end
-  end
-end
-
 local function on_stop(stop)
   local s = current
   if not s then return end
-  sync_threads(s)
+  engine.sync_threads()   -- a new coroutine's thread event comes first
   s.stopped[stop.thread] = true
   local reason = stop.reason
   local body = { reason = reason, threadId = stop.thread,
@@ -256,7 +231,12 @@ local function on_engine_event(ev)
   elseif kind == "continued" then
     s.stopped[ev.thread] = nil
     send_event(s, "continued", { threadId = ev.thread, allThreadsContinued = false })
+  elseif kind == "exited" then
+    send_event(s, "exited", { exitCode = ev.status })
   elseif kind == "terminated" then
+    -- the process ends, or its main chunk ended leaving nothing to run:
+    -- the editor disconnects, and after a launch that ends the process
+    if s.terminate_on_disconnect then s.terminating = true end
     send_event(s, "terminated", {})
   elseif kind == "skipped" then
     send_event(s, "output", { category = "console", output =
@@ -320,7 +300,7 @@ function handlers.attach(s, args) return start(s, args, "attach") end
 
 function handlers.configurationDone(s)
   s.configured = true
-  sync_threads(s)
+  engine.track(true)   -- thread events from now on (the threads request lists the rest)
   if dap._on_configured then
     local fn = dap._on_configured
     dap._on_configured = nil
@@ -647,10 +627,13 @@ local function session_task(opts, ch)
     read_timeout = opts.read_timeout or dap.READ_TIMEOUT,
   }
   current = s
+  engine.own_task(event.running())   -- the session is no thread of the debuggee's
+  engine.own_object(ch._stream)
   ch:set_limits({ max_line = s.max_header + 1 })   -- and its "\r"
   event.running():set_name("dap session " .. tostring(ch):gsub("^channel ", ""))
   local ok, err = pcall(serve, s)
   if current == s then current = nil end
+  engine.track(false)
   detach(s)
   engine.release("dap")
   if s.terminating and not s.exit_status then s.exit_status = 0 end
@@ -680,6 +663,7 @@ function dap.listen(opts)
     return session_task(opts, ch)
   end)
   if not listener then return nil, err, code end
+  get_engine().own_object(listener)   -- keeps no debuggee alive
   return listener
 end
 

@@ -836,9 +836,10 @@ local function do_stop(co, reason, bp, source, line, yieldable, description)
     task[STATE], task[WHAT], task[ON] = "waiting", "debugger", reason
     stopped[id] = { co = co, task = task, stop = stop, depth = depth, line = line,
                     locals0 = locals0 }
-    event.fork(function()
+    local reporter = event.fork(function()
       if stop_fn then stop_fn(stop) end
     end):set_name("debugger stop")
+    engine.own_task(reporter)
     return "yield"
   end
   -- local: everything stops while the front-end runs, inside the hook
@@ -1096,6 +1097,157 @@ function engine.detach()
   changed()
   arm()
 end
+
+--[[ The debuggee's life ====================================================]]
+-- While a front-end asks (engine.track(true): the DAP adapter, while a
+-- client is attached) the engine reports what a debugger's threads view
+-- needs: "thread" events (reason "started" or "exited", thread = the task
+-- id) as tasks come and go, "exited" (status =) and "terminated" when the
+-- process ends through os.exit or core.exit, and "terminated" when the
+-- main chunk has ended leaving nothing that could run again (no task,
+-- timer, fd watch, stream or listener but the front-end's own).
+-- event.lua has no hook for a task's start and end, so a timer compares
+-- the live tasks every TRACK_INTERVAL seconds (and engine.sync_threads()
+-- does at once: before a stop is announced, say); a task that starts and
+-- ends between two looks is never reported. Without a tracker none of
+-- this runs.
+
+engine.TRACK_INTERVAL = 0.1
+
+-- event.lua's table of live tasks (event.running's upvalue "live"): read
+-- without building event.tasks()'s tracebacks.
+local live_tasks
+for i = 1, math.huge do
+  local name, v = getupvalue(event.running, i)
+  if not name then break end
+  if name == "live" then live_tasks = v end
+end
+
+local own_tasks = setmetatable({}, { __mode = "k" })     -- task -> true
+local own_objects = setmetatable({}, { __mode = "k" })   -- userdata -> true
+local tracking = false
+local known_tasks = {}      -- id -> task, at the last look
+local track_timer
+local real_os_exit, real_core_exit, our_os_exit, our_core_exit
+
+-- engine.own_task(task): a front-end's task, never reported as a thread.
+function engine.own_task(task)
+  own_tasks[task] = true
+  return task
+end
+
+-- engine.own_object(userdata): a front-end's stream, listener or timer:
+-- it does not keep the debuggee alive.
+function engine.own_object(ud)
+  own_objects[ud] = true
+  return ud
+end
+
+local function each_live_task(fn)
+  if live_tasks then
+    for _, task in pairs(live_tasks) do
+      if not own_tasks[task] and task[STATE] ~= "dead" then fn(task) end
+    end
+  else
+    for _, t in ipairs(event.tasks()) do
+      if not own_tasks[t.handle] then fn(t.handle) end
+    end
+  end
+end
+
+-- Signal watchers keep no loop running (libev unrefs them).
+local NOT_KEEPING = { ["evlua.signal"] = true }
+
+-- Whether anything but the front-ends could still run code: a live task,
+-- or an active evlua resource (anchored in the registry while active).
+local function anything_left()
+  local found = false
+  each_live_task(function() found = true end)
+  if found or core.stats().fdwatches > 0 then return true end
+  for _, v in pairs(debug.getregistry()) do
+    if type(v) == "userdata" and not own_objects[v] then
+      local mt = debug.getmetatable(v)
+      local name = mt and mt.__name
+      if type(name) == "string" and name:match("^evlua%.") and not NOT_KEEPING[name] then
+        return true
+      end
+    end
+  end
+  return false
+end
+
+-- engine.sync_threads(): report the tasks started and ended since the
+-- last look (tracking only).
+function engine.sync_threads()
+  if not tracking then return end
+  local now, started, exited = {}, {}, {}
+  each_live_task(function(task)
+    now[task[ID]] = task
+    if not known_tasks[task[ID]] then started[#started + 1] = task[ID] end
+  end)
+  local main_ended = false
+  for id, task in pairs(known_tasks) do
+    if not now[id] then
+      exited[#exited + 1] = id
+      if task.main then main_ended = true end
+    end
+  end
+  known_tasks = now
+  table.sort(started)
+  table.sort(exited)
+  for _, id in ipairs(started) do emit({ event = "thread", reason = "started", thread = id }) end
+  for _, id in ipairs(exited) do emit({ event = "thread", reason = "exited", thread = id }) end
+  if main_ended and not anything_left() then emit({ event = "terminated" }) end
+end
+
+-- The process ends: the front-ends hear it first (os.exit writes what
+-- was queued to the sockets; a core.exit from a task is flushed with the
+-- rest of its loop iteration).
+local function exit_status(code)
+  if code == true or code == nil then return 0 end
+  if code == false then return 1 end
+  return math.tointeger(code) or 0
+end
+
+local function announce_exit(code)
+  if not tracking then return end
+  engine.sync_threads()
+  emit({ event = "exited", status = exit_status(code) })
+  emit({ event = "terminated" })
+  engine.track(false)
+end
+
+-- engine.track(on): thread, exited and terminated events on or off.
+function engine.track(on)
+  if on and not tracking then
+    tracking = true
+    known_tasks = {}
+    each_live_task(function(task) known_tasks[task[ID]] = task end)
+    track_timer = core.timer(function() engine.sync_threads() end)
+    engine.own_object(track_timer)
+    track_timer:start(engine.TRACK_INTERVAL, engine.TRACK_INTERVAL)
+    real_os_exit, real_core_exit = os.exit, core.exit
+    our_os_exit = function(code, close)
+      announce_exit(code)
+      return real_os_exit(code, close)
+    end
+    our_core_exit = function(code)
+      announce_exit(code)
+      return real_core_exit(code)
+    end
+    os.exit, core.exit = our_os_exit, our_core_exit   -- luacheck: ignore 122
+  elseif not on and tracking then
+    tracking = false
+    known_tasks = {}
+    track_timer:stop()
+    track_timer = nil
+    -- (unless someone wrapped them since: theirs stay, calling ours)
+    if os.exit == our_os_exit then os.exit = real_os_exit end   -- luacheck: ignore 122
+    if core.exit == our_core_exit then core.exit = real_core_exit end
+  end
+end
+
+function engine.tracking() return tracking end
 
 -- Whether a hook is installed now (for tests and the docs' cost claim).
 function engine.armed() return armed end

@@ -368,3 +368,89 @@ describe("evlua --dap with Microsoft's DebugClient", function()
     os.execute("kill -9 " .. pid .. " 2>/dev/null")
   end)
 end)
+
+--[[ The debuggee's life ====================================================]]
+-- tests/peers/dap/lifecycle.js: thread events as a task starts and ends,
+-- terminated when the main chunk leaves nothing to run, exited and
+-- terminated at os.exit. LIFE is the debuggee; %s is how its worker ends.
+local LIFE = [[
+local event = require "event"
+local worker = event.fork(function()
+  event.running():set_name("worker")
+  local code = 3                           -- LINE worker
+  %s
+end)
+assert(worker:join())
+]]
+
+-- Run the debuggee under `evlua --dap` and lifecycle.js against it: the
+-- client's report and exit status, and the debuggee's exit status.
+local function lifecycle(mode, ending)
+  assert(os.execute("tests/peers/dap_setup.sh"), "npm modules of the DAP test client")
+  local dir = helper.tmpdir()
+  local script = dir .. "/life.lua"
+  local source = LIFE:format(ending)
+  helper.write_file(script, source)
+  local line = 0
+  for l in source:gmatch("([^\n]*)\n") do
+    line = line + 1
+    if l:find("-- LINE worker", 1, true) then break end
+  end
+  local port = helper.free_port()
+  local out, rc_file = dir .. "/output", dir .. "/rc"
+  os.execute(("(timeout -k 5 60 %s --dap %d %s >%s 2>&1; echo rc=$? >%s) &"):format(
+    helper.quote(helper.evlua), port, script, out, rc_file))
+  helper.await_output(out, "waiting for a DAP client")
+  local stdout, stderr, rc = helper.sh(("node tests/peers/dap/lifecycle.js %d %s %d %s"):format(
+    port, script, line, mode))
+  local debuggee_rc = tonumber(helper.await_output(rc_file, "rc=(%d+)\n"))
+  return stdout .. stderr .. "\ndebuggee:\n" .. helper.slurp(out), rc, debuggee_rc
+end
+
+describe("the debuggee's life through Microsoft's DebugClient", function()
+  after_each(helper.cleanup)
+
+  it("sends thread started and exited, then terminated when the main chunk leaves nothing", function()
+    local report, rc, debuggee_rc = lifecycle("end", "return code")
+    assert.equal(0, rc, report)
+    assert.matches("ok 3 %- the main chunk ended with nothing left to run: terminated", report)
+    assert.equal(0, debuggee_rc, report)   -- the disconnect after a launch ended it
+  end)
+
+  it("sends exited with the status, then terminated, at os.exit", function()
+    local report, rc, debuggee_rc = lifecycle("exit", "os.exit(code)")
+    assert.equal(0, rc, report)
+    assert.matches("ok 2 %- os.exit%(3%)", report)
+    assert.equal(3, debuggee_rc, report)
+  end)
+
+  it("tracks nothing without a client, and puts os.exit back after one", function()
+    local engine = require "evlua.debug_engine"
+    local exit = os.exit
+    assert.is_false(engine.tracking())
+    local listener = assert(dap.listen(0))
+    local c = client(listener:port())
+    c.send({ command = "initialize" })
+    assert.is_true(c.next().success)
+    assert.equal("initialized", c.next().event)
+    assert.is_false(engine.tracking())   -- not before configurationDone
+    c.send({ command = "configurationDone" })
+    assert.is_true(c.next().success)
+    assert.is_true(engine.tracking())
+    assert.not_equal(exit, os.exit)
+    -- a task started now is announced, and its end
+    local go = {}
+    local task = event.fork(function() event.wait(go) end)
+    local msg = c.next()
+    assert.same({ "thread", "started" }, { msg.event, msg.body.reason })
+    assert.matches("^coroutine #" .. math.tointeger(msg.body.threadId) .. " ", task:name())
+    event.wakeup(go)
+    msg = c.next()
+    assert.same({ "thread", "exited" }, { msg.event, msg.body.reason })
+    c.ch:close()
+    helper.eventually(function() return dap.session() == nil end, "the session to end")
+    assert.is_false(engine.tracking())
+    assert.equal(exit, os.exit)
+    listener:close()
+  end)
+end)

@@ -72,6 +72,10 @@ async function main() {
 
   const threadEvents = [];
   dc.on('thread', (e) => threadEvents.push(e.body));
+  // The debuggee's main chunk returns early, leaving a listener, a timer
+  // and a task: that is no end, and no terminated may come before ours.
+  let terminatedEarly = false;
+  dc.on('terminated', () => { terminatedEarly = true; });
   const outputs = [];
   const outputWaiters = [];
   dc.on('output', (e) => {
@@ -248,6 +252,7 @@ async function main() {
   assert.ok(unknown && /unknown command/.test(unknown.message));
   ok('an unknown command gets an error response');
 
+  assert.ok(!terminatedEarly, 'terminated while the debuggee still serves');
   const terminated = dc.waitForEvent('terminated');
   await dc.terminateRequest({});
   await terminated;
