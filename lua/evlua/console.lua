@@ -120,6 +120,38 @@ commands.top = {
   end,
 }
 
+console.MAX_PROFILE = 3600   -- seconds a profile command may sample
+
+-- The process goes on serving while this session's coroutine sleeps.
+commands.profile = {
+  usage = "profile SECONDS [FILE]",
+  help = "profile the process for SECONDS: the top functions and coroutines; "
+    .. "FILE (.txt, .folded, .svg, .pb.gz) gets the report too (docs/profiler.md)",
+  run = function(_, args)
+    local seconds, file = args:match("^(%S+)%s*(.-)$")
+    seconds = tonumber(seconds)
+    if not seconds or seconds <= 0 or seconds > console.MAX_PROFILE then
+      return fail("usage", ("profile: seconds between 0 and %g expected")
+                           :format(console.MAX_PROFILE))
+    end
+    local profiler = require "evlua.profiler"
+    if file ~= "" and not profiler.format_of(file) then
+      return fail("usage", "profile: FILE must end in .txt, .folded, .svg, .pb.gz or .pprof")
+    end
+    local ok, err, code = profiler.start()
+    if not ok then return nil, err, code end
+    event.sleep(seconds)
+    local report = profiler.stop()
+    local text = report:top()
+    if file ~= "" then
+      local saved, serr, scode = report:save(file)
+      if not saved then return nil, serr, scode end
+      text = text .. "saved " .. file .. "\n"
+    end
+    return text
+  end,
+}
+
 local function ps()
   local text = event.ps()
   if text == "" then return "no coroutines" end

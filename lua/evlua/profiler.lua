@@ -62,8 +62,8 @@ end
 -- A task parked at this tick and the previous one is taken to have waited
 -- the whole time between (a tick late because Lua code kept the loop
 -- busy included); one that parked since, one tick period at most.
-local function count_waits()
-  local s = session
+local function count_waits(s)
+  s = s or session
   if not s then return end
   local now = event.time()
   local dt = now - s.last_tick
@@ -83,6 +83,12 @@ end
 
 --[[ Start and stop =========================================================]]
 
+-- The integer options and their ranges (lprofiler.c checks them again).
+local LIMITS = {
+  { "hz", 1, 100000 }, { "max_depth", 1, 1000 }, { "max_nodes", 1, 100000000 },
+  { "wait_hz", 1, 10000 }, { "max_tasks", 1, math.maxinteger },
+}
+
 local function check_opts(opts, fname)
   if opts == nil then return {} end
   if type(opts) ~= "table" then
@@ -91,9 +97,12 @@ local function check_opts(opts, fname)
   if opts.mode ~= nil and opts.mode ~= "samples" and opts.mode ~= "calls" then
     argerror(1, fname, 'mode must be "samples" or "calls"', 2)
   end
-  local max_tasks = opts.max_tasks
-  if max_tasks ~= nil and (math.type(max_tasks) ~= "integer" or max_tasks < 1) then
-    argerror(1, fname, "max_tasks must be an integer >= 1", 2)
+  for _, limit in ipairs(LIMITS) do
+    local name, lo, hi = limit[1], limit[2], limit[3]
+    local v = opts[name]
+    if v ~= nil and (math.type(v) ~= "integer" or v < lo or v > hi) then
+      argerror(1, fname, ("%s must be an integer from %d to %d"):format(name, lo, hi), 2)
+    end
   end
   return opts
 end
@@ -112,6 +121,11 @@ function profiler.start(opts)
   }
   local copts = { mode = opts.mode, hz = opts.hz, max_depth = opts.max_depth,
                   max_nodes = opts.max_nodes, wait_hz = opts.wait_hz }
+  -- the tasks parked now are counted from now on (before the C profiler
+  -- starts: exact mode sees only the caller's own code)
+  s.tick_period = 0
+  count_waits(s)
+  s.tick_period = 1 / (opts.wait_hz or 100)
   local ok, err, code
   if opts.mode == "calls" then
     ok, err, code = core.profiler_start(copts, nil, count_waits)
@@ -120,9 +134,6 @@ function profiler.start(opts)
   end
   if not ok then return nil, err, code end
   session = s
-  s.tick_period = 0   -- the tasks parked now: counted from now on
-  count_waits()
-  s.tick_period = 1 / (opts.wait_hz or 100)
   return true
 end
 
@@ -138,9 +149,9 @@ Report.__index = Report
 function profiler.stop()
   local s = session
   if not s then return fail("not_running", "the profiler is not running") end
+  local raw = assert(core.profiler_stop())
   count_waits()   -- the time since the last tick
   session = nil
-  local raw = assert(core.profiler_stop())
   for _, rec in ipairs(s.records) do
     if rec.task then
       rec.name = rec.task:name()   -- a label set since it was first seen
