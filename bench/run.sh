@@ -13,10 +13,11 @@
 #   BENCH_MONGO_SECONDS     length of each mongo mode's timed run (2)
 #   BENCH_PROCESS_N         runs per process benchmark round (2000)
 #   BENCH_ONLY              sections to run, comma-separated
-#                           (loop,echo,memory,rpc,redis,mongo,http,process,udp,kcp: all)
+#                           (loop,echo,memory,rpc,redis,mongo,http,tools,process,udp,
+#                           kcp: all)
 #   BENCH_KCP_SECONDS, BENCH_KCP_BYTES   kcp ping-pong length (2), bulk size (10 MB)
 #   BENCH_UDP_SECONDS       length of a udp echo run (2)
-#   BENCH_HTTP_SECONDS, BENCH_HTTP_CONNS   see bench/http.sh
+#   BENCH_HTTP_SECONDS, BENCH_HTTP_CONNS   see bench/http.sh (and bench/tools.sh)
 set -eu
 cd "$(dirname "$0")/.."
 mkdir -p build/bench
@@ -29,7 +30,7 @@ RPC_SECONDS=${BENCH_RPC_SECONDS:-2}
 RPC_DEPTH=${BENCH_RPC_DEPTH:-64}
 EVLUA=${BENCH_EVLUA:-./evlua}
 REDIS_SECONDS=${BENCH_REDIS_SECONDS:-2}
-ONLY=${BENCH_ONLY:-loop,echo,memory,rpc,redis,mongo,http,process,udp,kcp}
+ONLY=${BENCH_ONLY:-loop,echo,memory,rpc,redis,mongo,http,tools,process,udp,kcp}
 ECHO_C=build/bench/echo
 RPC_C=build/bench/rpc
 
@@ -512,6 +513,14 @@ fi
 # wrk against evlua, nginx + Lua and nginx (knobs: see bench/http.sh)
 if want http; then
   bench/http.sh
+fi
+
+# == Debugger and profiler cost ==============================================
+
+# wrk against evlua plain, with the debugger armed, and profiled (knobs:
+# see bench/tools.sh)
+if want tools; then
+  bench/tools.sh
 fi
 
 # == UDP =====================================================================
