@@ -81,6 +81,7 @@ static volatile int saved_mask, saved_count;
 
 static evlua_sampler sampler;         /* the profiler's, or NULL */
 static lua_Hook call_hook;            /* the exact profiler's, or NULL */
+static lua_Hook stale_call_hook;      /* the last one, left on idle threads */
 static int call_mask;
 static evlua_switch_fn on_switch;     /* the exact profiler's, or NULL */
 
@@ -142,6 +143,7 @@ void evlua_set_call_hook(lua_State *L, lua_Hook hook, int mask,
   main_thread = lua_tothread(L, -1);
   lua_pop(L, 1);
   lua_Hook old = call_hook;
+  if (hook == NULL) stale_call_hook = old;
   call_hook = hook;
   call_mask = mask;
   on_switch = switch_fn;
@@ -249,13 +251,18 @@ static void on_interrupt_signal(int sig) {
 static int debug_armed;   /* the debugger wants its hook on every thread */
 static void debug_hook(lua_State *L, lua_Debug *ar);
 
-/* A persistent user's hook on a thread with an empty slot. */
+/* A persistent user's hook on a thread with an empty slot (or with the
+** exact profiler's, left behind since it stopped). */
 static void install_persistent(lua_State *L) {
-  if (lua_gethook(L) != NULL) return;
+  lua_Hook h = lua_gethook(L);
+  if (h != NULL && h == stale_call_hook && h != call_hook) h = NULL;
+  if (h != NULL) return;
   if (call_hook != NULL)
     lua_sethook(L, call_hook, call_mask, 0);
   else if (debug_armed)
     lua_sethook(L, debug_hook, LUA_MASKCALL, 0);
+  else if (lua_gethook(L) != NULL)
+    lua_sethook(L, NULL, 0, 0);   /* the stale call hook */
 }
 
 lua_State *evlua_interrupt_enter(lua_State *L) {
@@ -395,6 +402,7 @@ static int set_debug_hook(lua_State *L1, int mask) {
     saved_count = 0;
     return 1;
   }
+  if (h != NULL && h == stale_call_hook && h != call_hook) h = NULL;
   if (h != NULL && h != debug_hook && h != oneshot_hook) return 0;
   if (h == oneshot_hook) return 1;   /* stale: enter() replaces it */
   lua_sethook(L1, mask ? debug_hook : NULL, mask, 0);
