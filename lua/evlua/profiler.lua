@@ -343,17 +343,20 @@ function Report:top(n)
   local w = self.whole
   lines[#lines + 1] = ""
   if self.mode == "samples" then
-    lines[#lines + 1] = ("%7s %7s %8s  %s"):format("self%", "total%", "samples", "function")
+    lines[#lines + 1] = ("%7s %7s %8s %10s  %s"):format("self%", "total%", "samples",
+                                                      "cpu ms", "function")
   else
     lines[#lines + 1] = ("%7s %7s %10s %10s %9s  %s"):format("self%", "total%", "self ms",
                                                           "total ms", "calls", "function")
   end
+  -- a sample stands for the CPU time measured over all of them
+  local ms_per_sample = w > 0 and (self.cpu or 0) * 1000 / w or 0
   for i, fn in ipairs(self:functions()) do
     if i > n then break end
     if self.mode == "samples" then
-      lines[#lines + 1] = ("%7.1f %7.1f %8d  %s"):format(percent(fn.self, w),
-                                                        percent(fn.total, w),
-                                                        fn.self, fn.label)
+      lines[#lines + 1] = ("%7.1f %7.1f %8d %10.1f  %s"):format(
+        percent(fn.self, w), percent(fn.total, w), fn.self, fn.self * ms_per_sample,
+        fn.label)
     else
       lines[#lines + 1] = ("%7.1f %7.1f %10.3f %10.3f %9d  %s"):format(
         percent(fn.self, w), percent(fn.total, w), fn.self / 1e6, fn.total / 1e6,

@@ -77,7 +77,7 @@ describe("profiler, sampled mode", function()
     local hot = hot_share(report)
     assert.is_true(hot > 70 and hot < 90, ("hot %.1f%%\n%s"):format(hot, report:top()))
     -- the top table lists hot first, with its file and line
-    local first = report:top():match("\n%s+[%d.]+%s+[%d.]+%s+%d+%s+([^\n]+)")
+    local first = report:top():match("\n%s+[%d.]+%s+[%d.]+%s+%d+%s+[%d.]+%s+([^\n]+)")
     assert.matches("^hot %(.*profile_hot%.lua:8%)$", first)
     -- every sample knows its coroutine: this test's task has them all
     local me = event.running():name()
@@ -89,9 +89,14 @@ describe("profiler, sampled mode", function()
   it("shows a coroutine parked in event.sleep as waiting, not as CPU", function()
     local sleeper = event.fork(napper_fn)
     sleeper:set_name("napper task")
+    local token = {}
+    local waiter = event.fork(function() return event.wait(token) end)
+    waiter:set_name("waiter task")
     local report = profile(nil, function()
       workload.run(1, N)
       sleeper:join()
+      event.wakeup(token)
+      waiter:join()
     end)
     local rec
     for _, t in ipairs(report.tasks) do if t.name == "napper task" then rec = t end end
@@ -99,6 +104,8 @@ describe("profiler, sampled mode", function()
     assert.equal(0, rec.cpu)
     assert.is_true(rec.waits.sleep > 0.2 and rec.waits.sleep < 1, report:top())
     assert.is_nil(row(report, napper_fn))
+    -- another reason: event.wait's "wait", for as long as the sleep lasted
+    assert.matches("waiter task: cpu 0.0%% %(0 samples%); waited: wait 0%.%d+ s", report:top())
     assert.matches("napper task: cpu 0.0%% %(0 samples%); waited: sleep 0%.%d+ s", report:top())
     -- the time this task itself spent in join is a wait too
     assert.matches(escape(event.running():name()) .. ": cpu [%d.]+%% %(%d+ samples%); "
@@ -369,7 +376,7 @@ describe("evlua --profile", function()
     assert.equal(0, rc, err)
     assert.equal("", out)
     assert.matches("^evlua profile: %d+ samples", err)
-    assert.matches("\n%s+[%d.]+%s+[%d.]+%s+%d+%s+hot %(", err)
+    assert.matches("\n%s+[%d.]+%s+[%d.]+%s+%d+%s+[%d.]+%s+hot %(", err)
   end)
 
   it("writes FILE in the format of its extension, also at os.exit", function()
@@ -419,7 +426,7 @@ print(report:top(3))
     helper.kill(pid, "USR1")
     local text = helper.await_output(out, "^(.*joined.-\n.*samples.-script%.lua:5%).-\n)")
     assert.matches("joined\tfalse\t[^\n]*script%.lua:5: interrupted", text)
-    assert.matches("\n%s+[%d.]+%s+[%d.]+%s+%d+%s+%? %([^\n]*script%.lua:5%)", text)
+    assert.matches("\n%s+[%d.]+%s+[%d.]+%s+%d+%s+[%d.]+%s+%? %([^\n]*script%.lua:5%)", text)
   end)
 
   it("profiles an HTTP server from its console while wrk loads it", function()
