@@ -45,6 +45,9 @@ LAYOUT_54 = {
     "t.lsizenode": 11, "t.alimit": 12, "t.array": 16, "t.node": 24,
     # global_State
     "g.l_registry": 64, "g.allgc": 112,
+    # Proto's upvalue descriptions, LClosure's upvalues, UpVal
+    "p.sizeupvalues": 16, "p.upvalues": 80, "Upvaldesc": 16,
+    "cl.upvals": 32, "uv.v": 16,
     # sizes
     "TValue": 16, "Node": 24, "LocVar": 16, "AbsLineInfo": 8,
     "Node.key_tt": 9, "Node.key_val": 16,
@@ -65,6 +68,9 @@ LUA_YIELD = 1
 MAXIWTHABS = 128     # ldebug.c: instructions between absolute line infos
 MAX_GC_OBJECTS = 20000000   # bound on the walk of the allgc list
 MAX_FRAMES = 200
+
+
+NOT_LOOKED_UP = object()
 
 
 class EvluaGdbError(Exception):
@@ -122,6 +128,7 @@ class Lua:
         self.g = ptr(self.main + self.o["L.l_G"])
         self.check_thread(self.main)
         self._names = None
+        self._live = NOT_LOOKED_UP
 
     # --- values
 
@@ -226,6 +233,84 @@ class Lua:
                     ftag, fn = self.tvalue(fnode)
                     if ftag in (T_LCL, T_LCF):
                         names.setdefault(fn, module + "." + fname)
+
+    # --- event.lua's task records
+
+    def loaded_module(self, name):
+        """The table package.loaded[name], or None."""
+        globals_slot = self.registry_slot(2)
+        if not globals_slot or u8(globals_slot + 8) != T_TABLE:
+            return None
+        for key, node in self.table_fields(ptr(globals_slot)):
+            tag, package = self.tvalue(node)
+            if key == "package" and tag == T_TABLE:
+                for lkey, lnode in self.table_fields(package):
+                    ltag, loaded = self.tvalue(lnode)
+                    if lkey == "loaded" and ltag == T_TABLE:
+                        for mkey, mnode in self.table_fields(loaded):
+                            mtag, module = self.tvalue(mnode)
+                            if mkey == name and mtag == T_TABLE:
+                                return module
+        return None
+
+    def upvalue(self, closure, wanted):
+        """The address of the TValue of closure's upvalue named wanted."""
+        o = self.o
+        proto = ptr(closure + o["cl.p"])
+        descs = ptr(proto + o["p.upvalues"])
+        for i in range(i32(proto + o["p.sizeupvalues"])):
+            name = ptr(descs + i * o["Upvaldesc"])
+            if name and self.string(name) == wanted:
+                upval = ptr(closure + o["cl.upvals"] + 8 * i)
+                return ptr(upval + o["uv.v"])
+        return None
+
+    def live_tasks(self):
+        """event.lua's `live` table (coroutine -> task record), found as an
+        upvalue of one of event's functions; None if not there."""
+        if self._live is not NOT_LOOKED_UP:
+            return self._live
+        self._live = None
+        event = self.loaded_module("event")
+        for _, node in self.table_fields(event) if event else ():
+            tag, fn = self.tvalue(node)
+            slot = self.upvalue(fn, "live") if tag == T_LCL else None
+            if slot and u8(slot + 8) == T_TABLE:
+                self._live = ptr(slot)
+                break
+        return self._live
+
+    def array_slot(self, table, n):
+        if n > u32(table + self.o["t.alimit"]):
+            return None
+        return ptr(table + self.o["t.array"]) + (n - 1) * self.o["TValue"]
+
+    def waits_on(self, L):
+        """What event.lua's record of the task in coroutine L says it waits
+        for ("sleep 3600", "read table: 0x..."), or None."""
+        live = self.live_tasks()
+        if live is None:
+            return None
+        o = self.o
+        nodes = ptr(live + o["t.node"])
+        for i in range(min(1 << u8(live + o["t.lsizenode"]), 1 << 20)):
+            node = nodes + i * o["Node"]
+            if (u8(node + o["Node.key_tt"]) != T_THREAD
+                    or ptr(node + o["Node.key_val"]) != L):
+                continue
+            tag, task = self.tvalue(node)
+            state = self.array_slot(task, 1) if tag == T_TABLE else None
+            what = self.array_slot(task, 10) if state else None
+            if what is None or u8(state + 8) not in (T_SHRSTR, T_LNGSTR):
+                return None
+            if self.string(ptr(state)) != "waiting":
+                return None
+            words = [self.describe(what).strip('"')]
+            on = self.array_slot(task, 11)
+            if on is not None and u8(on + 8) not in (T_NIL, T_FALSE):
+                words.append(self.describe(on))
+            return " ".join(words)
+        return None
 
     # --- frames
 
@@ -537,6 +622,9 @@ class LuaCoroutines(LuaCommand):
         for L in threads:
             status = lua.status(L)
             label = "main thread" if L == lua.main else "coroutine"
+            waits = lua.waits_on(L) if status == "suspended" else None
+            if waits:
+                status += ", waiting: " + waits
             gdb.write("%s 0x%x (%s)\n" % (label, L, status))
             live = live_pc_finder() if status == "running" else None
             if status != "dead":

@@ -150,8 +150,8 @@ describe("tools/evlua-gdb.py", function()
                      .. "%(no Lua frames%)", out)
     end)
 
-    it("lua coroutines lists the parked coroutines and what they wait in (" .. mode .. ")",
-       function()
+    it("lua coroutines lists the parked coroutines and what they wait for (" .. mode
+       .. ")", function()
       if skip then return pending(ASAN_CORE) end
       local pid, path, source = start("gdb_idle")
       helper.eventually(function() return proc_state(pid) == "S" end, "an idle process")
@@ -160,7 +160,8 @@ describe("tools/evlua-gdb.py", function()
       assert.equal(0, rc, err)
       assert.matches("main thread 0x%x+ %(idle%)\n", out)
       -- the sleeper: yield <- event._park <- event.sleep <- nap_for_long
-      assert.matches("coroutine 0x%x+ %(suspended%)\n"
+      -- with what event.lua's task record says it waits for
+      assert.matches("coroutine 0x%x+ %(suspended, waiting: sleep 3600%)\n"
                      .. "    #0  %[C%] function coroutine%.yield\n"
                      .. "    #1  [^\n]*/event%.lua:%d+ in function event%._park [^\n]*\n"
                      .. "    #2  [^\n]*/event%.lua:%d+ in function event%.sleep [^\n]*\n"
@@ -168,7 +169,7 @@ describe("tools/evlua-gdb.py", function()
                      .. " in function <" .. where .. ":"
                      .. line_of(source, "local function nap_for_long") .. ">\n", out)
       -- the reader: its frame in channel.lua, then read_quiet_peer
-      assert.matches("coroutine 0x%x+ %(suspended%)\n"
+      assert.matches("coroutine 0x%x+ %(suspended, waiting: read table: 0x%x+%)\n"
                      .. "    #0  %[C%] function coroutine%.yield\n"
                      .. "    #1  [^\n]*/evlua/channel%.lua:%d+ [^\n]*\n"
                      .. "[^#]*#2  " .. where .. ":" .. line_of(source, "ch:wait_line()")
