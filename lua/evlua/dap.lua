@@ -636,6 +636,7 @@ local function session_task(opts, ch)
   engine.track(false)
   detach(s)
   engine.release("dap")
+  if engine.owner() == nil then engine.on_stop(nil) end   -- stops skip, none hangs
   if s.terminating and not s.exit_status then s.exit_status = 0 end
   s.closed = true
   if s.exit_status then

@@ -265,6 +265,22 @@ def({ "down" }, "down [n]", "select the callee's frame", function(self, args)
   return select_frame(self, self.level - (tonumber(args) or 1))
 end)
 
+-- The function a name (a.b.c) stands for in the selected frame, else in
+-- any frame of any coroutine, as gdb finds one anywhere (`list work`
+-- inside work, which is a local of its caller). Only names are looked
+-- up everywhere: an expression could have effects.
+local function find_function(self, name)
+  local _, _, _, fn = engine.evaluate(self.thread, self.level, name)
+  if type(fn) == "function" or not name:match("^[%a_][%w_]*[%w_.]*$") then return fn end
+  for _, t in ipairs(engine.threads()) do
+    local _, total = engine.frames(t.id, 0, 0)
+    for level = 0, total - 1 do
+      local _, _, _, v = engine.evaluate(t.id, level, name)
+      if type(v) == "function" then return v end
+    end
+  end
+end
+
 def({ "list", "l" }, "list [[file:]line | function]", "source around a line", function(self, args)
   local file, line
   if args == "" then
@@ -277,8 +293,8 @@ def({ "list", "l" }, "list [[file:]line | function]", "source around a line", fu
     end
   elseif args:match(":%d+$") or args:match("^%d+$") then
     file, line = location(self, args)
-  else   -- a function: an expression evaluated in the frame
-    local _, _, _, fn = engine.evaluate(self.thread, self.level, args)
+  else   -- a function: a name seen from the selected frame, or any frame
+    local fn = find_function(self, args)
     if type(fn) ~= "function" then return nil, "no function " .. args end
     local info = debug.getinfo(fn, "S")
     if info.what == "C" then return nil, args .. " is a C function" end

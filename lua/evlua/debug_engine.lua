@@ -820,6 +820,11 @@ local function do_stop(co, reason, bp, source, line, yieldable, description)
   }
   local depth = depth_of(base)
   if mode == "remote" then
+    if not stop_fn then   -- no front-end: nobody could resume it
+      emit({ event = "skipped", file = stop.file, line = line, reason = reason,
+             thread = id, why = "no debugger attached" })
+      return nil
+    end
     if co == main_thread or not task or not yieldable then
       emit({ event = "skipped", file = stop.file, line = line, reason = reason,
              thread = id,
@@ -889,7 +894,9 @@ local function on_line(co, source, line, yieldable)
       return (do_stop(co, reason, nil, source, line, yieldable))
     end
   end
-  local map = interest[source] and line_map(source)
+  -- (is_interesting, not the cache alone: a breakpoint set since the
+  -- thread entered this function emptied the cache)
+  local map = is_interesting(source) and line_map(source)
   local list = map and map[line]
   if list then
     for _, bp in ipairs(list) do

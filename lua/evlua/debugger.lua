@@ -73,7 +73,7 @@ end
 -- (on the terminal unless a remote session drives the engine).
 function debugger.debugger(func, file, line, ...)
   if type(func) ~= "function" then error("debugger: function expected", 2) end
-  if engine.owner() == nil then debugger.start_terminal() end
+  if engine.owner() == nil and engine.mode() == "local" then debugger.start_terminal() end
   local bp = engine.set_breakpoint({ file = file, line = line })
   if engine.mode() == "local" then
     out(("Breakpoint %d at %s:%d%s"):format(bp.id, bp.file, bp.line,
@@ -82,9 +82,14 @@ function debugger.debugger(func, file, line, ...)
   return event.fork(func, ...)
 end
 
--- debugger.breakpoint(): stop the caller at its next line.
+-- debugger.breakpoint(): stop the caller at its next line. In remote
+-- mode (attach_console) with no session attached it does nothing, as
+-- JavaScript's `debugger;` without a debugger.
 function debugger.breakpoint()
-  if engine.owner() == nil then debugger.start_terminal() end
+  if engine.owner() == nil then
+    if engine.mode() == "remote" then return end
+    debugger.start_terminal()
+  end
   engine.break_here()
 end
 

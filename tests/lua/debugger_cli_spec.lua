@@ -119,6 +119,48 @@ describe("evlua --debug at the terminal", function()
     assert.equal("rc=0\n", term:exit_status())
   end)
 
+  it("debugger.debugger and debugger.breakpoint stop at the prompt (commands from stdin)", function()
+    -- the task debugger.debugger starts is coroutine #2 (the main chunk #1)
+    local out, err, rc = helper.run({ "tests/scripts/debug_api.lua" }, table.concat({
+      "info upvalues", "info args", "up", "down", "help", "list work",
+      "b debug_api.lua:10 if doubled == 42", "info breakpoints", "disable 2", "enable 2",
+      "coroutines", "coroutine 1", "coroutine 99", "coroutine 2",
+      "c", "p doubled", "delete 2", "c",
+      "p calls", "c",
+    }, "\n") .. "\n")
+    assert.equal("", err)
+    assert.equal(0, rc)
+    -- debugger.debugger: the breakpoint, then the stop in the new task
+    assert.matches("^Breakpoint 1 at tests/scripts/debug_api.lua:8\n", out)
+    assert.matches("Breakpoint 1, coroutine #2 %([^\n]*%) stopped at "
+                   .. "tests/scripts/debug_api.lua:8 in ", out)
+    assert.matches("%(evdb%) calls = 0\n", out)                    -- info upvalues
+    assert.matches("%(evdb%) n = 21\n", out)                       -- info args
+    assert.matches("%(evdb%) %*#1  %[C%] in xpcall\n", out)        -- up
+    assert.matches("%(evdb%) %*#0  tests/scripts/debug_api.lua:8 in ", out)   -- down
+    assert.matches("\nbreak file:line %[if cond%] +set a breakpoint", out)     -- help
+    assert.matches("\nquit +leave the debugger", out)
+    -- list work: found in its caller's frame, in the other coroutine
+    assert.matches("  7    local function work%(n%)\n=>8      calls = calls %+ 1\n", out)
+    assert.matches("Breakpoint 2 at tests/scripts/debug_api.lua:10\n", out)
+    assert.matches("2    y    0     tests/scripts/debug_api.lua:10 if doubled == 42\n", out)
+    assert.matches("Disabled breakpoint 2\n%(evdb%) Enabled breakpoint 2\n", out)
+    assert.matches("\n%*2 +coroutine #2 [^\n]*%[stopped at tests/scripts/debug_api.lua:8 "
+                   .. "%(breakpoint%)%]\n", out)
+    assert.matches("%[coroutine 1: main chunk%] %(not stopped", out)
+    assert.matches("error: no coroutine 99\n", out)
+    assert.matches("%[coroutine 2: coroutine #2 [^\n]*%] stopped at "
+                   .. "tests/scripts/debug_api.lua:8\n", out)
+    -- the condition held: the stop at line 10, where doubled is 42
+    assert.matches("Breakpoint 2, coroutine #2 [^\n]* stopped at "
+                   .. "tests/scripts/debug_api.lua:10 in [^\n]*\n10\t  return doubled\n"
+                   .. "%(evdb%) 42\n%(evdb%) Deleted breakpoint 2\n", out)
+    -- debugger.breakpoint(): the main chunk stops on the next line
+    assert.matches("joined\ttrue\t42\nmain chunk stopped at tests/scripts/debug_api.lua:16 "
+                   .. "in main chunk\n16\tlocal after = calls %* 100\n%(evdb%) 1\n", out)
+    assert.matches("%(evdb%) after 100\n$", out)
+  end)
+
   it("takes the end of input as quit", function()
     term = debug_session(SCRIPT)
     term:keys("C-d")
