@@ -212,11 +212,13 @@ fresh-check:
 
 install: evlua
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SHARE_DIR)/lua/evlua \
-	  $(DESTDIR)$(SHARE_DIR)/examples $(DESTDIR)$(PREFIX)/share/man/man1
+	  $(DESTDIR)$(SHARE_DIR)/examples $(DESTDIR)$(SHARE_DIR)/tools \
+	  $(DESTDIR)$(PREFIX)/share/man/man1
 	install -m 755 evlua $(DESTDIR)$(PREFIX)/bin/evlua
 	install -m 644 lua/*.lua $(DESTDIR)$(SHARE_DIR)/lua/
 	install -m 644 lua/evlua/*.lua $(DESTDIR)$(SHARE_DIR)/lua/evlua/
 	install -m 644 examples/*.lua $(DESTDIR)$(SHARE_DIR)/examples/
+	install -m 644 tools/evlua-gdb.py $(DESTDIR)$(SHARE_DIR)/tools/
 	install -m 644 man/evlua.1 $(DESTDIR)$(PREFIX)/share/man/man1/evlua.1
 
 uninstall:

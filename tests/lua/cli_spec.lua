@@ -307,6 +307,11 @@ describe("module search path", function()
     assert.equal(prefix .. "/bin/../share/evlua/lua/?.lua\n", out3)
     local man = prefix .. "/share/man/man1/evlua.1"
     assert.equal(helper.slurp("man/evlua.1"), helper.slurp(man))
+    -- evlua stack finds its gdb script in the installed tree
+    local script = helper.sh("cd / && " .. prefix
+      .. "/bin/evlua -e \"print(require('evlua.stack').script_path())\"")
+    assert.equal(prefix .. "/bin/../share/evlua/lua/../tools/evlua-gdb.py\n", script)
+    assert.equal(helper.slurp("tools/evlua-gdb.py"), helper.slurp(script:sub(1, -2)))
     _, err, rc = helper.sh("make -s uninstall PREFIX=" .. prefix)
     assert.equal(0, rc, err)
     assert.is_nil(io.open(man))
