@@ -58,6 +58,8 @@ describe("evlua console PORT debug", function()
       "set var step = 1000",
       "bt",
       "coroutines",
+      "coroutine 3",
+      "coroutine 2",
       "next",
       "",            -- an empty line repeats next
       "print count >= 1000",
@@ -73,6 +75,9 @@ describe("evlua console PORT debug", function()
     assert.matches("step = 1000\n", out)
     assert.matches("#0 +[^\n]*script.lua:" .. LINE .. " in", out)
     assert.matches("counter %[stopped at [^\n]*script.lua:" .. LINE, out)
+    -- switching: to this console session (running), back to the counter
+    assert.matches("%[coroutine 3: console session [^\n]*%] %(not stopped", out)
+    assert.matches("%[coroutine 2: counter%] stopped at [^\n]*script.lua:" .. LINE, out)
     assert.matches("stopped at [^\n]*script.lua:" .. (LINE + 1), out)   -- next
     -- again: round the loop, after the sleep (the set step was added)
     assert.matches("stopped at [^\n]*script.lua:" .. (LINE - 1) .. " in [^\n]*\n[^\n]*\ntrue\n", out)
@@ -106,6 +111,36 @@ describe("evlua console PORT debug", function()
     helper.eventually(function()
       return tonumber(console_eval(port, "return count")) > count
     end, "the counter to run on")
+  end)
+
+  it("debugger.attach_console: breakpoint() does nothing until a session attaches", function()
+    local port = helper.free_port()
+    local pid, log = helper.spawn_script(([[
+io.stdout:setvbuf("no")
+local event = require "event"
+local debugger = require "evlua.debugger"
+assert(debugger.attach_console({ port = %d, debug_wait = 5 }))
+rounds = 0
+event.fork(function()
+  event.running():set_name("looper")
+  while true do
+    debugger.breakpoint()
+    rounds = rounds + 1
+    event.sleep(0.01)
+  end
+end)
+print("ready")
+]]):format(port))
+    helper.await_output(log, "ready")
+    -- no session: the breakpoint() calls are no stops, the loop goes round
+    helper.eventually(function() return tonumber(console_eval(port, "return rounds")) > 3 end,
+                      "rounds without a session")
+    local out, err, rc = debug_oneshot(port, "continue\nprint rounds > 3\nquit\n")
+    assert.same({ "", 0 }, { err, rc })
+    assert.matches("looper stopped at [^\n]*script.lua:10 in [^\n]*\n10\t    rounds = rounds %+ 1\n",
+                   out)
+    assert.matches("\ntrue\nDetached.\n$", out)
+    assert.is_true(helper.alive(pid))
   end)
 
   it("shows the (evdb) prompt on a terminal, and refuses a second debugger", function()
