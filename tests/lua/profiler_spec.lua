@@ -143,6 +143,21 @@ describe("profiler, sampled mode", function()
     assert.is_nil(debug.gethook())
   end)
 
+  it("shares the hook slot: a hook set before keeps working through the samples", function()
+    local calls = 0
+    local function count() calls = calls + 1 end
+    debug.sethook(count, "c")
+    local report = profile(nil, function()
+      for _ = 1, 40 do workload.hot(N // 2) end
+    end)
+    local hook, mask = debug.gethook()
+    debug.sethook()
+    assert.is_true(report.whole > 10, report:top())   -- samples were taken...
+    assert.equal(count, hook)                          -- ...and the hook came back
+    assert.equal("c", mask)
+    assert.is_true(calls >= 40)
+  end)
+
   it("stopped, leaves no timer and no hook", function()
     profile(nil, function() workload.run(1, N // 4) end)
     assert.is_false(core.profiler_running())
