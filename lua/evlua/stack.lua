@@ -55,14 +55,16 @@ function stack.parse(args)
       return { help = true }
     elseif a == "-a" then
       opts.all = true
-    elseif a == "-l" or a == "-t" then
-      local n = tonumber(args[i + 1])
-      if not n or n < 0 then
-        return fail("bad_option", a .. " needs a number")
-      end
-      if a == "-l" then opts.locals = math.tointeger(n) else opts.timeout = n end
-      if a == "-l" and not opts.locals then
+    elseif a == "-l" then
+      opts.locals = math.tointeger(tonumber(args[i + 1]))
+      if not opts.locals or opts.locals < 0 then
         return fail("bad_option", "-l needs a frame number")
+      end
+      i = i + 1
+    elseif a == "-t" then
+      opts.timeout = tonumber(args[i + 1])
+      if not opts.timeout or opts.timeout <= 0 then
+        return fail("bad_option", "-t needs a number of seconds")
       end
       i = i + 1
     elseif a:sub(1, 1) == "-" then
@@ -97,22 +99,19 @@ end
 
 local function gdb_argv(opts, script)
   local argv = { "gdb", "-nx", "-q", "-batch" }
+  local function add(...)
+    for _, a in ipairs({ ... }) do argv[#argv + 1] = a end
+  end
   if opts.pid then
     -- /proc/PID/exe opens the binary even when it was replaced on disk
-    table.move({ "/proc/" .. opts.pid .. "/exe", "-p", opts.pid }, 1, 3,
-               #argv + 1, argv)
+    add("/proc/" .. opts.pid .. "/exe", "-p", opts.pid)
   else
-    table.move({ opts.exe, opts.core }, 1, 2, #argv + 1, argv)
+    add(opts.exe, opts.core)
   end
-  local commands = { "echo " .. MARKER .. "\\n", opts.all and "lua coroutines" or "lua bt" }
-  if opts.locals then commands[#commands + 1] = "lua locals " .. opts.locals end
-  commands[#commands + 1] = "echo " .. END_MARKER .. "\\n"
-  argv[#argv + 1] = "-x"
-  argv[#argv + 1] = script
-  for _, c in ipairs(commands) do
-    argv[#argv + 1] = "-ex"
-    argv[#argv + 1] = c
-  end
+  add("-x", script, "-ex", "echo " .. MARKER .. "\\n")
+  add("-ex", opts.all and "lua coroutines" or "lua bt")
+  if opts.locals then add("-ex", "lua locals " .. opts.locals) end
+  add("-ex", "echo " .. END_MARKER .. "\\n")
   return argv
 end
 
