@@ -6,7 +6,7 @@ local event = require "event"
 local console = require "evlua.console"
 local client = require "evlua.console_client"
 
-local function escape(s) return (s:gsub("%p", "%%%0")) end
+local escape = helper.escape
 
 -- Start a server process with a console on a free port; `setup` is Lua
 -- run before it says "ready". Returns port, pid, output path, dir.

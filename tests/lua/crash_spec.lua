@@ -4,16 +4,7 @@ local helper = require "helper"
 
 local SCRIPT = "tests/scripts/crash_fault.lua"
 
-local function escape(s) return (s:gsub("%p", "%%%0")) end
-
-local function line_of(source, text)
-  local n = 0
-  for line in (source .. "\n"):gmatch("([^\n]*)\n") do
-    n = n + 1
-    if line:find(text, 1, true) then return n end
-  end
-  error("no line with " .. text)
-end
+local escape, line_of = helper.escape, helper.line_of
 
 -- Run the crashing script with kind; no core file (ulimit -c 0): the
 -- signal is what the test checks. Returns stderr and the shell's status.

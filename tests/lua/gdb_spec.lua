@@ -5,17 +5,7 @@ local helper = require "helper"
 local GDB_SCRIPT = os.getenv("PWD") .. "/tools/evlua-gdb.py"
 local GDB_TIMEOUT = 60   -- seconds one gdb run may take
 
-local function escape(s) return (s:gsub("%p", "%%%0")) end
-
--- The line of `source` that contains `text` (the first one).
-local function line_of(source, text)
-  local n = 0
-  for line in (source .. "\n"):gmatch("([^\n]*)\n") do
-    n = n + 1
-    if line:find(text, 1, true) then return n end
-  end
-  error("no line with " .. text)
-end
+local escape, line_of = helper.escape, helper.line_of
 
 -- Start tests/scripts/<name>.lua as a background evlua and wait for its
 -- "ready". Returns the pid, the script's path and its source.

@@ -266,4 +266,17 @@ function helper.mongo_server(args)
   }
 end
 
+-- s with every punctuation character escaped, for a Lua pattern.
+function helper.escape(s) return (s:gsub("%p", "%%%0")) end
+
+-- The number of the first line of source containing text (plain).
+function helper.line_of(source, text)
+  local n = 0
+  for line in (source .. "\n"):gmatch("([^\n]*)\n") do
+    n = n + 1
+    if line:find(text, 1, true) then return n end
+  end
+  error("no line with " .. text)
+end
+
 return helper
