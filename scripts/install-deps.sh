@@ -21,7 +21,8 @@ libhttp-parser-dev libreadline-dev libbson-dev libssl-dev zlib1g-dev lua-cjson"
 # python3 (a silent UDP peer) for the DNS tests; msgpack-rpc peers nobody
 # here wrote: Neovim, and Python's msgpack and pynvim (tests call
 # /usr/bin/python3, Debian's, which has them); curl and nginx as HTTP
-# peers; redis-server for the Redis client; Go and kcp-go (built offline,
+# peers (wrk loads a server the profiler tests profile); redis-server for
+# the Redis client; Go and kcp-go (built offline,
 # GOPATH mode) as the KCP peer (tests/peers/kcp_peer.go); Node.js for the
 # MongoDB test server (tests/peers/mongo: npm's mongodb driver, bson and
 # mingo, installed by tests/peers/mongo_setup.sh), libmongoc as its second
@@ -29,7 +30,7 @@ libhttp-parser-dev libreadline-dev libbson-dev libssl-dev zlib1g-dev lua-cjson"
 # gdb for the Lua stack tools (tools/evlua-gdb.py, evlua stack) and their
 # tests; Go's pprof (golang-go) reads the profiler's output.
 TEST="libcmocka-dev lua5.4 lua-busted clang libclang-rt-14-dev valgrind tmux \
-procps groff-base lua-check dnsmasq-base python3 python3-msgpack python3-pynvim neovim curl nginx \
+procps groff-base lua-check dnsmasq-base python3 python3-msgpack python3-pynvim neovim curl nginx wrk \
 redis-server golang-go golang-github-xtaci-kcp-dev nodejs libmongoc-dev python3-bson gdb"
 # Benchmarks: wrk, and nginx with its Lua module as the HTTP peers;
 # redis-benchmark (redis-tools) as the Redis client's peer; taskset

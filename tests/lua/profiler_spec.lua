@@ -445,6 +445,8 @@ print(report:top(3))
   end)
 
   it("profiles an HTTP server from its console while wrk loads it", function()
+    local _, _, has_wrk = helper.sh("command -v wrk")
+    assert.equal(0, has_wrk, "wrk is missing (scripts/install-deps.sh test installs it)")
     local http_port, console_port = helper.free_port(), helper.free_port()
     local _, out = helper.spawn_script(([[
 io.stdout:setvbuf("no")
