@@ -61,6 +61,13 @@ all: deps-build evlua
 deps-build deps-test deps-bench deps-coverage:
 	@scripts/install-deps.sh $(@:deps-%=%)
 
+# Packages before compilers: under make -j a compile must not race the
+# install of its headers, nor one apt-get another.
+deps-test deps-bench: | deps-build
+deps-coverage: | deps-test
+$(OBJ): | deps-build
+$(ASAN_OBJ) $(COV_OBJ) $(C_TESTS) $(ASAN_C_TESTS) $(COV_C_TESTS): | deps-test
+
 evlua: $(OBJ)
 	$(CC) -o $@ $(OBJ) $(LIBS) $(LDFLAGS)
 
@@ -153,6 +160,7 @@ coverage: deps-test deps-coverage build/cov/evlua $(COV_C_TESTS)
 FUZZ_SECONDS ?= 30
 FUZZERS = build/fuzz/fuzz_msgpack build/fuzz/fuzz_http build/fuzz/fuzz_resp \
   build/fuzz/fuzz_kcp build/fuzz/fuzz_bson build/fuzz/fuzz_mongo
+$(FUZZERS): | deps-test
 fuzz: deps-test $(FUZZERS)
 	@for f in $(FUZZERS); do \
 	  mkdir -p build/fuzz/corpus-$$(basename $$f); \
