@@ -343,15 +343,94 @@ static void skip_file(lua_State *L, lua_Debug *ar) {
   *skip_slot(ar->source) = ar->source;
 }
 
+/* The called function's source, read without lua_getinfo (which formats
+** short_src on every call, most of the hook's cost on a server that makes
+** a few calls per request): from Lua 5.4's private layout on 64-bit, as
+** tools/evlua-gdb.py reads it. A CallInfo starts with its function's
+** stack slot; a TValue is 8 bytes of value, then its type tag; a Lua
+** closure holds its Proto at byte 24, a Proto its source TString at byte
+** 112, a TString its characters from byte 24. Used only once
+** check_layout found it right for the liblua we run on, and checked
+** again on every call that asks lua_getinfo anyway. */
+#if LUA_VERSION_NUM == 504 && UINTPTR_MAX == UINT64_MAX
+#define PEEK_LAYOUT 1
+#endif
+#define TAG_LUA_CLOSURE 0x46   /* LUA_VLCL, collectable */
+#define TAG_LIGHT_C 0x16       /* LUA_VLCF */
+#define TAG_C_CLOSURE 0x66     /* LUA_VCCL, collectable */
+#define CLOSURE_PROTO 24
+#define PROTO_SOURCE 112
+#define TSTRING_CHARS 24
+
+static int layout_known;        /* peek is right here */
+static int peek_allowed = 1;    /* core.debug_peek(false) turns it off */
+static const char *c_source;    /* lua_getinfo's source of a C function */
+
+static const char *read_pointer(const char *at) {
+  const char *p;
+  memcpy(&p, at, sizeof p);
+  return p;
+}
+
+/* The function's tag, and through *source its source (NULL if none). */
+static unsigned char peek(const lua_Debug *ar, const char **source) {
+  const char *slot = read_pointer((const char *)(const void *)ar->i_ci);
+  unsigned char tag = (unsigned char)slot[8];
+  *source = NULL;
+  if (tag == TAG_LUA_CLOSURE) {
+    const char *closure = read_pointer(slot);
+    const char *ts = read_pointer(read_pointer(closure + CLOSURE_PROTO) + PROTO_SOURCE);
+    if (ts != NULL) *source = ts + TSTRING_CHARS;
+  } else if (tag == TAG_LIGHT_C || tag == TAG_C_CLOSURE) {
+    *source = c_source;
+  }
+  return tag;
+}
+
+/* Check the layout on the caller of core.debug_handler (L runs it): its
+** own frame is a C function's, the one below a Lua function's. */
+static void check_layout(lua_State *L) {
+  layout_known = 0;
+  if (!peek_allowed) return;
+#ifdef PEEK_LAYOUT
+  lua_Debug c_ar, lua_ar;
+  const char *source;
+  if (!lua_getstack(L, 0, &c_ar) || !lua_getinfo(L, "S", &c_ar)
+      || !lua_getstack(L, 1, &lua_ar) || !lua_getinfo(L, "S", &lua_ar)
+      || strcmp(lua_ar.what, "C") == 0)
+    return;
+  c_source = c_ar.source;
+  unsigned char tag = peek(&c_ar, &source);
+  if (tag != TAG_LIGHT_C && tag != TAG_C_CLOSURE) return;
+  layout_known = peek(&lua_ar, &source) == TAG_LUA_CLOSURE
+                 && source == lua_ar.source;
+#else
+  (void)L;
+#endif
+}
+
 static void debug_hook(lua_State *L, lua_Debug *ar) {
   static const char *const names[] = {
     "call", "return", "line", "count", "tail call"
   };
-  int event = ar->event, top = lua_gettop(L);
-  if (event == LUA_HOOKCOUNT || !lua_getinfo(L, "S", ar)) return;
-  if (event != LUA_HOOKRET && event != LUA_HOOKLINE
-      && lua_gethookmask(L) == LUA_MASKCALL && is_skipped(L, ar->source)) {
-    lua_settop(L, top);   /* the fast path */
+  int event = ar->event;
+  if (event == LUA_HOOKCOUNT) return;
+  int calls_only = event != LUA_HOOKRET && event != LUA_HOOKLINE
+                   && lua_gethookmask(L) == LUA_MASKCALL;
+  const char *source = NULL;
+  if (layout_known) {
+    peek(ar, &source);
+    /* the fast path: most calls of a server, into skipped files */
+    if (calls_only && source != NULL && *skip_slot(source) == source) return;
+  }
+  int top = lua_gettop(L);
+  if (!lua_getinfo(L, "S", ar)) return;
+  if (source != NULL && source != ar->source) {   /* cannot happen */
+    layout_known = 0;
+    evlua_log(EVLUA_LOG_WARN, "debugger: unknown Lua layout, hook slowed");
+  }
+  if (calls_only && is_skipped(L, ar->source)) {
+    lua_settop(L, top);
     return;
   }
   lua_settop(L, top);
@@ -429,6 +508,7 @@ static int l_debug_handler(lua_State *L) {
   lua_rawsetp(L, LUA_REGISTRYINDEX, &skip_key);
   memset(skip_cache, 0, sizeof skip_cache);
   debug_armed = on;
+  if (on) check_layout(L);
   if (!on) {
     set_debug_hook(L, 0);
     lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
@@ -436,6 +516,19 @@ static int l_debug_handler(lua_State *L) {
     lua_pop(L, 1);
   }
   return 0;
+}
+
+/* core.debug_peek([on]) -> whether the debugger's hook reads the called
+** function from Lua's layout (see peek) rather than through lua_getinfo;
+** false turns that off (the tests' way into the other path), true checks
+** the layout again. */
+static int l_debug_peek(lua_State *L) {
+  if (!lua_isnone(L, 1)) {
+    peek_allowed = lua_toboolean(L, 1);
+    check_layout(L);
+  }
+  lua_pushboolean(L, layout_known);
+  return 1;
 }
 
 /* core.debug_sethook([thread,] mask): the debugger's hook on thread
@@ -624,6 +717,7 @@ void evlua_open_interrupt(lua_State *L) {
     { "interrupt_stats", l_interrupt_stats },
     { "catch_sigint", l_catch_sigint },
     { "debug_handler", l_debug_handler },
+    { "debug_peek", l_debug_peek },
     { "debug_sethook", l_debug_sethook },
     { "debug_gethook", l_debug_gethook },
     { NULL, NULL }

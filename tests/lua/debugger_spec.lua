@@ -82,6 +82,23 @@ describe("debugger engine", function()
     assert.is_nil(seen)
   end)
 
+  it("reads the called function from Lua's layout, and stops the same without", function()
+    local mod, path = module()
+    rec = recorder()
+    local bp = engine.set_breakpoint({ file = path, line = 4 })
+    -- this liblua's layout is the one peek reads (Debian's 5.4)
+    assert.is_true(core.debug_peek())
+    for _ = 1, 3 do event.sleep(0) end   -- calls into skipped files
+    assert.equal(3, mod.add(1, 2))
+    assert.is_true(core.debug_peek())   -- no call found it wrong
+    assert.is_false(core.debug_peek(false))   -- lua_getinfo only, from now
+    event.sleep(0)
+    assert.equal(5, mod.add(2, 3))
+    assert.is_true(core.debug_peek(true))
+    assert.equal(2, #rec.stops)
+    assert.same({ bp, bp }, { rec.stops[1].bp, rec.stops[2].bp })
+  end)
+
   it("moves a breakpoint on a line without code to the next line with code", function()
     local mod, path = module()
     rec = recorder()
