@@ -117,16 +117,12 @@ local http_reply = core.http_reply
 -- connection stays open after it only if the request and the server
 -- allow and no Connection: close header was set.
 local function reply_flags(req)
-  local flags, extra = 0, nil
-  if req.keep_alive and not req._conn._stopping then flags = KEEP_ALIVE end
-  local rh = req._rh
-  if rh then
-    extra = rh
-    if req._close then flags = OWN_CLOSE end   -- and not KEEP_ALIVE
+  local flags, extra = req._flags, req._rh or nil
+  if req.keep_alive and not req._conn._stopping then flags = flags | KEEP_ALIVE end
+  if extra then
+    if req._close then flags = flags & ~KEEP_ALIVE | OWN_CLOSE end
     if req._length then flags = flags | OWN_LENGTH end
   end
-  if req.version >= 11 then flags = flags | HTTP11 end
-  if req.method == "HEAD" then flags = flags | HEAD end
   return flags, extra
 end
 
@@ -137,7 +133,14 @@ end
 function Request:reply(status, reason, body)
   if self._status then error("reply: already replied", 2) end
   local conn = self._conn
-  local flags, extra = reply_flags(self)
+  -- reply_flags(self) without a call in the common case: this runs for
+  -- every request, and an armed debugger hooks every call
+  local flags, extra = self._flags, nil
+  if self._rh or conn._stopping then
+    flags, extra = reply_flags(self)
+  elseif self.keep_alive then
+    flags = flags | KEEP_ALIVE
+  end
   if flags & KEEP_ALIVE == 0 then self.keep_alive = false end
   local ok, err, code = true, nil, nil
   local oldest = conn._queue[conn._qhead] == self
@@ -161,7 +164,12 @@ function Request:reply(status, reason, body)
     local h = conn._qhead
     if h == conn._qtail and self.keep_alive then   -- advance(), in short
       conn._queue[h] = nil
-      all_sent(conn)
+      if conn._closed or conn._error or conn._stopping or conn._idle_off
+         or conn._wait_continue or conn._blocked then
+        all_sent(conn)
+      else   -- all_sent(), in short: nothing waits for the queue to empty
+        conn._qhead, conn._qtail = 1, 0
+      end
     else
       advance(conn)
     end
@@ -335,12 +343,18 @@ end
 local idle_workers, nidle = {}, 0
 local MAX_IDLE_WORKERS = 256
 
-local wake, resume_now = event._wake, event._resume_now
+local wake = event._wake
+local S = event._slots
+local STATE, CO, CANCEL, WHAT, ON = S.STATE, S.CO, S.CANCEL, S.WHAT, S.ON
+local co_resume, co_yield = coroutine.resume, coroutine.yield
 
 -- The callback runs unprotected: an error ends the worker's task, whose
 -- _on_failure answers the request. w.req is the request being served.
+-- The worker parks inline, and dispatch resumes it inline (as evlua.rpc's
+-- calls do): with the debugger armed every call of a request costs a
+-- hook, so a request makes as few as it can.
 local function worker_body(w)
-  local park, task = event._park, w.task
+  local task = w.task
   task._on_failure = function(traceback) unfinished(w.req, false, traceback) end
   while true do
     local req = w.req
@@ -352,18 +366,15 @@ local function worker_body(w)
     nidle = nidle + 1
     idle_workers[nidle] = w
     repeat   -- a late cancel may wake it without a request
-      park(task, "http request", w)
+      if task[CANCEL] then
+        task[CANCEL] = false
+      else
+        task[STATE], task[WHAT], task[ON] = "waiting", "http request", w
+        co_yield()
+        task[STATE], task[CANCEL] = "running", false
+      end
     until w.req
   end
-end
-
--- An idle worker, or a new one (forked by dispatch).
-local function take_worker()
-  if nidle == 0 then return {} end
-  local w = idle_workers[nidle]
-  idle_workers[nidle] = nil
-  nidle = nidle - 1
-  return w
 end
 
 -- A parsed request joins conn's queue and goes to a worker (kept beside
@@ -372,11 +383,21 @@ end
 -- reply_header adds no key).
 local function dispatch(conn, deferred, method, url, headers, body,
                         keep_alive, version, trailers)
-  local w = take_worker()
+  local w   -- an idle worker, or a new one
+  if nidle == 0 then
+    w = {}
+  else
+    w = idle_workers[nidle]
+    idle_workers[nidle] = nil
+    nidle = nidle - 1
+  end
   local req = setmetatable({ _conn = conn, method = method, url = url,
                              headers = headers, body = body,
                              keep_alive = keep_alive, version = version,
                              trailers = trailers,
+                             -- reply_flags' part from the request line
+                             _flags = (version >= 11 and HTTP11 or 0)
+                                      | (method == "HEAD" and HEAD or 0),
                              _status = false, _rh = false },
                            Request)
   local tail = conn._qtail + 1
@@ -389,8 +410,11 @@ local function dispatch(conn, deferred, method, url, headers, body,
     w.task = event.fork(worker_body, w)
   elseif deferred then
     wake(task)
-  else
-    resume_now(task)
+  elseif task[STATE] == "waiting" then   -- else a cancel woke it: it runs soon
+    -- event._resume_now, inline: an idle worker has no deadline running
+    task[STATE] = "running"
+    local ok, err = co_resume(task[CO])
+    if not ok then core.log("error", "http: worker: " .. tostring(err)) end
   end
 end
 
