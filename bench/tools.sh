@@ -5,7 +5,9 @@
 # a file no request runs (target: at least 0.95x of plain), one sampling
 # with the profiler at 1 kHz (target: at least 0.97x). Each placement:
 # pinned (servers on core 1, wrk on core 0: the figure of record) and
-# unpinned. Best of BENCH_ROUNDS rounds. Run by bench/run.sh; runs alone.
+# unpinned. BENCH_ROUNDS rounds, each server first in turn; the report
+# has the best round of each and the median of the rounds' ratios. Run
+# by bench/run.sh; runs alone.
 #   BENCH_ROUNDS          rounds (3)
 #   BENCH_HTTP_SECONDS    length of one wrk run (5)
 #   BENCH_HTTP_CONNS      keep-alive connections (50)
@@ -41,6 +43,13 @@ start_server() {
   [ "$word" = port ] || fail "the server printed '$word $PORT'"
 }
 
+# rotate WORD...: the words, the first one moved to the end
+rotate() {
+  first=$1
+  shift
+  echo "$@" "$first"
+}
+
 # wrk_round NAME PORT PIN...: one wrk run, "NAME req/s" appended to
 # build/bench/tools.txt
 wrk_round() {
@@ -67,6 +76,7 @@ for placement in pinned unpinned; do
   done
   i=0
   while [ "$i" -lt "$ROUNDS" ]; do   # interleaved: all see the same machine
+    ports=$(rotate $ports)   # and each goes first in turn
     for tp in $ports; do
       # shellcheck disable=SC2086
       wrk_round "$placement-${tp%%:*}" "${tp#*:}" $cli_pin
@@ -77,10 +87,18 @@ done
 
 echo
 echo "Debugger and profiler cost, HTTP hello world (wrk -t1 -c$CONNS, keep-alive,"
-echo "${SECONDS_RUN} s per run, best of $ROUNDS rounds; ratio: req/s / plain req/s)"
-printf '%-52s %10s %7s %7s\n' server "req/s" ratio target
+echo "${SECONDS_RUN} s per run, $ROUNDS rounds; req/s and ratio: the best round of each"
+echo "server over plain's best; median: of each round's ratio to plain in that round)"
+printf '%-52s %10s %7s %7s %7s\n' server "req/s" ratio median target
 awk '
+  # the median of the n values in a[1..n] (sorted here)
+  function median(a, n,   i, j, t) {
+    for (i = 2; i <= n; i++)
+      for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+  }
   $2 > best[$1] { best[$1] = $2 }
+  { round[$1]++; rps[$1, round[$1]] = $2 }
   END {
     split("pinned unpinned", places, " ")
     split("plain debugger profiler", tools, " ")
@@ -93,8 +111,14 @@ awk '
       base = best[places[p] "-plain"]
       for (t = 1; t <= 3; t++) {
         n = places[p] "-" tools[t]
-        printf "  %-50s %10d %7.3f %7s\n", label[tools[t]], best[n],
-          (base > 0 ? best[n] / base : 0), target[tools[t]]
+        k = 0
+        for (r = 1; r <= round[n]; r++) {
+          b = rps[places[p] "-plain", r]
+          if (b > 0) ratios[++k] = rps[n, r] / b
+        }
+        printf "  %-50s %10d %7.3f %7.3f %7s\n", label[tools[t]], best[n],
+          (base > 0 ? best[n] / base : 0), (k > 0 ? median(ratios, k) : 0),
+          target[tools[t]]
       }
     }
   }' build/bench/tools.txt
