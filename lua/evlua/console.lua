@@ -7,6 +7,7 @@ local core = require "evlua.core"
 local event = require "event"
 local import = require "evlua.import"
 local errors = require "evlua.errors"
+local first_word = require("evlua.text").word
 local argerror, fail = errors.argerror, errors.fail
 
 local console = {}
@@ -330,7 +331,7 @@ local function serve(session, ch)
       end
       return
     end
-    local name, args = line:match("^%s*(%S*)%s*(.-)%s*$")
+    local name, args = first_word(line)
     if name == "auth" then
       if session.password ~= nil and args ~= session.password then
         if not refuse_password(session, ch) then return end

@@ -19,6 +19,7 @@ local core = require "evlua.core"
 local event = require "event"
 local cjson = require("cjson").new()   -- our own settings, nobody else's
 local errors = require "evlua.errors"
+local trim = require("evlua.text").trim
 local argerror, fail = errors.argerror, errors.fail
 
 local dap = {}
@@ -139,8 +140,9 @@ local function read_message(s)
     else
       lines = lines + 1
       if lines > s.max_headers then return fail("too_large", "too many header lines") end
-      local name, v = line:match("^([%w%-]+):%s*(.-)%s*$")
+      local name, v = line:match("^([%w%-]+):(.*)$")
       if not name then return fail("protocol", "malformed header line") end
+      v = trim(v)
       if name:lower() == "content-length" then
         if not v:match("^%d+$") or #v > 12 then
           return fail("protocol", "bad Content-Length")

@@ -7,6 +7,7 @@
 
 local engine = require "evlua.debug_engine"
 local event = require "event"
+local trim = require("evlua.text").trim
 
 engine.own(debug.getinfo(1, "S").source)
 
@@ -438,7 +439,7 @@ end)
 -- stopped code runs again), "detach", "quit" or nil. Errors come back as
 -- text too, "error: ..." (an empty line repeats the last command).
 function Session:execute(line)
-  line = line:match("^%s*(.-)%s*$")
+  line = trim(line)
   if line == "" then line = self.last or "" end
   if line == "" then return "" end
   local name, args = line:match("^(%S+)%s*(.*)$")

@@ -68,7 +68,14 @@ function util.parse_url(url)
     authority, rest = after:match("^([^/?#]*)(.*)$")
     authority = authority:gsub("^.*@", "")   -- userinfo is not used
     local host, port = authority:match("^%[([^%]]+)%]:?(%d*)$")   -- IPv6
-    if not host then host, port = authority:match("^([^:]*):?(%d*)$") end
+    if not host then   -- host[:port], split at the first colon
+      -- (not by "^([^:]*):?(%d*)$": backtracking over a host of digits
+      -- makes that quadratic, and the URL may come from a client)
+      local colon = authority:find(":", 1, true)
+      host = colon and authority:sub(1, colon - 1) or authority
+      port = colon and authority:sub(colon + 1) or ""
+      if not port:find("^%d*$") then host = nil end
+    end
     if not host or host == "" then return fail("bad_url", "invalid url") end
     u.host = host
     u.port = tonumber(port) or (u.scheme == "https" and 443 or 80)

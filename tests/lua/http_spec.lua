@@ -992,6 +992,17 @@ describe("http helpers", function()
     assert.same({ nil, "invalid url", "bad_url" }, { http.parse_url("nope") })
     assert.same({ nil, "invalid url", "bad_url" }, { http.parse_url("http://:80/") })
     assert.same({ nil, "invalid url", "bad_url" }, { http.parse_url("http://h:70000/") })
+    assert.same({ nil, "invalid url", "bad_url" }, { http.parse_url("http://h:8x/") })
+    assert.same({ "h", 80 }, { http.parse_url("http://h:/").host, http.parse_url("http://h:/").port })
+  end)
+
+  it("parses a URL in time linear in its length", function()
+    -- a host of digits, then a bad port: the split used to backtrack over
+    -- every digit from every digit (a megabyte then took hours, not ms)
+    local digits = ("9"):rep(1000000)
+    assert.same({ nil, "invalid url", "bad_url" },
+                { http.parse_url("http://" .. digits .. ":9x/") })
+    assert.equal(digits, http.parse_url("http://" .. digits .. ":99/").host)
     assert.equal("a b&c=d%", http.url_decode("a%20b%26c%3dd%"))
     assert.equal("a%20b%26c%3Dd", http.url_encode("a b&c=d"))
     assert.same({ ["a b"] = "c&d" }, http.parse_query("a+b=c%26d"))
