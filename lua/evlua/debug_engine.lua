@@ -15,6 +15,7 @@
 
 local core = require "evlua.core"
 local event = require "event"
+local trim = require("evlua.text").trim
 
 local getinfo, getlocal, setlocal = debug.getinfo, debug.getlocal, debug.setlocal
 local getupvalue, setupvalue = debug.getupvalue, debug.setupvalue
@@ -527,7 +528,7 @@ local function code_lines(path)
           break
         end
       end
-      code = code:gsub("^%s+", ""):gsub("%s+$", "")
+      code = trim(code)
       if code ~= "" and not code:match("^else$") and not code:match("^[%)%]}],?$")
          and not code:match("^end[%),]*$") and code ~= "do" and code ~= "then" then
         lines[n] = true
