@@ -12,8 +12,9 @@
 local core = require "evlua.core"
 local errors = require "evlua.errors"
 
-local co_create, co_resume, co_yield, co_running =
-  coroutine.create, coroutine.resume, coroutine.yield, coroutine.running
+local co_create, co_resume, co_yield, co_running, co_status =
+  coroutine.create, coroutine.resume, coroutine.yield, coroutine.running,
+  coroutine.status
 local pack, unpack = table.pack, table.unpack
 local traceback, getinfo = debug.traceback, debug.getinfo
 local type, select, tostring, error, setmetatable, pairs, getmetatable =
@@ -74,26 +75,29 @@ local function take_values(task)
   elseif n > 3 then return unpack(a, 1, n) end
 end
 
--- Start or resume a queued task, now, with its WN values.
+local ended   -- below: what follows each resume of a task's coroutine
+
+-- Start or resume a queued task, now, with its WN values. A direct task
+-- (event._fork_direct) gets a coroutine of its own on the task's function;
+-- the others take one from the pool, on task_body.
 local function run(task)
   task[STATE] = "running"
   local co = task[CO]
-  local ok, err
-  if not co then
-    if npool > 0 then
-      co, pool[npool], npool = pool[npool], nil, npool - 1
-    else
-      co = co_create(task_body)
-    end
+  if co then return ended(task, co, co_resume(co, take_values(task))) end
+  if task[CO] == nil then   -- direct: nil, not false, until started
+    co = co_create(task[FN])
     task[CO] = co
     live[task], live[co] = nil, task
-    ok, err = co_resume(co, task, take_values(task))
+    return ended(task, co, co_resume(co, take_values(task)))
+  end
+  if npool > 0 then
+    co, pool[npool], npool = pool[npool], nil, npool - 1
   else
-    ok, err = co_resume(co, take_values(task))
+    co = co_create(task_body)
   end
-  if not ok then   -- tasks catch their own errors: this is a bug here
-    core.log("error", "evlua scheduler: " .. traceback(co, tostring(err)))
-  end
+  task[CO] = co
+  live[task], live[co] = nil, task
+  return ended(task, co, co_resume(co, task, take_values(task)))
 end
 
 -- Run the tasks queued so far; tasks queued meanwhile wait for the next
@@ -111,7 +115,8 @@ end
 core.set_drain(drain)
 
 -- A new task, not queued; its arguments wait in W1..W3 (packed if more).
-local function new_task(fn, ...)
+-- co is false for a pooled task, nil for a direct one (see run).
+local function new_task(co, fn, ...)
   if type(fn) ~= "function" then
     errors.argerror(1, "fork", "function expected, got " .. type(fn), 2)
   end
@@ -125,9 +130,9 @@ local function new_task(fn, ...)
       if n < 2 then b = false end
       c = false
     end
-    task = { "ready", false, fn, last_id, n, a, b, c, false, false, false }
+    task = { "ready", co, fn, last_id, n, a, b, c, false, false, false }
   else
-    task = { "ready", false, fn, last_id, n, pack(...), false, false, false,
+    task = { "ready", co, fn, last_id, n, pack(...), false, false, false,
              false, false }
   end
   setmetatable(task, Task)
@@ -136,16 +141,31 @@ local function new_task(fn, ...)
   return task
 end
 
+-- A deadline passed: resume its coroutine's task with nil, "timeout",
+-- here rather than from C, so that a direct task that ends is settled.
+local function on_deadline(_, co, ...)
+  local task = live[co]
+  if task and co_status(co) == "suspended" then
+    task[STATE] = "running"
+    return ended(task, co, co_resume(co, ...))
+  end
+end
+
 -- Start the running task's deadline: it resumes the task with nil,
--- "timeout" (core.timer with a coroutine target) unless stopped first.
+-- "timeout" unless stopped first.
 local function start_deadline(task, timeout)
   local co = task[CO]
   local deadline = deadline_of[co]
   if not deadline then
-    deadline = core.timer(co)
+    deadline = core.timer(on_deadline, co)
     deadline_of[co] = deadline
   end
   deadline:start(timeout)
+end
+
+local function stop_deadline(co)
+  local deadline = deadline_of[co]
+  if deadline then deadline:stop() end
 end
 
 -- Queue a parked task to resume with the given values. Returns false if
@@ -214,16 +234,18 @@ end
 -- event.traceback(msg [, level]) -> msg with a traceback of the running
 -- coroutine, without the scheduler's frames below the task's function.
 -- Works as an xpcall message handler; non-string errors are described.
-function event.traceback(msg, level)
+-- An error value as a message: non-strings are described.
+local function describe(msg)
   if type(msg) ~= "string" then
     local mt = getmetatable(msg)
-    if mt and mt.__tostring then
-      msg = tostring(msg)
-    else
-      msg = "(error object is a " .. type(msg) .. " value)"
-    end
+    if mt and mt.__tostring then return tostring(msg) end
+    return "(error object is a " .. type(msg) .. " value)"
   end
-  local tb = traceback(msg, (level or 1) + 1)
+  return msg
+end
+
+function event.traceback(msg, level)
+  local tb = traceback(describe(msg), (level or 1) + 1)
   local cut = tb:find("\n\t[C]: in function 'xpcall'", 1, true)
   if cut then
     tb = tb:sub(1, cut - 1):gsub("\n\t%(%.%.%.tail calls%.%.%.%)$", "")
@@ -282,19 +304,45 @@ local function finish(task, ok, ...)
   end
 end
 
+-- The error of a direct task (its coroutine is dead, its stack still
+-- there), as on_error gives a pooled task's: the traceback starts where
+-- the error was raised and ends at the task's function.
+local function direct_error(co, err)
+  local tb = traceback(co, describe(err)):gsub("\n\t%(%.%.%.tail calls%.%.%.%)$", "")
+  return { err = err, traceback = tb }
+end
+
+-- After each resume of task's coroutine co with its results: a direct task
+-- that returned or raised is settled (a pooled one settles itself, in
+-- task_body); an error escaping task_body is a bug of the scheduler's.
+ended = function(task, co, ok, ...)
+  if ok then
+    -- a yield leaves the task parked or queued, rarely running (the
+    -- debugger's or an interrupt's yield): then the coroutine is alive
+    if task[STATE] ~= "running" or co_status(co) ~= "dead" then return end
+    stop_deadline(co)
+    return finish(task, true, ...)
+  end
+  if task[STATE] == "dead" then
+    core.log("error", "evlua scheduler: " .. traceback(co, tostring(...)))
+    return
+  end
+  stop_deadline(co)
+  return finish(task, false, direct_error(co, ...))
+end
+
 -- The body of every task coroutine: run(task) starts it with the task and
 -- its arguments; once the task is done the coroutine waits in the pool
 -- for the next one (a tail call: the stack does not grow).
 task_body = function(task, ...)
   finish(task, xpcall(task[FN], on_error, ...))
   local co = co_running()
-  local deadline = deadline_of[co]
-  if deadline then deadline:stop() end
+  stop_deadline(co)
   if npool >= POOL_MAX then return end
   npool = npool + 1
   pool[npool] = co
   -- drop the finished task's references while parked in the pool
-  task, co, deadline = nil, nil, nil  -- luacheck: ignore 311
+  task, co = nil, nil  -- luacheck: ignore 311
   return task_body(co_yield())       -- the next task, from run()
 end
 
@@ -364,14 +412,30 @@ end
 -- event.fork(fn, ...) -> handle; fn(...) runs in a new coroutine on the
 -- next loop turn.
 function event.fork(fn, ...)
-  local task = new_task(fn, ...)
+  local task = new_task(false, fn, ...)
+  push_ready(task)
+  return task
+end
+
+-- event._fork_direct(fn, ...): event.fork for a task whose coroutine runs
+-- fn itself, for tasks that may park for long (evlua.net's accept
+-- callbacks). Its parked coroutine is smaller: no task_body and xpcall
+-- frames under fn (two CallInfos), and the Lua stack under the yield stays
+-- under the 20 free slots a C function's frame needs, so it keeps its
+-- initial 40 slots instead of doubling to 80 (issue 16: 1.3 KiB less per
+-- idle connection). The cost: no coroutine pool, and every resume of it
+-- must go through this module (run, _resume_now, deadlines), which settles
+-- it when it ends: so never for tasks that other modules resume
+-- themselves (evlua.http's workers).
+function event._fork_direct(fn, ...)
+  local task = new_task(nil, fn, ...)
   push_ready(task)
   return task
 end
 
 -- Run fn(...) in a new task right now (from a loop callback).
 local function spawn_now(fn, ...)
-  run(new_task(fn, ...))
+  run(new_task(false, fn, ...))
 end
 
 -- event.running() -> the running task's handle, or nil outside a task.
@@ -481,12 +545,8 @@ function event._resume_now(task, ...)
   if task[STATE] ~= "waiting" then return false end
   task[STATE] = "running"   -- run(task), less what _park never sets
   local co = task[CO]
-  local deadline = deadline_of[co]
-  if deadline then deadline:stop() end
-  local ok, err = co_resume(co, ...)
-  if not ok then
-    core.log("error", "evlua scheduler: " .. traceback(co, tostring(err)))
-  end
+  stop_deadline(co)
+  ended(task, co, co_resume(co, ...))
   return true
 end
 

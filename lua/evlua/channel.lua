@@ -20,9 +20,11 @@ local fail = errors.fail
 local S = event._slots
 local STATE <const>, CANCEL <const> = S.STATE, S.CANCEL
 local WHAT <const>, ON <const> = S.WHAT, S.ON
-local running, wake, start_deadline = event.running, event._wake,
-  event._start_deadline
-local co_yield = coroutine.yield
+local wake, start_deadline = event._wake, event._start_deadline
+local co_yield, co_running = coroutine.yield, coroutine.running
+-- live[coroutine] -> its task (event.running's lookup, without its frame:
+-- a call level deeper than the yield's leaves a spare CallInfo behind)
+local live = event._live_tasks()
 
 local Channel = {}
 Channel.__index = Channel
@@ -124,21 +126,31 @@ function Channel:read_line()
 end
 
 -- Wait until take(stream, arg) yields a value or an error, the channel
--- closes, or the timeout passes. The task parks here, inline (the fewer
--- and smaller the frames under a parked coroutine's yield, the smaller
--- its stack): ch._reader is the task, which data and close wake.
+-- closes, or the timeout passes. take is the stream's own C method (read,
+-- read_line, read_message), called directly: a Lua helper between would
+-- leave one more CallInfo (80 bytes with malloc's) under every parked
+-- coroutine. The task parks in park_read, which wait_for tail-calls: the
+-- fewer and smaller the frames under a parked coroutine's yield, the
+-- smaller its stack (it keeps its initial 40 slots while the yield's
+-- frame starts below slot 20; see event._fork_direct).
+local park_read
+
 local function wait_for(self, fname, timeout, take, arg)
-  local stream = self._stream
-  local value, err, code = take(stream, arg)
+  local value, err, code = take(self._stream, arg)
   if value then return value end
   if err then return nil, err, code end
   if self._reader then
     error(fname .. ": another coroutine is already reading this channel", 3)
   end
-  local task = running()
+  local task = live[co_running()]
   if not task then errors.need_coroutine(fname, 1) end
   timeout = timeout or self.read_timeout
-  local deadline = timeout and event.now() + timeout
+  return park_read(self, take, arg, task, timeout and event.now() + timeout)
+end
+
+-- The parking loop of wait_for: ch._reader is the task, which data and
+-- close wake.
+park_read = function(self, take, arg, task, deadline)
   while true do
     if self._closed then return fail("closed") end
     if task[CANCEL] then
@@ -146,13 +158,13 @@ local function wait_for(self, fname, timeout, take, arg)
       return fail("cancelled")
     end
     if deadline then
-      timeout = deadline - event.now()
+      local timeout = deadline - event.now()
       if timeout <= 0 then return fail("timeout") end
       start_deadline(task, timeout)
     end
     task[STATE], task[WHAT], task[ON] = "waiting", "read", self
     self._reader = task
-    value, err, code = co_yield()
+    local value, err, code = co_yield()
     self._reader = nil
     task[STATE] = "running"
     if task[CANCEL] then
@@ -160,37 +172,36 @@ local function wait_for(self, fname, timeout, take, arg)
       value, err, code = nil, "cancelled", "cancelled"
     end
     if not value then   -- timeout or cancelled: unless the bytes are in
-      local v, e, c = take(stream, arg)
+      local v, e, c = take(self._stream, arg)
       if v then return v end
       if e then return nil, e, c end
       return nil, err, code
     end
-    value, err, code = take(stream, arg)
+    value, err, code = take(self._stream, arg)
     if value then return value end
     if err then return nil, err, code end
   end
 end
 
-local function take_bytes(stream, n) return stream:read(n) end
-local function take_line(stream, max) return stream:read_line(max) end
-
 -- ch:wait_read([n [, timeout]]) -> n bytes (or, without n, whatever
 -- arrives) | nil, "timeout" | nil, "closed" | nil, "cancelled"
 function Channel:wait_read(n, timeout)
+  local stream = self._stream
   if n ~= nil then
-    local max_input = self._stream:limits()
+    local max_input = stream:limits()
     if math.type(n) ~= "integer" or n < 0 or n > max_input then
       errors.argerror(1, "wait_read", "count between 0 and max_input ("
                       .. max_input .. ") expected")
     end
   end
-  return wait_for(self, "wait_read", timeout, take_bytes, n)
+  return wait_for(self, "wait_read", timeout, stream.read, n)
 end
 
 -- ch:wait_line([timeout]) -> line | nil, "line too long" | nil, "timeout"
 -- | nil, "closed" | nil, "cancelled"
 function Channel:wait_line(timeout)
-  return wait_for(self, "wait_line", timeout, take_line, self.max_line)
+  return wait_for(self, "wait_line", timeout, self._stream.read_line,
+                  self.max_line)
 end
 
 -- Message mode (a KCP channel's default): input arrives as the peer's
@@ -201,8 +212,6 @@ local function check_messages(self, fname)
           .. "true)", 3)
   end
 end
-
-local function take_message(stream) return stream:read_message() end
 
 -- ch:read_message() -> the next whole message as the peer wrote it | nil
 -- if none is buffered. Reads of other kinds (read_line) may be mixed in:
@@ -216,7 +225,7 @@ end
 -- | nil, "cancelled"
 function Channel:wait_message(timeout)
   check_messages(self, "wait_message")
-  return wait_for(self, "wait_message", timeout, take_message)
+  return wait_for(self, "wait_message", timeout, self._stream.read_message)
 end
 
 --[[ Writing ================================================================]]

@@ -49,7 +49,7 @@ local function on_accept(_, ctx, stream)
   local ch = ctx.class._wrap(ctx.class, stream)
   ch:_start()
   local accept = ctx.accept
-  if accept then event.fork(accept, ctx.listener, ch) end
+  if accept then event._fork_direct(accept, ctx.listener, ch) end
 end
 
 -- event.listen(ip, port, accept_cb | nil [, channel_class [, opts]]) ->

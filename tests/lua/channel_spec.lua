@@ -72,11 +72,14 @@ describe("channels", function()
       end
       listener:close()
     end
+    -- (accept callbacks are forked with event._fork_direct)
+    local direct = event._fork_direct
     event.fork = function(...) forks = forks + 1 return fork(...) end
+    event._fork_direct = function(...) forks = forks + 1 return direct(...) end
     local ok, err = pcall(serve, nil)
     local without = forks
     if ok then ok, err = pcall(serve, function() end) end
-    event.fork = fork
+    event.fork, event._fork_direct = fork, direct
     assert(ok, err)
     assert.equal(6, inits)
     assert.equal(0, without)
