@@ -138,8 +138,11 @@ function client.parse(args)
   return opts
 end
 
--- Commands from a reader, one per line; interactive shows a prompt.
-local function command_loop(session, read_line, prompt)
+-- Lines from read_line to the session until the end of input or a line
+-- that leaves (once answered); interactive shows a prompt. mode.blank:
+-- send empty lines too (the debugger repeats its last command then);
+-- mode.leaves: the first words that leave.
+local function line_loop(session, read_line, prompt, mode)
   local failed = false
   while true do
     if prompt then
@@ -147,59 +150,32 @@ local function command_loop(session, read_line, prompt)
       io.stdout:flush()
     end
     local line = read_line()
-    if not line then break end
-    if line:match("%S") then
+    if not line then
+      if prompt then io.stdout:write("\n") end   -- after the prompt Ctrl-D left
+      break
+    end
+    if mode.blank or line:match("%S") then
       local ok = run_line(session, line)
       if ok == nil then return 1 end
       if not ok then failed = true end
-      if line:match("^%s*quit%s*$") or line:match("^%s*exit%s*$") then break end
+      if mode.leaves[line:match("^%s*(%S*)")] then break end
     end
   end
-  if prompt then io.stdout:write("\n") end
   return failed and 1 or 0
 end
 
+local CONSOLE_MODE = { leaves = { quit = true, exit = true } }
+-- `evlua console PORT debug`: the console's debug command, then every
+-- line read is a debugger command until quit, detach or the end of
+-- input. Stops the code hits while no command runs arrive with the next
+-- command's answer.
+local DEBUG_MODE = { blank = true, leaves = { quit = true, q = true, detach = true } }
 client.DEBUG_PROMPT = "(evdb) "
 
-local DEBUG_LEAVES = { quit = true, q = true, detach = true }
-
--- `evlua console PORT debug`: the console's debug command, then every
--- line read is a debugger command (an empty one too: it repeats the last)
--- until quit, detach or the end of input. Stops the code hits while no
--- command runs arrive with the next command's answer.
-local function debug_loop(session, read_line, prompt)
-  local ok = run_line(session, "debug")
-  if not ok then return 1 end
-  local failed = false
-  while true do
-    if prompt then
-      io.stdout:write(prompt)
-      io.stdout:flush()
-    end
-    local line = read_line()
-    if not line then break end
-    ok = run_line(session, line)
-    if ok == nil then return 1 end
-    if not ok then failed = true end
-    if DEBUG_LEAVES[line:match("^%s*(%S*)")] then return failed and 1 or 0 end
-  end
-  if prompt then io.stdout:write("\n") end
-  return failed and 1 or 0
-end
-
--- client.main(args) -> exit status; args are the words after "console".
-function client.main(args)
-  local opts, err = client.parse(args)
-  if not opts then
-    io.stderr:write("evlua console: ", err, "\n", client.USAGE)
-    return 2
-  end
-  if opts.help then
-    io.stdout:write(client.USAGE)
-    return 0
-  end
-  local session
-  session, err = client.connect(opts.host, opts.port, opts.password, opts.timeout)
+-- client.command(opts) -> exit status: opts from client.parse, run by
+-- `evlua console` (evlua/main.lua).
+function client.command(opts)
+  local session, err = client.connect(opts.host, opts.port, opts.password, opts.timeout)
   if not session then
     io.stderr:write(("evlua console: %s:%d: %s\n"):format(opts.host, opts.port, err))
     return 1
@@ -207,7 +183,11 @@ function client.main(args)
   local code
   if opts.command and opts.command:match("^%s*debug%s*$") then
     local read_line = require("evlua.repl").line_reader(0)
-    code = debug_loop(session, read_line, core.isatty(0) and client.DEBUG_PROMPT or nil)
+    code = 1
+    if run_line(session, "debug") then
+      code = line_loop(session, read_line, core.isatty(0) and client.DEBUG_PROMPT or nil,
+                       DEBUG_MODE)
+    end
   elseif opts.command then
     local ok = run_line(session, opts.command)
     code = ok and 0 or 1
@@ -219,7 +199,7 @@ function client.main(args)
             :format(opts.host, opts.port))
       prompt = ("%s:%d> "):format(opts.host, opts.port)
     end
-    code = command_loop(session, read_line, prompt)
+    code = line_loop(session, read_line, prompt, CONSOLE_MODE)
   end
   session:close()
   return code

@@ -209,11 +209,28 @@ end
 -- directory still runs as a script.
 local SUBCOMMANDS = { console = "evlua.console_client", stack = "evlua.stack" }
 
+-- A subcommand's module has USAGE, parse(args) -> opts | nil, message
+-- (args: the words after the subcommand's name; opts.help asks for the
+-- usage) and command(opts) -> exit status.
+local function run_subcommand(name, args)
+  local module = require(SUBCOMMANDS[name])
+  local opts, err = module.parse(args)
+  if not opts then
+    io.stderr:write("evlua ", name, ": ", err, "\n", module.USAGE)
+    return 2
+  end
+  if opts.help then
+    io.stdout:write(module.USAGE)
+    return 0
+  end
+  return module.command(opts)
+end
+
 local function subcommand(argv, progname)
   _G.arg = make_arg(argv, 1)
   local args = table.move(argv, 2, #argv, 1, {})
   event._start_main(function()
-    core.exit(require(SUBCOMMANDS[argv[1]]).main(args))
+    core.exit(run_subcommand(argv[1], args))
   end, function(traceback)
     report(progname, traceback)
     core.exit(1)

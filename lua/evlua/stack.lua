@@ -162,18 +162,8 @@ function stack.run(opts)
   return text
 end
 
-function stack.main(args)
-  local opts, err = stack.parse(args)
-  if not opts then
-    io.stderr:write("evlua stack: ", err, "\n", stack.USAGE)
-    return 2
-  end
-  if opts.help then
-    io.stdout:write(stack.USAGE)
-    return 0
-  end
-  local text
-  text, err = stack.run(opts)
+function stack.command(opts)
+  local text, err = stack.run(opts)
   if not text then
     io.stderr:write("evlua stack: ", err, "\n")
     return 1
