@@ -995,17 +995,26 @@ function Collection:insert_one(d, opts)
 end
 
 -- coll:insert_many(docs [, { ordered = true }]) -> { inserted_ids =,
--- inserted_count = } | nil, err, code, info (info.result: what was done)
+-- inserted_count = } | nil, err, code, info (info.result: what was done).
+-- An empty list raises, as the drivers refuse an empty batch.
 function Collection:insert_many(docs, opts)
   if type(docs) ~= "table" then
     argerror(1, "insert_many", "list of documents expected, got " .. type(docs))
   end
-  local ids = {}
-  for i = 1, #docs do
-    check_doc(docs[i], 1, "insert_many")
-    ids[i] = ensure_id(docs[i])
+  local n = #docs
+  if n == 0 then
+    argerror(1, "insert_many", "list of documents is empty (a batch cannot be empty)")
   end
-  local r, err, code, info = write_batches(self, "insert", "documents", docs,
+  -- a plain copy: the wire layer reads the list raw, and docs may be a
+  -- proxy (__len, __index)
+  local ids, list = {}, {}
+  for i = 1, n do
+    local d = docs[i]
+    check_doc(d, 1, "insert_many")
+    ids[i] = ensure_id(d)
+    list[i] = d
+  end
+  local r, err, code, info = write_batches(self, "insert", "documents", list,
                                            opts, add_options({}, opts, {
                                              { "bypass_document_validation",
                                                "bypassDocumentValidation" } }))

@@ -1096,8 +1096,94 @@ static void push_doc(decoder *d, bson_iter_t *it, int as_array) {
   }
 }
 
+/* The state's encoding scratch ======================================== */
+
+/* What encoding needs besides the caller's output, owned by one userdata
+** per state (in the registry under &scratch_key, created by
+** evlua_open_bson, freed by its __gc when the state closes): the encoder
+** (32 KiB of path and cycle stacks, too much for the C stack) and a
+** document to encode into (evlua_bson_scratch). Owned by
+** the state rather than by a C frame, they cannot leak when something
+** raises while they are in use: the encoder itself never raises, but its
+** callers do (an argument error, out of memory), and a raise longjmps
+** past any cleanup in C. Reused, they also save a malloc and a free per
+** document. */
+typedef struct scratch {
+  encoder enc;
+  bson_t doc;
+  int busy;          /* doc handed out and not given back */
+} scratch;
+
+static const char scratch_key = 0;
+
+#define SCRATCH_KEEP (1024 * 1024)   /* a larger doc buffer is freed */
+
+/* The userdata holds a pointer to the scratch: libbson declares bson_t
+** 128-byte aligned, more than a userdata's memory is. */
+static scratch *get_scratch(lua_State *L) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &scratch_key);
+  scratch *s = *(scratch **)lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return s;
+}
+
+static int l_scratch_gc(lua_State *L) {
+  scratch **box = (scratch **)lua_touserdata(L, 1);
+  if (*box != NULL) {
+    bson_destroy(&(*box)->doc);
+    free(*box);
+    *box = NULL;
+  }
+  return 0;
+}
+
+static void new_scratch(lua_State *L) {
+  scratch **box = (scratch **)lua_newuserdatauv(L, sizeof *box, 0);
+  *box = NULL;
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, l_scratch_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  /* aligned_alloc wants a multiple of the alignment */
+  size_t size = (sizeof(scratch) + 127) / 128 * 128;
+  scratch *s = (scratch *)aligned_alloc(128, size);
+  if (s == NULL) luaL_error(L, "bson: out of memory");   /* at startup */
+  bson_init(&s->doc);
+  s->busy = 0;
+  *box = s;
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &scratch_key);
+}
+
+bson_t *evlua_bson_scratch(lua_State *L) {
+  scratch *s = get_scratch(L);
+  if (s->busy) {
+    /* the last user raised before giving it back, perhaps with a child
+    ** document open: start over rather than trust its state */
+    bson_destroy(&s->doc);
+    bson_init(&s->doc);
+  } else {
+    bson_reinit(&s->doc);
+  }
+  s->busy = 1;
+  return &s->doc;
+}
+
+void evlua_bson_scratch_done(lua_State *L) {
+  scratch *s = get_scratch(L);
+  s->busy = 0;
+  if (s->doc.len > SCRATCH_KEEP) {   /* one huge document keeps no memory */
+    bson_destroy(&s->doc);
+    bson_init(&s->doc);
+  }
+}
+
 /* The C interface (lbson.h) ========================================== */
 
+/* Nothing in here runs Lua code: tables are read raw (lua_next,
+** lua_rawgeti, lua_rawlen; no __pairs, __index or __len of a user value
+** is called) and no value is converted (no __tostring), so encoding
+** cannot raise, a user's value cannot reenter it and the state's encoder
+** is never in use twice. */
 int evlua_bson_encode_depth(lua_State *L, int idx, bson_t *out,
                             int max_depth, char *err, size_t errlen) {
   idx = lua_absindex(L, idx);
@@ -1116,8 +1202,7 @@ int evlua_bson_encode_depth(lua_State *L, int idx, bson_t *out,
   if (lua_type(L, idx) != LUA_TTABLE)
     return errf(err, errlen, "document: a table expected, got %s",
                 luaL_typename(L, idx));
-  encoder *e = (encoder *)malloc(sizeof *e);
-  if (e == NULL) return errf(err, errlen, "out of memory");
+  encoder *e = &get_scratch(L)->enc;
   e->L = L;
   e->max_depth = max_depth;
   e->depth = 0;
@@ -1130,7 +1215,6 @@ int evlua_bson_encode_depth(lua_State *L, int idx, bson_t *out,
   if (ok && kind == K_ARRAY)
     ok = fail(e, "an array cannot be a document (wrap it: { key = array })");
   if (ok) ok = encode_fields(e, out, idx, kind, n);
-  free(e);
   return ok;
 }
 
@@ -1188,11 +1272,10 @@ static int l_encode(lua_State *L) {
     return 1;
   }
   char err[512];
-  bson_t b;
-  bson_init(&b);
-  int ok = evlua_bson_encode_depth(L, 1, &b, max_depth, err, sizeof err);
-  if (ok) lua_pushlstring(L, (const char *)bson_get_data(&b), b.len);
-  bson_destroy(&b);
+  bson_t *b = evlua_bson_scratch(L);   /* lua_pushlstring may raise */
+  int ok = evlua_bson_encode_depth(L, 1, b, max_depth, err, sizeof err);
+  if (ok) lua_pushlstring(L, (const char *)bson_get_data(b), b->len);
+  evlua_bson_scratch_done(L);
   return ok ? 1 : evlua_fail(L, "bad_value", "%s", err);
 }
 
@@ -1370,6 +1453,7 @@ void evlua_open_bson(lua_State *L) {
     { NULL, NULL }
   };
   register_classes(L);
+  new_scratch(L);
   luaL_setfuncs(L, funcs, 0);
   lua_pushlightuserdata(L, NULL);
   lua_setfield(L, -2, "bson_null");

@@ -24,13 +24,22 @@
 /* Append the Lua document at idx (a table, a bson.doc{} ordered
 ** document, or an encoded document string) to the initialised bson_t out.
 ** Returns 1, or 0 with a message in err (errlen bytes) saying which key
-** could not be encoded and why. Never raises. */
+** could not be encoded and why. Never raises, and never runs Lua code
+** (tables are read raw: no metamethod of a user value is called). */
 int evlua_bson_encode(lua_State *L, int idx, bson_t *out, char *err,
                       size_t errlen);
 
 /* evlua_bson_encode with another nesting limit (1 to the ceiling). */
 int evlua_bson_encode_depth(lua_State *L, int idx, bson_t *out,
                             int max_depth, char *err, size_t errlen);
+
+/* The state's scratch document for encoding into, empty: a bson_t owned
+** by the Lua state (evlua_open_bson's), so a raise while it is in use
+** leaks nothing; the next call starts it over. One per state: give it
+** back with evlua_bson_scratch_done before calling anything that could
+** use it too (Lua code). Copy the bytes out before giving it back. */
+bson_t *evlua_bson_scratch(lua_State *L);
+void evlua_bson_scratch_done(lua_State *L);
 
 /* Push the document in data[0..len) as a Lua table (arrays as arrays).
 ** Returns 1, or pushes nothing and returns 0 with a message in err when

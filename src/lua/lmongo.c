@@ -20,9 +20,14 @@
 
 /* Encoding ============================================================ */
 
+/* The documents of one message are encoded one at a time into the
+** state's scratch document (lbson.h): owned by the state, it leaks nothing
+** when an argument error raises half-way through a message. No Lua code
+** runs while a message is built (the documents and the list of them are
+** read raw), so nothing can use the scratch, or the scratch buffer the
+** message goes into, twice. */
 typedef struct encoder {
-  bson_t doc;         /* the last table encoded */
-  int used;
+  bson_t *doc;        /* the scratch, once taken: the last table encoded */
   char err[256];
 } encoder;
 
@@ -50,18 +55,17 @@ static const uint8_t *doc_bytes(lua_State *L, int idx, encoder *enc,
              luaL_typename(L, idx));
     return NULL;
   }
-  if (enc->used) bson_reinit(&enc->doc);
-  else bson_init(&enc->doc);
-  enc->used = 1;
-  if (!evlua_bson_encode(L, idx, &enc->doc, enc->err, sizeof enc->err))
+  if (enc->doc == NULL) enc->doc = evlua_bson_scratch(L);
+  else bson_reinit(enc->doc);
+  if (!evlua_bson_encode(L, idx, enc->doc, enc->err, sizeof enc->err))
     return NULL;
-  *len = enc->doc.len;
-  return bson_get_data(&enc->doc);
+  *len = enc->doc->len;
+  return bson_get_data(enc->doc);
 }
 
-static void encoder_done(encoder *enc) {
-  if (enc->used) bson_destroy(&enc->doc);
-  enc->used = 0;
+static void encoder_done(lua_State *L, encoder *enc) {
+  if (enc->doc != NULL) evlua_bson_scratch_done(L);
+  enc->doc = NULL;
 }
 
 static lua_Integer opt_limit(lua_State *L, int idx, lua_Integer def) {
@@ -91,7 +95,7 @@ static lua_Integer encode_message(lua_State *L, evlua_buffer *b, int base,
   size_t max_message = (size_t)opt_limit(L, base + 6, DEFAULT_MAX_MESSAGE);
   size_t max_doc = (size_t)opt_limit(L, base + 7, INT32_MAX);
   encoder enc;
-  enc.used = 0;
+  enc.doc = NULL;
   size_t start, seq = 0, len;
   lua_Integer last = first - 1;
   const uint8_t *d = doc_bytes(L, base + 1, &enc, &len);
@@ -99,7 +103,7 @@ static lua_Integer encode_message(lua_State *L, evlua_buffer *b, int base,
   /* a command may exceed the documents' limit by 16 KiB (the spec's
   ** allowance for the command's own fields) */
   if (len > max_doc + 16 * 1024) {
-    encoder_done(&enc);
+    encoder_done(L, &enc);
     return evlua_fail(L, "too_large", "command of %I bytes above the "
                       "maximum document size (%I)", (lua_Integer)len,
                       (lua_Integer)max_doc), -1;
@@ -109,13 +113,11 @@ static lua_Integer encode_message(lua_State *L, evlua_buffer *b, int base,
       mongo_msg_body(b, d, len) != 0)
     goto nomem;
   if (has_seq) {
-    if (mongo_msg_sequence_begin(b, id, id_len, &seq) != 0) {
-      encoder_done(&enc);
+    if (mongo_msg_sequence_begin(b, id, id_len, &seq) != 0)   /* see encoder */
       luaL_argerror(L, base + 2, "identifier with a zero byte or too long");
-    }
-    lua_Integer n = (lua_Integer)luaL_len(L, base + 3);
+    lua_Integer n = (lua_Integer)lua_rawlen(L, base + 3);
     for (lua_Integer i = first; i <= n && i - first < max_docs; i++) {
-      lua_geti(L, base + 3, i);
+      lua_rawgeti(L, base + 3, i);
       d = doc_bytes(L, -1, &enc, &len);
       if (d == NULL) {
         char where[64];
@@ -129,7 +131,7 @@ static lua_Integer encode_message(lua_State *L, evlua_buffer *b, int base,
         goto bad_document;
       }
       if (len > max_doc) {
-        encoder_done(&enc);
+        encoder_done(L, &enc);
         return evlua_fail(L, "too_large", "document %I of %I bytes above "
                           "the maximum document size (%I)", i,
                           (lua_Integer)len, (lua_Integer)max_doc), -1;
@@ -138,8 +140,8 @@ static lua_Integer encode_message(lua_State *L, evlua_buffer *b, int base,
       if (evlua_buffer_len(b) - start + len > max_message) {
         lua_pop(L, 1);
         if (i == first) {
-          encoder_done(&enc);
-            return evlua_fail(L, "too_large", "document %I does not fit in a "
+          encoder_done(L, &enc);
+          return evlua_fail(L, "too_large", "document %I does not fit in a "
                             "message of %I bytes", i,
                             (lua_Integer)max_message), -1;
         }
@@ -154,18 +156,17 @@ static lua_Integer encode_message(lua_State *L, evlua_buffer *b, int base,
     }
     if (mongo_msg_sequence_end(b, seq) != 0) goto nomem;
   }
-  encoder_done(&enc);
+  encoder_done(L, &enc);
   if (evlua_buffer_len(b) - start > max_message) {
-      return evlua_fail(L, "too_large", "message above %I bytes",
+    return evlua_fail(L, "too_large", "message above %I bytes",
                       (lua_Integer)max_message), -1;
   }
   if (mongo_msg_end(b, start) != 0) goto nomem;
   return last;
 bad_document:
-  encoder_done(&enc);
+  encoder_done(L, &enc);
   return evlua_fail(L, "bad_document", "%s", enc.err), -1;
 nomem:
-  encoder_done(&enc);
   return luaL_error(L, "mongo: out of memory or message above 2 GiB");
 }
 
@@ -173,7 +174,8 @@ nomem:
 ** [, max_message [, max_doc]]]]]) -> ok, last | nil, err, code. Queues an
 ** OP_MSG: body a document (the command), and, with seq_id, a kind-1
 ** section named seq_id of docs[first], docs[first + 1]... as many as fit
-** (at most max_docs, the message at most max_message bytes). ok is as
+** (at most max_docs, the message at most max_message bytes; docs is read
+** raw, without its __len or __index). ok is as
 ** stream:write's (true, false above the high-water mark); last is the
 ** index of the last document sent. A document larger than max_doc, or
 ** the first one not fitting, fails with "too_large"; one that cannot be

@@ -551,6 +551,22 @@ describe("commands and CRUD", function()
     assert.equal("cy", d.name)
   end)
 
+  it("refuses an empty insert_many, as the drivers do, and reads a proxy list", function()
+    local before = c:stats().requests
+    assert.matches("bad argument #1 to 'insert_many' %(list of documents is empty",
+                   helper.raised(coll.insert_many, coll, {}))
+    assert.equal(before, c:stats().requests)   -- nothing was sent
+    -- a list behind __len and __index goes through them (the wire layer
+    -- reads its list raw, so insert_many hands it a copy)
+    local backing = { { _id = 1 }, { _id = 2 } }
+    local proxy = setmetatable({}, { __len = function() return #backing end,
+                                     __index = function(_, i) return backing[i] end })
+    local r = assert(coll:insert_many(proxy))
+    assert.equal(2, r.inserted_count)
+    assert.same({ 1, 2 }, r.inserted_ids)
+    assert.equal(2, coll:count_documents())
+  end)
+
   it("reports duplicate keys with code 11000, ordered and unordered", function()
     assert(coll:insert_one({ _id = 1 }))
     local r, err, code, info = coll:insert_one({ _id = 1 })
@@ -948,6 +964,75 @@ describe("sharing and limits", function()
     assert(coll:insert_one({ pad = ("z"):rep(4000) }))
     c:close()
     s.stop()
+  end)
+
+  it("waits out its backoff between reconnect attempts, failing fast meanwhile", function()
+    -- a server that answers the first connection's hello, then drops every
+    -- connection as soon as it is accepted: each reconnect attempt fails
+    local accepted, dropping, first = 0, false, nil
+    local class = Channel:inherit()
+    function class:data()
+      while true do
+        local rt, _, _, request_id = self._stream:read_mongo()
+        if rt == nil or dropping then return end
+        reply(self, request_id, { ok = 1, isWritablePrimary = true, maxWireVersion = 17 })
+      end
+    end
+    local listener = assert(event.listen("127.0.0.1", 0, function(_, ch)
+      accepted = accepted + 1
+      if dropping then ch:close() else first = ch end
+    end, class))
+    local min, max = 0.1, 0.4
+    local c = assert(mongo.connect({ host = "127.0.0.1", port = listener:port(),
+                                     reconnect_min = min, reconnect_max = max }))
+    assert.equal(1, c:stats().connects)
+    dropping = true
+    first:close_immediately()
+    local coll = c:collection("test.backoff")
+    -- call until 5 attempts have failed; an attempt is a call during
+    -- which the client's failure count grows
+    local attempts, fast, last_attempt = {}, 0, nil
+    while #attempts < 5 do
+      local failures = c:stats().failures
+      local t0 = event.now()
+      local r, err, code = coll:find_one({})
+      assert.is_nil(r)
+      assert.is_string(code, err)
+      if c:stats().failures > failures then
+        attempts[#attempts + 1] = event.now()
+        last_attempt = code
+        -- right after a failed attempt the next one is not due: this call
+        -- fails at once (within this loop iteration) with the same error
+        local t1 = event.now()
+        local r2, err2, code2 = coll:find_one({})
+        assert.is_nil(r2)
+        assert.equal(last_attempt, code2, err2)
+        assert.equal(t1, event.now())
+        assert.equal(#attempts, c:stats().failures)
+        fast = fast + 1
+      elseif last_attempt then   -- within a backoff: its error, at once
+        assert.equal(last_attempt, code, err)
+        assert.equal(t0, event.now())
+      end
+      event.sleep(0.01)   -- paces the calls; the assertions need no timing
+    end
+    -- attempt k + 1 waited at least half its capped delay after attempt k
+    -- (the jitter's lower bound): min, 2 min, 4 min... capped at max
+    for k = 1, #attempts - 1 do
+      local cap = math.min(max, min * 2 ^ (k - 1))
+      assert.is_true(attempts[k + 1] - attempts[k] >= cap / 2 - 1e-6,
+                     ("attempt %d came %.3f s after the previous one, before "
+                      .. "its backoff (%.3f s)"):format(k + 1, attempts[k + 1] - attempts[k],
+                                                         cap / 2))
+    end
+    assert.equal(5, fast)
+    -- every attempt was one connection (the server closing it is what
+    -- failed the attempt, so it was counted first), and there were no
+    -- others: the first connection plus one per attempt
+    assert.equal(1 + #attempts, accepted)
+    assert.equal(1, c:stats().connects)
+    c:close()
+    listener:close()
   end)
 
   it("reconnects after the server is killed, failing meanwhile", function()
