@@ -1003,7 +1003,7 @@ function Collection:insert_many(docs, opts)
   end
   local n = #docs
   if n == 0 then
-    argerror(1, "insert_many", "list of documents is empty (a batch cannot be empty)")
+    argerror(1, "insert_many", "non-empty list of documents expected")
   end
   -- a plain copy: the wire layer reads the list raw, and docs may be a
   -- proxy (__len, __index)
