@@ -1122,14 +1122,9 @@ end
 
 engine.TRACK_INTERVAL = 0.1
 
--- event.lua's table of live tasks (event.running's upvalue "live"): read
--- without building event.tasks()'s tracebacks.
-local live_tasks
-for i = 1, math.huge do
-  local name, v = getupvalue(event.running, i)
-  if not name then break end
-  if name == "live" then live_tasks = v end
-end
+-- event.lua's live tasks (the values), read without building
+-- event.tasks()'s tracebacks.
+local live_tasks = event._live_tasks()
 
 local own_tasks = setmetatable({}, { __mode = "k" })     -- task -> true
 local own_objects = setmetatable({}, { __mode = "k" })   -- userdata -> true
@@ -1152,14 +1147,8 @@ function engine.own_object(ud)
 end
 
 local function each_live_task(fn)
-  if live_tasks then
-    for _, task in pairs(live_tasks) do
-      if not own_tasks[task] and task[STATE] ~= "dead" then fn(task) end
-    end
-  else
-    for _, t in ipairs(event.tasks()) do
-      if not own_tasks[t.handle] then fn(t.handle) end
-    end
+  for _, task in pairs(live_tasks) do
+    if not own_tasks[task] and task[STATE] ~= "dead" then fn(task) end
   end
 end
 
