@@ -311,10 +311,19 @@ end
 -- Bad input (malformed, or past a limit): log why, read no more, fail the
 -- calls that wait for responses (none can come now), answer the requests
 -- already taken, then close.
+-- The reason it closes with is "bad message: " and the decoder's error:
+-- ch:closed() and disconnect get it, as the log line does.
 local function fail(ch, err)
   if ch._failing then return end
   ch._failing = {}
-  event.error(("rpc: closing %s: %s"):format(ch._name, err))
+  local reason = "bad message: " .. err
+  ch._bad = reason
+  event.error(("rpc: closing %s: %s"):format(ch._name, reason))
+  -- The stream closes it with "local close" (stream:close takes no
+  -- reason) and the dispatcher hands disconnect that: this instance's
+  -- disconnect passes on the reason _ended recorded instead.
+  local disconnect = ch.disconnect   -- the instance's own, or the class's
+  ch.disconnect = function(self, why) return disconnect(self, self._closed or why) end
   local stream = ch._stream
   local _, high, low = stream:limits()
   stream:set_limits(math.max(1, stream:buffered()), high, low)  -- stop reading
@@ -407,6 +416,8 @@ end
 function RpcChannel:_ended(reason)
   if not self._name then return Channel._ended(self, reason) end  -- unstarted
   local waiting = self:pending()
+  -- closed for bad input: that is the reason, not our close that followed
+  if self._failing and reason == "local close" then reason = self._bad end
   Channel._ended(self, reason)
   if not self._failing and reason ~= "local close" then
     local news = waiting > 0 or self._serving > 0 or reason ~= "eof"
@@ -720,7 +731,11 @@ end
 -- rpc.client: one server's connection, made on first use and remade after
 -- it drops. Attempts that fail space the next one out (capped exponential
 -- backoff with jitter); until it is due, calls fail at once with the last
--- attempt's error.
+-- attempt's error. A connection made is not yet a success: a server that
+-- accepts and drops at once (a crash loop, an overloaded proxy) would be
+-- reconnected to on every call. The backoff resets only once the
+-- connection proves healthy (a response to a call, or healthy_after
+-- seconds up); one that ends before counts as a failed attempt.
 
 local Client = {}
 Client.__index = Client
@@ -729,6 +744,7 @@ rpc.client_class = Client
 
 rpc.RECONNECT_MIN = 0.05   -- seconds after the first failed attempt
 rpc.RECONNECT_MAX = 5      -- the most the backoff grows to
+rpc.HEALTHY_AFTER = 1      -- seconds up that prove a connection healthy
 
 local function positive(opts, name, fname)
   local v = opts[name]
@@ -738,10 +754,13 @@ local function positive(opts, name, fname)
   return v
 end
 
+local judge   -- judge(client, ch): was the connection that ended healthy?
+
 -- rpc.client(host, port [, opts]) -> client. No coroutine needed: nothing
 -- connects before the first call. opts: those of rpc.connect (timeout:
 -- of each connect attempt, by default the call's own timeout; class,
--- handlers, the limits) and reconnect_min, reconnect_max (seconds).
+-- handlers, the limits) and reconnect_min, reconnect_max, healthy_after
+-- (seconds).
 function rpc.client(host, port, opts)
   if type(host) ~= "string" then
     argerror(1, "client", "string expected, got " .. type(host))
@@ -760,15 +779,29 @@ function rpc.client(host, port, opts)
   if min > max then
     argerror(3, "client", "reconnect_min must not exceed reconnect_max")
   end
-  return setmetatable({
+  local healthy_after = opts.healthy_after
+  if healthy_after == nil then
+    healthy_after = rpc.HEALTHY_AFTER
+  elseif type(healthy_after) ~= "number"
+         or not (healthy_after >= 0 and healthy_after < math.huge) then
+    argerror(3, "client", "healthy_after must be a non-negative number")
+  end
+  local self = setmetatable({
     _host = host, _port = port, _class = class,
     _timeout = positive(opts, "timeout", "client"),
-    _min = min, _max = max,
-    _ch = false, _closed = false, _connecting = false,
+    _min = min, _max = max, _healthy_after = healthy_after,
+    _ch = false, _closed = false, _connecting = false, _proven = false,
     _failures = 0, _retry_at = 0, _backoff = 0, _err = false, _code = false,
     _calls = 0, _errors = 0, _timeouts = 0, _connects = 0,
     _connect_failures = 0, _bytes_in = 0, _bytes_out = 0,
   }, Client)
+  -- judge each connection as it ends, while the time of its end is now
+  local ended = class._ended
+  class._ended = function(ch, reason)
+    ended(ch, reason)
+    if ch._client then judge(ch._client, ch) end
+  end
+  return self
 end
 
 -- Forget a channel that closed, keeping its byte counts.
@@ -781,6 +814,41 @@ end
 
 local function wake_each(list, ...)
   for i = 1, #list do event.wakeup(list[i], ...) end
+end
+
+-- A failed attempt: the next may come after a random time between half
+-- and all of min * 2^(n-1), capped at max (n: failures in a row). -> n
+local function note_failure(self, err, code)
+  local n = self._failures + 1
+  self._failures = n
+  self._connect_failures = self._connect_failures + 1
+  local cap = math.min(self._max, self._min * 2 ^ math.min(n - 1, 60))
+  local delay = cap / 2 + math.random() * cap / 2
+  self._backoff, self._retry_at = delay, event.now() + delay
+  self._err, self._code = err, code
+  return n
+end
+
+-- The connection ch proved healthy (a response came): the backoff resets.
+local function proven(self, ch)
+  self._proven = ch
+  self._failures = 0
+end
+
+-- The connection ch ended (or went bad): healthy if it proved so or stayed
+-- up healthy_after seconds, and then the next attempt is at once (as the
+-- backoff was reset); otherwise it was a failed attempt, and the next one
+-- waits for the backoff. Once per connection.
+judge = function(self, ch)
+  if ch._judged then return end
+  ch._judged = true
+  if self._closed or self._ch ~= ch then return end   -- our close, or gone
+  if self._proven == ch or event.now() - ch._up_at >= self._healthy_after then
+    self._failures = 0
+  else
+    -- its own close was logged (with the reason) by the channel
+    note_failure(self, "closed", "closed")
+  end
 end
 
 -- One connect attempt, shared by every coroutine that needs it meanwhile.
@@ -796,7 +864,9 @@ local function attempt(self, timeout)
       wake_each(waiting, nil, "closed", "closed")
       return fail_with("closed")
     end
-    self._ch, self._failures, self._retry_at = ch, 0, 0
+    -- the failures in a row stay counted until ch proves healthy (judge)
+    self._ch, self._retry_at = ch, 0
+    ch._client, ch._up_at = self, event.now()
     self._connects = self._connects + 1
     wake_each(waiting, true)
     return ch
@@ -805,15 +875,7 @@ local function attempt(self, timeout)
     wake_each(waiting, false)   -- another waiter tries again
     return nil, err, code
   end
-  local n = self._failures + 1
-  self._failures = n
-  self._connect_failures = self._connect_failures + 1
-  -- between half and all of min * 2^(n-1), capped at max
-  local cap = math.min(self._max, self._min * 2 ^ math.min(n - 1, 60))
-  local delay = cap / 2 + math.random() * cap / 2
-  self._backoff, self._retry_at = delay, event.now() + delay
-  self._err, self._code = err, code
-  if n == 1 then   -- once per outage, not per attempt
+  if note_failure(self, err, code) == 1 then   -- once per outage, not per attempt
     event.warn(("rpc: cannot connect to %s:%s: %s"):format(self._host,
                                                           self._port, err))
   end
@@ -829,6 +891,7 @@ local function connection(self, timeout)
     local ch = self._ch
     if ch then
       if not ch._closed and not ch._failing then return ch end
+      judge(self, ch)   -- unless it was judged as it ended
       forget(self, ch)
     end
     if event.now() < self._retry_at then return nil, self._err, self._code end
@@ -865,7 +928,11 @@ local function client_call(self, timeout, fname, method, ...)
     if timeout then timeout = math.max(0, timeout - (event.now() - started)) end
   end
   local result, err, code = call(ch, timeout, fname, method, ...)
-  if result == nil and err ~= nil then return failed(self, err, code) end
+  if result == nil and err ~= nil then
+    if code == "remote" and self._proven ~= ch then proven(self, ch) end
+    return failed(self, err, code)
+  end
+  if self._proven ~= ch then proven(self, ch) end   -- a response came
   return result
 end
 

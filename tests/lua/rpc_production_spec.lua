@@ -261,7 +261,10 @@ describe("rpc.client", function()
       note = function(_, v) notes[#notes + 1] = v event.wakeup(got) end,
     }))
     local port = listener:port()
-    local client = rpc.client("127.0.0.1", port, { reconnect_min = 5 })
+    -- healthy_after = 0: a connection that only carried notifications
+    -- (nothing acknowledges them) counts as healthy, so the next send
+    -- tries to reconnect at once (rpc_robustness_spec has the default)
+    local client = rpc.client("127.0.0.1", port, { reconnect_min = 5, healthy_after = 0 })
     assert.is_true(client:send("note", 1))
     assert.is_true(event.wait(got, 5))
     assert.is_true(listener:shutdown())
