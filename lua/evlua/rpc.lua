@@ -72,7 +72,16 @@ function RpcChannel:_start(...)
   local server = self._server   -- set on the class by rpc.listen
   if server then server._conns[self] = true end
   Channel._start(self, ...)
-  if not self._closed then fit_input(self) end
+  if not self._closed then
+    fit_input(self)
+    -- A peer's EOF should stop the reading only, so that the replies it
+    -- is owed still go out (see _eof). The stream layer has no such mode
+    -- yet (on EOF it stops taking writes and closes once its queue is
+    -- empty); once it has one, stream:set_half_close(true) turns it on
+    -- and the channel's dispatcher calls ch:_eof().
+    local set_half_close = self._stream.set_half_close
+    if set_half_close then set_half_close(self._stream, true) end
+  end
   return self
 end
 
@@ -335,6 +344,25 @@ local function fail(ch, err)
   end
 end
 
+local function close_late(_, ch) ch:close() end
+
+-- The peer shut down its write side (TCP half-close) and reading stopped:
+-- no response can come now, so the calls waiting for one fail; the
+-- requests it sent are answered, then the channel closes with "eof"
+-- (served closes a draining channel after its last reply). The replies
+-- get at most call_timeout; the send timeout bounds their flush.
+function RpcChannel:_eof()
+  if self._failing then return end   -- closing for bad input already
+  if self._serving == 0 then return self:close() end  -- _ended fails calls
+  self._draining = true
+  self._lost = self:pending()        -- for the log line
+  fail_pending(self)
+  local timeout = self.call_timeout
+  if timeout then
+    self._eof_timer = core.timer(close_late, self):start(timeout)
+  end
+end
+
 -- Handle one decoded message; false when no complete message is left.
 local function process(ch, kind, ...)
   if kind == 1 then
@@ -415,7 +443,7 @@ end
 -- A connection closed for bad input has logged why already (fail).
 function RpcChannel:_ended(reason)
   if not self._name then return Channel._ended(self, reason) end  -- unstarted
-  local waiting = self:pending()
+  local waiting = self:pending() + (self._lost or 0)
   -- closed for bad input: that is the reason, not our close that followed
   if self._failing and reason == "local close" then reason = self._bad end
   Channel._ended(self, reason)
@@ -430,6 +458,7 @@ function RpcChannel:_ended(reason)
   end
   fail_pending(self)
   stop_due(self)
+  if self._eof_timer then self._eof_timer:stop() end
   local server = self._server
   if server and server._conns[self] then
     server._conns[self] = nil

@@ -8,6 +8,7 @@ local helper = require "helper"
 
 local handlers = {
   add = function(_, a, b) return a + b end,
+  hang = function() event.sleep(100) end,
   slow = function(_, seconds, value)
     event.sleep(seconds)
     return value
@@ -149,9 +150,10 @@ end)
 -- others to "add"), then shuts down its write side; returns the replies
 -- it got before the server closed (msgid -> result text), and the reason
 -- the server's channel closed with.
-local function half_close(n, odd)
+local function half_close(n, odd, call_timeout)
   local closed = {}
   local Watched = rpc.channel:inherit()
+  Watched.call_timeout = call_timeout
   function Watched:disconnect(reason)
     closed.reason = reason
     event.wakeup(closed)
@@ -182,8 +184,10 @@ describe("rpc half-close", function()
   -- The replies of handlers that wait are lost today: on EOF the stream
   -- layer stops taking writes and closes once its queue is empty, and
   -- rpc.lua hears of the EOF only then (docs/rpc.md, "Half-close"). This
-  -- test is for the fix, once the stream can report an EOF and stay
-  -- writable; RPC_HALF_CLOSE=1 runs it.
+  -- test is for the fix: rpc.lua's side (RpcChannel:_eof) waits for the
+  -- stream to report an EOF and stay writable (stream:set_half_close and
+  -- an "eof" event); RPC_HALF_CLOSE=1 runs it, and it should run always
+  -- once the stream has them.
   if os.getenv("RPC_HALF_CLOSE") then
     it("answers slow requests of a peer that shut down its write side, then closes", function()
       local n = 10
@@ -191,6 +195,16 @@ describe("rpc half-close", function()
       for msgid = 1, n do
         local want = msgid % 2 == 1 and msgid * 10 or msgid + 1
         assert.equal(tostring(want), got[msgid], text)
+      end
+      assert.equal("eof", reason)
+    end)
+
+    it("closes a half-closed connection call_timeout after its EOF when a handler hangs", function()
+      local t0 = event.time()
+      local got, reason, text = half_close(6, "hang", 0.3)
+      assert.is_true(event.time() - t0 < 20)   -- not the handler's 100 s
+      for msgid = 1, 6 do
+        assert.equal(msgid % 2 == 0 and tostring(msgid + 1) or nil, got[msgid], text)
       end
       assert.equal("eof", reason)
     end)

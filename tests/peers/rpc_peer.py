@@ -6,8 +6,8 @@ for tests/lua/rpc_robustness_spec.lua, written against the wire format
 Modes (each prints "local PORT" once connected, then what it saw, then
 "closed" when the server closed the connection):
   garbage HEX    send the bytes HEX, then wait for the close
-  halfclose N M  send N requests (the odd msgids to method M, "slow" or
-                 "add"; the even ones to "add"), shut down the write side
+  halfclose N M  send N requests (the odd msgids to method M: "slow",
+                 "hang" or "add"; the even ones to "add"), shut down the write side
                  (SHUT_WR), then read until EOF and print "reply MSGID
                  RESULT" for each response
 """
@@ -47,8 +47,8 @@ def main():
         n, odd = int(sys.argv[3]), sys.argv[4]
         out = b""
         for msgid in range(1, n + 1):
-            if msgid % 2 and odd == "slow":
-                out += msgpack.packb([0, msgid, "slow", [0.2, msgid * 10]])
+            if msgid % 2 and odd != "add":
+                out += msgpack.packb([0, msgid, odd, [0.2, msgid * 10]])
             else:
                 out += msgpack.packb([0, msgid, "add", [msgid, 1]])
         sock.sendall(out)
