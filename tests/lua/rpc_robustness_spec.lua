@@ -53,6 +53,8 @@ describe("rpc.client backoff", function()
 
   it("backs off from a server that drops every connection, resets once one is healthy", function()
     local min, max = 0.02, 0.2
+    local log = helper.tmpdir() .. "/log"
+    assert(event.log_file(log))
     local listener, counts = dropping_server()
     local port = listener:port()
     local client = rpc.client("127.0.0.1", port, { reconnect_min = min, reconnect_max = max })
@@ -79,6 +81,13 @@ describe("rpc.client backoff", function()
     -- every connect was made, and every one failed
     assert.is_true(stats.connects >= counts.n - 1 and stats.connects <= counts.n)
     assert.equal(stats.connects, stats.connect_failures)
+    -- one log line per connection (each drop is news on a client), so the
+    -- backoff bounds the log too (the reason: "eof", or a reset when the
+    -- request met the closed socket)
+    event.log_file(nil)
+    local _, lines = helper.slurp(log):gsub("WARN rpc: channel 127%.0%.0%.1:" .. port
+                                            .. " closed: ", "")
+    assert.equal(counts.n, lines)
     listener:close()
 
     -- A healthy server on the same port: the first response resets the
@@ -107,6 +116,7 @@ describe("rpc.client backoff", function()
   end)
 
   it("counts a connection that stays up healthy_after seconds as healthy", function()
+    assert(event.log_file(helper.tmpdir() .. "/log"))   -- each drop logs a line
     -- The server holds each connection 0.2 s, never answers, then closes.
     local listener = dropping_server(nil, 0.2)
     local port = listener:port()
@@ -136,6 +146,7 @@ describe("rpc.client backoff", function()
     assert.equal(3, counts.n)
     client:close()
     listener:close()
+    event.log_file(nil)
   end)
 
   it("rejects a bad healthy_after", function()
@@ -163,7 +174,8 @@ local function half_close(n, odd, call_timeout)
   local text = helper.await_output(out, "^(.*)done\n$")
   if not closed.reason then assert.is_true(event.wait(closed, 5)) end
   listener:close()
-  assert.matches("closed\n$", text)   -- the server closed, no reset
+  assert.matches("closed\n$", text)   -- the server closed...
+  assert.not_matches("reset", text)    -- ...cleanly
   local got = {}
   for msgid, result in text:gmatch("reply (%d+) (%S+)\n") do
     got[tonumber(msgid)] = result

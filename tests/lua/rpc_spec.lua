@@ -525,6 +525,8 @@ describe("rpc", function()
     assert.same({ true, nil, "closed", "closed" }, { other:join(5) })
     assert.same({ nil, "closed", "closed" },
                 { ch:timed_call(5, "after") })   -- at once too
+    helper.eventually(function() return ch:closed() end, "the close")
+    assert.equal("bad message: invalid msgpack data", ch:closed())
     event.log_file(nil)
     assert.matches("rpc: closing channel 127.0.0.1:%d+: bad message: invalid msgpack data", helper.slurp(log))
     fake:close()
