@@ -612,7 +612,7 @@ const evlua_kcpnet *evlua_kcp_session_client_net(const evlua_kcp_session *ss) {
 }
 
 evlua_kcp_session *evlua_kcp_session_of(evlua_stream *s) {
-  if (s->transport != &evlua_kcp_transport ||
+  if (evlua_stream_transport_of(s) != &evlua_kcp_transport ||
       s->state == EVLUA_STREAM_CLOSED)
     return NULL;
   return session_of(s);

@@ -28,7 +28,7 @@
 ** both stay busy, for 1.3-1.7x the calls/s (bench/README.md). */
 #define CORK_MAX EVLUA_STREAM_CORK_MAX
 
-static void flush_corked(struct ev_loop *loop, evlua_stream *s);
+static void flush_corked(evlua_stream *s);
 
 static void uncork(evlua_stream *s) {
   if (!s->corked) return;
@@ -45,14 +45,34 @@ static void uncork(evlua_stream *s) {
 ** blocking step, ev_now would date them in the past and the idle or send
 ** timeout would end a busy connection early. */
 static void touch(evlua_stream *s) {
-  s->last_activity = evlua_clock_now(s->loop);
+  s->last_activity = evlua_clock_now(evlua_stream_loop(s));
+}
+
+/* The fd's one io watcher watches the events the stream wants: EV_READ
+** while reading, EV_WRITE while output waits (and while connecting or
+** closing, and to report a write error from the loop). It is active
+** exactly when it watches something. (One watcher rather than one per
+** direction: 48 bytes less per connection.) */
+static int watching(const evlua_stream *s, int ev) {
+  return (s->io.events & ev) != 0;
+}
+
+static void watch(evlua_stream *s, int ev, int on) {
+  int events = s->io.events & (EV_READ | EV_WRITE);
+  int want = on ? events | ev : events & ~ev;
+  if (want == events) return;
+  ev_io_stop(evlua_stream_loop(s), &s->io);
+  ev_io_modify(&s->io, want);
+  if (want) ev_io_start(evlua_stream_loop(s), &s->io);
 }
 
 static void stop_all(evlua_stream *s) {
-  ev_io_stop(s->loop, &s->rw);
-  ev_io_stop(s->loop, &s->ww);
-  ev_timer_stop(s->loop, &s->timer);
-  ev_timer_stop(s->loop, &s->send_timer);
+  if (!s->is_transport) {
+    ev_io_stop(evlua_stream_loop(s), &s->io);
+    ev_io_modify(&s->io, 0);
+  }
+  ev_timer_stop(evlua_stream_loop(s), &s->timer);
+  s->stalled = 0;
 }
 
 /* Stop everything and release the fd (or let the transport go); input
@@ -61,7 +81,7 @@ static void release_fd(evlua_stream *s) {
   uncork(s);
   if (s->state == EVLUA_STREAM_CLOSED) return;
   stop_all(s);
-  if (s->transport) {
+  if (s->is_transport) {
     s->state = EVLUA_STREAM_CLOSED;   /* first: close may call nothing back */
     s->transport->close(s);
     s->transport_data = NULL;
@@ -86,77 +106,105 @@ static const char *errno_reason(int e) {
   return evlua_net_strerror(e);
 }
 
-static void arm_idle(evlua_stream *s) {
-  ev_timer_stop(s->loop, &s->timer);
-  if (s->idle_timeout > 0) {
-    ev_timer_set(&s->timer, s->idle_timeout, 0.);
-    ev_timer_start(s->loop, &s->timer);
+/* The earliest deadline of the stream, on ev_now's clock, and the reason
+** it closes with when that passes: 0 when it has none. The send timeout
+** counts only while output waits (stalled) and some is still pending. */
+static int next_deadline(evlua_stream *s, double *at, const char **reason) {
+  int any = 0;
+  if (s->state == EVLUA_STREAM_CLOSING) {
+    *at = s->linger_end;
+    *reason = s->close_reason;
+    any = 1;
+  } else if (s->state == EVLUA_STREAM_OPEN && s->idle_timeout > 0) {
+    *at = s->last_activity + s->idle_timeout;
+    *reason = "timeout";
+    any = 1;
   }
+  if (s->stalled && s->send_timeout > 0 && evlua_stream_pending(s) > 0) {
+    double send_at = s->last_write + s->send_timeout;
+    if (!any || send_at < *at) {
+      *at = send_at;
+      *reason = "send timeout";
+      any = 1;
+    }
+  }
+  return any;
 }
 
-/* Idle timeout while open, linger limit while closing. The deadline is
-** re-checked against the last activity instead of restarting the timer
-** on every read and write (libev's recommended way). */
+/* (Re)start the timer at the earliest deadline, or stop it if none. */
+static void arm_timer(evlua_stream *s) {
+  double at;
+  const char *reason;
+  ev_timer_stop(evlua_stream_loop(s), &s->timer);
+  if (!next_deadline(s, &at, &reason)) return;
+  double left = at - ev_now(evlua_stream_loop(s));
+  ev_timer_set(&s->timer, left > 0 ? left : 0., 0.);
+  ev_timer_start(evlua_stream_loop(s), &s->timer);
+}
+
+/* A deadline may have passed. The deadlines are re-checked against the
+** last activity and progress instead of restarting the timer on every
+** read and write (libev's recommended way): the timer fires at or before
+** the earliest, and re-arms for whatever is left. */
 static void on_timer(struct ev_loop *loop, ev_timer *w, int revents) {
   (void)revents;
   evlua_stream *s = container_of(w, evlua_stream, timer);
-  if (s->state == EVLUA_STREAM_CLOSING) {
-    close_now(s, s->close_reason);
+  double at;
+  const char *reason;
+  if (!next_deadline(s, &at, &reason)) return;
+  if (at <= ev_now(loop)) {
+    close_now(s, reason);
     return;
   }
-  double left = s->last_activity + s->idle_timeout - ev_now(loop);
-  if (left <= 0) {
-    close_now(s, "timeout");
-    return;
-  }
-  ev_timer_set(w, left, 0.);
-  ev_timer_start(loop, w);
+  arm_timer(s);
 }
 
 /* Bytes start waiting in the queue: the no-progress clock starts now and
-** the send timer is armed (it is stopped whenever the queue empties, so
-** it never runs for an idle stream). */
+** the timer is brought forward to the send deadline if it is later (the
+** stall ends when the queue empties, so an idle stream has none). */
 static void start_stall(evlua_stream *s) {
-  s->last_write = evlua_clock_now(s->loop);
-  if (s->send_timeout > 0 && !ev_is_active(&s->send_timer)) {
-    ev_timer_set(&s->send_timer, s->send_timeout, 0.);
-    ev_timer_start(s->loop, &s->send_timer);
+  s->last_write = evlua_clock_now(evlua_stream_loop(s));
+  if (s->stalled || s->send_timeout <= 0) {
+    s->stalled = 1;
+    return;
   }
+  s->stalled = 1;
+  if (!ev_is_active(&s->timer) ||
+      ev_timer_remaining(evlua_stream_loop(s), &s->timer) > s->send_timeout) {
+    ev_timer_stop(evlua_stream_loop(s), &s->timer);
+    ev_timer_set(&s->timer, s->send_timeout, 0.);
+    ev_timer_start(evlua_stream_loop(s), &s->timer);
+  }
+}
+
+/* The queue emptied: no send deadline; the timer stops unless another
+** deadline needs it. */
+static void end_stall(evlua_stream *s) {
+  if (!s->stalled) return;
+  s->stalled = 0;
+  double at;
+  const char *reason;
+  if (!next_deadline(s, &at, &reason))
+    ev_timer_stop(evlua_stream_loop(s), &s->timer);
 }
 
 /* Output stays queued: wait for the socket to take it. */
 static void wait_writable(evlua_stream *s) {
-  if (ev_is_active(&s->ww)) return;
-  ev_io_start(s->loop, &s->ww);
+  if (watching(s, EV_WRITE)) return;
+  watch(s, EV_WRITE, 1);
   if (s->state != EVLUA_STREAM_CONNECTING) start_stall(s);  /* else at open */
-}
-
-/* Queued output made no progress for send_timeout: the peer stopped
-** reading. Progress only stores a time (on_writable); the deadline is
-** checked here, as for the idle timeout. */
-static void on_send_timer(struct ev_loop *loop, ev_timer *w, int revents) {
-  (void)revents;
-  evlua_stream *s = container_of(w, evlua_stream, send_timer);
-  if (s->send_timeout <= 0 || evlua_stream_pending(s) == 0) return;
-  double left = s->last_write + s->send_timeout - ev_now(loop);
-  if (left <= 0) {
-    close_now(s, "send timeout");
-    return;
-  }
-  ev_timer_set(w, left, 0.);
-  ev_timer_start(loop, w);
 }
 
 static void resume_transport(evlua_stream *s);
 
 static void start_reading(evlua_stream *s) {
-  if (s->transport) {
+  if (s->is_transport) {
     resume_transport(s);
     return;
   }
   if (s->state == EVLUA_STREAM_OPEN &&
       evlua_buffer_len(&s->in) < s->max_input)
-    ev_io_start(s->loop, &s->rw);
+    watch(s, EV_READ, 1);
 }
 
 /* Flush the queue from the loop, then close with reason; the write
@@ -165,26 +213,23 @@ static void start_reading(evlua_stream *s) {
 static void enter_closing_transport(evlua_stream *s, const char *reason);
 
 static void enter_closing(evlua_stream *s, const char *reason) {
-  if (s->transport) {
+  if (s->is_transport) {
     enter_closing_transport(s, reason);
     return;
   }
-  ev_io_stop(s->loop, &s->rw);
+  watch(s, EV_READ, 0);
   s->state = EVLUA_STREAM_CLOSING;
   s->close_reason = reason;
   if (evlua_buffer_len(&s->out) > 0) wait_writable(s);   /* may be corked */
-  else ev_io_start(s->loop, &s->ww);
-  ev_timer_stop(s->loop, &s->timer);
-  ev_timer_set(&s->timer, s->linger, 0.);
-  ev_timer_start(s->loop, &s->timer);
+  else watch(s, EV_WRITE, 1);
+  s->linger_end = ev_now(evlua_stream_loop(s)) + s->linger;
+  arm_timer(s);
 }
 
-static void on_readable(struct ev_loop *loop, ev_io *w, int revents) {
-  (void)loop; (void)revents;
-  evlua_stream *s = container_of(w, evlua_stream, rw);
+static void on_readable(evlua_stream *s) {
   size_t room = s->max_input - evlua_buffer_len(&s->in);
   if (room == 0) {                   /* limit lowered meanwhile */
-    ev_io_stop(s->loop, w);
+    watch(s, EV_READ, 0);
     return;
   }
   size_t want = room < EVLUA_READ_CHUNK ? room : EVLUA_READ_CHUNK;
@@ -198,7 +243,7 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents) {
     evlua_buffer_commit(&s->in, (size_t)r);
     s->bytes_in += (uint64_t)r;
     touch(s);
-    if (evlua_buffer_len(&s->in) >= s->max_input) ev_io_stop(s->loop, w);
+    if (evlua_buffer_len(&s->in) >= s->max_input) watch(s, EV_READ, 0);
     s->handler->on_data(s);
     /* What the handler answered goes out now rather than at the end of
     ** the loop iteration, so the peer can work on it while the other
@@ -206,7 +251,7 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents) {
     ** code has returned, and nothing has run the collector since.) */
     if (s->corked) {
       uncork(s);
-      flush_corked(loop, s);
+      flush_corked(s);
     }
   } else if (r == 0) {
     enter_closing(s, "eof");
@@ -226,16 +271,14 @@ static void finish_connect(evlua_stream *s) {
   }
   s->state = EVLUA_STREAM_OPEN;
   touch(s);
-  if (evlua_buffer_len(&s->out) == 0) ev_io_stop(s->loop, &s->ww);
+  if (evlua_buffer_len(&s->out) == 0) watch(s, EV_WRITE, 0);
   else start_stall(s);   /* written while connecting: its clock starts now */
   start_reading(s);
-  arm_idle(s);
+  arm_timer(s);
   s->handler->on_connect(s, 0);
 }
 
-static void on_writable(struct ev_loop *loop, ev_io *w, int revents) {
-  (void)loop; (void)revents;
-  evlua_stream *s = container_of(w, evlua_stream, ww);
+static void on_writable(evlua_stream *s) {
   if (s->state == EVLUA_STREAM_CONNECTING) {
     finish_connect(s);
     return;
@@ -258,8 +301,8 @@ static void on_writable(struct ev_loop *loop, ev_io *w, int revents) {
     len -= (size_t)r;
   }
   if (len == 0) {
-    ev_io_stop(s->loop, w);
-    ev_timer_stop(s->loop, &s->send_timer);
+    watch(s, EV_WRITE, 0);
+    end_stall(s);
     if (s->was_full) s->was_full = 0;
     else evlua_buffer_free(&s->out);
     if (s->state == EVLUA_STREAM_CLOSING) {
@@ -273,17 +316,28 @@ static void on_writable(struct ev_loop *loop, ev_io *w, int revents) {
   }
 }
 
+/* The fd is readable or writable (or both): the read first. Its handler
+** may close the stream; s is still valid then (the handler's Lua code has
+** returned, and nothing has run the collector since). */
+static void on_io(struct ev_loop *loop, ev_io *w, int revents) {
+  (void)loop;
+  evlua_stream *s = container_of(w, evlua_stream, io);
+  if (revents & EV_READ) {
+    on_readable(s);
+    if (s->state == EVLUA_STREAM_CLOSED) return;
+  }
+  if ((revents & EV_WRITE) && watching(s, EV_WRITE)) on_writable(s);
+}
+
 /* What every stream starts with, on an fd or on a transport (fd -1):
 ** the defaults of docs/channel.md, buffers from the loop's block cache,
 ** its watchers set up but stopped, activity stamped now. */
 static void init_common(evlua_stream *s, struct ev_loop *loop, int fd,
-                        const evlua_stream_handler *h, void *data) {
+                        const evlua_stream_handler *h) {
   memset(s, 0, sizeof *s);
-  s->loop = loop;
   s->loop_state = evlua_loop_state_of(loop);
   s->fd = fd;
   s->handler = h;
-  s->data = data;
   s->max_input = EVLUA_STREAM_MAX_INPUT;
   s->high_water = EVLUA_STREAM_HIGH_WATER;
   s->low_water = EVLUA_STREAM_LOW_WATER;
@@ -291,21 +345,18 @@ static void init_common(evlua_stream *s, struct ev_loop *loop, int fd,
   s->send_timeout = EVLUA_STREAM_SEND_TIMEOUT;
   evlua_buffer_init_cached(&s->in, &s->loop_state->blocks);
   evlua_buffer_init_cached(&s->out, &s->loop_state->blocks);
-  ev_io_init(&s->rw, on_readable, fd, EV_READ);
-  ev_io_init(&s->ww, on_writable, fd, EV_WRITE);
+  if (fd >= 0) ev_io_init(&s->io, on_io, fd, 0);   /* else: a transport */
   ev_init(&s->timer, on_timer);
-  ev_init(&s->send_timer, on_send_timer);
   touch(s);
 }
 
 void evlua_stream_init(evlua_stream *s, struct ev_loop *loop, int fd,
-                       int connecting, const evlua_stream_handler *h,
-                       void *data) {
-  init_common(s, loop, fd, h, data);
+                       int connecting, const evlua_stream_handler *h) {
+  init_common(s, loop, fd, h);
   evlua_net_nonblock(fd);
   if (connecting) {
     s->state = EVLUA_STREAM_CONNECTING;
-    ev_io_start(loop, &s->ww);
+    watch(s, EV_WRITE, 1);
   } else {
     s->state = EVLUA_STREAM_OPEN;
     start_reading(s);
@@ -330,12 +381,12 @@ static int queue_rest(evlua_stream *s, const struct iovec *iov, int n,
 }
 
 /* Write the queue of a stream just taken off the corked list. */
-static void flush_corked(struct ev_loop *loop, evlua_stream *s) {
-  if (s->transport) {
+static void flush_corked(evlua_stream *s) {
+  if (s->is_transport) {
     if (s->state != EVLUA_STREAM_CLOSED) s->transport->flush(s);
     return;
   }
-  if (s->state != EVLUA_STREAM_OPEN || ev_is_active(&s->ww)) return;
+  if (s->state != EVLUA_STREAM_OPEN || watching(s, EV_WRITE)) return;
   size_t len = evlua_buffer_len(&s->out);
   if (len == 0) return;
   ssize_t r;
@@ -349,7 +400,7 @@ static void flush_corked(struct ev_loop *loop, evlua_stream *s) {
     s->write_error = errno;
   }
   if (s->write_error)
-    ev_io_start(loop, &s->ww);
+    watch(s, EV_WRITE, 1);
   else if (evlua_buffer_len(&s->out) > 0)
     wait_writable(s);
   else if (!s->was_full)
@@ -362,7 +413,7 @@ void evlua_stream_flush_corked(evlua_loop_state *st) {
     st->corked = s->next_corked;
     s->next_corked = NULL;
     s->corked = 0;
-    flush_corked(st->loop, s);
+    flush_corked(s);
   }
 }
 
@@ -380,16 +431,16 @@ int evlua_stream_write(evlua_stream *s, const struct iovec *iov, int n) {
     errno = EPIPE;
     return -1;
   }
-  if (s->transport) return write_transport(s, iov, n);
+  if (s->is_transport) return write_transport(s, iov, n);
   size_t written = 0;
-  if (s->state == EVLUA_STREAM_OPEN && !ev_is_active(&s->ww) &&
+  if (s->state == EVLUA_STREAM_OPEN && !watching(s, EV_WRITE) &&
       s->write_error == 0) {
     size_t queued = evlua_buffer_len(&s->out), total = queued;
     for (int i = 0; i < n; i++) total += iov[i].iov_len;
     if (total < CORK_MAX && total < s->high_water) {
       if (queue_rest(s, iov, n, 0) != 0) {
         s->write_error = ENOMEM;
-        ev_io_start(s->loop, &s->ww);
+        watch(s, EV_WRITE, 1);
         return 0;
       }
       cork(s);
@@ -416,13 +467,13 @@ int evlua_stream_write(evlua_stream *s, const struct iovec *iov, int n) {
     } else if (errno != EAGAIN) {
       /* Reported from the loop, so a close never runs inside a send. */
       s->write_error = errno;
-      ev_io_start(s->loop, &s->ww);
+      watch(s, EV_WRITE, 1);
       return 0;
     }
   }
   if (queue_rest(s, iov, n, written) != 0) {
     s->write_error = ENOMEM;
-    ev_io_start(s->loop, &s->ww);
+    watch(s, EV_WRITE, 1);
     return 0;
   }
   if (evlua_buffer_len(&s->out) > 0) {
@@ -436,7 +487,7 @@ static void prune_messages(evlua_stream *s);
 
 void evlua_stream_consumed(evlua_stream *s) {
   evlua_buffer_shrink(&s->in);
-  if (s->msg_count) prune_messages(s);
+  if (s->is_transport && s->msg_count) prune_messages(s);
   start_reading(s);
 }
 
@@ -457,28 +508,27 @@ void evlua_stream_close_silently(evlua_stream *s) {
 void evlua_stream_release(evlua_stream *s) {
   evlua_stream_close_silently(s);
   evlua_buffer_free(&s->in);
-  free(s->msg_end);
-  s->msg_end = NULL;
-  s->msg_count = s->msg_cap = 0;
+  if (s->is_transport) {
+    free(s->msg_end);
+    s->msg_end = NULL;
+    s->msg_count = s->msg_cap = 0;
+  }
 }
 
 void evlua_stream_set_idle_timeout(evlua_stream *s, double seconds) {
   s->idle_timeout = seconds;
-  if (s->state == EVLUA_STREAM_OPEN) arm_idle(s);
+  if (s->state == EVLUA_STREAM_OPEN) arm_timer(s);
 }
 
 void evlua_stream_set_send_timeout(evlua_stream *s, double seconds) {
   s->send_timeout = seconds;
-  ev_timer_stop(s->loop, &s->send_timer);
-  int stalled = s->transport ? evlua_stream_pending(s) > 0
-                             : ev_is_active(&s->ww) &&
-                               evlua_buffer_len(&s->out) > 0;
-  if (seconds > 0 && stalled &&
-      s->state != EVLUA_STREAM_CONNECTING) {   /* a stall under way */
-    double left = s->last_write + seconds - ev_now(s->loop);
-    ev_timer_set(&s->send_timer, left > 0 ? left : 0., 0.);
-    ev_timer_start(s->loop, &s->send_timer);
-  }
+  if (s->state == EVLUA_STREAM_CLOSED) return;
+  int stalled = s->is_transport ? evlua_stream_pending(s) > 0
+                                : watching(s, EV_WRITE) &&
+                                  evlua_buffer_len(&s->out) > 0;
+  /* a stall under way (while connecting, the clock starts at open) */
+  s->stalled = stalled && s->state != EVLUA_STREAM_CONNECTING;
+  arm_timer(s);
 }
 
 void evlua_stream_set_limits(evlua_stream *s, size_t max_input,
@@ -486,11 +536,11 @@ void evlua_stream_set_limits(evlua_stream *s, size_t max_input,
   s->max_input = max_input;
   s->high_water = high_water;
   s->low_water = low_water;
-  if (s->transport) {
+  if (s->is_transport) {
     if (!evlua_stream_wants_input(s)) s->input_paused = 1;
     else start_reading(s);
   } else if (evlua_buffer_len(&s->in) >= max_input) {
-    ev_io_stop(s->loop, &s->rw);
+    watch(s, EV_READ, 0);
   } else {
     start_reading(s);
   }
@@ -501,30 +551,31 @@ void evlua_stream_set_limits(evlua_stream *s, size_t max_input,
 void evlua_stream_init_transport(evlua_stream *s, struct ev_loop *loop,
                                  const evlua_stream_transport *t,
                                  void *tdata, int message_mode,
-                                 const evlua_stream_handler *h, void *data) {
-  init_common(s, loop, -1, h, data);   /* its io watchers never start */
+                                 const evlua_stream_handler *h) {
+  init_common(s, loop, -1, h);   /* no io watchers */
   s->state = EVLUA_STREAM_OPEN;
+  s->is_transport = 1;
   s->transport = t;
   s->transport_data = tdata;
-  s->message_mode = message_mode;
+  s->message_mode = message_mode != 0;
 }
 
 size_t evlua_stream_pending(const evlua_stream *s) {
-  if (s->transport && s->state != EVLUA_STREAM_CLOSED)
+  if (s->is_transport && s->state != EVLUA_STREAM_CLOSED)
     return s->transport->pending(s);
   return evlua_buffer_len(&s->out);
 }
 
 int evlua_stream_addr(evlua_stream *s, int peer, evlua_addr *a) {
   if (s->state == EVLUA_STREAM_CLOSED) return errno = EBADF, -1;
-  if (s->transport) return s->transport->addr(s, peer, a);
+  if (s->is_transport) return s->transport->addr(s, peer, a);
   return peer ? evlua_net_peername(s->fd, a) : evlua_net_sockname(s->fd, a);
 }
 
 int evlua_stream_wants_input(evlua_stream *s) {
   return s->state == EVLUA_STREAM_OPEN &&
          evlua_buffer_len(&s->in) < s->max_input &&
-         s->msg_count < EVLUA_STREAM_MAX_MESSAGES;
+         (!s->is_transport || s->msg_count < EVLUA_STREAM_MAX_MESSAGES);
 }
 
 static void resume_transport(evlua_stream *s) {
@@ -615,7 +666,7 @@ long evlua_stream_next_message(evlua_stream *s) {
 
 void evlua_stream_take_message(evlua_stream *s, size_t n) {
   evlua_buffer_consume(&s->in, n);
-  if (s->msg_count) {
+  if (s->is_transport && s->msg_count) {
     s->msg_base = s->msg_end[s->msg_head];
     s->msg_head = (s->msg_head + 1) % s->msg_cap;
     s->msg_count--;
@@ -637,9 +688,9 @@ static int write_transport(evlua_stream *s, const struct iovec *iov, int n) {
 void evlua_stream_progress(evlua_stream *s) {
   if (s->state == EVLUA_STREAM_CLOSED) return;
   size_t pending = s->transport->pending(s);
-  s->last_write = evlua_clock_now(s->loop);
+  s->last_write = evlua_clock_now(evlua_stream_loop(s));
   if (pending == 0) {
-    ev_timer_stop(s->loop, &s->send_timer);
+    end_stall(s);
     if (s->state == EVLUA_STREAM_CLOSING) {
       close_now(s, s->close_reason);
       return;
@@ -658,9 +709,8 @@ static void enter_closing_transport(evlua_stream *s, const char *reason) {
   s->close_reason = reason;
   cork(s);
   int idle = s->transport->pending(s) == 0;
-  ev_timer_stop(s->loop, &s->timer);
-  ev_timer_set(&s->timer, idle ? 0. : s->linger, 0.);
-  ev_timer_start(s->loop, &s->timer);
+  s->linger_end = ev_now(evlua_stream_loop(s)) + (idle ? 0. : s->linger);
+  arm_timer(s);
 }
 
 void evlua_stream_end(evlua_stream *s, const char *reason) {

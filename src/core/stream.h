@@ -94,17 +94,42 @@ enum evlua_stream_state {
   EVLUA_STREAM_CLOSED
 };
 
+/* The fields are ordered, and the small ones narrowed, so that the struct
+** has no padding: every connection holds one (issue 16: an idle
+** connection's memory). */
 struct evlua_stream {
-  struct ev_loop *loop;
-  evlua_loop_state *loop_state;   /* the loop's: corked list, block cache */
+  evlua_loop_state *loop_state;   /* the loop's (evlua_stream_loop), its
+                                  ** corked list and block cache */
   int fd;
-  int state;
-  int full;                 /* output above high_water, waiting to drain */
-  int was_full;             /* went full since the queue last emptied */
-  int write_error;          /* errno of a failed write, reported by ww */
-  ev_io rw, ww;
-  ev_timer timer;           /* idle timeout, linger while closing */
-  ev_timer send_timer;      /* send timeout, while output is queued */
+  int write_error;          /* errno of a failed write, reported by io */
+  unsigned char state;      /* enum evlua_stream_state */
+  unsigned char full;       /* output above high_water, waiting to drain */
+  unsigned char was_full;   /* went full since the queue last emptied */
+  unsigned char corked;     /* in the loop's list of streams to flush */
+  unsigned char stalled;    /* output waiting since last_write */
+  unsigned char is_transport;     /* no fd: the union holds the transport */
+  unsigned char input_paused;     /* transport at max_input: resume later */
+  unsigned char message_mode;     /* transport input is whole messages */
+  /* An fd's io watcher (EV_READ and/or EV_WRITE, as needed), or a
+  ** transport's fields: a stream has one or the other (is_transport). */
+  union {
+    ev_io io;
+    struct {
+      const evlua_stream_transport *transport;
+      void *transport_data;       /* the transport's */
+      /* Message mode: the ends of the unread messages, as absolute input
+      ** offsets (bytes_in when each was delivered), a ring of msg_cap
+      ** (at most about EVLUA_STREAM_MAX_MESSAGES). */
+      uint64_t *msg_end;
+      uint64_t msg_base;          /* the end of the last message taken */
+      uint32_t msg_head, msg_count, msg_cap;
+    };
+  };
+  /* One timer for every deadline: the idle timeout while open, the send
+  ** timeout while stalled, the linger limit while closing. It is armed
+  ** at (or before) the earliest; when it fires it closes the stream for
+  ** the deadline that passed, or re-arms for the next. */
+  ev_timer timer;
   evlua_buffer in, out;
   size_t max_input, high_water, low_water;
   double idle_timeout;      /* 0: none */
@@ -112,23 +137,24 @@ struct evlua_stream {
   double send_timeout;      /* 0: none */
   double last_activity;
   double last_write;        /* last byte written, or output queued */
+  double linger_end;        /* while closing: when the flush gives up */
   uint64_t bytes_in, bytes_out;
   const char *close_reason; /* reason kept while flushing */
-  const evlua_stream_handler *handler;
-  void *data;               /* the handler's */
+  const evlua_stream_handler *handler;   /* its owner finds itself from s
+                                         ** (container_of) */
   evlua_stream *next_corked; /* in the list of streams to flush */
-  int corked;
-  /* With a transport (fd is -1): */
-  const evlua_stream_transport *transport;
-  void *transport_data;     /* the transport's */
-  int input_paused;         /* at max_input: resume when consumed */
-  int message_mode;         /* delivered input is whole messages */
-  /* Message mode: the ends of the unread messages, as absolute input
-  ** offsets (bytes_in when each was delivered), a ring of msg_cap. */
-  uint64_t *msg_end;
-  uint64_t msg_base;        /* the end of the last message taken */
-  size_t msg_head, msg_count, msg_cap;
 };
+
+/* The loop the stream runs on. */
+static inline struct ev_loop *evlua_stream_loop(const evlua_stream *s) {
+  return s->loop_state->loop;
+}
+
+/* The stream's transport, or NULL for a stream on an fd. */
+static inline const evlua_stream_transport *
+evlua_stream_transport_of(const evlua_stream *s) {
+  return s->is_transport ? s->transport : NULL;
+}
 
 /* Defaults for new streams (see docs/channel.md). */
 #define EVLUA_STREAM_MAX_INPUT   (1024 * 1024)
@@ -145,8 +171,7 @@ struct evlua_stream {
 ** the connection to complete, else it starts reading. loop carries an
 ** evlua_loop_state (evlua_loop_state_init). */
 void evlua_stream_init(evlua_stream *s, struct ev_loop *loop, int fd,
-                       int connecting, const evlua_stream_handler *h,
-                       void *data);
+                       int connecting, const evlua_stream_handler *h);
 
 /* The parts one evlua_stream_write takes at most (writev is given
 ** them, plus the bytes already queued, in one call). */
@@ -191,7 +216,7 @@ void evlua_stream_release(evlua_stream *s);
 void evlua_stream_init_transport(evlua_stream *s, struct ev_loop *loop,
                                  const evlua_stream_transport *t,
                                  void *tdata, int message_mode,
-                                 const evlua_stream_handler *h, void *data);
+                                 const evlua_stream_handler *h);
 
 /* Transport side. Deliver len bytes (in message mode: one whole message)
 ** to s->in and run on_data: 0, or -1 when the stream is not open or out

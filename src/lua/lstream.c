@@ -56,7 +56,7 @@ static void dispatch(evlua_runtime *rt, const char *event, const char *arg,
 /* The runtime of the stream's loop, with the stream's userdata pushed on
 ** its Lua state. */
 static evlua_runtime *push_stream(lstream *ls) {
-  evlua_runtime *rt = evlua_runtime_of_loop(ls->s.loop);
+  evlua_runtime *rt = evlua_runtime_of_loop(evlua_stream_loop(&ls->s));
   lua_rawgeti(rt->L, LUA_REGISTRYINDEX, ls->ref);
   return rt;
 }
@@ -116,7 +116,7 @@ lstream *evlua_push_transport_stream(lua_State *L,
                                      void *tdata, int message_mode) {
   lstream *ls = new_stream(L);
   evlua_stream_init_transport(&ls->s, evlua_runtime_get(L)->loop, t, tdata,
-                              message_mode, &lua_handler, NULL);
+                              message_mode, &lua_handler);
   evlua_anchor(L, -1, &ls->ref);
   return ls;
 }
@@ -124,7 +124,7 @@ lstream *evlua_push_transport_stream(lua_State *L,
 lstream *evlua_push_stream(lua_State *L, int fd, int connecting) {
   lstream *ls = new_stream(L);
   evlua_stream_init(&ls->s, evlua_runtime_get(L)->loop, fd, connecting,
-                    &lua_handler, NULL);
+                    &lua_handler);
   evlua_anchor(L, -1, &ls->ref);
   return ls;
 }
@@ -401,8 +401,9 @@ static int l_fd(lua_State *L) {
 
 static int l_tostring(lua_State *L) {
   lstream *ls = check_stream(L, 1);
-  if (ls->s.transport)
-    lua_pushfstring(L, "evlua.stream (%s, %s)", ls->s.transport->name,
+  const evlua_stream_transport *t = evlua_stream_transport_of(&ls->s);
+  if (t)
+    lua_pushfstring(L, "evlua.stream (%s, %s)", t->name,
                     state_names[ls->s.state]);
   else
     lua_pushfstring(L, "evlua.stream (fd %d, %s)", ls->s.fd,

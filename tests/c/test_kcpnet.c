@@ -81,8 +81,7 @@ static void on_session(evlua_kcpnet *net, evlua_kcp_session *ss) {
   if (nstreams == MAX_STREAMS) return;   /* left unattached: dropped */
   evlua_stream *s = &streams[nstreams++];
   evlua_stream_init_transport(s, loop, &evlua_kcp_transport, ss,
-                              evlua_kcp_session_message_mode(ss), &handler,
-                              NULL);
+                              evlua_kcp_session_message_mode(ss), &handler);
   evlua_kcp_session_attach(ss, s);
 }
 

@@ -95,7 +95,7 @@ static int open_pair(void) {
   assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
   connects = connect_err = datas = drains = closes = 0;
   close_reason[0] = '\0';
-  evlua_stream_init(&st, loop, sv[0], 0, &handler, NULL);
+  evlua_stream_init(&st, loop, sv[0], 0, &handler);
   return sv[1];
 }
 
@@ -112,6 +112,15 @@ static size_t drain_to_eof(int fd) {
   ssize_t r;
   while ((r = read(fd, buf, sizeof buf)) > 0) total += (size_t)r;
   return total;
+}
+
+/* What the stream's one io watcher watches now. */
+static int reading(void) {
+  return ev_is_active(&st.io) && (st.io.events & EV_READ);
+}
+
+static int writing(void) {
+  return ev_is_active(&st.io) && (st.io.events & EV_WRITE);
 }
 
 static int write_str(const char *str) {
@@ -223,6 +232,34 @@ static void full_above_high_water_drains_at_low_water(void **state) {
   assert_int_equal(closes, 0);
 }
 
+/* One io watcher does both directions: input still comes in while output
+** waits for the socket, and each direction stops on its own. */
+static void reads_while_output_waits(void **state) {
+  (void)state;
+  int peer = open_pair();   /* reads only at the end */
+  assert_int_equal(write_big(), 0);
+  assert_true(writing());
+  assert_true(reading());
+  assert_int_equal(write(peer, "ping", 4), 4);
+  WAIT_FOR(datas > 0);
+  assert_int_equal(evlua_buffer_len(&st.in), 4);
+  assert_memory_equal(evlua_buffer_peek(&st.in), "ping", 4);
+  assert_true(writing());
+  static char buf[65536];
+  size_t got = 0;
+  while (got < BIG) {   /* the peer reads it all: the queue empties */
+    size_t r = read_now(peer, buf, sizeof buf);
+    if (r > 0) got += r;
+    else ev_run(loop, EVRUN_ONCE);
+  }
+  WAIT_FOR(!writing());
+  assert_true(reading());
+  assert_int_equal(closes, 0);
+  evlua_stream_release(&st);
+  assert_false(ev_is_active(&st.io));
+  close(peer);
+}
+
 static void reading_stops_at_max_input(void **state) {
   (void)state;
   int peer = open_pair();
@@ -230,20 +267,20 @@ static void reading_stops_at_max_input(void **state) {
   assert_int_equal(write(peer, "0123456789abcdefghij", 20), 20);
   WAIT_FOR(datas > 0);
   assert_int_equal(evlua_buffer_len(&st.in), 10);
-  assert_false(ev_is_active(&st.rw));
+  assert_false(reading());
   assert_memory_equal(evlua_buffer_peek(&st.in), "0123456789", 10);
   evlua_buffer_consume(&st.in, 10);
   evlua_stream_consumed(&st);
-  assert_true(ev_is_active(&st.rw));
+  assert_true(reading());
   WAIT_FOR(datas > 1);
   assert_memory_equal(evlua_buffer_peek(&st.in), "abcdefghij", 10);
   assert_int_equal(st.bytes_in, 20);
   /* Lowering the limit below what is buffered stops reading; raising
   ** it resumes. */
   evlua_stream_set_limits(&st, 5, 1024, 512);
-  assert_false(ev_is_active(&st.rw));
+  assert_false(reading());
   evlua_stream_set_limits(&st, 100, 1024, 512);
-  assert_true(ev_is_active(&st.rw));
+  assert_true(reading());
   evlua_stream_release(&st);
   close(peer);
 }
@@ -377,7 +414,7 @@ static int open_tcp(void) {
   assert_true(cfd >= 0);
   connects = connect_err = datas = drains = closes = 0;
   close_reason[0] = '\0';
-  evlua_stream_init(&st, loop, cfd, 1, &handler, NULL);
+  evlua_stream_init(&st, loop, cfd, 1, &handler);
   assert_int_equal(st.state, EVLUA_STREAM_CONNECTING);
   assert_int_equal(write_str("early"), 0);   /* queued until connected */
   WAIT_FOR(connects > 0);
@@ -428,7 +465,7 @@ static void refused_connect_reports_without_close(void **state) {
   int cfd = evlua_net_connect(&bound, &pending, err, sizeof err);
   if (cfd < 0) skip();   /* refused at once: nothing for the stream */
   connects = closes = 0;
-  evlua_stream_init(&st, loop, cfd, 1, &handler, NULL);
+  evlua_stream_init(&st, loop, cfd, 1, &handler);
   WAIT_FOR(connects > 0);
   assert_int_equal(connect_err, ECONNREFUSED);
   assert_int_equal(st.state, EVLUA_STREAM_CLOSED);
@@ -448,7 +485,7 @@ static void close_while_connecting_is_silent(void **state) {
   int cfd = evlua_net_connect(&bound, &pending, err, sizeof err);
   assert_true(cfd >= 0);
   connects = closes = 0;
-  evlua_stream_init(&st, loop, cfd, 1, &handler, NULL);
+  evlua_stream_init(&st, loop, cfd, 1, &handler);
   evlua_stream_close(&st, "local close");
   assert_int_equal(st.state, EVLUA_STREAM_CLOSED);
   ev_run(loop, EVRUN_NOWAIT);
@@ -481,7 +518,8 @@ static void send_timeout_closes_a_stalled_stream(void **state) {
   int peer = open_pair();   /* never reads */
   evlua_stream_set_send_timeout(&st, 0.05);
   assert_int_equal(write_big(), 0);
-  assert_true(ev_is_active(&st.send_timer));
+  assert_true(st.stalled);
+  assert_true(ev_is_active(&st.timer));   /* no idle timeout: for the send */
   WAIT_FOR(closes > 0);
   assert_int_equal(closes, 1);
   assert_string_equal(close_reason, "send timeout");
@@ -494,9 +532,9 @@ static void send_timeout_set_during_a_stall_applies(void **state) {
   int peer = open_pair();
   evlua_stream_set_send_timeout(&st, 0);   /* none */
   assert_int_equal(write_big(), 0);
-  assert_false(ev_is_active(&st.send_timer));
+  assert_false(ev_is_active(&st.timer));
   evlua_stream_set_send_timeout(&st, 0.05);
-  assert_true(ev_is_active(&st.send_timer));
+  assert_true(ev_is_active(&st.timer));
   WAIT_FOR(closes > 0);
   assert_string_equal(close_reason, "send timeout");
   evlua_stream_release(&st);
@@ -509,9 +547,74 @@ static void writes_that_go_out_never_arm_the_send_timer(void **state) {
   evlua_stream_set_send_timeout(&st, 0.05);
   assert_int_equal(write_str("quick"), 0);
   ev_run(loop, EVRUN_NOWAIT);
-  assert_false(ev_is_active(&st.send_timer));
+  assert_false(st.stalled);
+  assert_false(ev_is_active(&st.timer));
   char buf[8];
   assert_int_equal(read_now(peer, buf, sizeof buf), 5);
+  evlua_stream_release(&st);
+  close(peer);
+}
+
+/* The idle, send and linger deadlines share one timer: whichever comes
+** first closes the stream, with its own reason. */
+static void send_timeout_before_idle_timeout(void **state) {
+  (void)state;
+  int peer = open_pair();   /* never reads */
+  evlua_stream_set_idle_timeout(&st, 5);
+  evlua_stream_set_send_timeout(&st, 0.05);
+  assert_int_equal(write_big(), 0);
+  WAIT_FOR(closes > 0);
+  assert_int_equal(closes, 1);
+  assert_string_equal(close_reason, "send timeout");
+  evlua_stream_release(&st);
+  close(peer);
+}
+
+static void idle_timeout_before_send_timeout(void **state) {
+  (void)state;
+  int peer = open_pair();   /* never reads */
+  evlua_stream_set_send_timeout(&st, 5);
+  assert_int_equal(write_big(), 0);
+  evlua_stream_set_idle_timeout(&st, 0.05);
+  WAIT_FOR(closes > 0);
+  assert_int_equal(closes, 1);
+  assert_string_equal(close_reason, "timeout");
+  evlua_stream_release(&st);
+  close(peer);
+}
+
+static void send_timeout_while_lingering(void **state) {
+  (void)state;
+  int peer = open_pair();   /* never reads */
+  evlua_stream_set_send_timeout(&st, 0.05);
+  assert_int_equal(write_big(), 0);
+  evlua_stream_close(&st, "local close");   /* linger: 30 s */
+  WAIT_FOR(closes > 0);
+  assert_int_equal(closes, 1);
+  assert_string_equal(close_reason, "send timeout");
+  evlua_stream_release(&st);
+  close(peer);
+}
+
+/* A stall that ends leaves the idle deadline armed. */
+static void idle_timeout_survives_a_stall(void **state) {
+  (void)state;
+  int peer = open_pair();
+  evlua_stream_set_idle_timeout(&st, 1.0);
+  evlua_stream_set_send_timeout(&st, 2.0);
+  assert_int_equal(write_big(), 0);
+  assert_true(st.stalled);
+  static char buf[65536];
+  size_t got = 0;
+  while (got < BIG) {   /* read it all: the queue empties, the stall ends */
+    size_t r = read_now(peer, buf, sizeof buf);
+    if (r > 0) got += r;
+    else ev_run(loop, EVRUN_ONCE);
+  }
+  WAIT_FOR(!st.stalled);
+  assert_true(ev_is_active(&st.timer));
+  WAIT_FOR(closes > 0);
+  assert_string_equal(close_reason, "timeout");
   evlua_stream_release(&st);
   close(peer);
 }
@@ -626,10 +729,10 @@ static void reading_resumes_only_below_max_input(void **state) {
   WAIT_FOR(datas > 0);
   assert_int_equal(evlua_buffer_len(&st.in), 8);
   evlua_stream_consumed(&st);                /* nothing taken */
-  assert_false(ev_is_active(&st.rw));
+  assert_false(reading());
   evlua_buffer_consume(&st.in, 1);
   evlua_stream_consumed(&st);
-  assert_true(ev_is_active(&st.rw));
+  assert_true(reading());
   WAIT_FOR(datas > 1);
   assert_int_equal(evlua_buffer_len(&st.in), 8);
   assert_memory_equal(evlua_buffer_peek(&st.in), "12345678", 8);
@@ -687,7 +790,7 @@ static void open_fake(int message_mode) {
   connects = connect_err = datas = drains = closes = 0;
   close_reason[0] = '\0';
   evlua_stream_init_transport(&st, loop, &fake_transport, &fake,
-                              message_mode, &handler, NULL);
+                              message_mode, &handler);
 }
 
 /* The peer acknowledged n bytes. */
@@ -808,9 +911,10 @@ static void transport_acks_stop_the_send_timer(void **state) {
   open_fake(0);
   evlua_stream_set_send_timeout(&st, 0.05);
   assert_int_equal(write_str("ok"), 0);
-  assert_true(ev_is_active(&st.send_timer));
+  assert_true(ev_is_active(&st.timer));
   ack(2);
-  assert_false(ev_is_active(&st.send_timer));
+  assert_false(st.stalled);
+  assert_false(ev_is_active(&st.timer));   /* no other deadline */
   evlua_stream_release(&st);
   assert_int_equal(closes, 0);
 }
@@ -898,6 +1002,7 @@ int main(void) {
     cmocka_unit_test(writes_go_out_once_the_cork_limit_is_reached),
     cmocka_unit_test(large_write_goes_out_at_once_in_order),
     cmocka_unit_test(full_above_high_water_drains_at_low_water),
+    cmocka_unit_test(reads_while_output_waits),
     cmocka_unit_test(reading_stops_at_max_input),
     cmocka_unit_test(close_flushes_then_closes),
     cmocka_unit_test(close_with_nothing_queued_reports_from_the_loop),
@@ -914,6 +1019,10 @@ int main(void) {
     cmocka_unit_test(send_timeout_closes_a_stalled_stream),
     cmocka_unit_test(send_timeout_set_during_a_stall_applies),
     cmocka_unit_test(writes_that_go_out_never_arm_the_send_timer),
+    cmocka_unit_test(send_timeout_before_idle_timeout),
+    cmocka_unit_test(idle_timeout_before_send_timeout),
+    cmocka_unit_test(send_timeout_while_lingering),
+    cmocka_unit_test(idle_timeout_survives_a_stall),
     cmocka_unit_test(idle_timeout_closes_a_quiet_stream),
     cmocka_unit_test(idle_timeout_zero_is_none),
     cmocka_unit_test(many_parts_go_out_in_order),
