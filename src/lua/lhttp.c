@@ -139,9 +139,15 @@ static int push_error(lua_State *L, evlua_http *h) {
 /* nil, the part of a begun message still incomplete: "headers" or
 ** "body" (the server's header or body timeout runs meanwhile), or false
 ** between messages */
-static int need_more(lua_State *L, evlua_http *h) {
+static int need_more(lua_State *L, evlua_http *h, size_t used) {
   lua_pushnil(L);
-  if (!h->in_message) lua_pushboolean(L, 0);
+  /* Empty lines before a request line (the parser skips them) belong to
+  ** the head of the request to come, as in nginx: its timeout runs, and a
+  ** client cannot hold a connection forever with a CRLF now and then. */
+  if (!h->in_message) {
+    if (used > 0) lua_pushliteral(L, "headers");
+    else lua_pushboolean(L, 0);
+  }
   else if (!h->headers_done) lua_pushliteral(L, "headers");
   else lua_pushliteral(L, "body");
   return 2;
@@ -151,7 +157,8 @@ static int need_more(lua_State *L, evlua_http *h) {
 
 /* parser:parse(stream [, eof [, head]]) parses buffered bytes and returns
 **   nil, partial             more bytes are needed; partial: "headers"
-**                            or "body" of a begun message, else false
+**                            or "body" of a begun message ("headers" too
+**                            after empty lines alone), else false
 **   "continue"               a request's headers asked for 100-continue
 **   "request", method, url, headers, body, keep_alive, version, more,
 **              trailers
@@ -183,7 +190,7 @@ static int l_parse(lua_State *L) {
     lua_pushliteral(L, "continue");
     return 1;
   case EVLUA_HTTP_ERROR: return push_error(L, h);
-  default: return need_more(L, h);
+  default: return need_more(L, h, used);
   }
 }
 

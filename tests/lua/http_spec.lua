@@ -672,6 +672,32 @@ describe("http server", function()
     srv:close()
   end)
 
+  it("answers 408 to a client that sends only empty lines past header_timeout", function()
+    -- empty lines before a request line are skipped by the parser; they
+    -- must not stop the header timeout, on a new connection or between
+    -- keep-alive requests (idle_timeout is reset by every byte)
+    local srv, port = server(nil, { header_timeout = 0.4, idle_timeout = 30 })
+    for _, first in ipairs({ "", "GET / HTTP/1.1\r\nHost: x\r\n\r\n" }) do
+      local ch = connect(port)
+      if first ~= "" then
+        ch:write(first)
+        assert.equal(200, (read_reply(ch)))
+      end
+      local writer = event.fork(function()
+        for _ = 1, 100 do   -- a CRLF every 0.1 s, for up to 10 s
+          if ch:closed() or not ch:write("\r\n") then break end
+          event.sleep(0.1)
+        end
+      end)
+      local t0 = event.now()
+      assert.equal(408, (read_reply(ch)))
+      local took = await_close(ch) + (event.now() - t0)
+      assert.truthy(took < 5, took)
+      writer:cancel()
+    end
+    srv:close()
+  end)
+
   it("answers 408 to a connection that sends nothing within header_timeout", function()
     local srv, port = server(nil, { header_timeout = 0.3 })
     local ch = connect(port)
