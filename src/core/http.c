@@ -161,10 +161,38 @@ static int on_headers_complete(http_parser *p) {
   return h->skip_body ? 1 : 0;
 }
 
+/* Chunk data must end with CRLF. http-parser checks that only when built
+** with HTTP_PARSER_STRICT, which Debian's is not: it takes any two bytes,
+** and a front proxy that reads the same bytes differently can be made to
+** pass a second, hidden request (smuggling). Check those bytes here. */
+static int on_chunk_header(http_parser *p) {
+  evlua_http *h = (evlua_http *)p->data;
+  h->chunk_left = p->content_length;
+  return 0;
+}
+
+/* Check the terminator's bytes from h->crlf_at up to end; -1 if one is
+** wrong. */
+static int check_crlf(evlua_http *h, const char *end) {
+  while (h->crlf_left > 0 && h->crlf_at < end) {
+    char want = h->crlf_left == 2 ? '\r' : '\n';
+    if (*h->crlf_at++ != want)
+      return fail_with(h, 400, "chunk data not followed by CRLF");
+    h->crlf_left--;
+  }
+  return 0;
+}
+
 static int on_body(http_parser *p, const char *at, size_t len) {
   evlua_http *h = (evlua_http *)p->data;
   if (evlua_buffer_len(&h->body) + len > h->max_body) return fail(h, 413);
-  return append(&h->body, at, len) ? fail(h, 500) : 0;
+  if (append(&h->body, at, len)) return fail(h, 500);
+  if (!(p->flags & F_CHUNKED)) return 0;
+  h->chunk_left -= len;
+  if (h->chunk_left > 0) return 0;
+  h->crlf_left = 2;
+  h->crlf_at = at + len;
+  return check_crlf(h, h->data_end);
 }
 
 static int on_message_complete(http_parser *p) {
@@ -183,6 +211,7 @@ static const http_parser_settings settings = {
   .on_header_value = on_header_value,
   .on_headers_complete = on_headers_complete,
   .on_body = on_body,
+  .on_chunk_header = on_chunk_header,
   .on_message_complete = on_message_complete,
 };
 
@@ -233,6 +262,14 @@ int evlua_http_parse(evlua_http *h, const char *data, size_t len, int eof,
   if (e == HPE_PAUSED) http_parser_pause(p, 0);
   h->complete = 0;
   if (len == 0 && !(eof && h->in_message)) return EVLUA_HTTP_MORE;
+  if (h->crlf_left > 0) {   /* a chunk's CRLF, cut off by the last call */
+    h->crlf_at = data;
+    if (check_crlf(h, data + len) < 0) {
+      p->http_errno = HPE_CB_body;   /* failed as if in on_body */
+      return EVLUA_HTTP_ERROR;
+    }
+  }
+  h->data_end = data + len;
   /* len 0 tells http-parser the stream ended */
   *used = http_parser_execute(p, &settings, len ? data : NULL, len);
   e = HTTP_PARSER_ERRNO(p);

@@ -50,6 +50,10 @@ typedef struct evlua_http {
   int complete;            /* stopped at a message's end */
   int want_continue;       /* Expect: 100-continue seen, not yet reported */
   int skip_body;           /* response to a HEAD request */
+  uint64_t chunk_left;     /* bytes of the current chunk not yet seen */
+  int crlf_left;           /* bytes of the CRLF after a chunk still unchecked */
+  const char *crlf_at;     /* where they are, if before data_end */
+  const char *data_end;    /* of the bytes evlua_http_parse was given */
   int error_status;        /* the status a failure maps to, 0 if none */
   const char *error_message;  /* why, when error_status is ours */
 } evlua_http;

@@ -6,6 +6,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <string.h>
 
 #include "http.h"
@@ -180,6 +181,39 @@ static void refuses_what_rfc_9112_refuses(void **state) {
                            "\r\n\r\n0\r\nHost: evil\r\n\r\n", &msg), 0);
 }
 
+/* Feed req one byte per call: the first result other than MORE. */
+static int feed_bytewise(evlua_http *h, const char *req) {
+  size_t used;
+  int r = EVLUA_HTTP_MORE;
+  for (size_t i = 0; req[i] != '\0' && r == EVLUA_HTTP_MORE; i++)
+    r = evlua_http_parse(h, req + i, 1, 0, &used);
+  return r;
+}
+
+static void refuses_chunk_data_without_its_crlf(void **state) {
+  (void)state;
+  const char *head = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
+  /* the bytes after "abc" must be CRLF: anything else would let a hidden
+  ** request through ("abcXX0..." read as a 3-byte chunk then more) */
+  const char *bad[] = { "3\r\nabcXX0\r\n\r\n", "3\r\nabc\rX0\r\n\r\n",
+                        "3\r\nabc\n\r0\r\n\r\n", "2\r\nab\r\n1\r\ncZ\n0\r\n\r\n" };
+  char req[256];
+  const char *msg;
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    snprintf(req, sizeof req, "%s%s", head, bad[i]);
+    assert_int_equal(refusal(req, &msg), 400);
+    assert_string_equal(msg, "chunk data not followed by CRLF");
+    evlua_http h;
+    evlua_http_init(&h, 0);
+    assert_int_equal(feed_bytewise(&h, req), EVLUA_HTTP_ERROR);
+    assert_int_equal(evlua_http_error(&h, &msg), 400);
+    assert_string_equal(msg, "chunk data not followed by CRLF");
+    evlua_http_release(&h);
+  }
+  snprintf(req, sizeof req, "%s%s", head, "3\r\nabc\r\n0\r\n\r\n");
+  assert_int_equal(refusal(req, &msg), 0);
+}
+
 static void ends_a_response_body_at_eof(void **state) {
   (void)state;
   evlua_http h;
@@ -203,6 +237,7 @@ int main(void) {
     cmocka_unit_test(enforces_each_limit_at_and_past_it),
     cmocka_unit_test(reports_expect_continue_before_the_body),
     cmocka_unit_test(refuses_what_rfc_9112_refuses),
+    cmocka_unit_test(refuses_chunk_data_without_its_crlf),
     cmocka_unit_test(ends_a_response_body_at_eof),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

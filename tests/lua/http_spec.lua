@@ -256,6 +256,9 @@ describe("http server", function()
       { 505, "GET / HTTP/9.9\r\nHost: x\r\n\r\n" },
       { 505, "GET / HTTP/2.0\r\nHost: x\r\n\r\n" },
       { 505, "GET / HTTP/0.9\r\nHost: x\r\n\r\n" },
+      -- chunk data must end in CRLF: else "XX0..." hides a second request
+      { 400, "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+             .. "3\r\nabcXX0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n" },
       -- and what stays allowed
       { 200, "GET / HTTP/1.0\r\n\r\n", "GET 10 nil" },
       { 200, "GET / HTTP/1.2\r\nHost: x\r\n\r\n", "GET 11 x" },   -- as 1.1
