@@ -18,6 +18,7 @@ console.MAX_LINE = 64 * 1024    -- longest command line
 console.MAX_SESSIONS = 16       -- connections served at once
 console.AUTH_DELAY = 1          -- seconds before answering a wrong password
 console.MAX_AUTH_TRIES = 3      -- wrong passwords before the connection closes
+console.AUTH_TIMEOUT = 10       -- seconds a connection has to authenticate
 console.DEBUG_WAIT = 30         -- seconds a debugger's continue waits for a stop
 
 --[[ Commands ===============================================================]]
@@ -318,15 +319,22 @@ local function refuse_password(session, ch)
   return true
 end
 
--- Serve one connection: read a line, answer it, until quit or close.
+-- Serve one connection: read a line, answer it, until quit or close. A
+-- connection that has not authenticated within auth_timeout is closed:
+-- otherwise max_sessions silent ones would lock the operator out.
 local function serve(session, ch)
   local authenticated = session.password == nil
+  local auth_deadline = event.now() + session.auth_timeout
   session.auth_failures = 0
   while true do
-    local line, err, code = ch:wait_line()
+    local line, err, code = ch:wait_line(not authenticated
+                                         and math.max(auth_deadline - event.now(), 0) or nil)
     if not line then
       if code == "too_large" then   -- longer than max_line
         reply(ch, "error", err)
+        ch:close()
+      elseif code == "timeout" then
+        reply(ch, "error", "not authenticated within " .. session.auth_timeout .. " s")
         ch:close()
       end
       return
@@ -376,6 +384,11 @@ local function check_options(opts)
   if delay ~= nil and (type(delay) ~= "number" or delay < 0 or delay ~= delay) then
     argerror(1, "listen", "auth_delay must be a number >= 0", 2)
   end
+  local timeout = opts.auth_timeout
+  if timeout ~= nil and (type(timeout) ~= "number" or not (timeout > 0)
+                         or timeout == math.huge) then
+    argerror(1, "listen", "auth_timeout must be a number > 0", 2)
+  end
   if tries ~= nil and (math.type(tries) ~= "integer" or tries < 1) then
     argerror(1, "listen", "max_auth_tries must be an integer >= 1", 2)
   end
@@ -383,7 +396,8 @@ local function check_options(opts)
 end
 
 -- console.listen(port | { port =, host =, password =, eval_timeout =,
--- max_line =, max_sessions =, auth_delay =, max_auth_tries = }) ->
+-- max_line =, max_sessions =, auth_delay =, max_auth_tries =,
+-- auth_timeout = }) ->
 -- listener | nil, err. host defaults to 127.0.0.1.
 function console.listen(opts)
   opts = check_options(opts)
@@ -393,6 +407,7 @@ function console.listen(opts)
     debug_wait = opts.debug_wait or console.DEBUG_WAIT,
     auth_delay = opts.auth_delay or console.AUTH_DELAY,
     max_auth_tries = opts.max_auth_tries or console.MAX_AUTH_TRIES,
+    auth_timeout = opts.auth_timeout or console.AUTH_TIMEOUT,
   }
   local max_line = opts.max_line or console.MAX_LINE
   local max_sessions = opts.max_sessions or console.MAX_SESSIONS

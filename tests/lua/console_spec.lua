@@ -345,7 +345,35 @@ describe("console.listen", function()
     l:close()
   end)
 
-  it("checks auth_delay and max_auth_tries", function()
+  it("closes a connection that does not authenticate within auth_timeout", function()
+    local l = assert(console.listen({ port = 0, password = "pw", auth_timeout = 0.3,
+                                      max_sessions = 1 }))
+    -- a silent connection holds the one session...
+    local silent = assert(event.connect("127.0.0.1", l:port()))
+    local refused = assert(event.connect("127.0.0.1", l:port()))
+    local busy = "too many console sessions (1)"
+    assert.equal("error " .. #busy, refused:wait_line(30))
+    assert.equal(busy, refused:read(#busy))
+    refused:close()
+    -- ...until auth_timeout: then it is told why and closed
+    local t0 = event.now()
+    local why = "not authenticated within 0.3 s"
+    assert.equal("error " .. #why, silent:wait_line(30))
+    assert.equal(why, silent:read(#why))
+    assert.same({ nil, "closed", "closed" }, { silent:wait_line(30) })
+    assert.truthy(event.now() - t0 < 5)
+    silent:close()
+    -- an operator who authenticates in time keeps the session past it
+    local s = assert(client.connect("127.0.0.1", l:port(), "pw", 30))
+    event.sleep(0.5)
+    assert.same({ "ok", "pong" }, { s:command("ping") })
+    s:close()
+    l:close()
+  end)
+
+  it("checks auth_delay, max_auth_tries and auth_timeout", function()
+    assert.has_error(function() console.listen({ port = 0, auth_timeout = 0 }) end,
+                     "bad argument #1 to 'listen' (auth_timeout must be a number > 0)")
     assert.has_error(function() console.listen({ port = 0, auth_delay = -1 }) end,
                      "bad argument #1 to 'listen' (auth_delay must be a number >= 0)")
     assert.has_error(function() console.listen({ port = 0, max_auth_tries = 0 }) end,
