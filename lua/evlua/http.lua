@@ -37,6 +37,7 @@ http.defaults = {
                                  -- read (then close; 0/false: never)
   max_connections = 10000,       -- more are answered 503 and closed
   max_pipeline = 32,             -- requests parsed ahead of their replies
+  max_pipeline_body = 1024 * 1024,   -- body bytes of those: no more past it
   server = "evlua/" .. core.version,   -- Server header (false: none)
 }
 
@@ -288,6 +289,7 @@ function Conn:init()
   self._blocked, self._wait_continue, self._idle_off = false, false, false
   self._queue, self._workers = {}, {}
   self._max_pipeline = srv.opts.max_pipeline
+  self._max_pipeline_body = srv.opts.max_pipeline_body
   self._qhead, self._qtail = 1, 0
   self._stream:set_idle_timeout(srv.opts.idle_timeout)
   -- nothing waits in a read on a server connection: the stream calls
@@ -436,6 +438,19 @@ local function track_partial(conn, partial)
   end
 end
 
+-- Whether the requests waiting for their replies hold max_pipeline_body
+-- bytes of bodies or more: then no more are parsed, so a connection pins
+-- at most max_pipeline_body + max_body, not max_pipeline bodies.
+-- Only pipelined requests get here (the queue is not empty).
+local function pipeline_full(conn)
+  local n, queue = 0, conn._queue
+  for i = conn._qhead, conn._qtail do
+    local body = queue[i].body
+    if body then n = n + #body end
+  end
+  return n >= conn._max_pipeline_body
+end
+
 -- Parse every buffered request (up to max_pipeline unanswered ones).
 -- deferred: not called from the stream's data event, so the workers are
 -- queued to run (resumed from the loop) rather than resumed now.
@@ -444,7 +459,9 @@ function Conn:data(deferred)
   local parser, stream = self._parser, self._stream
   local max_pipeline = self._max_pipeline
   while true do
-    if self._qtail - self._qhead + 1 >= max_pipeline or self._wait_continue then
+    local queued = self._qtail - self._qhead + 1
+    if queued >= max_pipeline or self._wait_continue
+       or (queued > 0 and pipeline_full(self)) then
       self._blocked = true
       return   -- resumed by advance()
     end
@@ -689,6 +706,11 @@ function http.listen(ip, port, callback, opts)
                        "handler_timeout" }) do
     if type(o[k]) ~= "number" or not (o[k] > 0) then
       argerror(4, "listen", k .. " must be a positive number")
+    end
+  end
+  for k, least in pairs({ max_pipeline = 1, max_pipeline_body = 0, max_connections = 1 }) do
+    if math.type(o[k]) ~= "integer" or o[k] < least then
+      argerror(4, "listen", ("%s must be an integer >= %d"):format(k, least))
     end
   end
   local send = o.send_timeout

@@ -210,6 +210,61 @@ describe("http server", function()
     srv:close()
   end)
 
+  -- Pipelined POSTs of the given body sizes to callbacks that wait until
+  -- released: checks that reading pauses with `expected` requests parsed
+  -- (the queue the connection keeps, and the callbacks started), then
+  -- that every request is answered once released.
+  local function assert_pipelined(opts, bodies, expected)
+    local started, released, gates, enough = 0, false, {}, {}
+    local srv, port = server(function(_, req)
+      started = started + 1
+      if started == expected then event.wakeup(enough) end
+      if not released then
+        local gate = {}
+        gates[#gates + 1] = gate
+        event.wait(gate, 30)
+      end
+      req:reply(200, nil, "ok")
+    end, opts)
+    local ch = connect(port)
+    for _, size in ipairs(bodies) do
+      ch:write("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: " .. size .. "\r\n\r\n"
+               .. ("b"):rep(size))
+    end
+    assert.truthy(event.wait(enough, 10))
+    local conn = next(srv.conns)
+    local deadline = event.now() + 10   -- the rest of the bytes arrive
+    while not conn._blocked and event.now() < deadline do event.sleep(0.01) end
+    assert.is_true(conn._blocked)
+    assert.same({ expected, expected }, { started, conn._qtail - conn._qhead + 1 })
+    released = true
+    for _, gate in ipairs(gates) do event.wakeup(gate) end
+    for _ = 1, #bodies do assert.equal(200, (read_reply(ch))) end
+    assert.equal(#bodies, started)
+    ch:close()
+    srv:close()
+  end
+
+  it("parses at most max_pipeline requests ahead of their replies", function()
+    assert_pipelined({ max_pipeline = 3 }, { 0, 0, 0, 0, 0 }, 3)
+    assert_pipelined({ max_pipeline = 4 }, { 0, 0, 0, 0, 0 }, 4)
+  end)
+
+  it("stops parsing ahead once the waiting bodies reach max_pipeline_body", function()
+    -- under the limit: 999 bytes wait, so the third request is read too
+    assert_pipelined({ max_pipeline_body = 1000 }, { 500, 499, 10, 10 }, 3)
+    -- at it: 1000 bytes wait, the third waits for them
+    assert_pipelined({ max_pipeline_body = 1000 }, { 500, 500, 10 }, 2)
+    -- a request is read when none waits, whatever its size
+    assert_pipelined({ max_pipeline_body = 10 }, { 5000, 0 }, 1)
+    assert.has_error(function() http.listen("127.0.0.1", 0, echo_handler,
+                                            { max_pipeline_body = -1 }) end,
+                     "bad argument #4 to 'listen' (max_pipeline_body must be an integer >= 0)")
+    assert.has_error(function() http.listen("127.0.0.1", 0, echo_handler,
+                                            { max_pipeline = 0 }) end,
+                     "bad argument #4 to 'listen' (max_pipeline must be an integer >= 1)")
+  end)
+
   it("parses requests arriving byte by byte", function()
     local srv, port = server()
     local ch = connect(port)
