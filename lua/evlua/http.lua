@@ -59,7 +59,12 @@ local function emit(req, a, b, c)   -- up to three strings
     if c then ok, err, code = stream:write(a, b, c)
     elseif b then ok, err, code = stream:write(a, b)
     else ok, err, code = stream:write(a) end
-    if ok == false and event.running() then return conn:_wait_drain() end
+    if ok == false and event.running() then
+      -- a slow client is send_timeout's to judge, not handler_timeout's
+      req._draining = true
+      ok, err, code = conn:_wait_drain()
+      req._draining, req._since = false, false
+    end
     return ok, err, code
   end
   local out = req._out
@@ -209,6 +214,7 @@ function Request:write(chunk)
   end
   if not self._status then self:start(200) end
   if self._status ~= STREAMING then error("write: reply already finished", 2) end
+  self._since = false   -- handler_timeout runs again from this write
   if chunk == "" or self._head then return true end
   if self._chunked then
     return emit(self, ("%x\r\n"):format(#chunk), chunk, "\r\n")
@@ -618,7 +624,7 @@ function Server:_check()
       end
       for i = conn._qhead, conn._qtail do
         local req = queue[i]
-        if req and req._status ~= DONE then
+        if req and req._status ~= DONE and not req._draining then
           -- stamped on the first tick that sees it: no clock read per
           -- request; the timeout may fire up to a tick late
           local since = req._since

@@ -475,6 +475,33 @@ describe("http server", function()
     srv:close()
   end)
 
+  it("times a streamed reply between writes, not as a whole (handler_timeout)", function()
+    local srv, port = server(function(_, req, _, url)
+      local pause = url == "/steady" and 0.1 or 2
+      req:write("first\n")
+      for i = 1, 10 do   -- 1 s in all when steady: past handler_timeout
+        event.sleep(pause)
+        if not req:write(("part %d\n"):format(i)) then return end
+      end
+      req:finish()
+    end, { handler_timeout = 0.4 })
+    local log = event.error
+    event.error = function() end
+    local steady = connect(port)
+    steady:write("GET /steady HTTP/1.1\r\nHost: x\r\n\r\n")
+    local status, _, body = read_reply(steady)
+    assert.equal(200, status)
+    assert.truthy(body:find("part 10\n", 1, true), body)
+    steady:close()
+    -- a stream that stalls past handler_timeout is cut
+    local stalled = connect(port)
+    stalled:write("GET /stalled HTTP/1.1\r\nHost: x\r\n\r\n")
+    local took = await_close(stalled, 10)
+    event.error = log
+    assert.truthy(took < 1.9, took)
+    srv:close()
+  end)
+
   it("logs an error raised after the reply and keeps the connection", function()
     local logged = {}
     local srv, port = server(function(_, req, _, url)
