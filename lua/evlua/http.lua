@@ -137,7 +137,10 @@ end
 -- Raises if a reply was already started, or on a bad status or reason
 -- (core.http_reply checks them, and turns the body into a string).
 function Request:reply(status, reason, body)
-  if self._status then error("reply: already replied", 2) end
+  if self._status then
+    if self._expired then return nil, "timeout", "timeout" end
+    error("reply: already replied", 2)
+  end
   local conn = self._conn
   -- reply_flags(self) without a call in the common case: this runs for
   -- every request, and an armed debugger hooks every call
@@ -188,7 +191,10 @@ end
 -- ends with the connection). write() starts a 200 reply by itself.
 function Request:start(status, reason)
   check_status(status, "start")
-  if self._status then error("start: already replied", 2) end
+  if self._status then
+    if self._expired then return nil, "timeout", "timeout" end
+    error("start: already replied", 2)
+  end
   local flags, extra = reply_flags(self)
   local chunked = false
   if not self._length then
@@ -213,7 +219,10 @@ function Request:write(chunk)
     argerror(1, "write", "string expected, got " .. type(chunk))
   end
   if not self._status then self:start(200) end
-  if self._status ~= STREAMING then error("write: reply already finished", 2) end
+  if self._status ~= STREAMING then
+    if self._expired then return nil, "timeout", "timeout" end
+    error("write: reply already finished", 2)
+  end
   self._since = false   -- handler_timeout runs again from this write
   if chunk == "" or self._head then return true end
   if self._chunked then
@@ -592,6 +601,8 @@ local function expire(srv, req, w)
   event.error(("http: %s %s: no reply after %gs"):format(
     req.method, req.url, srv.opts.handler_timeout))
   if w.task and w.req == req then w.task:cancel() end
+  -- the callback, cancelled, may still reply: it gets nil, "timeout"
+  req._expired = true
   if req._status then   -- a streamed reply cut short
     req._conn._stopping = true
     req.keep_alive = false

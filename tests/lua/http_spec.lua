@@ -452,6 +452,30 @@ describe("http server", function()
     srv:close()
   end)
 
+  it("lets a callback cut off by handler_timeout reply without raising", function()
+    local late = {}
+    local srv, port = server(function(_, req)
+      late.wait = { event.sleep(30) }   -- cancelled at the timeout
+      late.reply = { req:reply(200, nil, "too late") }
+      late.write = { req:write("too late") }
+      event.wakeup(late)
+    end, { handler_timeout = 0.2 })
+    local log, logged = event.error, {}
+    event.error = function(msg) logged[#logged + 1] = msg end
+    local ch = connect(port)
+    ch:write("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    local status = read_reply(ch)
+    assert.truthy(late.write or event.wait(late, 10))
+    event.error = log
+    assert.equal(503, status)
+    assert.same({ nil, "cancelled", "cancelled" }, late.wait)
+    assert.same({ nil, "timeout", "timeout" }, late.reply)
+    assert.same({ nil, "timeout", "timeout" }, late.write)
+    assert.equal(1, #logged)   -- "no reply after", and no second error
+    ch:close()
+    srv:close()
+  end)
+
   it("gives its own 500 and 503 a Content-Type and drops the callback's headers", function()
     local srv, port = server(function(_, req, _, url)
       req:reply_header("Content-Type", "application/json")
