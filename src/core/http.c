@@ -262,16 +262,17 @@ int evlua_http_parse(evlua_http *h, const char *data, size_t len, int eof,
   if (e == HPE_PAUSED) http_parser_pause(p, 0);
   h->complete = 0;
   if (len == 0 && !(eof && h->in_message)) return EVLUA_HTTP_MORE;
-  if (h->crlf_left > 0) {   /* a chunk's CRLF, cut off by the last call */
+  if (len == 0) data = NULL;   /* the end of the stream: no bytes to check */
+  if (h->crlf_left > 0 && data != NULL) {   /* a chunk's CRLF, cut off before */
     h->crlf_at = data;
     if (check_crlf(h, data + len) < 0) {
       p->http_errno = HPE_CB_body;   /* failed as if in on_body */
       return EVLUA_HTTP_ERROR;
     }
   }
-  h->data_end = data + len;
+  h->data_end = data != NULL ? data + len : NULL;
   /* len 0 tells http-parser the stream ended */
-  *used = http_parser_execute(p, &settings, len ? data : NULL, len);
+  *used = http_parser_execute(p, &settings, data, len);
   e = HTTP_PARSER_ERRNO(p);
   if (h->complete) return EVLUA_HTTP_MESSAGE;
   if (e == HPE_PAUSED && h->want_continue) {
