@@ -24,24 +24,25 @@ local event = {}
 
 --[[ Tasks ==================================================================]]
 -- A task is one run of a function in a coroutine. Its record (the handle)
--- keeps its fields in the array part, sized once by the constructor: 11
+-- keeps its fields in the array part, sized once by the constructor: 7
 -- slots of 16 bytes and no hash part, where named fields cost a 24-byte
--- node each, rounded up to a power of two. Slots:
+-- node each, rounded up to a power of two (every idle connection served
+-- by a coroutine holds one: issue 16). Slots:
 --   STATE: "ready" (queued) | "running" | "waiting" (parked) | "dead"
 --   CO: the coroutine (false until started and once dead); FN, ID
---   WN, W1..W3: the values the task resumes with next (its arguments
---     before it starts, a wakeup's values later, its join results once
---     dead): WN is their count (false: none), up to three in W1..W3, more
---     packed in W1
 --   CANCEL: the next wait fails with nil, "cancelled"
 --   WHAT, ON: what a parked task waits for ("sleep", 2.5), ("wait",
---     token)...; stale (unread) while it runs, false once dead
+--     token)...; stale (unread) while it runs
+-- Once dead, the last three hold the join results instead: RN their count,
+-- R1 and R2 the first two, or R1 all of them packed when more.
+-- The values a task resumes with (its arguments, a wakeup's values) are
+-- not in the record: they travel with its entry in the ready queue.
 -- Rarely used fields are named: label, main, joiners, _on_failure.
 -- Coroutines are pooled: a finished task's coroutine runs the next task.
 
 local STATE <const>, CO <const>, FN <const>, ID <const> = 1, 2, 3, 4
-local WN <const>, W1 <const>, W2 <const>, W3 <const> = 5, 6, 7, 8
-local CANCEL <const>, WHAT <const>, ON <const> = 9, 10, 11
+local CANCEL <const>, WHAT <const>, ON <const> = 5, 6, 7
+local RN <const>, R1 <const>, R2 <const> = 5, 6, 7
 
 local Task = {}
 Task.__index = Task
@@ -53,42 +54,60 @@ local deadline_of = setmetatable({}, { __mode = "k" }) -- coroutine -> timer
 local pool, npool = {}, 0
 local POOL_MAX = 256
 
-local ready, nready, spare = {}, 0, {}   -- the ready queue (two arrays)
+-- The ready queue (two arrays, swapped by drain): ENTRY slots per queued
+-- task: the task and the values it resumes with, as n, a, b, c (see
+-- values_of).
+local ready, nready, spare = {}, 0, {}
+local ENTRY <const> = 5
 
-local function push_ready(task)
+local function push_ready(task, n, a, b, c)
+  local k = nready * ENTRY
   nready = nready + 1
-  ready[nready] = task
+  ready[k + 1], ready[k + 2], ready[k + 3], ready[k + 4], ready[k + 5] =
+    task, n, a, b, c
   if nready == 1 then core.set_ready(true) end
 end
 
-local task_body   -- the body of every task coroutine, below
+-- Values as n, a, b, c: their count (false: none), up to three in a, b, c
+-- (false when unused), more packed in a.
+local function values_of(...)
+  local n = select("#", ...)
+  if n == 0 then return false, false, false, false end
+  if n == 1 then return 1, (...), false, false end
+  if n == 2 then
+    local a, b = ...
+    return 2, a, b, false
+  end
+  if n == 3 then return 3, ... end
+  return n, pack(...), false, false
+end
 
--- The WN values of a task (none when WN is false or 0), its slots
--- emptied.
-local function take_values(task)
-  local n, a, b, c = task[WN], task[W1], task[W2], task[W3]
+-- The values of n, a, b, c again.
+local function values(n, a, b, c)
   if not n then return end
-  task[WN], task[W1], task[W2], task[W3] = false, false, false, false
   if n == 1 then return a
   elseif n == 2 then return a, b
   elseif n == 3 then return a, b, c
   elseif n > 3 then return unpack(a, 1, n) end
 end
 
+local task_body   -- the body of every task coroutine, below
+
 local ended   -- below: what follows each resume of a task's coroutine
 
--- Start or resume a queued task, now, with its WN values. A direct task
--- (event._fork_direct) gets a coroutine of its own on the task's function;
--- the others take one from the pool, on task_body.
-local function run(task)
+-- Start or resume a queued task, now, with the values n, a, b, c (see
+-- values_of). A direct task (event._fork_direct) gets a coroutine of its
+-- own on the task's function; the others take one from the pool, on
+-- task_body.
+local function run(task, n, a, b, c)
   task[STATE] = "running"
   local co = task[CO]
-  if co then return ended(task, co, co_resume(co, take_values(task))) end
-  if task[CO] == nil then   -- direct: nil, not false, until started
+  if co then return ended(task, co, co_resume(co, values(n, a, b, c))) end
+  if co == nil then   -- direct: nil, not false, until started
     co = co_create(task[FN])
     task[CO] = co
     live[task], live[co] = nil, task
-    return ended(task, co, co_resume(co, take_values(task)))
+    return ended(task, co, co_resume(co, values(n, a, b, c)))
   end
   if npool > 0 then
     co, pool[npool], npool = pool[npool], nil, npool - 1
@@ -97,44 +116,32 @@ local function run(task)
   end
   task[CO] = co
   live[task], live[co] = nil, task
-  return ended(task, co, co_resume(co, task, take_values(task)))
+  return ended(task, co, co_resume(co, task, values(n, a, b, c)))
 end
 
 -- Run the tasks queued so far; tasks queued meanwhile wait for the next
--- loop iteration, so sleep(0) lets I/O in.
+-- loop iteration, so sleep(0) lets I/O in. (A cancelled task that never
+-- started is dead by now: its entry is skipped.)
 local function drain()
   local q, n = ready, nready
   ready, nready, spare = spare, 0, q
-  for i = 1, n do
-    local task = q[i]
-    q[i] = nil
-    if task[STATE] == "ready" then run(task) end
+  for k = 0, (n - 1) * ENTRY, ENTRY do
+    local task, vn, a, b, c = q[k + 1], q[k + 2], q[k + 3], q[k + 4], q[k + 5]
+    q[k + 1], q[k + 2], q[k + 3], q[k + 4], q[k + 5] = nil, nil, nil, nil, nil
+    if task[STATE] == "ready" then run(task, vn, a, b, c) end
   end
   if nready == 0 then core.set_ready(false) end
 end
 core.set_drain(drain)
 
--- A new task, not queued; its arguments wait in W1..W3 (packed if more).
+-- A new task, not queued (its arguments go with its ready-queue entry).
 -- co is false for a pooled task, nil for a direct one (see run).
-local function new_task(co, fn, ...)
+local function new_task(co, fn)
   if type(fn) ~= "function" then
     errors.argerror(1, "fork", "function expected, got " .. type(fn), 2)
   end
   last_id = last_id + 1
-  local n = select("#", ...)
-  local task
-  if n <= 3 then
-    local a, b, c = ...
-    if n < 3 then   -- false, not nil, in the unused slots
-      if n < 1 then a = false end
-      if n < 2 then b = false end
-      c = false
-    end
-    task = { "ready", co, fn, last_id, n, a, b, c, false, false, false }
-  else
-    task = { "ready", co, fn, last_id, n, pack(...), false, false, false,
-             false, false }
-  end
+  local task = { "ready", co, fn, last_id, false, false, false }
   setmetatable(task, Task)
   live[task] = task
   nlive = nlive + 1
@@ -175,10 +182,7 @@ local function wake(task, ...)
   task[STATE] = "ready"
   local deadline = deadline_of[task[CO]]
   if deadline then deadline:stop() end
-  local n = select("#", ...)
-  if n > 3 then task[WN], task[W1] = n, pack(...)
-  elseif n > 0 then task[WN], task[W1], task[W2], task[W3] = n, ... end
-  push_ready(task)
+  push_ready(task, values_of(...))
   return true
 end
 
@@ -258,22 +262,21 @@ local function on_error(err)
   return { err = err, traceback = event.traceback(err, 2) }
 end
 
--- A dead task's join results (kept like wakeup values).
+-- A dead task's join results (RN, R1, R2: see the slots).
 local function results(task)
-  local n = task[WN]
-  if n == 1 then return task[W1]
-  elseif n == 2 then return task[W1], task[W2]
-  elseif n == 3 then return task[W1], task[W2], task[W3] end
-  return unpack(task[W1], 1, n)
+  local n = task[RN]
+  if n == 1 then return task[R1]
+  elseif n == 2 then return task[R1], task[R2] end
+  return unpack(task[R1], 1, n)
 end
 
--- Mark a task dead with its join results (n values: a, b, c or a packed)
+-- Mark a task dead with its join results (n values: a, b or a packed)
 -- and wake its joiners.
-local function settle(task, n, a, b, c)
+local function settle(task, n, a, b)
   live[task[CO] or task] = nil
   nlive = nlive - 1
-  task[STATE], task[CO], task[WHAT], task[ON] = "dead", false, false, false
-  task[WN], task[W1], task[W2], task[W3] = n, a, b, c
+  task[STATE], task[CO] = "dead", false
+  task[RN], task[R1], task[R2] = n, a, b
   local joiners = task.joiners
   if joiners then
     task.joiners = nil
@@ -289,14 +292,14 @@ local main_failed   -- set by event._start_main: reports the main chunk's error
 local function finish(task, ok, ...)
   if ok then
     local n = select("#", ...)
-    if n == 0 then return settle(task, 1, true, false, false) end
-    if n <= 2 then return settle(task, n + 1, true, ...) end
-    return settle(task, n + 1, pack(true, ...), false, false)
+    if n == 0 then return settle(task, 1, true, false) end
+    if n == 1 then return settle(task, 2, true, (...)) end
+    return settle(task, n + 1, pack(true, ...), false)
   end
   local e = ...
   local on_failure = task._on_failure
   if on_failure then on_failure(e.traceback) end
-  settle(task, 2, false, e.err, false)
+  settle(task, 2, false, e.err)
   if task.main then
     main_failed(e.traceback)
   elseif not on_failure then
@@ -385,7 +388,7 @@ function Task:cancel()
   if state == "waiting" and self[WHAT] ~= "debugger" then
     wake(self, nil, "cancelled", "cancelled")
   elseif state == "ready" and not self[CO] then
-    settle(self, 2, false, "cancelled", false)
+    settle(self, 2, false, "cancelled")
   else
     self[CANCEL] = true
   end
@@ -412,8 +415,8 @@ end
 -- event.fork(fn, ...) -> handle; fn(...) runs in a new coroutine on the
 -- next loop turn.
 function event.fork(fn, ...)
-  local task = new_task(false, fn, ...)
-  push_ready(task)
+  local task = new_task(false, fn)
+  push_ready(task, values_of(...))
   return task
 end
 
@@ -428,14 +431,14 @@ end
 -- it when it ends: so never for tasks that other modules resume
 -- themselves (evlua.http's workers).
 function event._fork_direct(fn, ...)
-  local task = new_task(nil, fn, ...)
-  push_ready(task)
+  local task = new_task(nil, fn)
+  push_ready(task, values_of(...))
   return task
 end
 
 -- Run fn(...) in a new task right now (from a loop callback).
 local function spawn_now(fn, ...)
-  run(new_task(false, fn, ...))
+  run(new_task(false, fn), values_of(...))
 end
 
 -- event.running() -> the running task's handle, or nil outside a task.
@@ -453,7 +456,7 @@ function event.sleep(sec)
       return nil, "cancelled", "cancelled"
     end
     task[STATE], task[WHAT], task[ON] = "ready", "sleep", 0
-    push_ready(task)
+    push_ready(task, false, false, false, false)
     co_yield()
     task[STATE] = "running"
     if task[CANCEL] then

@@ -21,9 +21,8 @@ local S = event._slots
 local STATE <const>, CANCEL <const> = S.STATE, S.CANCEL
 local WHAT <const>, ON <const> = S.WHAT, S.ON
 local wake, start_deadline = event._wake, event._start_deadline
-local co_yield, co_running = coroutine.yield, coroutine.running
--- live[coroutine] -> its task (event.running's lookup, without its frame:
--- a call level deeper than the yield's leaves a spare CallInfo behind)
+-- live[coroutine] -> its task (event.running's lookup, for the waiting
+-- reads, which do it themselves)
 local live = event._live_tasks()
 
 local Channel = {}
@@ -68,12 +67,12 @@ local function wake_all(list)
 end
 
 -- dispatch(channel, event, arg, code): every stream event comes through
--- here; a failed connect brings its message and code.
+-- here; a failed connect brings its message and code, data the task parked
+-- in a waiting read, if any.
 local function dispatch(ch, ev, arg, code)
   if ev == "data" then
-    local reader = ch._reader
-    if reader then
-      wake(reader, true)
+    if arg then
+      wake(arg, true)
     else
       ch:data()
     end
@@ -125,84 +124,27 @@ function Channel:read_line()
   return self._stream:read_line(self.max_line)
 end
 
--- Wait until take(stream, arg) yields a value or an error, the channel
--- closes, or the timeout passes. take is the stream's own C method (read,
--- read_line, read_message), called directly: a Lua helper between would
--- leave one more CallInfo (80 bytes with malloc's) under every parked
--- coroutine. The task parks in park_read, which wait_for tail-calls: the
--- fewer and smaller the frames under a parked coroutine's yield, the
--- smaller its stack (it keeps its initial 40 slots while the yield's
--- frame starts below slot 20; see event._fork_direct).
-local park_read
-
-local function wait_for(self, fname, timeout, take, arg)
-  local value, err, code = take(self._stream, arg)
-  if value then return value end
-  if err then return nil, err, code end
-  if self._reader then
-    error(fname .. ": another coroutine is already reading this channel", 3)
-  end
-  local task = live[co_running()]
-  if not task then errors.need_coroutine(fname, 1) end
-  timeout = timeout or self.read_timeout
-  return park_read(self, take, arg, task, timeout and event.now() + timeout)
-end
-
--- The parking loop of wait_for: ch._reader is the task, which data and
--- close wake.
-park_read = function(self, take, arg, task, deadline)
-  while true do
-    if self._closed then return fail("closed") end
-    if task[CANCEL] then
-      task[CANCEL] = false
-      return fail("cancelled")
-    end
-    if deadline then
-      local timeout = deadline - event.now()
-      if timeout <= 0 then return fail("timeout") end
-      start_deadline(task, timeout)
-    end
-    task[STATE], task[WHAT], task[ON] = "waiting", "read", self
-    self._reader = task
-    local value, err, code = co_yield()
-    self._reader = nil
-    task[STATE] = "running"
-    if task[CANCEL] then
-      task[CANCEL] = false
-      value, err, code = nil, "cancelled", "cancelled"
-    end
-    if not value then   -- timeout or cancelled: unless the bytes are in
-      local v, e, c = take(self._stream, arg)
-      if v then return v end
-      if e then return nil, e, c end
-      return nil, err, code
-    end
-    value, err, code = take(self._stream, arg)
-    if value then return value end
-    if err then return nil, err, code end
-  end
+-- The waiting reads are the stream module's C functions (core.stream_waiter),
+-- called as the channel's methods: a coroutine parked in one holds no Lua
+-- frame of this module and no coroutine.yield frame, and so the smallest
+-- stack (issue 16; see event._fork_direct). Each takes what it waits for
+-- from the stream if it is there; else it parks the running task (WHAT
+-- "read", ON the channel) as the channel's reader, which data and close
+-- wake (kept in the stream userdata, not in a field of the channel: a
+-- field would grow its hash part, 32 bytes per connection), until
+-- the value is in, the channel closes, the timeout (or read_timeout)
+-- passes or the task is cancelled.
+local function waiter(kind)
+  return core.stream_waiter(kind, live, start_deadline, STATE, CANCEL, WHAT, ON)
 end
 
 -- ch:wait_read([n [, timeout]]) -> n bytes (or, without n, whatever
 -- arrives) | nil, "timeout" | nil, "closed" | nil, "cancelled"
-function Channel:wait_read(n, timeout)
-  local stream = self._stream
-  if n ~= nil then
-    local max_input = stream:limits()
-    if math.type(n) ~= "integer" or n < 0 or n > max_input then
-      errors.argerror(1, "wait_read", "count between 0 and max_input ("
-                      .. max_input .. ") expected")
-    end
-  end
-  return wait_for(self, "wait_read", timeout, stream.read, n)
-end
+Channel.wait_read = waiter("read")
 
 -- ch:wait_line([timeout]) -> line | nil, "line too long" | nil, "timeout"
 -- | nil, "closed" | nil, "cancelled"
-function Channel:wait_line(timeout)
-  return wait_for(self, "wait_line", timeout, self._stream.read_line,
-                  self.max_line)
-end
+Channel.wait_line = waiter("line")
 
 -- Message mode (a KCP channel's default): input arrives as the peer's
 -- whole messages. Other channels raise: they have no boundaries to keep.
@@ -223,10 +165,7 @@ end
 
 -- ch:wait_message([timeout]) -> message | nil, "timeout" | nil, "closed"
 -- | nil, "cancelled"
-function Channel:wait_message(timeout)
-  check_messages(self, "wait_message")
-  return wait_for(self, "wait_message", timeout, self._stream.read_message)
-end
+Channel.wait_message = waiter("message")
 
 --[[ Writing ================================================================]]
 
@@ -292,7 +231,8 @@ end
 -- user's callback and may be replaced freely.
 function Channel:_ended(reason)
   self._closed = reason
-  local reader = self._reader
+  -- the reader: in the stream, or (a stream with a data handler) here
+  local reader = self._reader or self._stream:reader()
   if reader then wake(reader, true) end
   wake_all(self._writers)
 end

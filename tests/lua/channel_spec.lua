@@ -689,6 +689,80 @@ describe("limits and timeouts", function()
     listener:close()
   end)
 
+  it("keeps a parked reader in the stream, not in a field of the channel", function()
+    local listener, port = echo_server()
+    local ch = assert(event.connect("127.0.0.1", port))
+    local reader = event.fork(function() return ch:wait_read(5, 5) end)
+    event.sleep(0)
+    assert.equal("waiting", reader:status())
+    assert.equal(reader, ch._stream:reader())
+    -- the channel table holds only its stream: a reader field would grow
+    -- its hash part for every idle connection
+    for k in pairs(ch) do assert.equal("_stream", k) end
+    ch:write("hello")
+    assert.same({ true, "hello" }, { reader:join(5) })
+    assert.is_nil(ch._stream:reader())
+    ch:close()
+    listener:close()
+  end)
+
+  it("wakes a reader parked on a stream with a data handler when it closes", function()
+    local listener, port = echo_server()
+    local ch = assert(event.connect("127.0.0.1", port))
+    local handled = 0
+    ch._stream:set_data_handler(function() handled = handled + 1 end)
+    local reader = event.fork(function() return ch:wait_read(1, 5) end)
+    event.sleep(0)
+    assert.equal("waiting", reader:status())
+    assert.equal(reader, rawget(ch, "_reader"))   -- the handler has the slot
+    assert.has_error(function() ch:wait_read(1) end,
+      "wait_read: another coroutine is already reading this channel")
+    ch:close_immediately()
+    assert.same({ true, nil, "closed", "closed" }, { reader:join(5) })
+    assert.is_nil(rawget(ch, "_reader"))
+    assert.equal(0, handled)
+    listener:close()
+  end)
+
+  it("refuses a data handler while a reader is parked", function()
+    local listener, port = echo_server()
+    local ch = assert(event.connect("127.0.0.1", port))
+    local reader = event.fork(function() return ch:wait_read(1, 5) end)
+    event.sleep(0)
+    assert.has_error(function() ch._stream:set_data_handler(print) end,
+      "set_data_handler: a coroutine is waiting in a read on this stream")
+    reader:cancel()
+    assert.same({ true, nil, "cancelled", "cancelled" }, { reader:join(5) })
+    ch._stream:set_data_handler(nil)   -- free again
+    ch:close()
+    listener:close()
+  end)
+
+  it("checks the waiting reads' arguments", function()
+    local listener, port = echo_server()
+    local ch = assert(event.connect("127.0.0.1", port))
+    local max = ch._stream:limits()
+    local count = "bad argument #1 to 'wait_read' (count between 0 and max_input ("
+      .. max .. ") expected)"
+    assert.has_error(function() ch:wait_read(1.5) end, count)
+    assert.has_error(function() ch:wait_read(2.0) end, count)
+    assert.has_error(function() ch:wait_read(-1) end, count)
+    assert.has_error(function() ch:wait_read("3") end, count)
+    assert.has_error(function() ch:wait_read(1, {}) end,
+      "bad argument #2 to 'wait_read' (number expected, got table)")
+    assert.has_error(function() ch:wait_line({}) end,
+      "bad argument #1 to 'wait_line' (number expected, got table)")
+    assert.has_error(function() ch:wait_message() end,
+      "wait_message: not a message-mode channel (KCP without stream = true)")
+    local ok, err = coroutine.wrap(function() return pcall(ch.wait_read, ch) end)()
+    assert.is_false(ok)
+    assert.matches("wait_read must run in a coroutine", err)
+    ch:write("ok")
+    assert.equal("ok", ch:wait_read(2, "5"))   -- a numeric string is a number
+    ch:close()
+    listener:close()
+  end)
+
   it("a write after close fails with nil, 'closed'", function()
     local listener, port = echo_server()
     local ch = assert(event.connect("127.0.0.1", port))

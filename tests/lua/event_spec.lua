@@ -30,6 +30,33 @@ describe("event.fork", function()
     assert.equal("x", x)
   end)
 
+  it("carries any number of values, nils included, through fork, wakeup and join", function()
+    for n = 0, 5 do
+      local vals = {}   -- nil in the odd places
+      for i = 2, n, 2 do vals[i] = i end
+      local token = {}
+      local h = event.fork(function(...)
+        local args = table.pack(...)
+        local woke = table.pack(event.wait(token, 5))
+        return args, woke, table.unpack(vals, 1, n)
+      end, table.unpack(vals, 1, n))
+      event.sleep(0)
+      assert.is_true(event.wakeup(token, table.unpack(vals, 1, n)))
+      local res = table.pack(h:join(5))
+      assert.equal(n + 3, res.n)
+      assert.is_true(res[1])
+      local args, woke = res[2], res[3]
+      assert.equal(n, args.n)
+      assert.equal(n == 0 and 1 or n, woke.n)   -- no values: true
+      if n == 0 then assert.is_true(woke[1]) end
+      for i = 1, n do
+        assert.equal(vals[i], args[i])
+        assert.equal(vals[i], woke[i])
+        assert.equal(vals[i], res[3 + i])
+      end
+    end
+  end)
+
   it("join reports the error of a failed coroutine", function()
     local h = event.fork(function() error("broken", 0) end)
     local ok, err = h:join()
