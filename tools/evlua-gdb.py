@@ -300,13 +300,13 @@ class Lua:
                 continue
             tag, task = self.tvalue(node)
             state = self.array_slot(task, 1) if tag == T_TABLE else None
-            what = self.array_slot(task, 10) if state else None
+            what = self.array_slot(task, 6) if state else None
             if what is None or u8(state + 8) not in (T_SHRSTR, T_LNGSTR):
                 return None
             if self.string(ptr(state)) != "waiting":
                 return None
             words = [self.describe(what).strip('"')]
-            on = self.array_slot(task, 11)
+            on = self.array_slot(task, 7)
             if on is not None and u8(on + 8) not in (T_NIL, T_FALSE):
                 words.append(self.describe(on))
             return " ".join(words)
