@@ -82,6 +82,8 @@ local function dispatch(ch, ev, arg, code)
   elseif ev == "close" then
     ch:_ended(arg)
     ch:disconnect(arg)
+  elseif ev == "eof" then   -- only on a stream:set_half_close(true) stream
+    ch:_eof()
   elseif ev == "connect" then
     if arg then event.wakeup(ch, nil, arg, code) else event.wakeup(ch) end
   end
@@ -212,6 +214,13 @@ end
 Channel.send = Channel.write
 
 --[[ Closing ================================================================]]
+
+-- The peer shut down its write side, on a stream set to half-close
+-- (stream:set_half_close(true), as evlua.rpc's channels are): what a
+-- subclass owes the peer may still go out. By default: close.
+function Channel:_eof()
+  self:close()
+end
 
 -- ch:close(): send what is queued, then close; disconnect("local close")
 -- runs afterwards from the loop.

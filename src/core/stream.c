@@ -202,7 +202,7 @@ static void start_reading(evlua_stream *s) {
     resume_transport(s);
     return;
   }
-  if (s->state == EVLUA_STREAM_OPEN &&
+  if (s->state == EVLUA_STREAM_OPEN && !s->read_eof &&
       evlua_buffer_len(&s->in) < s->max_input)
     watch(s, EV_READ, 1);
 }
@@ -254,7 +254,14 @@ static void on_readable(evlua_stream *s) {
       flush_corked(s);
     }
   } else if (r == 0) {
-    enter_closing(s, "eof");
+    if (s->half_close && s->handler->on_eof != NULL) {
+      /* the peer sends no more but may still read what it is owed */
+      watch(s, EV_READ, 0);
+      s->read_eof = 1;
+      s->handler->on_eof(s);
+    } else {
+      enter_closing(s, "eof");
+    }
   } else if (errno != EAGAIN && errno != EINTR) {
     close_now(s, errno_reason(errno));
   }
@@ -498,7 +505,7 @@ void evlua_stream_close(evlua_stream *s, const char *reason) {
     evlua_stream_close_silently(s);
     return;
   }
-  enter_closing(s, reason);
+  enter_closing(s, s->read_eof ? "eof" : reason);   /* the peer's end first */
 }
 
 void evlua_stream_close_silently(evlua_stream *s) {

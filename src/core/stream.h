@@ -58,6 +58,9 @@ typedef struct evlua_stream_handler {
   /* The stream is closed (fd released); reason is "eof", "reset",
   ** "timeout", "send timeout", "local close" or an error message. */
   void (*on_close)(evlua_stream *s, const char *reason);
+  /* With half_close set, the peer's EOF: reading has stopped, writes go
+  ** on, and the owner closes when it is done (the reason is "eof"). */
+  void (*on_eof)(evlua_stream *s);
 } evlua_stream_handler;
 
 /* What a transport does for its stream. Every call comes from the stream
@@ -101,7 +104,7 @@ struct evlua_stream {
   evlua_loop_state *loop_state;   /* the loop's (evlua_stream_loop), its
                                   ** corked list and block cache */
   int fd;
-  int write_error;          /* errno of a failed write, reported by io */
+  short write_error;        /* errno of a failed write, reported by io */
   unsigned char state;      /* enum evlua_stream_state */
   unsigned char full;       /* output above high_water, waiting to drain */
   unsigned char was_full;   /* went full since the queue last emptied */
@@ -110,6 +113,8 @@ struct evlua_stream {
   unsigned char is_transport;     /* no fd: the union holds the transport */
   unsigned char input_paused;     /* transport at max_input: resume later */
   unsigned char message_mode;     /* transport input is whole messages */
+  unsigned char half_close;       /* a peer's EOF goes to on_eof */
+  unsigned char read_eof;         /* it came: no more reading */
   /* An fd's io watcher (EV_READ and/or EV_WRITE, as needed), or a
   ** transport's fields: a stream has one or the other (is_transport). */
   union {

@@ -106,8 +106,12 @@ static void on_close(evlua_stream *s, const char *reason) {
   emit(s, "close", reason, NULL, 1);
 }
 
+static void on_eof(evlua_stream *s) {
+  emit(s, "eof", NULL, NULL, 0);
+}
+
 static const evlua_stream_handler lua_handler = {
-  on_connect, on_data, on_drain, on_close
+  on_connect, on_data, on_drain, on_close, on_eof
 };
 
 static lstream *new_stream(lua_State *L) {
@@ -279,6 +283,15 @@ int evlua_push_write_result(lua_State *L, lstream *ls, int r) {
   if (r != 0) return evlua_push_closed(L);
   lua_pushboolean(L, !ls->s.full);
   return 1;
+}
+
+/* stream:set_half_close(on): a peer's EOF then stops the reading only,
+** with an "eof" event; the owner closes once it has written what it owes
+** (the "close" event's reason is "eof"). Not for transport streams. */
+static int l_set_half_close(lua_State *L) {
+  lstream *ls = check_stream(L, 1);
+  ls->s.half_close = !ls->s.is_transport && lua_toboolean(L, 2);
+  return 0;
 }
 
 /* stream:close(): flush, then close; a "close" event with the reason
@@ -700,6 +713,7 @@ void evlua_open_stream(lua_State *L) {
     { "peer", l_peer },
     { "local_addr", l_local_addr },
     { "set_idle_timeout", l_set_idle_timeout },
+    { "set_half_close", l_set_half_close },
     { "set_linger", l_set_linger },
     { "set_send_timeout", l_set_send_timeout },
     { "timeouts", l_timeouts },

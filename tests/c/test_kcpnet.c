@@ -73,7 +73,7 @@ static void on_close(evlua_stream *s, const char *reason) {
 }
 
 static const evlua_stream_handler handler = {
-  on_connect, on_data, on_drain, on_close
+  on_connect, on_data, on_drain, on_close, NULL
 };
 
 static void on_session(evlua_kcpnet *net, evlua_kcp_session *ss) {

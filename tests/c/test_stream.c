@@ -25,7 +25,7 @@
 static struct ev_loop *loop;
 static evlua_loop_state loop_state;
 static ev_prepare flusher;
-static int connects, connect_err, datas, drains, closes;
+static int connects, connect_err, datas, drains, closes, eofs;
 static char close_reason[64];
 static evlua_stream st;
 
@@ -51,8 +51,13 @@ static void on_close(evlua_stream *s, const char *reason) {
   strncpy(close_reason, reason, sizeof close_reason - 1);
 }
 
+static void on_eof(evlua_stream *s) {
+  (void)s;
+  eofs++;
+}
+
 static const evlua_stream_handler handler = {
-  on_connect, on_data, on_drain, on_close
+  on_connect, on_data, on_drain, on_close, on_eof
 };
 
 /* What the runtime's before-sleep step does for streams: write the
@@ -93,7 +98,7 @@ static void on_guard(struct ev_loop *l, ev_timer *w, int revents) {
 static int open_pair(void) {
   int sv[2];
   assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-  connects = connect_err = datas = drains = closes = 0;
+  connects = connect_err = datas = drains = closes = eofs = 0;
   close_reason[0] = '\0';
   evlua_stream_init(&st, loop, sv[0], 0, &handler);
   return sv[1];
@@ -412,7 +417,7 @@ static int open_tcp(void) {
   int pending;
   int cfd = evlua_net_connect(&bound, &pending, err, sizeof err);
   assert_true(cfd >= 0);
-  connects = connect_err = datas = drains = closes = 0;
+  connects = connect_err = datas = drains = closes = eofs = 0;
   close_reason[0] = '\0';
   evlua_stream_init(&st, loop, cfd, 1, &handler);
   assert_int_equal(st.state, EVLUA_STREAM_CONNECTING);
@@ -705,6 +710,39 @@ static void close_right_after_a_small_write_sends_it(void **state) {
   close(peer);
 }
 
+/* Without half_close a peer's EOF closes ("eof"); with it, on_eof comes,
+** reading stops, writes still reach the peer, and the owner's close is
+** reported as the peer's "eof". */
+static void half_close_keeps_writing_after_the_peers_eof(void **state) {
+  (void)state;
+  int peer = open_pair();
+  shutdown(peer, SHUT_WR);
+  WAIT_FOR(closes > 0);
+  assert_string_equal(close_reason, "eof");
+  assert_int_equal(eofs, 0);
+  evlua_stream_release(&st);
+  close(peer);
+
+  peer = open_pair();
+  st.half_close = 1;
+  assert_int_equal(write(peer, "ask", 3), 3);
+  shutdown(peer, SHUT_WR);
+  WAIT_FOR(eofs > 0);
+  assert_int_equal(closes, 0);
+  assert_false(reading());
+  assert_int_equal(evlua_buffer_len(&st.in), 3);
+  assert_int_equal(write_str("answer"), 0);
+  evlua_stream_close(&st, "local close");
+  WAIT_FOR(closes > 0);
+  assert_string_equal(close_reason, "eof");
+  char buf[16];
+  assert_int_equal(read(peer, buf, sizeof buf), 6);
+  assert_memory_equal(buf, "answer", 6);
+  assert_int_equal(drain_to_eof(peer), 0);
+  evlua_stream_release(&st);
+  close(peer);
+}
+
 static void writes_after_a_write_error_wait_for_its_report(void **state) {
   (void)state;
   int peer = open_pair();
@@ -787,7 +825,7 @@ static const evlua_stream_transport fake_transport = {
 
 static void open_fake(int message_mode) {
   memset(&fake, 0, sizeof fake);
-  connects = connect_err = datas = drains = closes = 0;
+  connects = connect_err = datas = drains = closes = eofs = 0;
   close_reason[0] = '\0';
   evlua_stream_init_transport(&st, loop, &fake_transport, &fake,
                               message_mode, &handler);
@@ -1043,6 +1081,7 @@ int main(void) {
     cmocka_unit_test(transport_write_error_passes_on),
     cmocka_unit_test(transport_messages_keep_their_boundaries),
     cmocka_unit_test(transport_message_list_grows_and_bounds_input),
+    cmocka_unit_test(half_close_keeps_writing_after_the_peers_eof),
   };
   int failed = cmocka_run_group_tests(tests, NULL, NULL);
   evlua_loop_state_release(&loop_state);
