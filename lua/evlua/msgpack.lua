@@ -2,7 +2,11 @@
 -- src/lua/lmsgpack.c; docs/rpc.md states the mapping rules).
 --
 --   msgpack.encode(value [, max_depth]) -> string
---   msgpack.decode(s [, pos [, max_depth]]) -> value, next_pos | nil, err
+--   msgpack.decode(s [, pos [, max_depth [, max_sparse_keys
+--                  [, max_sparse_total]]]]) -> value, next_pos | nil, err
+--     (the sparse key limits, 256 per map and 4096 in all by default,
+--     bound the maps whose integer keys could share a hash bucket:
+--     docs/rpc.md, "Limits")
 --   msgpack.array(t) / msgpack.map(t) -> t, forced to encode as that kind
 --   msgpack.null: encodes as nil where a Lua nil cannot stand (in a table)
 

@@ -32,6 +32,9 @@ rpc.channel = RpcChannel
 RpcChannel.max_message = 16 * 1024 * 1024   -- bytes of one message
 RpcChannel.max_depth = 128                  -- nesting of one message
 RpcChannel.max_params = 4096                -- parameters of one request
+RpcChannel.max_inflight = 128               -- requests served at once
+RpcChannel.max_sparse_keys = 256            -- see docs/rpc.md, "Limits"
+RpcChannel.max_sparse_total = 4096
 RpcChannel.call_timeout = 30                -- seconds a call may wait
 RpcChannel.idle_timeout = nil               -- seconds without traffic
 RpcChannel.handlers = nil                   -- method name -> function
@@ -48,15 +51,38 @@ local function fit_input(ch)
   ch._input_for = max_message
 end
 
+-- A connection past the listener's max_connections: closed at once,
+-- before init (the peer sees its connection closed), with a warning at
+-- most once a second (a flood of them would flood the log too).
+local function refuse_connection(ch, server)
+  server._refused = server._refused + 1
+  local now = event.now()
+  if now - server._warned_at >= 1 then
+    server._warned_at = now
+    event.warn(("rpc: refusing %s: max_connections (%d) reached, %d refused")
+               :format(tostring(ch), server._max_connections, server._refused))
+  end
+  ch:close_immediately()
+  return ch
+end
+
 -- The state lives here rather than in init, so that a subclass's init
 -- need not call this one's.
 function RpcChannel:_start(...)
+  local server = self._server   -- set on the class by rpc.listen
+  if server and server._nconns >= server._max_connections then
+    return refuse_connection(self, server)
+  end
   self._pending = {}
   self._next_id = 1
   self._free_ids, self._nfree = {}, 0   -- msgids answered, for reuse
   self._early = {}   -- task -> response that came before it waited
   self._due, self._due_at, self._due_timer = {}, math.huge, false
   self._serving = 0  -- requests taken and not answered yet
+  -- _serving may reach _cap before serving pauses (see pause): max_inflight
+  -- less the notifications being served. The rest of the pause state
+  -- (_blocked, _held...) is nil until a first pause.
+  self._cap = self.max_inflight
   -- fields read per message are the instance's own: a miss would walk
   -- the class chain
   self._failing, self._scan, self._draining = false, false, false
@@ -69,8 +95,10 @@ function RpcChannel:_start(...)
     name = ("channel (fd %d)"):format(self._stream:fd())   -- no peer: a pipe
   end
   self._name = name
-  local server = self._server   -- set on the class by rpc.listen
-  if server then server._conns[self] = true end
+  if server then
+    server._conns[self] = true
+    server._nconns = server._nconns + 1
+  end
   Channel._start(self, ...)
   if not self._closed then
     fit_input(self)
@@ -126,6 +154,8 @@ local worker
 -- A request was answered; a channel that is closing for bad input waits
 -- for its last one (see fail below), one of a listener shutting down
 -- closes after it.
+local resume_soon   -- defined with the pausing, below
+
 local function served(ch)
   local n = ch._serving - 1
   ch._serving = n
@@ -137,6 +167,7 @@ local function served(ch)
       ch:close()
     end
   end
+  if n == ch._cap - 1 and ch._blocked then resume_soon(ch) end  -- below it again
 end
 
 local function schedule_worker()
@@ -220,17 +251,21 @@ worker = function(token)
   end
 end
 
--- One notification, in its own coroutine: nothing to answer.
+-- One notification, in its own coroutine: nothing to answer. It counts
+-- towards max_inflight while it runs.
 local function serve_notification(ch, method, _, ...)
   local fn = handler_for(ch, method)
   if not fn then
     event.warn("rpc: notification for unknown method " .. method)
-    return
+  else
+    local ok, e = xpcall(fn, on_handler_error, ch, ...)
+    if not ok then
+      event.error(("rpc: %s failed: %s"):format(method, e.traceback))
+    end
   end
-  local ok, e = xpcall(fn, on_handler_error, ch, ...)
-  if not ok then
-    event.error(("rpc: %s failed: %s"):format(method, e.traceback))
-  end
+  local cap = ch._cap + 1
+  ch._cap = cap
+  if ch._serving == cap - 1 and ch._blocked then resume_soon(ch) end
 end
 
 -- A request with more than max_params parameters: it is otherwise a
@@ -295,6 +330,113 @@ local function stop_due(ch)
   ch._due_at = math.huge
   if ch._due_timer then ch._due_timer:stop() end
 end
+
+--[[ Pausing ================================================================]]
+-- A channel stops taking requests while max_inflight of its requests and
+-- notifications are being served, or while its output is above high_water
+-- (a peer that sends requests and never reads the replies would make it
+-- queue them without end). The requests are not refused, only left
+-- unread, and TCP flow control slows the peer down. Responses still come
+-- through until a request is at the head of the input (a handler may be
+-- waiting for one of them); from then on reading stops as well. A
+-- handler's end (served) or the output's drain resumes it, from a loop
+-- callback (a zero timer): a worker must not run the data loop, which
+-- resumes callers. The send timeout still drops a peer that stops reading
+-- altogether.
+-- The request path pays one compare: _serving against _cap (max_inflight
+-- less the notifications being served). read_rpc watches the output
+-- itself: above high_water it leaves a request unread and returns false.
+
+local process, read_responses, paused_data
+
+local function await_drain(ch)
+  ch:_wait_drain()   -- or the channel closed, or write_timeout passed
+  ch._drain_waiter = false
+  if ch._blocked then resume_soon(ch) end
+end
+
+-- Whether serving must stay paused; while the output is what holds it,
+-- a coroutine waits for the drain.
+local function over_limits(ch)
+  if ch._serving >= ch._cap then return true end
+  if not ch._stream:full() then return false end
+  if not ch._drain_waiter then
+    ch._drain_waiter = true
+    event.fork(await_drain, ch):set_name("rpc drain " .. ch._name)
+  end
+  return true
+end
+
+-- Read no more from the socket: the input buffer keeps what it holds, and
+-- data() restores its size on resume (_input_for no longer matches).
+local function stop_reading(ch)
+  local stream = ch._stream
+  local _, high, low = stream:limits()
+  stream:set_limits(math.max(1, (stream:buffered())), high, low)
+  ch._input_for = false
+end
+
+local function resume_reading(_, ch)
+  ch._resuming = false
+  if ch._closed or ch._failing or not ch._blocked or over_limits(ch) then
+    return
+  end
+  ch._blocked, ch._held = false, false
+  ch.data = nil   -- the class's again
+  ch:data()
+end
+
+resume_soon = function(ch)
+  if ch._resuming or ch._closed or ch._failing or over_limits(ch) then
+    return
+  end
+  ch._resuming = true
+  local timer = ch._resume_timer
+  if not timer then
+    timer = core.timer(resume_reading, ch)
+    ch._resume_timer = timer
+  end
+  timer:start(0)
+end
+
+local function block(ch)
+  if not ch._blocked then
+    ch._blocked = true
+    ch.data = paused_data   -- until resume_reading
+  end
+end
+
+-- A request or notification taken reached max_inflight: pause (false
+-- ends the data loop) and read on the responses only.
+local function pause(ch)
+  block(ch)
+  read_responses(ch)
+  return false
+end
+
+-- read_rpc's false: a request waits at the head of the input (while
+-- paused, or with the output full).
+local function hold(ch)
+  block(ch)
+  ch._held = true
+  if ch._input_for then stop_reading(ch) end
+  if not over_limits(ch) then resume_soon(ch) end  -- unless on its way
+  return false
+end
+
+-- The responses at the head of the input, while paused.
+read_responses = function(ch)
+  if ch._held or ch._failing then return end   -- nothing behind a request
+  local stream = ch._stream
+  local max_message, max_depth, max_params = ch.max_message, ch.max_depth,
+    ch.max_params
+  while process(ch, stream:read_rpc(max_message, max_depth, max_params,
+                                    ch._scan or nil, nil, nil, ch, true)) do end
+end
+
+-- ch:data() while paused (an instance field, so the class's data pays
+-- nothing for the pause)
+paused_data = read_responses
 
 --[[ Messages ===============================================================]]
 
@@ -364,7 +506,7 @@ function RpcChannel:_eof()
 end
 
 -- Handle one decoded message; false when no complete message is left.
-local function process(ch, kind, ...)
+process = function(ch, kind, ...)
   if kind == 1 then
     local msgid, err, result = ...
     local task = ch._pending[msgid]
@@ -390,8 +532,10 @@ local function process(ch, kind, ...)
     local msgid, method, n = ...
     if method == nil then   -- read_rpc stored it in the queue: msgid is its end
       qtail = msgid
-      ch._serving = ch._serving + 1
+      local serving = ch._serving + 1
+      ch._serving = serving
       if not helper_scheduled then schedule_worker() end
+      if serving >= ch._cap then return pause(ch) end
     elseif n > ch.max_params then
       refuse(ch, msgid, method, n)
     else
@@ -405,8 +549,13 @@ local function process(ch, kind, ...)
       event.warn(("rpc: dropping notification %s from %s: %d parameters")
                  :format(method, tostring(ch), n))
     else
+      local cap = ch._cap - 1   -- the notification counts as being served
+      ch._cap = cap
       event.fork(serve_notification, ch, ...)
+      if ch._serving >= cap then return pause(ch) end
     end
+  elseif kind == false then
+    return hold(ch)
   else
     local err = ...
     if err then
@@ -420,7 +569,8 @@ local function process(ch, kind, ...)
   return true
 end
 
--- Every complete message in the buffer, in order.
+-- Every complete message in the buffer, in order (while paused,
+-- paused_data takes its place).
 function RpcChannel:data()
   if self._failing then return end
   local stream = self._stream
@@ -459,9 +609,11 @@ function RpcChannel:_ended(reason)
   fail_pending(self)
   stop_due(self)
   if self._eof_timer then self._eof_timer:stop() end
+  if self._resume_timer then self._resume_timer:stop() end
   local server = self._server
   if server and server._conns[self] then
     server._conns[self] = nil
+    server._nconns = server._nconns - 1
     if server._draining and not next(server._conns) then
       local waiters = server._waiters
       server._waiters = {}
@@ -647,14 +799,15 @@ function Listener:__tostring()
   return (tostring(self._listener):gsub("^evlua%.listener", Listener.__name))
 end
 
--- listener:stats() -> { connections =, serving = } (requests taken and not
--- answered yet, over every connection)
+-- listener:stats() -> { connections =, serving = (requests taken and not
+-- answered yet, over every connection), refused = (connections closed at
+-- once for max_connections) }
 function Listener:stats()
   local n, serving = 0, 0
   for ch in pairs(self._conns) do
     n, serving = n + 1, serving + ch._serving
   end
-  return { connections = n, serving = serving }
+  return { connections = n, serving = serving, refused = self._refused }
 end
 
 -- listener:shutdown([timeout]) -> true | nil, "timeout", "timeout". In a
@@ -699,8 +852,12 @@ end
 -- Channel fields that rpc.listen and rpc.connect take from opts, with
 -- the largest value each may take.
 local OPTIONS = { "max_message", "max_depth", "max_params", "call_timeout",
-                  "idle_timeout" }
+                  "idle_timeout", "max_inflight", "max_sparse_keys",
+                  "max_sparse_total" }
 local CEILING = { max_depth = 512, max_params = 100000 }
+local FLOOR = { max_inflight = 1 }
+local INTEGER = { max_inflight = true, max_sparse_keys = true,
+                  max_sparse_total = true }
 
 -- class, or a subclass of it with the handlers and the OPTIONS in opts.
 -- handlers_arg and opts_arg: where the caller took them, for the errors.
@@ -718,10 +875,18 @@ local function configured(class, handlers, opts, fname, handlers_arg, opts_arg)
   for _, name in ipairs(OPTIONS) do
     local value = opts and opts[name]
     if value ~= nil then
-      local ceiling = CEILING[name] or math.huge
-      if type(value) ~= "number" or not (value >= 0 and value <= ceiling) then
-        local range = ceiling == math.huge and "a non-negative number"
-                      or "a number from 0 to " .. ceiling
+      local ceiling, floor = CEILING[name] or math.huge, FLOOR[name] or 0
+      if type(value) ~= "number" or not (value >= floor and value <= ceiling)
+         or INTEGER[name] and math.type(value) ~= "integer" then
+        local noun = INTEGER[name] and "integer" or "number"
+        local range
+        if ceiling < math.huge then
+          range = ("a %s from %d to %d"):format(noun, floor, ceiling)
+        elseif floor > 0 then
+          range = ("an %s from %d up"):format(noun, floor)
+        else
+          range = "a non-negative " .. noun
+        end
         errors.argerror(opts_arg, fname, name .. " must be " .. range, 2)
       end
       sub = sub or class:inherit()
@@ -733,12 +898,20 @@ end
 
 -- rpc.listen(ip, port, handlers [, class [, opts]]) -> listener | nil, err
 -- handlers[method](ch, ...) serves each request in its own coroutine.
--- opts: those of event.listen, and max_message, max_depth, max_params,
--- call_timeout, idle_timeout for the channels it accepts.
+-- opts: those of event.listen, max_connections (the most open at once;
+-- more are closed as they come; default none), and the OPTIONS for the
+-- channels it accepts.
 function rpc.listen(ip, port, handlers, class, opts)
   class = configured(class, handlers, opts, "listen", 3, 5):inherit()
+  local max_connections = opts and opts.max_connections
+  if max_connections ~= nil and (math.type(max_connections) ~= "integer"
+                                 or max_connections < 1) then
+    argerror(5, "listen", "max_connections must be an integer from 1 up")
+  end
   local server = setmetatable({ _conns = setmetatable({}, { __mode = "k" }),
-                                _draining = false, _waiters = {} },
+                                _draining = false, _waiters = {},
+                                _nconns = 0, _refused = 0, _warned_at = -math.huge,
+                                _max_connections = max_connections or math.huge },
                               Listener)
   class._server = server   -- RpcChannel:_start registers each channel
   local listener, err, code = event.listen(ip, port, nil, class, opts)
@@ -749,7 +922,7 @@ end
 
 -- rpc.connect(host, port [, opts]) -> channel | nil, err. In a coroutine.
 -- opts: timeout (connect), class, handlers (for calls from the server),
--- max_message, max_depth, max_params, call_timeout, idle_timeout.
+-- and the OPTIONS (max_message, max_depth... idle_timeout).
 function rpc.connect(host, port, opts)
   opts = opts or {}
   local class = configured(opts.class, opts.handlers, opts, "connect", 3, 3)

@@ -167,11 +167,128 @@ static int l_encode(lua_State *L) {
 
 /* Decoding ============================================================ */
 
+/* Lua 5.4 hashes integer and float keys without a seed (an integer k
+** goes to bucket k % ((size-1)|1)), so a map whose keys an attacker
+** picks to share a bucket costs O(n^2) to build: 80,000 such keys in an
+** 800 KB message took 6.5 s. String keys are seeded, booleans are two,
+** and integers k with |k| <= 2n in a map of n entries cannot crowd a
+** bucket: the map's table is made with room for all n (no rehash while it
+** fills), so the modulus is at least n-1 and at most 7 of them share a
+** bucket. Every other key (an integer outside that range, a float that
+** is not such an integer, a table) is "sparse": a map may have at most
+** max_sparse of them and a message max_sparse_total in all, which bounds
+** the collision work of a message to max_sparse * max_sparse_total
+** steps and to max_sparse per byte (docs/rpc.md has the figures). */
+
+#define DEFAULT_MAX_SPARSE 256
+#define DEFAULT_MAX_SPARSE_TOTAL 4096
+#define MAP_PREALLOC_MAX (1 << 26)   /* entries of room made up front */
+
+typedef struct decoder {
+  lua_State *L;
+  const char *end;           /* of the message */
+  lua_Integer max_sparse;    /* sparse keys one map may have */
+  lua_Integer sparse_left;   /* sparse keys the rest of the message may have */
+  lua_Integer max_total;     /* for the error message */
+  int limits;                /* stack index of a table with the two limits
+                             ** as fields, read at the first sparse key
+                             ** (most messages have none); 0: set */
+  int over;                  /* the limit passed: 1 per map, 2 in all */
+} decoder;
+
+static int decode_value(decoder *d, const char **p);
+
+static void decoder_init(decoder *d, lua_State *L, const char *end,
+                         lua_Integer max_sparse, lua_Integer max_total) {
+  d->L = L;
+  d->end = end;
+  d->max_sparse = max_sparse;
+  d->sparse_left = max_total;
+  d->max_total = max_total;
+  d->limits = 0;
+  d->over = 0;
+}
+
+/* A field of the limits table: its default when nil, else a
+** non-negative integer (anything else raises). */
+static lua_Integer limit_field(lua_State *L, int t, const char *name,
+                               lua_Integer def) {
+  lua_getfield(L, t, name);
+  int isnum;
+  lua_Integer n = lua_tointegerx(L, -1, &isnum);
+  int none = lua_isnil(L, -1);
+  lua_pop(L, 1);
+  if (none) return def;
+  if (!isnum || n < 0)
+    luaL_error(L, "msgpack: %s must be a non-negative integer", name);
+  return n;
+}
+
+/* The limits from the table d->limits, at the first sparse key. */
+static void load_limits(decoder *d) {
+  lua_State *L = d->L;
+  d->max_sparse = limit_field(L, d->limits, "max_sparse_keys",
+                              DEFAULT_MAX_SPARSE);
+  d->max_total = limit_field(L, d->limits, "max_sparse_total",
+                             DEFAULT_MAX_SPARSE_TOTAL);
+  d->sparse_left = d->max_total;
+  d->limits = 0;
+}
+
+/* Whether the map key k (of a map of n entries) may share its bucket
+** with many others: see above. */
+static int sparse_key(const mp_token *k, uint32_t n) {
+  lua_Integer range = 2 * (lua_Integer)n;
+  switch (k->type) {
+  case MP_STR: case MP_BIN: case MP_BOOL: case MP_NIL:
+    return 0;
+  case MP_INT:
+    return k->v.i < -range || k->v.i > range;
+  case MP_FLOAT:   /* an integral float is an integer key in a Lua table */
+    return !(k->v.f >= (double)-range && k->v.f <= (double)range &&
+             k->v.f == floor(k->v.f)) && !isnan(k->v.f);
+  default:
+    return 1;
+  }
+}
+
+/* The budgets of sparse keys were passed: -1, the caller fails. */
+static int sparse_failure(decoder *d, int per_map) {
+  d->over = per_map ? 1 : 2;
+  return -1;
+}
+
+static int decode_map(decoder *d, uint32_t n, const char **p) {
+  lua_State *L = d->L;
+  lua_createtable(L, 0, (int)(n < MAP_PREALLOC_MAX ? n : MAP_PREALLOC_MAX));
+  lua_Integer sparse = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    mp_token k;
+    const char *at = *p;
+    if (mp_read_token(at, (size_t)(d->end - at), &k) <= 0)
+      luaL_error(L, "msgpack: invalid data");   /* not reached */
+    if (sparse_key(&k, n)) {
+      if (d->limits) load_limits(d);
+      if (++sparse > d->max_sparse) return sparse_failure(d, 1);
+      if (--d->sparse_left < 0) return sparse_failure(d, 0);
+    }
+    if (decode_value(d, p) < 0 || decode_value(d, p) < 0) return -1;
+    if (k.type == MP_NIL || (k.type == MP_FLOAT && isnan(k.v.f))) {
+      lua_pop(L, 2);   /* no Lua table can hold such a key */
+      continue;
+    }
+    lua_rawset(L, -3);
+  }
+  return 0;
+}
+
 /* Push the value at *p (known to be complete and within the depth limit)
-** and advance *p past it. */
-static void decode_value(lua_State *L, const char **p, const char *end) {
+** and advance *p past it: 0, or -1 when a sparse key budget was passed
+** (d->over says which; the stack holds what was pushed so far). */
+static int decode_value(decoder *d, const char **p) {
+  lua_State *L = d->L;
   mp_token t;
-  long used = mp_read_token(*p, (size_t)(end - *p), &t);
+  long used = mp_read_token(*p, (size_t)(d->end - *p), &t);
   if (used <= 0) luaL_error(L, "msgpack: invalid data");   /* not reached */
   *p += used;
   luaL_checkstack(L, 3, "msgpack nesting");
@@ -192,25 +309,31 @@ static void decode_value(lua_State *L, const char **p, const char *end) {
   case MP_ARRAY:
     lua_createtable(L, (int)(t.v.n < 1024 ? t.v.n : 1024), 0);
     for (uint32_t i = 1; i <= t.v.n; i++) {
-      decode_value(L, p, end);
+      if (decode_value(d, p) < 0) return -1;
       lua_rawseti(L, -2, (lua_Integer)i);
     }
     break;
   case MP_MAP:
-    lua_createtable(L, 0, (int)(t.v.n < 1024 ? t.v.n : 1024));
-    for (uint32_t i = 0; i < t.v.n; i++) {
-      decode_value(L, p, end);
-      decode_value(L, p, end);
-      int key = lua_gettop(L) - 1;
-      if (lua_isnil(L, key) ||
-          (lua_type(L, key) == LUA_TNUMBER && isnan(lua_tonumber(L, key)))) {
-        lua_pop(L, 2);   /* no Lua table can hold such a key */
-        continue;
-      }
-      lua_rawset(L, -3);
-    }
-    break;
+    return decode_map(d, t.v.n, p);
   }
+  return 0;
+}
+
+/* nil, message, code after decode_value failed; the stack is cut to
+** base first. */
+static int decode_failure(lua_State *L, int base, const decoder *d) {
+  lua_settop(L, base);
+  if (d->over == 1)
+    return evlua_fail(L, "too_large", "a map has more than %I sparse keys "
+                      "(max_sparse_keys)", d->max_sparse);
+  return evlua_fail(L, "too_large", "more than %I sparse map keys in a "
+                    "message (max_sparse_total)", d->max_total);
+}
+
+static lua_Integer check_limit(lua_State *L, int idx, lua_Integer def) {
+  lua_Integer n = luaL_optinteger(L, idx, def);
+  luaL_argcheck(L, n >= 0, idx, "non-negative limit expected");
+  return n;
 }
 
 /* nil, message, code for a failed mp_value_length / mp_scan. */
@@ -221,18 +344,24 @@ static int length_error(lua_State *L, long r) {
                     ? "nesting too deep" : "invalid msgpack data");
 }
 
-/* core.mp_decode(s [, pos [, max_depth]]) -> value, next_pos | nil, err */
+/* core.mp_decode(s [, pos [, max_depth [, max_sparse_keys
+**                [, max_sparse_total]]]]) -> value, next_pos | nil, err */
 static int l_decode(lua_State *L) {
   size_t len;
   const char *s = luaL_checklstring(L, 1, &len);
   lua_Integer pos = luaL_optinteger(L, 2, 1);
   int max_depth = check_depth(L, 3);
+  lua_Integer max_sparse = check_limit(L, 4, DEFAULT_MAX_SPARSE);
+  lua_Integer max_total = check_limit(L, 5, DEFAULT_MAX_SPARSE_TOTAL);
   luaL_argcheck(L, pos >= 1 && (size_t)pos <= len + 1, 2, "out of range");
   const char *p = s + pos - 1;
   long n = mp_value_length(p, len - (size_t)(pos - 1), max_depth);
   if (n <= 0) return length_error(L, n);
   const char *end = p + n;
-  decode_value(L, &p, end);
+  decoder d;
+  decoder_init(&d, L, end, max_sparse, max_total);
+  int base = lua_gettop(L);
+  if (decode_value(&d, &p) < 0) return decode_failure(L, base, &d);
   lua_pushinteger(L, (lua_Integer)(end - s) + 1);
   return 2;
 }
@@ -325,20 +454,29 @@ static long message_length(lua_State *L, lstream *ls, size_t max_size,
   return n;
 }
 
-/* stream:read_msgpack([max_size [, max_depth]]) -> value | nil (not
-** complete yet) | nil, err (the stream holds bad or oversized data) */
+/* stream:read_msgpack([max_size [, max_depth [, max_sparse_keys
+**                     [, max_sparse_total]]]]) -> value | nil (not
+** complete yet) | nil, err (the stream holds bad or oversized data; a
+** value past the sparse key limits is taken from the stream) */
 static int l_read_msgpack(lua_State *L) {
   lstream *ls = evlua_check_stream(L, 1);
   size_t max_size = check_max_size(L, 2);
-  long n = message_length(L, ls, max_size, check_depth(L, 3), NULL);
+  int max_depth = check_depth(L, 3);
+  lua_Integer max_sparse = check_limit(L, 4, DEFAULT_MAX_SPARSE);
+  lua_Integer max_total = check_limit(L, 5, DEFAULT_MAX_SPARSE_TOTAL);
+  lua_settop(L, 1);
+  long n = message_length(L, ls, max_size, max_depth, NULL);
   if (n < 0) return 3;   /* message_length's nil, message, code */
   if (n == 0) {
     luaL_pushfail(L);
     return 1;
   }
   const char *p = evlua_buffer_peek(&ls->s.in);
-  decode_value(L, &p, p + n);
+  decoder d;
+  decoder_init(&d, L, p + n, max_sparse, max_total);
+  int r = decode_value(&d, &p);
   evlua_stream_take(&ls->s, (size_t)n);
+  if (r < 0) return decode_failure(L, 1, &d);
   return 1;
 }
 
@@ -356,14 +494,15 @@ static int rpc_field(const char **p, const char *end, mp_type want,
 /* Push the count of the params array at *p, then its elements as
 ** separate values; past max_params, the count alone (the caller answers
 ** with an error: the elements would only be dropped). */
-static int push_params(lua_State *L, const char **p, const char *end,
-                       lua_Integer max_params) {
+static int push_params(decoder *d, const char **p, lua_Integer max_params) {
+  lua_State *L = d->L;
   mp_token t;
-  if (!rpc_field(p, end, MP_ARRAY, &t)) return -1;
+  if (!rpc_field(p, d->end, MP_ARRAY, &t)) return -1;
   lua_pushinteger(L, t.v.n);
   if ((lua_Integer)t.v.n > max_params) return (int)t.v.n;
   luaL_checkstack(L, (int)t.v.n + 4, "too many rpc parameters");
-  for (uint32_t i = 0; i < t.v.n; i++) decode_value(L, p, end);
+  for (uint32_t i = 0; i < t.v.n; i++)
+    if (decode_value(d, p) < 0) return -2;
   return (int)t.v.n;
 }
 
@@ -376,15 +515,18 @@ static lua_Integer check_max_params(lua_State *L, int idx) {
 
 /* A request stored as queue[tail+1..]: the value at index owner, msgid,
 ** method, nparams, params... (evlua.rpc's request queue), then 0 and the
-** new tail pushed: 2. The values go straight into the table, not through the Lua stack
-** and the caller's varargs. 0: more params than max_params (not
-** stored), -1: no params array. */
-static int queue_request(lua_State *L, int queue, int owner,
-                         lua_Integer tail, const char **p, const char *end, const mp_token *id,
-                         const mp_token *method, lua_Integer max_params) {
+** new tail pushed: 2. The values go straight into the table, not through
+** the Lua stack and the caller's varargs. 0: more params than max_params
+** (not stored), -1: no params array, -2: past a sparse key limit (the
+** slots filled are emptied again). */
+static int queue_request(decoder *d, int queue, int owner,
+                         lua_Integer tail, const char **p,
+                         const mp_token *id, const mp_token *method,
+                         lua_Integer max_params) {
+  lua_State *L = d->L;
   mp_token t;
   const char *at = *p;
-  if (!rpc_field(&at, end, MP_ARRAY, &t)) return -1;
+  if (!rpc_field(&at, d->end, MP_ARRAY, &t)) return -1;
   if ((lua_Integer)t.v.n > max_params) return 0;   /* the caller refuses it */
   *p = at;
   lua_pushvalue(L, owner);
@@ -395,9 +537,18 @@ static int queue_request(lua_State *L, int queue, int owner,
   lua_rawseti(L, queue, tail + 3);
   lua_pushinteger(L, t.v.n);
   lua_rawseti(L, queue, tail + 4);
+  lua_Integer first = tail + 1;
   tail += 4;
   for (uint32_t i = 0; i < t.v.n; i++) {
-    decode_value(L, p, end);
+    if (decode_value(d, p) < 0) {
+      lua_pushnil(L);   /* the slots hold no stale references then */
+      for (lua_Integer j = first; j <= tail; j++) {
+        lua_pushnil(L);
+        lua_rawseti(L, queue, j);
+      }
+      lua_pop(L, 1);
+      return -2;
+    }
     lua_rawseti(L, queue, ++tail);
   }
   lua_pushinteger(L, 0);
@@ -406,7 +557,7 @@ static int queue_request(lua_State *L, int queue, int owner,
 }
 
 /* stream:read_rpc([max_size [, max_depth [, max_params [, scanner
-**                 [, queue, tail, owner]]]]])
+**                 [, queue, tail [, owner [, responses_only]]]]]]])
 ** -> one message, as values:
 **   request:      0, msgid, method, nparams, params...
 **   response:     1, msgid, error, result
@@ -416,21 +567,24 @@ static int queue_request(lua_State *L, int queue, int owner,
 ** With a queue table, a request with at most max_params params is stored
 ** in it instead (see queue_request) and the values are 0, the new tail.
 ** A scanner (core.mp_scanner()) keeps the walk of a message that comes
-** in pieces from one call to the next. */
+** in pieces from one call to the next. While the stream's output is
+** above its high-water mark, or with responses_only, a complete request
+** or notification is left in the stream and the result is false (the
+** caller pauses serving, and reads its responses on). A table owner (the
+** rpc channel) has the sparse key limits as fields max_sparse_keys and
+** max_sparse_total (nil: the defaults). */
 static int l_read_rpc(lua_State *L) {
   lstream *ls = evlua_check_stream(L, 1);
   size_t max_size = check_max_size(L, 2);
   int max_depth = check_depth(L, 3);
   lua_Integer max_params = check_max_params(L, 4);
   mp_scanner *sc = stream_scanner(L, 5, ls);
-  int queue = lua_istable(L, 6) ? 6 : 0, owner = 7;
+  int queue = lua_istable(L, 6) ? 6 : 0, owner = queue ? 7 : 2;
   lua_Integer tail = queue ? luaL_checkinteger(L, 7) : 0;
-  if (queue) {
-    lua_settop(L, 8);
-    lua_replace(L, owner);   /* the owner (arg 8) where tail was */
-  } else {
-    lua_settop(L, 1);
-  }
+  int responses_only = !queue && lua_toboolean(L, 9);
+  lua_settop(L, 8);
+  lua_replace(L, owner);   /* the owner (arg 8) where tail (or max_size) was */
+  if (!queue) lua_settop(L, owner);
   long n = message_length(L, ls, max_size, max_depth, sc);
   if (n < 0) return 3;   /* message_length's nil, message, code */
   if (n == 0) {
@@ -438,34 +592,46 @@ static int l_read_rpc(lua_State *L) {
     return 1;
   }
   const char *p = evlua_buffer_peek(&ls->s.in), *end = p + n;
+  decoder d;
+  decoder_init(&d, L, end, DEFAULT_MAX_SPARSE, DEFAULT_MAX_SPARSE_TOTAL);
+  if (lua_istable(L, owner)) d.limits = owner;
   mp_token t, kind, id, method;
   int ok = rpc_field(&p, end, MP_ARRAY, &t) && rpc_field(&p, end, MP_INT, &kind);
+  if (ok && (responses_only || ls->s.full) &&
+      (kind.v.i == 0 || kind.v.i == 2)) {
+    lua_pushboolean(L, 0);   /* left for when serving resumes */
+    return 1;
+  }
   int base = lua_gettop(L);
-  int queued = 0;
+  int r = 0;   /* < 0: a limit of the values was passed */
   if (ok && kind.v.i == 0 && t.v.n == 4 && rpc_field(&p, end, MP_INT, &id) &&
       rpc_field(&p, end, MP_STR, &method)) {
+    int queued = 0;
     if (queue)
-      queued = queue_request(L, queue, owner, tail, &p, end, &id, &method,
+      queued = queue_request(&d, queue, owner, tail, &p, &id, &method,
                              max_params);
-    if (queued < 0) {
+    if (queued == -1) {
       ok = 0;
+    } else if (queued < 0) {
+      r = -1;
     } else if (queued == 0) {
       lua_pushinteger(L, 0);
       lua_pushinteger(L, (lua_Integer)id.v.i);
       lua_pushlstring(L, method.v.s.p, method.v.s.len);
-      ok = push_params(L, &p, end, max_params) >= 0;
+      r = push_params(&d, &p, max_params);
+      ok = r != -1;
     }
   } else if (ok && kind.v.i == 1 && t.v.n == 4 &&
              rpc_field(&p, end, MP_INT, &id)) {
     lua_pushinteger(L, 1);
     lua_pushinteger(L, (lua_Integer)id.v.i);
-    decode_value(L, &p, end);
-    decode_value(L, &p, end);
+    r = decode_value(&d, &p) < 0 || decode_value(&d, &p) < 0 ? -2 : 0;
   } else if (ok && kind.v.i == 2 && t.v.n == 3 &&
              rpc_field(&p, end, MP_STR, &method)) {
     lua_pushinteger(L, 2);
     lua_pushlstring(L, method.v.s.p, method.v.s.len);
-    ok = push_params(L, &p, end, max_params) >= 0;
+    r = push_params(&d, &p, max_params);
+    ok = r != -1;
   } else {
     ok = 0;
   }
@@ -474,6 +640,7 @@ static int l_read_rpc(lua_State *L) {
     lua_settop(L, base);
     return evlua_fail(L, "protocol", "invalid rpc message");
   }
+  if (r < 0 && d.over) return decode_failure(L, base, &d);
   return lua_gettop(L) - base;
 }
 

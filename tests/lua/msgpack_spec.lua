@@ -224,6 +224,120 @@ describe("msgpack containers", function()
   end)
 end)
 
+-- Lua hashes integer and float keys without a seed: keys an attacker
+-- picks to share one bucket make a map cost O(n^2) to build. The decoder
+-- bounds the "sparse" keys (neither strings, booleans nor integers k
+-- with |k| <= 2n in a map of n entries): max_sparse_keys per map (256),
+-- max_sparse_total per value (4096), both past as nil, err, "too_large".
+describe("msgpack sparse map keys", function()
+  -- a map32 of the keys (integers as int64, floats as float64), values true
+  local function map_of(keys)
+    local parts = { "\xdf" .. string.pack(">I4", #keys) }
+    for _, k in ipairs(keys) do
+      parts[#parts + 1] = (math.type(k) == "integer"
+                           and "\xd3" .. string.pack(">i8", k)
+                           or "\xcb" .. string.pack(">d", k)) .. "\xc3"
+    end
+    return table.concat(parts)
+  end
+  local function sparse(n, from)
+    local keys = {}
+    for i = 1, n do keys[i] = 10 ^ 9 // 1 + (from or 0) + i end
+    return keys
+  end
+  local function array_of(...)
+    local items = { ... }
+    return "\xdd" .. string.pack(">I4", #items) .. table.concat(items)
+  end
+  local function count(t)
+    local n = 0
+    for _ in pairs(t) do n = n + 1 end
+    return n
+  end
+  local PER_MAP = "a map has more than %d sparse keys (max_sparse_keys)"
+  local TOTAL = "more than %d sparse map keys in a message (max_sparse_total)"
+
+  it("decodes max_sparse_keys sparse keys in a map, fails on one more", function()
+    assert.equal(256, count(assert(decode(map_of(sparse(256))))))
+    assert.same({ nil, PER_MAP:format(256), "too_large" },
+                { decode(map_of(sparse(257))) })
+    assert.equal(3, count(assert(decode(map_of(sparse(3)), 1, nil, 3))))
+    assert.same({ nil, PER_MAP:format(3), "too_large" },
+                { decode(map_of(sparse(4)), 1, nil, 3) })
+    assert.same({ nil, PER_MAP:format(0), "too_large" },
+                { decode(map_of(sparse(1)), 1, nil, 0) })
+  end)
+
+  it("counts the sparse keys of the whole value against max_sparse_total", function()
+    local maps = {}
+    for i = 1, 16 do maps[i] = map_of(sparse(256, i * 1000)) end
+    local t = assert(decode(array_of(table.unpack(maps))))   -- 4096: the default
+    assert.equal(16, #t)
+    maps[17] = map_of(sparse(1))
+    assert.same({ nil, TOTAL:format(4096), "too_large" },
+                { decode(array_of(table.unpack(maps))) })
+    local at = array_of(map_of(sparse(2)), map_of(sparse(3)))
+    assert.equal(2, #assert(decode(at, 1, nil, nil, 5)))
+    assert.same({ nil, TOTAL:format(4), "too_large" },
+                { decode(at, 1, nil, nil, 4) })
+    -- nested maps count too
+    local nested = "\x81\xa1a" .. map_of(sparse(3))
+    assert.same({ nil, TOTAL:format(2), "too_large" },
+                { decode(nested, 1, nil, nil, 2) })
+  end)
+
+  it("does not count string, boolean and small integer keys", function()
+    -- 1,000 entries: the even keys 2..1000 and -2..-1000 (|k| <= 2n)
+    local keys = {}
+    for i = 1, 500 do
+      keys[#keys + 1] = 2 * i
+      keys[#keys + 1] = -2 * i
+    end
+    keys[#keys + 1] = 0
+    local t = assert(decode(map_of(keys), 1, nil, 0, 0))
+    assert.equal(1001, count(t))
+    assert.is_true(t[-1000] and t[1000] and t[0])
+    -- integral floats are integer keys in a Lua table: small ones are free
+    t = assert(decode(map_of({ 1.0, 2.0, -3.0 }), 1, nil, 0, 0))
+    assert.is_true(t[1] and t[2] and t[-3])
+    assert.same({ a = 1, [true] = 2, [false] = 3 },
+                (decode("\x83\xa1a\x01\xc3\x02\xc2\x03", 1, nil, 0, 0)))
+    -- and a sparse array of Lua's, encoded as a map, stays within them
+    local holes = {}
+    for i = 1, 1000, 2 do holes[i] = i end
+    assert.same(holes, (decode(encode(holes), 1, nil, 0, 0)))
+  end)
+
+  it("counts other numbers and tables as keys", function()
+    for _, k in ipairs({ 0.5, 2 ^ 40, -(2 ^ 40), 7.0 }) do   -- 7 > 2n (n = 1)
+      assert.same({ nil, PER_MAP:format(0), "too_large" },
+                  { decode(map_of({ k }), 1, nil, 0) }, tostring(k))
+    end
+    assert.same({ nil, PER_MAP:format(0), "too_large" },
+                { decode("\x81\x90\x01", 1, nil, 0) })   -- { [{}] = 1 }
+    -- uint64 above 2^63-1 (a float in Lua)
+    assert.same({ nil, PER_MAP:format(0), "too_large" },
+                { decode("\x81\xcf\xff\xff\xff\xff\xff\xff\xff\xff\x01", 1, nil, 0) })
+  end)
+
+  it("refuses the probe's colliding map of 80,000 keys (6.5 s without the limit)", function()
+    -- keys i * ((size - 1) | 1) share one bucket of a table of that size
+    local keys, m = {}, (131072 - 1) | 1
+    for i = 1, 80000 do keys[i] = i * m end
+    local t0 = os.clock()
+    assert.same({ nil, PER_MAP:format(256), "too_large" }, { decode(map_of(keys)) })
+    print(("\n  refused in %.1f ms"):format((os.clock() - t0) * 1000))
+  end)
+
+  it("raises on a limit that is not a non-negative integer", function()
+    assert.has_error(function() decode("\x80", 1, nil, -1) end,
+                     "bad argument #4 to 'decode' (non-negative limit expected)")
+    assert.has_error(function() decode("\x80", 1, nil, nil, -1) end,
+                     "bad argument #5 to 'decode' (non-negative limit expected)")
+    assert.has_error(function() decode("\x80", 1, nil, 1.5) end)
+  end)
+end)
+
 describe("msgpack arguments", function()
   it("raises on a depth or a position out of range", function()
     assert.has_error(function() encode({}, 0) end)
@@ -309,6 +423,27 @@ describe("stream:read_msgpack", function()
     send, close = reading_pair(nil, 2)
     r = send("\x91\x91\x91\x01")
     assert.same({ nil, "nesting too deep", "protocol", n = 3 }, r)
+    close()
+  end)
+
+  it("fails with too_large past the sparse key limits, and takes the value",
+     function()
+    local send, close = reading_pair(nil, nil, 2, 3)
+    local function keys(n)   -- a map of n keys 10^9 + i
+      local t = {}
+      for i = 1, n do t[10 ^ 9 // 1 + i] = true end
+      return encode(t)
+    end
+    local r = send(keys(2))   -- at the limits
+    assert.is_true(r[1][10 ^ 9 // 1 + 1] and r[1][10 ^ 9 // 1 + 2])
+    r = send(keys(3))
+    assert.same({ nil, "a map has more than 2 sparse keys (max_sparse_keys)",
+                  "too_large", n = 3 }, r)
+    r = send("\x92" .. keys(2) .. keys(2))   -- 4 in all, past 3
+    assert.same({ nil, "more than 3 sparse map keys in a message "
+                  .. "(max_sparse_total)", "too_large", n = 3 }, r)
+    r = send("\x01")   -- the refused values were taken: the next one reads
+    assert.same({ 1, n = 1 }, r)
     close()
   end)
 

@@ -18,7 +18,7 @@ local SERVER = [[
       if seen == expected then print("hanging " .. seen) io.stdout:flush() end
       event.sleep(100)
     end,
-  }))
+  }, nil, { max_inflight = 2000 }))   -- 1,000 calls in flight on one connection
   print("port " .. l:port())
   io.stdout:flush()
 ]]
@@ -90,7 +90,7 @@ describe("rpc listener:shutdown", function()
       return chs[(i % 3) + 1]:call("slow", 0.2, i)
     end)
     assert.is_true(event.wait(slow_started, 10))
-    assert.same({ connections = 3, serving = 15 }, listener:stats())
+    assert.same({ connections = 3, serving = 15, refused = 0 }, listener:stats())
     local shutdown = event.fork(function() return listener:shutdown(5) end)
     event.sleep(0)   -- shutdown has begun
     assert.same({ nil, "connection refused", "ECONNREFUSED" },
@@ -102,7 +102,7 @@ describe("rpc listener:shutdown", function()
     assert.same({ true, true }, { shutdown:join(10) })
     assert.is_true(event.wait(all_gone, 5))
     for i = 1, 3 do assert.equal("eof", chs[i]:closed()) end
-    assert.same({ connections = 0, serving = 0 }, listener:stats())
+    assert.same({ connections = 0, serving = 0, refused = 0 }, listener:stats())
   end)
 
   it("closes idle connections at once and returns at once with none", function()
@@ -163,7 +163,7 @@ describe("rpc listener:shutdown", function()
       ch:close()
     end
     assert.is_true(event.wait(all_gone, 5))
-    assert.same({ connections = 0, serving = 0 }, listener:stats())
+    assert.same({ connections = 0, serving = 0, refused = 0 }, listener:stats())
     listener:close()
   end)
 

@@ -161,10 +161,11 @@ end)
 -- others to "add"), then shuts down its write side; returns the replies
 -- it got before the server closed (msgid -> result text), and the reason
 -- the server's channel closed with.
-local function half_close(n, odd, call_timeout)
+local function half_close(n, odd, call_timeout, max_inflight)
   local closed = {}
   local Watched = rpc.channel:inherit()
   Watched.call_timeout = call_timeout
+  Watched.max_inflight = max_inflight
   function Watched:disconnect(reason)
     closed.reason = reason
     event.wakeup(closed)
@@ -204,6 +205,18 @@ describe("rpc half-close", function()
     it("answers slow requests of a peer that shut down its write side, then closes", function()
       local n = 10
       local got, reason, text = half_close(n, "slow")
+      for msgid = 1, n do
+        local want = msgid % 2 == 1 and msgid * 10 or msgid + 1
+        assert.equal(tostring(want), got[msgid], text)
+      end
+      assert.equal("eof", reason)
+    end)
+
+    it("answers the requests past max_inflight too, read after its EOF", function()
+      -- 10 requests to handlers that wait, 2 at a time: the other 8 (and
+      -- the EOF behind them) stay unread until there is room
+      local n = 10
+      local got, reason, text = half_close(n, "slow", nil, 2)
       for msgid = 1, n do
         local want = msgid % 2 == 1 and msgid * 10 or msgid + 1
         assert.equal(tostring(want), got[msgid], text)
