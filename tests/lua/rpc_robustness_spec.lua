@@ -194,46 +194,39 @@ describe("rpc half-close", function()
     assert.equal("eof", reason)
   end)
 
-  -- The replies of handlers that wait are lost today: on EOF the stream
-  -- layer stops taking writes and closes once its queue is empty, and
-  -- rpc.lua hears of the EOF only then (docs/rpc.md, "Half-close"). This
-  -- test is for the fix: rpc.lua's side (RpcChannel:_eof) waits for the
-  -- stream to report an EOF and stay writable (stream:set_half_close and
-  -- an "eof" event); RPC_HALF_CLOSE=1 runs it, and it should run always
-  -- once the stream has them.
-  if os.getenv("RPC_HALF_CLOSE") then
-    it("answers slow requests of a peer that shut down its write side, then closes", function()
-      local n = 10
-      local got, reason, text = half_close(n, "slow")
-      for msgid = 1, n do
-        local want = msgid % 2 == 1 and msgid * 10 or msgid + 1
-        assert.equal(tostring(want), got[msgid], text)
-      end
-      assert.equal("eof", reason)
-    end)
+  -- Handlers that wait: the stream reports the EOF and stays writable
+  -- (stream:set_half_close), so their replies still go out.
+  it("answers slow requests of a peer that shut down its write side, then closes", function()
+    local n = 10
+    local got, reason, text = half_close(n, "slow")
+    for msgid = 1, n do
+      local want = msgid % 2 == 1 and msgid * 10 or msgid + 1
+      assert.equal(tostring(want), got[msgid], text)
+    end
+    assert.equal("eof", reason)
+  end)
 
-    it("answers the requests past max_inflight too, read after its EOF", function()
-      -- 10 requests to handlers that wait, 2 at a time: the other 8 (and
-      -- the EOF behind them) stay unread until there is room
-      local n = 10
-      local got, reason, text = half_close(n, "slow", nil, 2)
-      for msgid = 1, n do
-        local want = msgid % 2 == 1 and msgid * 10 or msgid + 1
-        assert.equal(tostring(want), got[msgid], text)
-      end
-      assert.equal("eof", reason)
-    end)
+  it("answers the requests past max_inflight too, read after its EOF", function()
+    -- 10 requests to handlers that wait, 2 at a time: the other 8 (and
+    -- the EOF behind them) stay unread until there is room
+    local n = 10
+    local got, reason, text = half_close(n, "slow", nil, 2)
+    for msgid = 1, n do
+      local want = msgid % 2 == 1 and msgid * 10 or msgid + 1
+      assert.equal(tostring(want), got[msgid], text)
+    end
+    assert.equal("eof", reason)
+  end)
 
-    it("closes a half-closed connection call_timeout after its EOF when a handler hangs", function()
-      local t0 = event.time()
-      local got, reason, text = half_close(6, "hang", 0.3)
-      assert.is_true(event.time() - t0 < 20)   -- not the handler's 100 s
-      for msgid = 1, 6 do
-        assert.equal(msgid % 2 == 0 and tostring(msgid + 1) or nil, got[msgid], text)
-      end
-      assert.equal("eof", reason)
-    end)
-  end
+  it("closes a half-closed connection call_timeout after its EOF when a handler hangs", function()
+    local t0 = event.time()
+    local got, reason, text = half_close(6, "hang", 0.3)
+    assert.is_true(event.time() - t0 < 20)   -- not the handler's 100 s
+    for msgid = 1, 6 do
+      assert.equal(msgid % 2 == 0 and tostring(msgid + 1) or nil, got[msgid], text)
+    end
+    assert.equal("eof", reason)
+  end)
 end)
 
 describe("rpc bad input", function()
