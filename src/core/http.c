@@ -135,6 +135,39 @@ static int check_host(evlua_http *h) {
   return 0;
 }
 
+/* Count the codings of a Transfer-Encoding value: chunked ones into
+** *chunked, the others into *other. */
+static void count_codings(const char *v, size_t len, int *chunked, int *other) {
+  size_t i = 0;
+  while (i < len) {
+    while (i < len && (v[i] == ' ' || v[i] == '\t' || v[i] == ',')) i++;
+    size_t start = i;
+    while (i < len && v[i] != ',') i++;
+    size_t end = i;
+    while (end > start && (v[end - 1] == ' ' || v[end - 1] == '\t')) end--;
+    if (end == start) continue;
+    if (evlua_http_ieq(v + start, end - start, "chunked")) (*chunked)++;
+    else (*other)++;
+  }
+}
+
+/* A request's Transfer-Encoding, over all its headers: chunked once, or
+** nothing. Another coding is not implemented here (501, as nginx), and
+** the body would reach the callback still encoded; chunked twice is
+** malformed (RFC 9112 6.1). http-parser alone lets both through. */
+static int check_transfer_encoding(evlua_http *h) {
+  const char *base = evlua_http_bytes(&h->hbuf);
+  int chunked = 0, other = 0;
+  for (size_t i = 0; i < h->nfields; i++) {
+    const evlua_http_field *f = &h->fields[i];
+    if (evlua_http_ieq(base + f->off, f->name_len, "transfer-encoding"))
+      count_codings(base + f->off + f->name_len, f->value_len, &chunked, &other);
+  }
+  if (other > 0) return fail_with(h, 501, "unsupported transfer coding");
+  if (chunked > 1) return fail_with(h, 400, "chunked more than once");
+  return 0;
+}
+
 /* Returning 1 tells http-parser the message has no body (HEAD). */
 static int on_headers_complete(http_parser *p) {
   evlua_http *h = (evlua_http *)p->data;
@@ -144,7 +177,7 @@ static int on_headers_complete(http_parser *p) {
   if (p->http_major != 1)
     return fail_with(h, 505, "unsupported http version");
   if (p->type == HTTP_REQUEST) {
-    if (check_host(h)) return -1;
+    if (check_host(h) || check_transfer_encoding(h)) return -1;
     int has_body = (p->flags & F_CHUNKED) ||
                    ((p->flags & F_CONTENTLENGTH) && p->content_length > 0);
     /* Refuse an announced body before reading a byte of it. */

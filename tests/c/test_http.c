@@ -176,6 +176,15 @@ static void refuses_what_rfc_9112_refuses(void **state) {
   assert_int_equal(refusal("GET / HTTP/9.9\r\nHost: h\r\n\r\n", &msg), 505);
   assert_string_equal(msg, "unsupported http version");
   assert_int_equal(refusal("GET / HTTP/1.2\r\nHost: h\r\n\r\n", &msg), 0);
+  /* one transfer coding, chunked, at most once; nothing else (nginx: 501) */
+  assert_int_equal(refusal("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked"
+                           "\r\n\r\n0\r\n\r\n", &msg), 501);
+  assert_string_equal(msg, "unsupported transfer coding");
+  assert_int_equal(refusal("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
+                           "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", &msg), 400);
+  assert_string_equal(msg, "chunked more than once");
+  assert_int_equal(refusal("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding:  Chunked "
+                           "\r\n\r\n0\r\n\r\n", &msg), 0);
   /* a Host trailer is a trailer, not a second Host */
   assert_int_equal(refusal("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked"
                            "\r\n\r\n0\r\nHost: evil\r\n\r\n", &msg), 0);

@@ -311,6 +311,11 @@ describe("http server", function()
       { 505, "GET / HTTP/9.9\r\nHost: x\r\n\r\n" },
       { 505, "GET / HTTP/2.0\r\nHost: x\r\n\r\n" },
       { 505, "GET / HTTP/0.9\r\nHost: x\r\n\r\n" },
+      -- one transfer coding, chunked, once
+      { 501, "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+             .. "0\r\n\r\n" },
+      { 400, "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+             .. "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" },
       -- chunk data must end in CRLF: else "XX0..." hides a second request
       { 400, "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
              .. "3\r\nabcXX0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n" },
