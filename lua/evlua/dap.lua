@@ -30,6 +30,8 @@ dap.MAX_HEADERS = 16              -- header lines before the empty one
 dap.MAX_BODY = 1024 * 1024        -- largest message body (bytes)
 dap.MAX_DEPTH = 64                -- deepest nesting of a request's JSON
 dap.READ_TIMEOUT = nil            -- seconds a message may take (nil: none)
+dap.FIRST_TIMEOUT = 10            -- seconds until the first message: an idle
+                                  -- connection must not hold the one session
 
 cjson.decode_max_depth(dap.MAX_DEPTH)
 cjson.encode_max_depth(dap.MAX_DEPTH)
@@ -123,13 +125,16 @@ end
 
 --[[ Framing ================================================================]]
 
--- read_message(session) -> decoded message | nil, message, code ("closed",
--- "timeout", "protocol", "too_large"). A failure ends the connection.
-local function read_message(s)
+-- read_message(session [, timeout]) -> decoded message | nil, message, code
+-- ("closed", "timeout", "protocol", "too_large"); each wait takes at most
+-- timeout (default: the session's read_timeout). A failure ends the
+-- connection.
+local function read_message(s, timeout)
   local ch, length = s.channel, nil
+  timeout = timeout or s.read_timeout
   local lines = 0
   while true do
-    local line, err, code = ch:wait_line(s.read_timeout)
+    local line, err, code = ch:wait_line(timeout)
     if not line then
       if code == "too_large" then return fail("too_large", "header line too long") end
       return nil, err, code
@@ -158,7 +163,7 @@ local function read_message(s)
   local parts, left = {}, length
   local max_input = ch._stream:limits()
   while left > 0 do
-    local piece, err, code = ch:wait_read(math.min(left, max_input), s.read_timeout)
+    local piece, err, code = ch:wait_read(math.min(left, max_input), timeout)
     if not piece then return nil, err, code end
     parts[#parts + 1] = piece
     left = left - #piece
@@ -559,8 +564,10 @@ local function handle(s, req)
 end
 
 local function serve(s)
+  local timeout = s.first_timeout   -- then the read_timeout
   while not s.closing do
-    local msg, err, code = read_message(s)
+    local msg, err, code = read_message(s, timeout)
+    timeout = nil
     if not msg then
       if code ~= "closed" and code ~= "cancelled" then
         send_event(s, "output", { category = "important",
@@ -596,9 +603,11 @@ local function check_options(opts, fname)
   check_limit(opts, "max_header", fname)
   check_limit(opts, "max_headers", fname)
   check_limit(opts, "max_body", fname)
-  local t = opts.read_timeout
-  if t ~= nil and (type(t) ~= "number" or t <= 0 or t ~= t) then
-    argerror(1, fname, "read_timeout must be a number > 0", 2)
+  for _, name in ipairs({ "read_timeout", "first_timeout" }) do
+    local t = opts[name]
+    if t ~= nil and (type(t) ~= "number" or t <= 0 or t ~= t) then
+      argerror(1, fname, name .. " must be a number > 0", 2)
+    end
   end
   return opts
 end
@@ -627,6 +636,7 @@ local function session_task(opts, ch)
     max_headers = opts.max_headers or dap.MAX_HEADERS,
     max_body = opts.max_body or dap.MAX_BODY,
     read_timeout = opts.read_timeout or dap.READ_TIMEOUT,
+    first_timeout = opts.first_timeout or dap.FIRST_TIMEOUT,
   }
   current = s
   engine.own_task(event.running())   -- the session is no thread of the debuggee's
@@ -654,7 +664,8 @@ local function session_task(opts, ch)
 end
 
 -- dap.listen(port | { port =, host =, max_header =, max_headers =,
--- max_body =, read_timeout = }) -> listener | nil, err, code. host must
+-- max_body =, read_timeout =, first_timeout = }) -> listener | nil, err,
+-- code. host must
 -- be a loopback address (127.0.0.1, the default, or ::1).
 function dap.listen(opts)
   opts = check_options(opts, "listen")

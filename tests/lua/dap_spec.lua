@@ -253,7 +253,28 @@ describe("evlua.dap", function()
     first.ch:close()
   end)
 
+  it("closes a connection that sends nothing within first_timeout, freeing the session", function()
+    local l = assert(dap.listen({ port = 0, first_timeout = 0.3 }))
+    local idle = client(l:port())
+    local outputs, code = idle.until_closed()   -- it sends nothing at all
+    assert.equal("closed", code)
+    assert.matches("timeout", outputs[1])
+    helper.eventually(function() return dap.session() == nil end, "the session to end")
+    -- the one session is free again, and past first_timeout a live one stays
+    local c = client(l:port())
+    c.send({ command = "initialize" })
+    assert.is_true(c.next().success)
+    assert.equal("initialized", c.next().event)
+    event.sleep(0.5)
+    c.send({ command = "initialize" })
+    assert.is_true(c.next().success)
+    c.ch:close()
+    l:close()
+  end)
+
   it("listens on loopback only and checks its options", function()
+    assert.matches("first_timeout must be a number > 0",
+                   helper.raised(dap.listen, { port = 0, first_timeout = 0 }))
     assert.matches("loopback", helper.raised(dap.listen, { port = 0, host = "0.0.0.0" }))
     assert.matches("max_body must be an integer >= 1",
                    helper.raised(dap.listen, { port = 0, max_body = 0 }))
