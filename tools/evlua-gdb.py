@@ -280,6 +280,24 @@ class Lua:
                 break
         return self._live
 
+    def task_slots(self):
+        """The slot numbers of a task record's STATE, WHAT and ON, read
+        from event._slots (event.lua's own table of them), so a change
+        of the record's layout reaches this script; None if not found."""
+        event = self.loaded_module("event")
+        for key, node in self.table_fields(event) if event else ():
+            tag, slots = self.tvalue(node)
+            if key != "_slots" or tag != T_TABLE:
+                continue
+            found = {}
+            for name, snode in self.table_fields(slots):
+                stag, value = self.tvalue(snode)
+                if name in ("STATE", "WHAT", "ON") and stag == T_INT:
+                    found[name] = value
+            if len(found) == 3:
+                return found["STATE"], found["WHAT"], found["ON"]
+        return None
+
     def array_slot(self, table, n):
         if n > u32(table + self.o["t.alimit"]):
             return None
@@ -288,9 +306,10 @@ class Lua:
     def waits_on(self, L):
         """What event.lua's record of the task in coroutine L says it waits
         for ("sleep 3600", "read table: 0x..."), or None."""
-        live = self.live_tasks()
-        if live is None:
+        live, slots = self.live_tasks(), self.task_slots()
+        if live is None or slots is None:
             return None
+        state_at, what_at, on_at = slots
         o = self.o
         nodes = ptr(live + o["t.node"])
         for i in range(min(1 << u8(live + o["t.lsizenode"]), 1 << 20)):
@@ -299,14 +318,14 @@ class Lua:
                     or ptr(node + o["Node.key_val"]) != L):
                 continue
             tag, task = self.tvalue(node)
-            state = self.array_slot(task, 1) if tag == T_TABLE else None
-            what = self.array_slot(task, 6) if state else None
+            state = self.array_slot(task, state_at) if tag == T_TABLE else None
+            what = self.array_slot(task, what_at) if state else None
             if what is None or u8(state + 8) not in (T_SHRSTR, T_LNGSTR):
                 return None
             if self.string(ptr(state)) != "waiting":
                 return None
             words = [self.describe(what).strip('"')]
-            on = self.array_slot(task, 7)
+            on = self.array_slot(task, on_at)
             if on is not None and u8(on + 8) not in (T_NIL, T_FALSE):
                 words.append(self.describe(on))
             return " ".join(words)
