@@ -173,6 +173,7 @@ function Request:reply(status, reason, body)
     local h = conn._qhead
     if h == conn._qtail and self.keep_alive then   -- advance(), in short
       conn._queue[h] = nil
+      -- all_sent's conditions, each of them: a new one there goes here too
       if conn._closed or conn._error or conn._stopping or conn._idle_off
          or conn._wait_continue or conn._blocked then
         all_sent(conn)
@@ -545,6 +546,8 @@ advance = function(conn)
   all_sent(conn)
 end
 
+-- (Request:reply tests every condition below before calling this: a new
+-- one goes there too.)
 -- Every reply is out: start the queue over, so that it stays in the
 -- table's array part instead of growing keys forever; then go on with
 -- what waited for it.
